@@ -1,0 +1,399 @@
+// Package ring is a bounded byte log addressed by absolute offsets: the
+// output of one process stream. One writer appends; any number of readers
+// consume it at their own offsets.
+//
+// The ring is also the flow control. A reader is "paced" while it keeps up:
+// the writer does not evict bytes a paced reader has not read, so a live
+// viewer sees every byte and the process is slowed to the viewer's pace, as
+// a terminal slows a program. A paced reader that makes no progress for the
+// stall bound is demoted: the writer stops waiting for it, and when the bytes
+// it missed are evicted it gets a *GapError naming them, then continues.
+// A demoted reader that catches up is paced again. With no reader, output
+// simply drains into the ring and the oldest bytes are evicted. No reader
+// ever holds memory of its own: the ring is every reader's queue.
+//
+// The ring grows on demand up to its maximum, so an idle process costs only
+// what it printed.
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// ErrClosed is returned by Write after CloseWrite.
+var ErrClosed = errors.New("ring: write after close")
+
+// GapError reports that the bytes [From, To) were evicted before the reader
+// read them. The reader has moved on to To.
+type GapError struct{ From, To int64 }
+
+func (e *GapError) Error() string {
+	return fmt.Sprintf("ring: bytes %d..%d were evicted before they were read (%d bytes lost)", e.From, e.To, e.To-e.From)
+}
+
+// minAlloc is the first allocation of a ring that receives data.
+const minAlloc = 1024
+
+// Buffer is the ring. Its zero value is not usable; call New.
+type Buffer struct {
+	max   int
+	stall time.Duration
+
+	mu      sync.Mutex
+	buf     []byte // len(buf) is the current capacity, <= max
+	head    int    // index in buf of the byte at offset start
+	start   int64  // oldest retained offset
+	end     int64  // next offset to be written
+	closed  bool
+	readers map[*Reader]struct{}
+	waiting bool          // the writer waits for space
+	space   chan struct{} // cap 1: a paced reader advanced, left or was demoted
+	stopped chan struct{} // closed by Stop: a blocked Write returns
+	demoted int64         // readers demoted so far (for tests and metrics)
+}
+
+// New returns a ring that keeps at most max bytes and waits at most stall
+// for a paced reader that makes no progress. max must be positive.
+func New(max int, stall time.Duration) *Buffer {
+	if max <= 0 {
+		panic("ring: max must be positive")
+	}
+	return &Buffer{
+		max:     max,
+		stall:   stall,
+		readers: make(map[*Reader]struct{}),
+		space:   make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+	}
+}
+
+// Bounds returns the retained range [start, end).
+func (b *Buffer) Bounds() (start, end int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.start, b.end
+}
+
+// Closed reports whether CloseWrite was called.
+func (b *Buffer) Closed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Demoted returns how many readers were demoted for stalling.
+func (b *Buffer) Demoted() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.demoted
+}
+
+// Allocated returns the bytes the ring currently holds allocated.
+func (b *Buffer) Allocated() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return cap(b.buf)
+}
+
+// Write appends p. It blocks while appending would evict bytes that a paced
+// reader has not read, for at most the stall bound per stalled reader, and
+// returns early only if Stop is called (with ErrClosed).
+func (b *Buffer) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		chunk := p
+		if len(chunk) > b.max {
+			chunk = chunk[:b.max]
+		}
+		if err := b.writeChunk(chunk); err != nil {
+			return written, err
+		}
+		written += len(chunk)
+		p = p[len(chunk):]
+	}
+	return written, nil
+}
+
+func (b *Buffer) writeChunk(p []byte) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	var timer *time.Timer
+	for {
+		wait, ok := b.blockedLocked(int64(len(p)))
+		if !ok {
+			break
+		}
+		b.waiting = true
+		b.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-b.space:
+		case <-timer.C:
+		case <-b.stopped:
+			timer.Stop()
+			b.mu.Lock()
+			b.waiting = false
+			b.mu.Unlock()
+			return ErrClosed
+		}
+		b.mu.Lock()
+		b.waiting = false
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+	b.appendLocked(p)
+	for r := range b.readers {
+		r.signal()
+	}
+	b.mu.Unlock()
+	return nil
+}
+
+// blockedLocked reports whether appending n bytes must wait for a paced
+// reader, and for how long at most before the next check. Readers stalled
+// past the bound are demoted here.
+func (b *Buffer) blockedLocked(n int64) (time.Duration, bool) {
+	newStart := b.end + n - int64(b.max)
+	if newStart <= b.start {
+		return 0, false
+	}
+	var (
+		now     time.Time
+		wait    time.Duration
+		blocked bool
+	)
+	for r := range b.readers {
+		if !r.paced || r.off >= newStart {
+			continue
+		}
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if r.progress != r.seenProgress || r.blockedSince.IsZero() {
+			r.seenProgress = r.progress
+			r.blockedSince = now
+		}
+		left := b.stall - now.Sub(r.blockedSince)
+		if left <= 0 {
+			r.paced = false
+			r.blockedSince = time.Time{}
+			b.demoted++
+			r.signal()
+			continue
+		}
+		if !blocked || left < wait {
+			wait = left
+		}
+		blocked = true
+	}
+	return wait, blocked
+}
+
+func (b *Buffer) appendLocked(p []byte) {
+	n := len(p)
+	size := int(b.end - b.start)
+	if size+n > len(b.buf) && len(b.buf) < b.max {
+		b.growLocked(size + n)
+	}
+	if over := size + n - len(b.buf); over > 0 {
+		b.start += int64(over)
+		b.head = (b.head + over) % len(b.buf)
+	}
+	// Copy at the tail, wrapping.
+	tail := (b.head + int(b.end-b.start)) % len(b.buf)
+	c := copy(b.buf[tail:], p)
+	copy(b.buf, p[c:])
+	b.end += int64(n)
+}
+
+func (b *Buffer) growLocked(need int) {
+	c := len(b.buf)
+	if c < minAlloc {
+		c = minAlloc
+	}
+	for c < need {
+		c *= 2
+	}
+	if c > b.max {
+		c = b.max
+	}
+	nb := make([]byte, c)
+	size := int(b.end - b.start)
+	if size > 0 {
+		b.copyOutLocked(nb[:size], b.start)
+	}
+	b.buf = nb
+	b.head = 0
+}
+
+// copyOutLocked copies the bytes starting at offset off into p; the caller
+// guarantees they are retained.
+func (b *Buffer) copyOutLocked(p []byte, off int64) {
+	pos := (b.head + int(off-b.start)) % len(b.buf)
+	c := copy(p, b.buf[pos:])
+	copy(p[c:], b.buf)
+}
+
+// CloseWrite marks the end of the stream. Readers get io.EOF once they have
+// read everything.
+func (b *Buffer) CloseWrite() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.closed = true
+	for r := range b.readers {
+		r.signal()
+	}
+}
+
+// Stop makes a Write blocked on a paced reader return ErrClosed. It is for
+// shutdown; CloseWrite still marks the end of the stream.
+func (b *Buffer) Stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case <-b.stopped:
+	default:
+		close(b.stopped)
+	}
+}
+
+// Reader reads the ring from its own offset. A Reader is used by one
+// goroutine at a time; Close may be called from any.
+type Reader struct {
+	b      *Buffer
+	notify chan struct{}
+
+	// Guarded by b.mu.
+	off          int64
+	paced        bool
+	progress     uint64
+	seenProgress uint64
+	blockedSince time.Time
+	closed       bool
+}
+
+// NewReader returns a paced reader starting at offset off, which must not
+// be beyond the end. An offset before the retained start is allowed: the
+// first Read reports the gap.
+func (b *Buffer) NewReader(off int64) (*Reader, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if off < 0 {
+		return nil, fmt.Errorf("offset %d is negative", off)
+	}
+	if off > b.end {
+		return nil, fmt.Errorf("offset %d is beyond the end of the stream (%d bytes so far)", off, b.end)
+	}
+	r := &Reader{b: b, notify: make(chan struct{}, 1), off: off, paced: true}
+	b.readers[r] = struct{}{}
+	r.signal()
+	return r, nil
+}
+
+func (r *Reader) signal() {
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Notify returns a channel that receives a value when the reader may have
+// something new to read: data, a gap, or the end of the stream.
+func (r *Reader) Notify() <-chan struct{} { return r.notify }
+
+// Offset returns the offset of the next byte the reader will read.
+func (r *Reader) Offset() int64 {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	return r.off
+}
+
+// Paced reports whether the writer currently waits for this reader.
+func (r *Reader) Paced() bool {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	return r.paced
+}
+
+// Read copies available bytes at the reader's offset into p and advances.
+// It never blocks: with nothing to read it returns 0, nil (wait on Notify).
+// It returns a *GapError when bytes were evicted before this reader read
+// them (the reader has skipped them), and io.EOF at the end of a closed
+// stream.
+func (r *Reader) Read(p []byte) (int, error) {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.closed {
+		return 0, io.ErrClosedPipe
+	}
+	if r.off < b.start {
+		gap := &GapError{From: r.off, To: b.start}
+		r.off = b.start
+		r.advancedLocked()
+		return 0, gap
+	}
+	avail := b.end - r.off
+	if avail == 0 {
+		if b.closed {
+			return 0, io.EOF
+		}
+		if !r.paced {
+			// Caught up: pace the writer again.
+			r.paced = true
+			r.blockedSince = time.Time{}
+		}
+		return 0, nil
+	}
+	n := len(p)
+	if int64(n) > avail {
+		n = int(avail)
+	}
+	b.copyOutLocked(p[:n], r.off)
+	r.off += int64(n)
+	r.advancedLocked()
+	return n, nil
+}
+
+func (r *Reader) advancedLocked() {
+	r.progress++
+	if r.b.waiting {
+		select {
+		case r.b.space <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Close detaches the reader; the writer no longer waits for it.
+func (r *Reader) Close() {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	delete(b.readers, r)
+	if b.waiting {
+		select {
+		case b.space <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,68 @@
+// Package protocol defines porthole's wire format: protocol versions, the
+// JSON-RPC 2.0 methods and their parameters, the binary frames of an attach
+// stream, error codes and close codes. It does no I/O; the agent and the
+// client both speak through it. docs/protocol.md describes the same contract
+// for people, and fixtures/protocol holds golden messages checked by tests.
+package protocol
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Version is the protocol version this build speaks, "major.minor". Peers
+// with the same major version interoperate; a minor bump only adds optional
+// fields and methods.
+const Version = "1.0"
+
+// HeaderProtocol carries the client's protocol version on every HTTP and
+// WebSocket request, and the agent's on every response.
+const HeaderProtocol = "Porthole-Protocol"
+
+// HeaderAgentVersion carries the agent's build version on responses.
+const HeaderAgentVersion = "Porthole-Version"
+
+// WebSocket subprotocols.
+const (
+	// SubprotocolRPC is the control socket: JSON-RPC 2.0, one object per text frame.
+	SubprotocolRPC = "porthole.rpc.v1"
+	// SubprotocolAttach is the framed attach socket: binary data frames with
+	// a stream byte and an offset, JSON-RPC 2.0 control in text frames.
+	SubprotocolAttach = "porthole.attach.v1"
+	// SubprotocolRaw is the raw attach socket for stock terminal widgets
+	// (xterm.js addon-attach): output bytes as binary frames, every frame
+	// received is stdin, no control messages.
+	SubprotocolRaw = "porthole.raw.v1"
+	// TokenSubprotocolPrefix lets a browser, which cannot set headers on a
+	// WebSocket, present its token: "porthole.token." + base64url(token)
+	// without padding. The agent never selects it.
+	TokenSubprotocolPrefix = "porthole.token."
+)
+
+// CheckVersion reports an error naming both versions when the peer's
+// protocol version is not compatible with ours. An empty peer version is
+// accepted as ours (clients that do not send the header, like a browser).
+func CheckVersion(peer string) error {
+	if peer == "" {
+		return nil
+	}
+	pm, err := major(peer)
+	if err != nil {
+		return fmt.Errorf("protocol version %q: %v (this side speaks %s)", peer, err, Version)
+	}
+	om, _ := major(Version)
+	if pm != om {
+		return fmt.Errorf("protocol version mismatch: peer speaks %s, this side speaks %s", peer, Version)
+	}
+	return nil
+}
+
+func major(v string) (int, error) {
+	m, _, _ := strings.Cut(v, ".")
+	n, err := strconv.Atoi(m)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("not of the form major.minor")
+	}
+	return n, nil
+}
