@@ -1,0 +1,216 @@
+// Package agent serves processes and terminals over WebSocket: it starts
+// them (PTY or pipes), keeps their output in per-stream rings addressed by
+// byte offset, and lets any number of clients attach, detach and reattach
+// exactly where they left off. Control is JSON-RPC 2.0; see
+// docs/protocol.md for the wire contract.
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// Options configure an Agent. Zero values mean the documented defaults.
+type Options struct {
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Token is the shared secret every request must present. Empty is
+	// refused unless InsecureNoAuth is set.
+	Token          string
+	InsecureNoAuth bool
+	// AllowedOrigins lists browser origins ("https://ide.example.com") that
+	// may open WebSockets besides the agent's own; "*" allows any.
+	// Requests without an Origin header (non-browsers) are always allowed.
+	AllowedOrigins []string
+	// Version is the build version reported to clients.
+	Version string
+	// Shell runs when a start request has no argv. Default $SHELL, else /bin/sh.
+	Shell string
+	// Env is the base environment of children. Default: the agent's own,
+	// without PORTHOLE_TOKEN.
+	Env []string
+	// MaxProcesses bounds retained processes, running and exited. Default 512.
+	MaxProcesses int
+	// RingBytes is each output stream's ring size (scrollback). Default 1 MiB.
+	RingBytes int
+	// StallTimeout is how long a viewer that stops reading may hold a
+	// process back before it is demoted. Default 1s.
+	StallTimeout time.Duration
+	// Retention is how long exited processes are kept. Default 10m; negative
+	// keeps them until removed.
+	Retention time.Duration
+	// ExitDrain bounds how long output is still read after the process
+	// exited while a background child holds its terminal or pipes. Default 1s.
+	ExitDrain time.Duration
+	// MaxMessageBytes bounds every WebSocket message and HTTP body. Default 1 MiB.
+	MaxMessageBytes int
+	// StdinQueue bounds the stdin frames queued per attached client while
+	// the process does not read. Default 64.
+	StdinQueue int
+	// PingInterval is the keepalive period. Default 15s.
+	PingInterval time.Duration
+	// WriteTimeout disconnects a client that reads nothing for this long. Default 30s.
+	WriteTimeout time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Shell == "" {
+		o.Shell = os.Getenv("SHELL")
+		if o.Shell == "" {
+			o.Shell = "/bin/sh"
+		}
+	}
+	if o.Env == nil {
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "PORTHOLE_TOKEN=") {
+				o.Env = append(o.Env, kv)
+			}
+		}
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxProcesses, 512)
+	def(&o.RingBytes, 1<<20)
+	def(&o.MaxMessageBytes, 1<<20)
+	def(&o.StdinQueue, 64)
+	defDur(&o.StallTimeout, time.Second)
+	defDur(&o.Retention, 10*time.Minute)
+	defDur(&o.ExitDrain, time.Second)
+	defDur(&o.PingInterval, 15*time.Second)
+	defDur(&o.WriteTimeout, 30*time.Second)
+}
+
+// Agent is the exec agent. Serve its Handler; call Shutdown to stop.
+type Agent struct {
+	opts     Options
+	log      *slog.Logger
+	procs    *manager
+	upgrader websocket.Upgrader
+
+	// conns tracks every connection's goroutines; Shutdown waits for them.
+	mu      sync.Mutex
+	closing bool
+	conns   map[*session]struct{}
+	connWG  sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	connSeq uint64
+}
+
+// ErrNoToken is returned by New when no token is configured.
+var ErrNoToken = errors.New("no token: set PORTHOLE_TOKEN or -token-file (or -insecure-no-auth for a trusted loopback test)")
+
+// New returns an agent. It starts nothing until requests arrive.
+func New(o Options) (*Agent, error) {
+	if o.Token == "" && !o.InsecureNoAuth {
+		return nil, ErrNoToken
+	}
+	o.setDefaults()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	a := &Agent{
+		opts:  o,
+		log:   o.Logger,
+		conns: make(map[*session]struct{}),
+		ctx:   ctx, cancel: cancel,
+	}
+	a.procs = newManager(&a.opts)
+	a.upgrader = websocket.Upgrader{
+		ReadBufferSize:  32 << 10,
+		WriteBufferSize: 64 << 10,
+		// Origins are checked before the upgrade, with a clear 403.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	return a, nil
+}
+
+// Handler returns the agent's HTTP handler: the control socket, the
+// one-shot HTTP JSON-RPC endpoint, attach sockets and the health check.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.serveHealth)
+	mux.HandleFunc("GET /v1/rpc", a.serveRPCSocket)
+	mux.HandleFunc("POST /v1/rpc", a.serveRPCPost)
+	mux.HandleFunc("GET /v1/processes/{id}/attach", a.serveAttach)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(protocol.HeaderProtocol, protocol.Version)
+		w.Header().Set(protocol.HeaderAgentVersion, a.opts.Version)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (a *Agent) info() protocol.AgentInfo {
+	return protocol.AgentInfo{
+		Version: a.opts.Version, ProtocolVersion: protocol.Version, PID: os.Getpid(),
+		Processes: a.procs.count(), MaxProcesses: a.opts.MaxProcesses,
+		RingBytes: a.opts.RingBytes, MaxMessageBytes: a.opts.MaxMessageBytes,
+	}
+}
+
+func (a *Agent) serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok\n"))
+}
+
+// ErrShutdown is the cause given to connections closed by Shutdown.
+var ErrShutdown = errors.New("agent is shutting down")
+
+// Shutdown closes every connection (close code 1001), hangs up every
+// process, waits up to grace for them to exit, kills the rest, and waits
+// for every goroutine the agent started.
+func (a *Agent) Shutdown(ctx context.Context, grace time.Duration) {
+	a.mu.Lock()
+	a.closing = true
+	sessions := make([]*session, 0, len(a.conns))
+	for s := range a.conns {
+		sessions = append(sessions, s)
+	}
+	a.mu.Unlock()
+	a.cancel(ErrShutdown)
+	for _, s := range sessions {
+		s.close(protocol.CloseGoingAway, ErrShutdown.Error())
+	}
+	a.procs.shutdown(ctx, grace)
+	a.connWG.Wait()
+}
+
+// track registers a session; it fails once Shutdown has begun.
+func (a *Agent) track(s *session) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closing {
+		return false
+	}
+	a.connSeq++
+	s.seq = a.connSeq
+	a.conns[s] = struct{}{}
+	a.connWG.Add(1)
+	return true
+}
+
+func (a *Agent) untrack(s *session) {
+	a.mu.Lock()
+	delete(a.conns, s)
+	a.mu.Unlock()
+	a.connWG.Done()
+}

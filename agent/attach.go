@@ -1,0 +1,238 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/porthole-dev/porthole/internal/wsrpc"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// parseOffsets reads ?stdout=N&stderr=N (and ?offset=N for stdout).
+// Absent means 0: everything the ring still holds. "end" means only new
+// output.
+func parseOffsets(r *http.Request, p *Process) ([3]*int64, error) {
+	var offs [3]*int64
+	q := r.URL.Query()
+	for _, s := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
+		out := p.Output(s)
+		if out == nil {
+			continue
+		}
+		v := q.Get(s.String())
+		if v == "" && s == protocol.Stdout {
+			v = q.Get("offset")
+		}
+		var off int64
+		switch v {
+		case "":
+		case "end":
+			_, off = out.Bounds()
+		default:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return offs, invalidParams("%s offset %q: want a byte offset >= 0 or \"end\"", s, v)
+			}
+			if _, end := out.Bounds(); n > end {
+				return offs, invalidParams("%s offset %d is beyond the end of the stream (%d bytes so far)", s, n, end)
+			}
+			off = n
+		}
+		offs[s] = &off
+	}
+	return offs, nil
+}
+
+// serveAttach attaches a client to a process: framed (porthole.attach.v1,
+// the default) or raw (porthole.raw.v1, for stock terminal widgets).
+func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
+	if e := a.authorize(r); e != nil {
+		a.refuse(w, r, e)
+		return
+	}
+	p, err := a.procs.get(r.PathValue("id"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	offs, err := parseOffsets(r, p)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	raw := slices.Contains(websocketProtocols(r), protocol.SubprotocolRaw) || r.URL.Query().Get("mode") == "raw"
+	s := a.newSession(r, "attach")
+	if s == nil {
+		http.Error(w, ErrShutdown.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	s.proc = p
+	s.log = s.log.With("process", p.id)
+	s.stdin = make(chan stdinItem, a.opts.StdinQueue)
+	stdinWriter := func() {
+		for item := range s.stdin {
+			var err error
+			if item.eof {
+				err = p.CloseStdin()
+			} else {
+				err = p.WriteStdin(item.data)
+			}
+			if err != nil {
+				s.log.Debug("stdin", "err", err)
+			}
+		}
+	}
+	onInput := func(b []byte) error {
+		if raw {
+			return s.queueStdin(stdinItem{data: b})
+		}
+		data, err := protocol.ParseInputFrame(b)
+		if err != nil {
+			return err
+		}
+		if len(data) == 0 {
+			return nil
+		}
+		return s.queueStdin(stdinItem{data: data})
+	}
+	ws, err := a.upgrade(w, r, protocol.SubprotocolAttach, protocol.SubprotocolRaw)
+	if err != nil {
+		s.finish(err)
+		return
+	}
+	opts := a.streamOptions(onInput)
+	opts.RawText = raw
+	s.stream = wsrpc.New(ws, opts)
+	// The stdin writer belongs to the process's lifetime: it ends when the
+	// queue is closed and drained, or when the process's stdin is gone.
+	a.procs.wg.Go(stdinWriter)
+
+	var sk sink = frameSink{s}
+	if raw {
+		sk = rawSink{s}
+	} else {
+		s.conn = jsonrpc2.NewConn(s.ctx, s.stream, s, jsonrpc2.SetLogger(quietLogger{s.log}))
+	}
+	viewerDone := make(chan error, 1)
+	s.goTracked(func() { viewerDone <- follow(s.ctx, p, offs, sk) })
+
+	readDone := make(chan struct{})
+	if raw {
+		go func() {
+			defer close(readDone)
+			s.stream.ReadObject(nil) // returns only when the socket ends
+		}()
+	} else {
+		go func() {
+			defer close(readDone)
+			<-s.conn.DisconnectNotify()
+		}()
+	}
+	var cause error
+	select {
+	case cause = <-viewerDone:
+		if cause != nil {
+			s.stream.CloseWith(protocol.CloseProtocolError, cause.Error())
+		}
+	case <-readDone:
+		cause = errors.New("client closed")
+	case <-s.ctx.Done():
+		cause = context.Cause(s.ctx)
+		s.stream.CloseWith(protocol.CloseGoingAway, cause.Error())
+	}
+	s.stream.Close()
+	<-readDone
+	close(s.stdin)
+	s.finish(cause)
+}
+
+// queueStdin hands stdin to the session's writer in order; it blocks while
+// the queue is full (the process is not reading), which pushes back on the
+// client's connection, until the session ends.
+func (s *session) queueStdin(item stdinItem) error {
+	select {
+	case s.stdin <- item:
+		return nil
+	case <-s.ctx.Done():
+		return context.Cause(s.ctx)
+	}
+}
+
+func (s *session) subscribe(ctx context.Context, raw json.RawMessage) (any, error) {
+	var sp protocol.SubscribeParams
+	if err := decodeParams(protocol.MethodSubscribe, raw, &sp); err != nil {
+		return nil, err
+	}
+	if s.stream == nil {
+		return nil, &jsonrpc2.Error{Code: protocol.CodeMethodNotFound, Message: "process.subscribe needs a WebSocket control socket"}
+	}
+	p, err := s.process(sp.ID)
+	if err != nil {
+		return nil, err
+	}
+	var offs [3]*int64
+	offs[protocol.Stdout], offs[protocol.Stderr] = sp.Stdout, sp.Stderr
+	for _, st := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
+		if offs[st] == nil || p.Output(st) == nil {
+			continue
+		}
+		if _, end := p.Output(st).Bounds(); *offs[st] < 0 || *offs[st] > end {
+			return nil, invalidParams("%s offset %d: want 0..%d", st, *offs[st], end)
+		}
+	}
+	s.mu.Lock()
+	if _, dup := s.subs[p.id]; dup {
+		s.mu.Unlock()
+		return nil, invalidParams("already subscribed to process %s on this connection", p.id)
+	}
+	const maxSubs = 64
+	if len(s.subs) >= maxSubs {
+		s.mu.Unlock()
+		return nil, &jsonrpc2.Error{Code: protocol.CodeLimit, Message: "subscription limit reached: 64 per connection"}
+	}
+	subCtx, cancel := context.WithCancelCause(s.ctx)
+	s.subs[p.id] = cancel
+	s.mu.Unlock()
+	ready, _ := ctx.Value(readyKey{}).(chan struct{})
+	sk := &eventSink{s: s, conn: s.conn, id: p.id}
+	ok := s.goTracked(func() {
+		defer func() {
+			s.mu.Lock()
+			delete(s.subs, p.id)
+			s.mu.Unlock()
+			cancel(nil)
+		}()
+		if ready != nil {
+			select {
+			case <-ready:
+			case <-subCtx.Done():
+				return
+			}
+		}
+		if err := follow(subCtx, p, offs, sk); err != nil && subCtx.Err() == nil {
+			s.log.Debug("subscription ended", "process", p.id, "err", err)
+		}
+	})
+	if !ok {
+		cancel(nil)
+		return nil, &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: "connection closing"}
+	}
+	return protocol.Empty{}, nil
+}
+
+func (s *session) unsubscribe(_ context.Context, p *Process, _ json.RawMessage) (any, error) {
+	s.mu.Lock()
+	cancel, ok := s.subs[p.id]
+	s.mu.Unlock()
+	if !ok {
+		return nil, invalidParams("not subscribed to process %s", p.id)
+	}
+	cancel(errors.New("unsubscribed"))
+	return protocol.Empty{}, nil
+}

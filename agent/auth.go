@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// httpError is a refusal before any upgrade: a status and a message that
+// never contains the token.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+// authorize checks, in order: the protocol version, the Origin against the
+// allow-list, and the token. Nothing starts or attaches without passing.
+func (a *Agent) authorize(r *http.Request) *httpError {
+	if err := protocol.CheckVersion(r.Header.Get(protocol.HeaderProtocol)); err != nil {
+		return &httpError{http.StatusBadRequest, err.Error()}
+	}
+	if err := a.checkOrigin(r); err != nil {
+		return err
+	}
+	if a.opts.InsecureNoAuth {
+		return nil
+	}
+	tok, ok := requestToken(r)
+	if !ok {
+		return &httpError{http.StatusUnauthorized, "missing token: send Authorization: Bearer <token>, or the WebSocket subprotocol " + protocol.TokenSubprotocolPrefix + "<base64url token>"}
+	}
+	if !tokenEqual(tok, a.opts.Token) {
+		return &httpError{http.StatusUnauthorized, "invalid token"}
+	}
+	return nil
+}
+
+// tokenEqual compares in constant time, also with respect to length.
+func tokenEqual(got, want string) bool {
+	g := sha256.Sum256([]byte(got))
+	w := sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+}
+
+// requestToken finds the token in the Authorization header or, for
+// browsers, in a WebSocket subprotocol.
+func requestToken(r *http.Request) (string, bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") && tok != "" {
+			return strings.TrimSpace(tok), true
+		}
+		return "", false
+	}
+	for _, p := range websocketProtocols(r) {
+		if enc, ok := strings.CutPrefix(p, protocol.TokenSubprotocolPrefix); ok {
+			b, err := base64.RawURLEncoding.DecodeString(enc)
+			if err != nil {
+				return "", false
+			}
+			return string(b), true
+		}
+	}
+	return "", false
+}
+
+func websocketProtocols(r *http.Request) []string {
+	var out []string
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// checkOrigin refuses cross-site WebSocket hijacking: a browser request
+// must come from the agent's own origin or an allowed one.
+func (a *Agent) checkOrigin(r *http.Request) *httpError {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err == nil && strings.EqualFold(u.Host, r.Host) {
+		return nil
+	}
+	for _, o := range a.opts.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return nil
+		}
+	}
+	return &httpError{http.StatusForbidden, fmt.Sprintf("origin %q is not allowed (agent flag -allow-origin)", origin)}
+}
+
+func (a *Agent) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
+	a.log.Warn("request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "status", e.status, "reason", e.msg)
+	http.Error(w, e.msg, e.status)
+}

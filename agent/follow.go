@@ -1,0 +1,286 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// sink is where a viewer sends a process's life, in the fixed wire order:
+// started, then output, gaps and ends of streams, then exited.
+type sink interface {
+	started(protocol.ProcessInfo) error
+	// output gets a frame whose first OutputHeaderLen bytes are free for a
+	// header and whose rest is the payload at offset off.
+	output(s protocol.Stream, off int64, frame []byte) error
+	gap(s protocol.Stream, from, to int64) error
+	eof(s protocol.Stream, off int64) error
+	exited(protocol.ProcessInfo) error
+}
+
+// frameData is the largest payload of one output frame.
+const frameData = 32 << 10
+
+// framePool holds frame buffers. A viewer takes one only while it has data
+// to send, so idle viewers hold no buffer.
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, protocol.OutputHeaderLen+frameData)
+	return &b
+}}
+
+// follow sends process p to sk from the given offsets (nil: that stream is
+// not followed) until the process is done and everything was sent, or ctx
+// ends. It is the one viewer loop behind attach sockets and subscriptions.
+func follow(ctx context.Context, p *Process, offsets [3]*int64, sk sink) error {
+	var readers [3]*ring.Reader
+	for _, s := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
+		out := p.Output(s)
+		if offsets[s] == nil || out == nil {
+			continue
+		}
+		r, err := out.NewReader(*offsets[s])
+		if err != nil {
+			return invalidParams("%s offset: %v", s, err)
+		}
+		defer r.Close()
+		readers[s] = r
+	}
+	p.clients.Add(1)
+	defer p.clients.Add(-1)
+	if err := sk.started(p.Info(false)); err != nil {
+		return err
+	}
+	for {
+		active, progressed := false, false
+		for s, r := range readers {
+			if r == nil {
+				continue
+			}
+			active = true
+			more, done, err := sendOnce(r, protocol.Stream(s), sk)
+			if err != nil {
+				return err
+			}
+			if done {
+				readers[s] = nil
+			}
+			progressed = progressed || more || done
+		}
+		if !active {
+			break
+		}
+		if progressed {
+			continue
+		}
+		var n1, n2 <-chan struct{}
+		if r := readers[protocol.Stdout]; r != nil {
+			n1 = r.Notify()
+		}
+		if r := readers[protocol.Stderr]; r != nil {
+			n2 = r.Notify()
+		}
+		select {
+		case <-n1:
+		case <-n2:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	return sk.exited(p.Info(false))
+}
+
+// sendOnce moves one chunk (or a gap, or the end) from r to sk.
+func sendOnce(r *ring.Reader, s protocol.Stream, sk sink) (more, done bool, err error) {
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	frame := *bp
+	off := r.Offset()
+	n, rerr := r.Read(frame[protocol.OutputHeaderLen:])
+	var gap *ring.GapError
+	switch {
+	case errors.As(rerr, &gap):
+		return true, false, sk.gap(s, gap.From, gap.To)
+	case rerr == io.EOF:
+		return false, true, sk.eof(s, off)
+	case rerr != nil:
+		return false, false, rerr
+	case n == 0:
+		return false, false, nil
+	}
+	return true, false, sk.output(s, off, frame[:protocol.OutputHeaderLen+n])
+}
+
+// frameSink is the framed attach socket: binary output frames with stream
+// and offset, JSON-RPC notifications for everything else.
+type frameSink struct{ s *session }
+
+func (f frameSink) notify(method string, params any) error {
+	return f.s.conn.Notify(f.s.ctx, method, params)
+}
+
+func (f frameSink) started(info protocol.ProcessInfo) error {
+	return f.notify(protocol.EventStarted, info)
+}
+
+func (f frameSink) output(s protocol.Stream, off int64, frame []byte) error {
+	protocol.PutOutputHeader(frame, s, off)
+	return f.s.stream.WriteBinary(frame)
+}
+
+func (f frameSink) gap(s protocol.Stream, from, to int64) error {
+	return f.notify(protocol.EventGap, protocol.GapEvent{ID: f.s.proc.id, Stream: s.String(), From: from, To: to})
+}
+
+func (f frameSink) eof(s protocol.Stream, off int64) error {
+	return f.notify(protocol.EventEOF, protocol.EOFEvent{ID: f.s.proc.id, Stream: s.String(), Offset: off})
+}
+
+func (f frameSink) exited(info protocol.ProcessInfo) error {
+	if err := f.notify(protocol.EventExited, info); err != nil {
+		return err
+	}
+	return f.s.stream.CloseWith(protocol.CloseNormal, exitReason(info))
+}
+
+func exitReason(info protocol.ProcessInfo) string {
+	if info.Signal != "" {
+		return "killed by signal " + info.Signal
+	}
+	if info.ExitCode != nil {
+		return fmt.Sprintf("exit code %d", *info.ExitCode)
+	}
+	return "exited"
+}
+
+// rawSink is the raw attach socket for stock terminal widgets: output bytes
+// only. A gap is shown in the terminal as a line of text, since the widget
+// has no other way to learn of it; the exit status is the close reason.
+type rawSink struct{ s *session }
+
+func (rawSink) started(protocol.ProcessInfo) error { return nil }
+
+func (r rawSink) output(_ protocol.Stream, _ int64, frame []byte) error {
+	return r.s.stream.WriteBinary(frame[protocol.OutputHeaderLen:])
+}
+
+func (r rawSink) gap(_ protocol.Stream, from, to int64) error {
+	return r.s.stream.WriteBinary(fmt.Appendf(nil, "\r\n[porthole: %d bytes of output were lost]\r\n", to-from))
+}
+
+func (rawSink) eof(protocol.Stream, int64) error { return nil }
+
+func (r rawSink) exited(info protocol.ProcessInfo) error {
+	return r.s.stream.CloseWith(protocol.CloseNormal, exitReason(info))
+}
+
+// eventSink is a subscription on a control socket: output as JSON text for
+// JSON-only clients. A multibyte character split between reads is carried
+// to the next event, so Text is always whole characters; bytes that are
+// not UTF-8 go out as Data (base64). Offsets stay exact either way.
+type eventSink struct {
+	s       *session
+	conn    *jsonrpc2.Conn
+	id      string
+	pending [3][]byte // carried incomplete UTF-8 tail, per stream
+	pendOff [3]int64
+}
+
+func (e *eventSink) notify(method string, params any) error {
+	return e.conn.Notify(e.s.ctx, method, params)
+}
+
+func (e *eventSink) started(info protocol.ProcessInfo) error {
+	return e.notify(protocol.EventStarted, info)
+}
+
+func (e *eventSink) output(s protocol.Stream, off int64, frame []byte) error {
+	payload := frame[protocol.OutputHeaderLen:]
+	if len(e.pending[s]) > 0 {
+		off = e.pendOff[s]
+		payload = append(e.pending[s], payload...)
+		e.pending[s] = nil
+	}
+	cut := len(payload) - incompleteTail(payload)
+	if cut < len(payload) {
+		e.pending[s] = append([]byte(nil), payload[cut:]...)
+		e.pendOff[s] = off + int64(cut)
+	}
+	if cut == 0 {
+		return nil
+	}
+	return e.send(s, off, payload[:cut])
+}
+
+func (e *eventSink) send(s protocol.Stream, off int64, b []byte) error {
+	ev := protocol.OutputEvent{ID: e.id, Stream: s.String(), Offset: off, Len: len(b)}
+	if utf8.Valid(b) {
+		ev.Text = string(b)
+	} else {
+		ev.Data = append([]byte(nil), b...)
+	}
+	return e.notify(protocol.EventOutput, ev)
+}
+
+func (e *eventSink) flush(s protocol.Stream) error {
+	if len(e.pending[s]) == 0 {
+		return nil
+	}
+	b, off := e.pending[s], e.pendOff[s]
+	e.pending[s] = nil
+	return e.send(s, off, b)
+}
+
+func (e *eventSink) gap(s protocol.Stream, from, to int64) error {
+	if err := e.flush(s); err != nil {
+		return err
+	}
+	return e.notify(protocol.EventGap, protocol.GapEvent{ID: e.id, Stream: s.String(), From: from, To: to})
+}
+
+func (e *eventSink) eof(s protocol.Stream, off int64) error {
+	if err := e.flush(s); err != nil {
+		return err
+	}
+	return e.notify(protocol.EventEOF, protocol.EOFEvent{ID: e.id, Stream: s.String(), Offset: off})
+}
+
+func (e *eventSink) exited(info protocol.ProcessInfo) error {
+	return e.notify(protocol.EventExited, info)
+}
+
+// incompleteTail returns how many trailing bytes of b are the start of a
+// UTF-8 sequence that the next bytes may complete (0 to 3).
+func incompleteTail(b []byte) int {
+	for i := 1; i <= 3 && i <= len(b); i++ {
+		c := b[len(b)-i]
+		if c < 0x80 {
+			return 0 // ASCII: nothing pending
+		}
+		if c >= 0xC0 { // a leading byte
+			need := 2
+			if c >= 0xF0 {
+				need = 4
+			} else if c >= 0xE0 {
+				need = 3
+			}
+			if need > i {
+				return i
+			}
+			return 0
+		}
+	}
+	return 0
+}

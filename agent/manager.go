@@ -1,0 +1,276 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// manager owns every process: it starts them through spawn, keeps exited
+// ones for the retention period, and owns their goroutines.
+type manager struct {
+	opts *Options
+	log  *slog.Logger
+	env  []string // base environment of children
+
+	wg sync.WaitGroup // every process goroutine
+
+	mu      sync.Mutex
+	procs   map[string]*Process
+	timers  map[string]*time.Timer
+	nextID  int
+	closing bool
+}
+
+func newManager(o *Options) *manager {
+	return &manager{
+		opts:   o,
+		log:    o.Logger,
+		env:    o.Env,
+		procs:  make(map[string]*Process),
+		timers: make(map[string]*time.Timer),
+	}
+}
+
+func invalidParams(format string, args ...any) *jsonrpc2.Error {
+	return &jsonrpc2.Error{Code: protocol.CodeInvalidParams, Message: fmt.Sprintf(format, args...)}
+}
+
+func notFound(id string) *jsonrpc2.Error {
+	return &jsonrpc2.Error{Code: protocol.CodeNotFound, Message: fmt.Sprintf("no process with id %q", id)}
+}
+
+// start validates sp, then spawns the process.
+func (m *manager) start(sp protocol.StartParams) (*Process, error) {
+	argv := sp.Argv
+	if len(argv) == 0 {
+		argv = []string{m.opts.Shell}
+	}
+	if argv[0] == "" {
+		return nil, invalidParams("argv[0] is empty")
+	}
+	for i, kv := range sp.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, invalidParams("env[%d] %q: want KEY=VALUE", i, kv)
+		}
+	}
+	size := sp.Size
+	if sp.TTY {
+		if size.Rows == 0 && size.Cols == 0 {
+			size.Rows, size.Cols = protocol.DefaultRows, protocol.DefaultCols
+		}
+		if err := checkSize(size); err != nil {
+			return nil, err
+		}
+	}
+	if sp.Cwd != "" {
+		if fi, err := os.Stat(sp.Cwd); err != nil || !fi.IsDir() {
+			return nil, &jsonrpc2.Error{Code: protocol.CodeStartFailed, Message: fmt.Sprintf("cwd %q is not a directory", sp.Cwd)}
+		}
+	}
+	var cred *syscall.Credential
+	if sp.User != "" {
+		c, err := lookupCredential(sp.User)
+		if err != nil {
+			return nil, &jsonrpc2.Error{Code: protocol.CodeStartFailed, Message: err.Error()}
+		}
+		cred = c
+	}
+	env := mergeEnv(m.env, sp.Env, sp.TTY)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return nil, &jsonrpc2.Error{Code: protocol.CodeLimit, Message: "agent is shutting down"}
+	}
+	if len(m.procs) >= m.opts.MaxProcesses && !m.evictOldestExitedLocked() {
+		return nil, &jsonrpc2.Error{Code: protocol.CodeLimit, Message: fmt.Sprintf("process limit reached: %d processes (agent flag -max-processes)", m.opts.MaxProcesses)}
+	}
+	c, err := spawn(spawnSpec{argv: argv, env: env, dir: sp.Cwd, cred: cred, tty: sp.TTY, size: size})
+	if err != nil {
+		return nil, &jsonrpc2.Error{Code: protocol.CodeStartFailed, Message: fmt.Sprintf("start %q: %v", argv[0], err)}
+	}
+	m.nextID++
+	p := &Process{
+		id: strconv.Itoa(m.nextID), name: sp.Name, argv: argv, cwd: sp.Cwd, user: sp.User, tty: sp.TTY,
+		child: c, pid: c.cmd.Process.Pid, startedAt: time.Now(), size: size, done: make(chan struct{}),
+	}
+	p.out[protocol.Stdout] = ring.New(m.opts.RingBytes, m.opts.StallTimeout)
+	if !sp.TTY {
+		p.out[protocol.Stderr] = ring.New(m.opts.RingBytes, m.opts.StallTimeout)
+	}
+	m.procs[p.id] = p
+	m.log.Info("process started", "id", p.id, "pid", p.pid, "argv0", argv[0], "tty", sp.TTY)
+	p.run(&m.wg, m.opts.ExitDrain, func() { m.exited(p) })
+	return p, nil
+}
+
+// mergeEnv overlays extra on base (later entries win) and gives terminals a
+// TERM when none is set.
+func mergeEnv(base, extra []string, tty bool) []string {
+	idx := make(map[string]int, len(base)+len(extra))
+	var out []string
+	for _, kv := range slices.Concat(base, extra) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	if _, ok := idx["TERM"]; tty && !ok {
+		out = append(out, "TERM=xterm-256color")
+	}
+	return out
+}
+
+func (m *manager) exited(p *Process) {
+	info := p.Info(false)
+	m.log.Info("process exited", "id", p.id, "pid", p.pid, "exitCode", info.ExitCode, "signal", info.Signal)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing || m.opts.Retention < 0 {
+		return
+	}
+	m.timers[p.id] = time.AfterFunc(m.opts.Retention, func() { m.remove(p.id) })
+}
+
+// evictOldestExitedLocked drops the exited process that ended first.
+func (m *manager) evictOldestExitedLocked() bool {
+	var oldest *Process
+	for _, p := range m.procs {
+		select {
+		case <-p.done:
+		default:
+			continue
+		}
+		if oldest == nil || p.exitedBefore(oldest) {
+			oldest = p
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	m.removeLocked(oldest.id)
+	return true
+}
+
+func (p *Process) exitedBefore(q *Process) bool {
+	p.mu.Lock()
+	a := p.exitedAt
+	p.mu.Unlock()
+	q.mu.Lock()
+	b := q.exitedAt
+	q.mu.Unlock()
+	return a.Before(b)
+}
+
+func (m *manager) get(id string) (*Process, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p, ok := m.procs[id]; ok {
+		return p, nil
+	}
+	return nil, notFound(id)
+}
+
+func (m *manager) list() []*Process {
+	m.mu.Lock()
+	ps := make([]*Process, 0, len(m.procs))
+	for _, p := range m.procs {
+		ps = append(ps, p)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(ps, func(a, b *Process) int {
+		if c := cmp.Compare(len(a.id), len(b.id)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	return ps
+}
+
+func (m *manager) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.procs)
+}
+
+// remove forgets an exited process; attached clients are closed by the
+// removed channel.
+func (m *manager) remove(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.procs[id]
+	if !ok {
+		return notFound(id)
+	}
+	select {
+	case <-p.done:
+	default:
+		return &jsonrpc2.Error{Code: protocol.CodeStillRunning, Message: "process " + id + " is still running; kill it first"}
+	}
+	m.removeLocked(id)
+	return nil
+}
+
+func (m *manager) removeLocked(id string) {
+	if t, ok := m.timers[id]; ok {
+		t.Stop()
+		delete(m.timers, id)
+	}
+	delete(m.procs, id)
+}
+
+// shutdown hangs up every running process group (SIGHUP, then SIGTERM),
+// waits for them up to grace, then kills what is left and waits for all
+// process goroutines.
+func (m *manager) shutdown(ctx context.Context, grace time.Duration) {
+	m.mu.Lock()
+	m.closing = true
+	for id, t := range m.timers {
+		t.Stop()
+		delete(m.timers, id)
+	}
+	ps := make([]*Process, 0, len(m.procs))
+	for _, p := range m.procs {
+		ps = append(ps, p)
+	}
+	m.mu.Unlock()
+
+	for _, p := range ps {
+		p.Signal(syscall.SIGHUP)
+		p.Signal(syscall.SIGTERM)
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+wait:
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		case <-timer.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	for _, p := range ps {
+		p.Signal(syscall.SIGKILL)
+		p.stop()
+	}
+	m.wg.Wait()
+}

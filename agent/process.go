@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/process"
+	"github.com/sourcegraph/jsonrpc2"
+	"golang.org/x/sys/unix"
+
+	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// Process is one child of the agent: its stdio, its output rings and its
+// state. It outlives the clients attached to it.
+type Process struct {
+	id    string
+	name  string
+	argv  []string
+	cwd   string
+	user  string
+	tty   bool
+	child *child
+	pid   int
+	// out[protocol.Stdout], out[protocol.Stderr] (nil for a TTY).
+	out       [3]*ring.Buffer
+	startedAt time.Time
+
+	clients     atomic.Int32
+	stdinClosed atomic.Bool
+
+	// done is closed once the process has exited and its output streams
+	// have ended: everything a client should see before the exit status.
+	done chan struct{}
+
+	mu       sync.Mutex
+	exited   bool
+	exitedAt time.Time
+	status   syscall.WaitStatus
+	size     protocol.WindowSize
+}
+
+// ID returns the agent-assigned id.
+func (p *Process) ID() string { return p.id }
+
+// Done is closed when the process has exited and all output is in the rings.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Output returns the ring of a stream, or nil when the process has none
+// (stderr of a TTY process).
+func (p *Process) Output(s protocol.Stream) *ring.Buffer {
+	if s != protocol.Stdout && s != protocol.Stderr {
+		return nil
+	}
+	return p.out[s]
+}
+
+// run owns the process's goroutines: one pump per output stream and the
+// waiter. wg is the manager's.
+func (p *Process) run(wg *sync.WaitGroup, drain time.Duration, onDone func()) {
+	var pumps sync.WaitGroup
+	srcs := map[protocol.Stream]*os.File{protocol.Stdout: p.child.master}
+	bufSize := 4096 // a PTY read never returns more than the line discipline's 4 KiB
+	if !p.tty {
+		srcs = map[protocol.Stream]*os.File{protocol.Stdout: p.child.stdout, protocol.Stderr: p.child.stderr}
+		bufSize = 32 << 10
+	}
+	for s, f := range srcs {
+		pumps.Add(1)
+		wg.Go(func() {
+			defer pumps.Done()
+			pump(f, p.out[s], bufSize)
+		})
+	}
+	wg.Go(func() {
+		cmd := p.child.cmd
+		_ = waitReady(cmd.Process.Pid) // on failure Wait simply blocks longer
+		err := cmd.Wait()
+		p.mu.Lock()
+		p.exited = true
+		p.exitedAt = time.Now()
+		if cmd.ProcessState != nil {
+			p.status, _ = cmd.ProcessState.Sys().(syscall.WaitStatus)
+		} else if err != nil {
+			p.status = syscall.WaitStatus(255 << 8)
+		}
+		p.mu.Unlock()
+		// Drain what the process wrote before it exited. A background child
+		// that keeps the terminal or a pipe open does not hold the session
+		// beyond the drain bound.
+		for _, f := range srcs {
+			f.SetReadDeadline(time.Now().Add(drain))
+		}
+		pumps.Wait()
+		for _, f := range srcs {
+			f.Close()
+		}
+		if p.child.stdin != nil {
+			p.child.stdin.Close()
+		}
+		close(p.done)
+		onDone()
+	})
+}
+
+// pump copies one output source into its ring until EOF, EIO (the PTY's
+// EOF), the drain deadline or close, then ends the stream.
+func pump(f *os.File, out *ring.Buffer, size int) {
+	defer out.CloseWrite()
+	buf := make([]byte, size)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if _, werr := out.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Info returns a snapshot; sample adds CPU and memory of a running process.
+func (p *Process) Info(sample bool) protocol.ProcessInfo {
+	info := protocol.ProcessInfo{
+		ID: p.id, Name: p.name, Argv: p.argv, Cwd: p.cwd, User: p.user, TTY: p.tty,
+		PID: p.pid, StartedAt: p.startedAt, Clients: int(p.clients.Load()),
+	}
+	s, e := p.out[protocol.Stdout].Bounds()
+	info.Stdout = protocol.StreamRange{Start: s, End: e}
+	if r := p.out[protocol.Stderr]; r != nil {
+		s, e := r.Bounds()
+		info.Stderr = &protocol.StreamRange{Start: s, End: e}
+	}
+	p.mu.Lock()
+	exited, status, exitedAt := p.exited, p.status, p.exitedAt
+	if p.tty {
+		size := p.size
+		info.Size = &size
+	}
+	p.mu.Unlock()
+	select {
+	case <-p.done:
+		info.State = protocol.StateExited
+		info.ExitedAt = &exitedAt
+		switch {
+		case status.Signaled():
+			info.Signal = protocol.SignalName(status.Signal())
+		default:
+			code := status.ExitStatus()
+			info.ExitCode = &code
+		}
+	default:
+		info.State = protocol.StateRunning
+		if sample && !exited {
+			if ps, err := process.NewProcess(int32(p.pid)); err == nil {
+				if t, err := ps.Times(); err == nil {
+					info.CPUSeconds = t.User + t.System
+				}
+				if m, err := ps.MemoryInfo(); err == nil {
+					info.RSSBytes = m.RSS
+				}
+			}
+		}
+	}
+	return info
+}
+
+// Signal sends sig to the process group while the process has not been
+// reaped (so its pid cannot have been reused).
+func (p *Process) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "process " + p.id + " has exited"}
+	}
+	if err := unix.Kill(-p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+// Resize sets the terminal size; the kernel sends SIGWINCH.
+func (p *Process) Resize(s protocol.WindowSize) error {
+	if !p.tty {
+		return &jsonrpc2.Error{Code: protocol.CodeNotTTY, Message: "process " + p.id + " has no terminal to resize"}
+	}
+	if err := checkSize(s); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "process " + p.id + " has exited"}
+	}
+	p.size = s
+	return setWinsize(p.child.master, s)
+}
+
+func checkSize(s protocol.WindowSize) error {
+	if s.Rows == 0 || s.Cols == 0 || s.Rows > protocol.MaxWindowDimension || s.Cols > protocol.MaxWindowDimension {
+		return &jsonrpc2.Error{Code: protocol.CodeInvalidParams, Message: "size: rows and cols must be 1..10000"}
+	}
+	return nil
+}
+
+func (p *Process) stdinFile() *os.File {
+	if p.tty {
+		return p.child.master
+	}
+	return p.child.stdin
+}
+
+// WriteStdin writes to the process's stdin; it blocks while the process
+// does not read (as a pipe or terminal does).
+func (p *Process) WriteStdin(b []byte) error {
+	if p.stdinClosed.Load() {
+		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "stdin of process " + p.id + " is closed"}
+	}
+	if _, err := p.stdinFile().Write(b); err != nil {
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.EIO) {
+			return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "stdin of process " + p.id + " is closed"}
+		}
+		return err
+	}
+	return nil
+}
+
+// CloseStdin half-closes stdin: the pipe is closed, so the process reads
+// EOF. A terminal cannot be half-closed; there the terminal's EOF character
+// (^D) is written, which a reading process sees as end of input.
+func (p *Process) CloseStdin() error {
+	if p.tty {
+		if p.stdinClosed.Load() {
+			return nil
+		}
+		_, err := p.child.master.Write([]byte{veof(p.child.master)})
+		return err
+	}
+	if p.stdinClosed.Swap(true) {
+		return nil
+	}
+	err := p.child.stdin.Close()
+	if errors.Is(err, os.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// stop releases the rings' blocked writers at shutdown.
+func (p *Process) stop() {
+	for _, r := range p.out {
+		if r != nil {
+			r.Stop()
+		}
+	}
+}

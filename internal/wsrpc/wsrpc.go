@@ -1,0 +1,241 @@
+// Package wsrpc adapts a gorilla WebSocket to sourcegraph/jsonrpc2 for
+// porthole's sockets: JSON-RPC 2.0 objects travel in text frames, stream
+// data in binary frames handed to a callback, writes are serialized, size
+// limits are enforced with JSON-RPC errors instead of dropped connections,
+// and keepalive pings keep idle sessions alive through proxies.
+package wsrpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// HardLimitFactor: a message larger than Limit gets a JSON-RPC error; one
+// larger than HardLimitFactor*Limit closes the socket with 1009, since even
+// discarding it would let a peer occupy the agent indefinitely.
+const HardLimitFactor = 16
+
+// Options configure a Stream.
+type Options struct {
+	// Limit is the largest message accepted, in bytes.
+	Limit int64
+	// OnBinary receives every binary message, in order, on the reading
+	// goroutine. The slice is the callee's. An error closes the socket
+	// with a protocol-error close frame carrying the error text.
+	OnBinary func([]byte) error
+	// RawText hands text messages to OnBinary too: a raw byte socket with
+	// no JSON-RPC at all (ReadObject then returns only when the socket ends).
+	RawText bool
+	// PingInterval > 0 sends a ping that often; a peer silent for two
+	// intervals (no frame, no pong) is disconnected.
+	PingInterval time.Duration
+	// WriteTimeout bounds each write; a peer that does not read for that
+	// long is disconnected.
+	WriteTimeout time.Duration
+}
+
+// Stream is a jsonrpc2.ObjectStream over a WebSocket.
+type Stream struct {
+	ws   *websocket.Conn
+	opts Options
+
+	wmu sync.Mutex // serializes data writes (gorilla allows one writer)
+
+	closeOnce sync.Once
+	stop      chan struct{}
+	pinger    sync.WaitGroup
+}
+
+// New wraps ws. The caller must eventually Close the stream.
+func New(ws *websocket.Conn, opts Options) *Stream {
+	if opts.Limit <= 0 {
+		opts.Limit = 1 << 20
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	s := &Stream{ws: ws, opts: opts, stop: make(chan struct{})}
+	ws.SetReadLimit(opts.Limit * HardLimitFactor)
+	if opts.PingInterval > 0 {
+		deadline := func() time.Time { return time.Now().Add(2*opts.PingInterval + time.Second) }
+		ws.SetReadDeadline(deadline())
+		ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
+		s.pinger.Go(func() { s.ping(deadline) })
+	}
+	return s
+}
+
+func (s *Stream) ping(deadline func() time.Time) {
+	t := time.NewTicker(s.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Conn returns the underlying WebSocket.
+func (s *Stream) Conn() *websocket.Conn { return s.ws }
+
+// ReadObject implements jsonrpc2.ObjectStream. Binary messages go to
+// OnBinary; malformed or oversized JSON-RPC messages are answered with an
+// error response here and skipped, so a bad message never ends the session.
+func (s *Stream) ReadObject(v any) error {
+	for {
+		typ, r, err := s.ws.NextReader()
+		if err != nil {
+			return err
+		}
+		if s.opts.PingInterval > 0 {
+			s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
+		}
+		data, err := io.ReadAll(io.LimitReader(r, s.opts.Limit+1))
+		if err != nil {
+			return err
+		}
+		if int64(len(data)) > s.opts.Limit {
+			n, err := io.Copy(io.Discard, r)
+			if err != nil {
+				return err
+			}
+			total := int64(len(data)) + n
+			if typ == websocket.BinaryMessage {
+				return s.fail(protocol.CloseTooBig, fmt.Sprintf("binary message of %d bytes exceeds the limit of %d bytes", total, s.opts.Limit))
+			}
+			s.replyError(nil, protocol.CodeTooLarge, fmt.Sprintf("message of %d bytes exceeds the limit of %d bytes", total, s.opts.Limit))
+			continue
+		}
+		if typ == websocket.BinaryMessage || s.opts.RawText {
+			if s.opts.OnBinary == nil {
+				return s.fail(protocol.CloseProtocolError, "binary messages are not accepted on this socket")
+			}
+			if err := s.opts.OnBinary(data); err != nil {
+				return s.fail(protocol.CloseProtocolError, err.Error())
+			}
+			continue
+		}
+		if err := Decode(data, v); err != nil {
+			var re *Error
+			if errors.As(err, &re) {
+				s.replyError(re.ID, re.Code, re.Message)
+				continue
+			}
+			return err
+		}
+		return nil
+	}
+}
+
+// Error is a message that cannot be handled as a JSON-RPC request; it is
+// answered with an error response carrying Code and, when known, the
+// request's ID.
+type Error struct {
+	ID      *json.RawMessage
+	Code    int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Decode checks one JSON-RPC message and unmarshals it into v (jsonrpc2's
+// message or request type). Failures are *Error.
+func Decode(data []byte, v any) error {
+	if !json.Valid(data) {
+		var x any
+		err := json.Unmarshal(data, &x)
+		return &Error{Code: protocol.CodeParseError, Message: fmt.Sprintf("parse error: %v", err)}
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		return &Error{Code: protocol.CodeInvalidRequest, Message: "batch requests are not supported: send one JSON-RPC object per text frame"}
+	}
+	var head struct {
+		JSONRPC *string          `json:"jsonrpc"`
+		ID      *json.RawMessage `json:"id"`
+		Method  *string          `json:"method"`
+	}
+	if err := json.Unmarshal(trimmed, &head); err != nil {
+		return &Error{Code: protocol.CodeInvalidRequest, Message: "invalid request: want a JSON object"}
+	}
+	if head.JSONRPC != nil && *head.JSONRPC != "2.0" {
+		return &Error{ID: head.ID, Code: protocol.CodeInvalidRequest, Message: fmt.Sprintf("invalid request: jsonrpc is %q; want \"2.0\"", *head.JSONRPC)}
+	}
+	if head.Method != nil && *head.Method == "" {
+		return &Error{ID: head.ID, Code: protocol.CodeInvalidRequest, Message: "invalid request: method is empty"}
+	}
+	if err := json.Unmarshal(trimmed, v); err != nil {
+		return &Error{ID: head.ID, Code: protocol.CodeInvalidRequest, Message: fmt.Sprintf("invalid request: %v", err)}
+	}
+	return nil
+}
+
+func (s *Stream) replyError(id *json.RawMessage, code int, msg string) {
+	resp := struct {
+		JSONRPC string           `json:"jsonrpc"`
+		ID      *json.RawMessage `json:"id"`
+		Error   any              `json:"error"`
+	}{"2.0", id, map[string]any{"code": code, "message": msg}}
+	s.WriteObject(resp)
+}
+
+// fail sends a close frame with code and reason and returns an error that
+// ends the read loop.
+func (s *Stream) fail(code int, reason string) error {
+	s.CloseWith(code, reason)
+	return fmt.Errorf("websocket closed: %d %s", code, reason)
+}
+
+// WriteObject implements jsonrpc2.ObjectStream: one text frame.
+func (s *Stream) WriteObject(obj any) error {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	return s.write(websocket.TextMessage, b)
+}
+
+// WriteBinary sends one binary frame.
+func (s *Stream) WriteBinary(b []byte) error { return s.write(websocket.BinaryMessage, b) }
+
+func (s *Stream) write(typ int, b []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.ws.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	return s.ws.WriteMessage(typ, b)
+}
+
+// CloseWith sends a close frame (best effort, bounded) then closes.
+func (s *Stream) CloseWith(code int, reason string) error {
+	if len(reason) > 120 { // a close frame's payload is at most 125 bytes
+		reason = reason[:120]
+	}
+	msg := websocket.FormatCloseMessage(code, reason)
+	s.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	return s.Close()
+}
+
+// Close implements jsonrpc2.ObjectStream; it also stops the pinger.
+func (s *Stream) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		err = s.ws.Close()
+		s.pinger.Wait()
+	})
+	return err
+}
