@@ -268,12 +268,16 @@ var methods map[string]method
 
 func init() {
 	methods = map[string]method{
-		protocol.MethodAgentInfo:   func(s *session, _ context.Context, _ json.RawMessage) (any, error) { return s.a.info(), nil },
-		protocol.MethodStart:       (*session).start,
-		protocol.MethodList:        (*session).list,
-		protocol.MethodGet:         withProcess(func(_ *session, _ context.Context, p *Process, _ json.RawMessage) (any, error) { return p.Info(true), nil }),
-		protocol.MethodSignal:      (*session).signal,
-		protocol.MethodKill:        withProcess(func(_ *session, _ context.Context, p *Process, _ json.RawMessage) (any, error) { return protocol.Empty{}, p.Signal(syscall.SIGKILL) }),
+		protocol.MethodAgentInfo: func(s *session, _ context.Context, _ json.RawMessage) (any, error) { return s.a.info(), nil },
+		protocol.MethodStart:     (*session).start,
+		protocol.MethodList:      (*session).list,
+		protocol.MethodGet: withProcess(func(_ *session, _ context.Context, p *Process, _ json.RawMessage) (any, error) {
+			return p.Info(true), nil
+		}),
+		protocol.MethodSignal: (*session).signal,
+		protocol.MethodKill: withProcess(func(_ *session, _ context.Context, p *Process, _ json.RawMessage) (any, error) {
+			return protocol.Empty{}, p.Signal(syscall.SIGKILL)
+		}),
 		protocol.MethodResize:      (*session).resize,
 		protocol.MethodCloseStdin:  withProcess((*session).closeStdin),
 		protocol.MethodWrite:       (*session).write,

@@ -1,0 +1,140 @@
+// Package cli implements the porthole command line: the agent server and
+// the client commands (exec, attach, ps, kill, version). cmd/porthole is a
+// thin main around Main.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// Version is set at build time with -ldflags "-X .../cli.Version=...".
+var Version = "dev"
+
+// env is the process environment as a lookup, so tests can pass their own.
+type env map[string]string
+
+func parseEnv(environ []string) env {
+	e := env{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			e[k] = v
+		}
+	}
+	return e
+}
+
+// exitError carries a command's exit code through an error.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// usageError is a bad command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+const usage = `porthole: an in-container exec agent
+
+Usage:
+  porthole agent [-listen :4444] [-token-file FILE] [flags]   serve processes and terminals
+  porthole exec [-url URL] [-i] [-t] [flags] -- CMD [ARGS...]  run a command in the agent
+  porthole attach [-url URL] ID                                attach to a running process
+  porthole ps [-url URL]                                       list processes
+  porthole kill [-url URL] [-s SIGNAL] ID                      signal a process (default KILL)
+  porthole version                                             print versions
+
+The token comes from $PORTHOLE_TOKEN or -token-file; the agent URL from
+-url or $PORTHOLE_URL (default ws://127.0.0.1:4444).
+Run 'porthole COMMAND -h' for a command's flags.
+`
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, environ []string) int {
+	err := run(context.Background(), args, parseEnv(environ), os.Stdin, os.Stdout, os.Stderr)
+	var ee exitError
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "porthole:", ue.msg)
+		return 2
+	default:
+		fmt.Fprintln(os.Stderr, "porthole:", err)
+		return 1
+	}
+}
+
+func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stderr *os.File) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"no command given"}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "agent":
+		return runAgent(ctx, rest, e, stderr)
+	case "exec":
+		return runExec(ctx, rest, e, stdin, stdout, stderr)
+	case "attach":
+		return runAttach(ctx, rest, e, stdin, stdout, stderr)
+	case "ps":
+		return runPS(ctx, rest, e, stdout, stderr)
+	case "kill":
+		return runKill(ctx, rest, e, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "porthole %s (protocol %s)\n", Version, protocol.Version)
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Sprintf("unknown command %q", cmd)}
+}
+
+// newFlagSet returns a flag set that reports errors as usage errors.
+func newFlagSet(name string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("porthole "+name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// readToken returns the token from -token-file or $PORTHOLE_TOKEN. A token
+// file's trailing newline is not part of the token.
+func readToken(file string, e env) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("-token-file: %w", err)
+		}
+		tok := strings.TrimRight(string(b), "\r\n")
+		if tok == "" {
+			return "", fmt.Errorf("-token-file %s is empty", file)
+		}
+		return tok, nil
+	}
+	return e["PORTHOLE_TOKEN"], nil
+}

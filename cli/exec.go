@@ -1,0 +1,274 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// clientFlags are the flags every client command has.
+type clientFlags struct {
+	url, tokenFile string
+}
+
+func (f *clientFlags) register(fs *flag.FlagSet, e env) {
+	def := e["PORTHOLE_URL"]
+	if def == "" {
+		def = "ws://127.0.0.1:4444"
+	}
+	fs.StringVar(&f.url, "url", def, "agent URL (default $PORTHOLE_URL)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (default $PORTHOLE_TOKEN)")
+}
+
+func (f *clientFlags) dial(ctx context.Context, e env) (*client.Client, error) {
+	tok, err := readToken(f.tokenFile, e)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return client.Dial(dctx, client.Options{URL: f.url, Token: tok})
+}
+
+// forwarded are the signals the CLI passes on to the remote process.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *os.File) error {
+	fs := newFlagSet("exec", stderr)
+	var cf clientFlags
+	cf.register(fs, e)
+	interactive := fs.Bool("i", false, "keep stdin open and forward it")
+	tty := fs.Bool("t", false, "allocate a terminal (raw mode locally while attached)")
+	var envs listFlag
+	fs.Var(&envs, "e", "environment KEY=VALUE for the process (repeatable)")
+	cwd := fs.String("w", "", "working directory in the agent")
+	user := fs.String("u", "", "user to run as (the agent must be root)")
+	name := fs.String("name", "", "a label for the process")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageError{"exec needs a command: porthole exec [flags] -- CMD [ARGS...]"}
+	}
+	spec := protocol.StartParams{Name: *name, Argv: fs.Args(), Env: envs, Cwd: *cwd, User: *user, TTY: *tty}
+	if *tty && term.IsTerminal(int(stdout.Fd())) {
+		if cols, rows, err := term.GetSize(int(stdout.Fd())); err == nil {
+			spec.Size = protocol.WindowSize{Rows: uint16(rows), Cols: uint16(cols)}
+		}
+	}
+	c, err := cf.dial(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var info protocol.ProcessInfo
+	if err := c.Call(ctx, protocol.MethodStart, spec, &info); err != nil {
+		return err
+	}
+	p, err := c.Attach(ctx, info.ID, client.Offsets{})
+	if err != nil {
+		return err
+	}
+	return session(ctx, c, p, cf.url, *interactive, *tty, stdin, stdout, stderr)
+}
+
+func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr *os.File) error {
+	fs := newFlagSet("attach", stderr)
+	var cf clientFlags
+	cf.register(fs, e)
+	from := fs.String("from", "start", "where output starts: start (everything the agent kept) or end (new output only)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{"attach needs one process id: porthole attach [flags] ID"}
+	}
+	c, err := cf.dial(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id := fs.Arg(0)
+	info, err := c.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	var off client.Offsets
+	switch *from {
+	case "start":
+	case "end":
+		off.Stdout = info.Stdout.End
+		if info.Stderr != nil {
+			off.Stderr = info.Stderr.End
+		}
+	default:
+		return usageError{fmt.Sprintf("-from %q: want start or end", *from)}
+	}
+	p, err := c.Attach(ctx, id, off)
+	if err != nil {
+		return err
+	}
+	return session(ctx, c, p, cf.url, true, info.TTY, stdin, stdout, stderr)
+}
+
+// session runs an attached process like docker exec -it: local raw mode
+// while attached (restored on every path out), window size changes and
+// signals forwarded, stdin EOF forwarded, automatic reattach from the
+// exact offset when the connection drops, and the remote exit code as
+// ours (128+signal when killed).
+func session(ctx context.Context, c *client.Client, p *client.Process, url string, interactive, tty bool, stdin, stdout, stderr *os.File) error {
+	defer p.Close()
+	restore := func() {}
+	if tty && interactive && term.IsTerminal(int(stdin.Fd())) {
+		old, err := term.MakeRaw(int(stdin.Fd()))
+		if err != nil {
+			return fmt.Errorf("raw mode: %w", err)
+		}
+		var once sync.Once
+		restore = func() { once.Do(func() { term.Restore(int(stdin.Fd()), old) }) }
+	}
+	defer restore()
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGWINCH}, forwarded...)...)
+	defer signal.Stop(sigs)
+	stopSignals := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stopSignals)
+	wg.Go(func() {
+		for {
+			select {
+			case <-stopSignals:
+				return
+			case sig := <-sigs:
+				sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				if sig == syscall.SIGWINCH {
+					if tty {
+						if cols, rows, err := term.GetSize(int(stdout.Fd())); err == nil {
+							p.Resize(sctx, protocol.WindowSize{Rows: uint16(rows), Cols: uint16(cols)})
+						}
+					}
+				} else {
+					p.SignalOS(sctx, sig.(syscall.Signal))
+				}
+				cancel()
+			}
+		}
+	})
+
+	var outWG sync.WaitGroup
+	outWG.Go(func() { io.Copy(stdout, p.Stdout) })
+	outWG.Go(func() { io.Copy(stderr, p.Stderr) })
+	if interactive {
+		// The stdin reader cannot be interrupted (a blocking read of the
+		// terminal); it ends with the command.
+		go func() {
+			io.Copy(p.Stdin, stdin)
+			p.Stdin.Close()
+		}()
+	} else if !tty {
+		p.Stdin.Close()
+	}
+
+	for attempt := 0; ; {
+		err := p.Wait()
+		var de *client.DisconnectedError
+		if !errors.As(err, &de) {
+			outWG.Wait()
+			restore()
+			var xe *client.ExitError
+			if errors.As(err, &xe) {
+				return exitError{xe.ExitCode()}
+			}
+			return err
+		}
+		attempt++
+		if attempt > 5 {
+			restore()
+			return fmt.Errorf("%v\nreattach with: porthole attach -url %s %s", de, url, p.ID)
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rerr := p.Reattach(rctx)
+		cancel()
+		if rerr == nil {
+			attempt = 0
+			continue
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) error {
+	fs := newFlagSet("ps", stderr)
+	var cf clientFlags
+	cf.register(fs, e)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.dial(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ps, err := c.List(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPID\tTTY\tSTATE\tEXIT\tCLIENTS\tOUTPUT\tNAME\tCOMMAND")
+	for _, p := range ps {
+		exit := ""
+		switch {
+		case p.Signal != "":
+			exit = "SIG" + p.Signal
+		case p.ExitCode != nil:
+			exit = fmt.Sprint(*p.ExitCode)
+		}
+		out := p.Stdout.End
+		if p.Stderr != nil {
+			out += p.Stderr.End
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%d\t%d\t%s\t%q\n", p.ID, p.PID, p.TTY, p.State, exit, p.Clients, out, p.Name, p.Argv)
+	}
+	return tw.Flush()
+}
+
+func runKill(ctx context.Context, args []string, e env, stderr *os.File) error {
+	fs := newFlagSet("kill", stderr)
+	var cf clientFlags
+	cf.register(fs, e)
+	sig := fs.String("s", "KILL", "signal name or number")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{"kill needs one process id: porthole kill [-s SIGNAL] ID"}
+	}
+	if _, err := protocol.ParseSignal(*sig); err != nil {
+		return usageError{"-s: " + err.Error()}
+	}
+	c, err := cf.dial(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Signal(ctx, fs.Arg(0), *sig)
+}
