@@ -140,7 +140,7 @@ func mergeEnv(base, extra []string, tty bool) []string {
 
 func (m *manager) exited(p *Process) {
 	info := p.Info(false)
-	m.log.Info("process exited", "id", p.id, "pid", p.pid, "exitCode", info.ExitCode, "signal", info.Signal)
+	m.log.Info("process exited", "id", p.id, "pid", p.pid, "status", exitReason(info))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closing || m.opts.Retention < 0 {

@@ -52,6 +52,8 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 	cf.register(fs, e)
 	interactive := fs.Bool("i", false, "keep stdin open and forward it")
 	tty := fs.Bool("t", false, "allocate a terminal (raw mode locally while attached)")
+	it := fs.Bool("it", false, "-i and -t together, as with docker exec -it")
+	fs.BoolVar(it, "ti", false, "same as -it")
 	var envs listFlag
 	fs.Var(&envs, "e", "environment KEY=VALUE for the process (repeatable)")
 	cwd := fs.String("w", "", "working directory in the agent")
@@ -62,6 +64,9 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 	}
 	if fs.NArg() == 0 {
 		return usageError{"exec needs a command: porthole exec [flags] -- CMD [ARGS...]"}
+	}
+	if *it {
+		*interactive, *tty = true, true
 	}
 	spec := protocol.StartParams{Name: *name, Argv: fs.Args(), Env: envs, Cwd: *cwd, User: *user, TTY: *tty}
 	if *tty && term.IsTerminal(int(stdout.Fd())) {

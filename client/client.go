@@ -148,9 +148,9 @@ func (c *Client) Info() protocol.AgentInfo { return c.hello }
 
 // Close closes the control socket. Processes keep running in the agent.
 func (c *Client) Close() error {
-	err := c.conn.Close()
-	c.stream.Close()
-	return err
+	c.stream.CloseWith(protocol.CloseNormal, "client closed")
+	<-c.conn.DisconnectNotify()
+	return nil
 }
 
 // Call makes one JSON-RPC call on the control socket.

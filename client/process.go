@@ -77,21 +77,19 @@ type Process struct {
 	Stdin  io.WriteCloser
 	Stdout io.Reader
 	Stderr io.Reader
-	// OnGap, when set before output arrives, is told of output that fell
-	// out of the agent's ring before this client got it.
-	OnGap func(stream string, from, to int64)
-
 	c    *Client
-	outW [3]*io.PipeWriter
+	outW [3]*outPipe
 
 	mu      sync.Mutex
 	info    protocol.ProcessInfo
 	off     [3]int64
 	eof     [3]bool
 	exit    *protocol.ProcessInfo
+	gaps    []protocol.GapEvent
 	stream  *wsrpc.Stream
 	conn    *jsonrpc2.Conn
 	ended   chan struct{} // the current connection ended
+	abort   chan struct{} // closed to stop the current connection's writes
 	connErr error
 	wg      sync.WaitGroup
 }
@@ -99,10 +97,8 @@ type Process struct {
 // Attach attaches to a running or exited process from the given offsets.
 func (c *Client) Attach(ctx context.Context, id string, off Offsets) (*Process, error) {
 	p := &Process{ID: id, c: c}
-	var stdoutR, stderrR *io.PipeReader
-	stdoutR, p.outW[protocol.Stdout] = io.Pipe()
-	stderrR, p.outW[protocol.Stderr] = io.Pipe()
-	p.Stdout, p.Stderr = stdoutR, stderrR
+	p.outW[protocol.Stdout], p.outW[protocol.Stderr] = newOutPipe(), newOutPipe()
+	p.Stdout, p.Stderr = p.outW[protocol.Stdout], p.outW[protocol.Stderr]
 	p.Stdin = stdinWriter{p}
 	p.off[protocol.Stdout], p.off[protocol.Stderr] = off.Stdout, off.Stderr
 	if err := p.connect(ctx); err != nil {
@@ -120,6 +116,14 @@ func (p *Process) Info() protocol.ProcessInfo {
 		return *p.exit
 	}
 	return p.info
+}
+
+// Gaps returns the output ranges that fell out of the agent's ring before
+// this client received them, in order.
+func (p *Process) Gaps() []protocol.GapEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]protocol.GapEvent(nil), p.gaps...)
 }
 
 // Offsets returns the stream positions received so far.
@@ -148,9 +152,9 @@ func (p *Process) connect(ctx context.Context) error {
 		}
 		return nil, err
 	}), quiet)
-	ended := make(chan struct{})
+	ended, abort := make(chan struct{}), make(chan struct{})
 	p.mu.Lock()
-	p.stream, p.conn, p.ended, p.connErr = stream, conn, ended, nil
+	p.stream, p.conn, p.ended, p.abort, p.connErr = stream, conn, ended, abort, nil
 	p.mu.Unlock()
 	p.wg.Go(func() {
 		<-conn.DisconnectNotify()
@@ -185,7 +189,7 @@ func (p *Process) onOutput(frame []byte) error {
 		return err
 	}
 	p.mu.Lock()
-	want := p.off[s]
+	want, abort := p.off[s], p.abort
 	p.mu.Unlock()
 	if off > want {
 		return fmt.Errorf("%s frame at offset %d but %d expected, without a gap notice", s, off, want)
@@ -196,13 +200,14 @@ func (p *Process) onOutput(frame []byte) error {
 		}
 		payload = payload[skip:]
 	}
-	if _, err := p.outW[s].Write(payload); err != nil {
-		return nil // the reader closed its end; keep the session for Wait
-	}
+	n, err := p.outW[s].write(payload, abort)
 	p.mu.Lock()
-	p.off[s] += int64(len(payload))
+	p.off[s] += int64(n)
 	p.mu.Unlock()
-	return nil
+	if err == errAborted {
+		return err // detached: end this connection's read loop
+	}
+	return nil // a closed reader keeps the session for Wait
 }
 
 // onEvent handles a notification, in order with the output frames.
@@ -233,10 +238,8 @@ func (p *Process) onEvent(req *jsonrpc2.Request) error {
 		}
 		p.mu.Lock()
 		p.off[s] = g.To
+		p.gaps = append(p.gaps, g)
 		p.mu.Unlock()
-		if p.OnGap != nil {
-			p.OnGap(g.Stream, g.From, g.To)
-		}
 	case protocol.EventEOF:
 		var e protocol.EOFEvent
 		if err := json.Unmarshal(*req.Params, &e); err != nil {
@@ -268,13 +271,13 @@ func (p *Process) endStream(s protocol.Stream, off int64) {
 	}
 	p.mu.Unlock()
 	if !already {
-		p.outW[s].Close()
+		p.outW[s].closeWithError(nil)
 	}
 }
 
 func (p *Process) closePipes(err error) {
 	for _, s := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
-		p.outW[s].CloseWithError(err)
+		p.outW[s].closeWithError(err)
 	}
 }
 
@@ -322,9 +325,14 @@ func (p *Process) Reattach(ctx context.Context) error {
 // Detach ends the connection; the process keeps running in the agent.
 func (p *Process) Detach() {
 	p.mu.Lock()
-	stream, ended := p.stream, p.ended
+	stream, ended, abort := p.stream, p.ended, p.abort
 	p.mu.Unlock()
-	stream.Close()
+	select {
+	case <-abort:
+	default:
+		close(abort)
+	}
+	stream.CloseWith(protocol.CloseNormal, "detached")
 	<-ended
 }
 

@@ -1,0 +1,259 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/client"
+)
+
+const (
+	token = "bench-token"
+	mib   = 1 << 20
+	// reps is the number of inner repetitions whose median is reported.
+	reps = 3
+)
+
+// buildDir holds binaries built once per run (see porthole); TestMain
+// removes it.
+var buildDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	buildOnce sync.Once
+	buildBin  string
+	buildErr  error
+)
+
+// moduleRoot is the directory of go.mod; go test runs in the package
+// directory, one below it.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := string(out[:len(out)-1])
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the porthole module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// staticBuild builds ./cmd/porthole as a release would (static, trimmed,
+// stripped) into dir.
+func staticBuild(ctx context.Context, out string) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/porthole")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, b)
+	}
+	return nil
+}
+
+// porthole returns the path of a porthole binary built once for this run.
+func porthole(b *testing.B) string {
+	b.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "porthole-bench-")
+		if buildErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		buildBin = filepath.Join(buildDir, "porthole")
+		buildErr = staticBuild(ctx, buildBin)
+	})
+	if buildErr != nil {
+		b.Fatal(buildErr)
+	}
+	return buildBin
+}
+
+// inProcAgent serves an agent on a loopback port of this process and
+// returns its ws:// URL. The agent is shut down when the benchmark ends.
+func inProcAgent(b *testing.B, o agent.Options) string {
+	b.Helper()
+	if o.Token == "" && !o.InsecureNoAuth {
+		o.Token = token
+	}
+	a, err := agent.New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		a.Shutdown(ctx, time.Second)
+		srv.Close()
+		<-served
+	})
+	return "ws://" + ln.Addr().String()
+}
+
+func dial(ctx context.Context, url string) (*client.Client, error) {
+	return client.Dial(ctx, client.Options{URL: url, Token: token})
+}
+
+// benchCtx bounds a whole benchmark. It logs the load average, since on a
+// small machine anything else running skews the figures.
+func benchCtx(b *testing.B, d time.Duration) context.Context {
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		b.Logf("load average at start: %s", strings.TrimSpace(string(la)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	b.Cleanup(cancel)
+	return ctx
+}
+
+// textFile writes a file of about size bytes of random printable ASCII
+// lines (1..79 characters and a newline, so no line wraps a 80-column
+// terminal) and returns its path, its exact size and its number of lines.
+func textFile(b *testing.B, size int64) (path string, n int64, lines int64) {
+	b.Helper()
+	path = filepath.Join(b.TempDir(), fmt.Sprintf("text-%dMiB.txt", size/mib))
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	w := bufio.NewWriterSize(f, 1<<20)
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:-_=+*#@!?()[]{}<>/|~^"
+	rng := rand.New(rand.NewPCG(1, 2))
+	line := make([]byte, 0, 80)
+	for n < size {
+		l := 1 + rng.IntN(79)
+		if rem := size - n - 1; int64(l) > rem {
+			l = int(max(rem, 0))
+		}
+		line = line[:0]
+		for i := 0; i < l; i += 8 {
+			x := rng.Uint64()
+			for j := 0; j < 8 && i+j < l; j++ {
+				line = append(line, alphabet[(x>>(8*j)&0xff)%uint64(len(alphabet))])
+			}
+		}
+		line = append(line, '\n')
+		w.Write(line)
+		n += int64(len(line))
+		lines++
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return path, n, lines
+}
+
+// drain reads r to its end with a large buffer (io.Copy to io.Discard
+// would use an 8 KiB one) and returns the byte count.
+func drain(r io.Reader) (int64, error) {
+	return drainBuf(r, make([]byte, 256<<10))
+}
+
+func drainBuf(r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		n += int64(k)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// percentile is the nearest-rank percentile (p in 0..100) of xs.
+func percentile(xs []float64, p float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func mibps(bytes int64, d time.Duration) float64 {
+	return float64(bytes) / mib / d.Seconds()
+}
+
+// report sets the benchmark's metrics and hides ns/op, which would only be
+// the wall time of the whole benchmark.
+func report(b *testing.B, metrics map[string]float64) {
+	b.Helper()
+	for unit, v := range metrics {
+		b.ReportMetric(v, unit)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// verdict logs a figure against its target.
+func verdict(b *testing.B, name string, got float64, op string, target float64) {
+	b.Helper()
+	ok := false
+	switch op {
+	case ">=":
+		ok = got >= target
+	case "<=":
+		ok = got <= target
+	case "<":
+		ok = got < target
+	}
+	v := "PASS"
+	if !ok {
+		v = "MISS"
+	}
+	b.Logf("%s: %s %.4g (target %s %g)", v, name, got, op, target)
+}
