@@ -153,8 +153,10 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/rpc", a.serveRPCPost)
 	mux.HandleFunc("GET /v1/processes/{id}/attach", a.serveAttach)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(protocol.HeaderProtocol, protocol.Version)
-		w.Header().Set(protocol.HeaderAgentVersion, a.opts.Version)
+		if !websocket.IsWebSocketUpgrade(r) { // the upgrader sets its own
+			w.Header().Set(protocol.HeaderProtocol, protocol.Version)
+			w.Header().Set(protocol.HeaderAgentVersion, a.opts.Version)
+		}
 		mux.ServeHTTP(w, r)
 	})
 }

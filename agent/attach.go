@@ -58,12 +58,12 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := a.procs.get(r.PathValue("id"))
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+		http.Error(w, toRPCError(err).Message, http.StatusNotFound)
 		return
 	}
 	offs, err := parseOffsets(r, p)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, toRPCError(err).Message, http.StatusBadRequest)
 		return
 	}
 	raw := slices.Contains(websocketProtocols(r), protocol.SubprotocolRaw) || r.URL.Query().Get("mode") == "raw"
@@ -101,7 +101,11 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 		}
 		return s.queueStdin(stdinItem{data: data})
 	}
-	ws, err := a.upgrade(w, r, protocol.SubprotocolAttach, protocol.SubprotocolRaw)
+	mode := protocol.SubprotocolAttach
+	if raw {
+		mode = protocol.SubprotocolRaw
+	}
+	ws, err := a.upgrade(w, r, mode)
 	if err != nil {
 		s.finish(err)
 		return

@@ -59,6 +59,9 @@ func follow(ctx context.Context, p *Process, offsets [3]*int64, sk sink) error {
 		return err
 	}
 	for {
+		if ctx.Err() != nil { // also when busy: unsubscribe stops at once
+			return context.Cause(ctx)
+		}
 		active, progressed := false, false
 		for s, r := range readers {
 			if r == nil {
@@ -270,6 +273,9 @@ func incompleteTail(b []byte) int {
 			return 0 // ASCII: nothing pending
 		}
 		if c >= 0xC0 { // a leading byte
+			if c < 0xC2 || c > 0xF4 {
+				return 0 // never starts a character: nothing to wait for
+			}
 			need := 2
 			if c >= 0xF0 {
 				need = 4

@@ -210,8 +210,7 @@ func (m *manager) count() int {
 	return len(m.procs)
 }
 
-// remove forgets an exited process; attached clients are closed by the
-// removed channel.
+// remove forgets an exited process whose output has ended.
 func (m *manager) remove(id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -222,7 +221,7 @@ func (m *manager) remove(id string) error {
 	select {
 	case <-p.done:
 	default:
-		return &jsonrpc2.Error{Code: protocol.CodeStillRunning, Message: "process " + id + " is still running; kill it first"}
+		return &jsonrpc2.Error{Code: protocol.CodeStillRunning, Message: "process " + id + " is still running (or still draining its output); kill it first"}
 	}
 	m.removeLocked(id)
 	return nil

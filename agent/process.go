@@ -145,8 +145,7 @@ func (p *Process) Info(sample bool) protocol.ProcessInfo {
 		info.Size = &size
 	}
 	p.mu.Unlock()
-	select {
-	case <-p.done:
+	if exited {
 		info.State = protocol.StateExited
 		info.ExitedAt = &exitedAt
 		switch {
@@ -156,9 +155,9 @@ func (p *Process) Info(sample bool) protocol.ProcessInfo {
 			code := status.ExitStatus()
 			info.ExitCode = &code
 		}
-	default:
+	} else {
 		info.State = protocol.StateRunning
-		if sample && !exited {
+		if sample {
 			if ps, err := process.NewProcess(int32(p.pid)); err == nil {
 				if t, err := ps.Times(); err == nil {
 					info.CPUSeconds = t.User + t.System

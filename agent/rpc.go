@@ -93,7 +93,10 @@ func (s *session) close(code int, reason string) {
 func (a *Agent) upgrade(w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
 	u := a.upgrader
 	u.Subprotocols = subprotocols
-	return u.Upgrade(w, r, nil)
+	h := http.Header{}
+	h.Set(protocol.HeaderProtocol, protocol.Version)
+	h.Set(protocol.HeaderAgentVersion, a.opts.Version)
+	return u.Upgrade(w, r, h)
 }
 
 func (a *Agent) streamOptions(onBinary func([]byte) error) wsrpc.Options {

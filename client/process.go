@@ -77,8 +77,8 @@ type Process struct {
 	Stdin  io.WriteCloser
 	Stdout io.Reader
 	Stderr io.Reader
-	c    *Client
-	outW [3]*outPipe
+	c      *Client
+	outW   [3]*outPipe
 
 	mu      sync.Mutex
 	info    protocol.ProcessInfo

@@ -59,10 +59,21 @@ func CheckVersion(peer string) error {
 }
 
 func major(v string) (int, error) {
-	m, _, _ := strings.Cut(v, ".")
-	n, err := strconv.Atoi(m)
-	if err != nil || n < 0 {
+	m, minor, ok := strings.Cut(v, ".")
+	if !ok || !digits(m) || !digits(minor) {
 		return 0, fmt.Errorf("not of the form major.minor")
 	}
-	return n, nil
+	return strconv.Atoi(m)
+}
+
+func digits(s string) bool {
+	if s == "" || len(s) > 6 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -87,12 +87,13 @@ func TestParseSignal(t *testing.T) {
 		{in: "", err: "empty"},
 		{in: "0", err: "out of range"},
 		{in: "65", err: "out of range"},
-		{in: "-9", err: "out of range"},
+		{in: "-9", err: "unknown signal"},
 		{in: "SIG", err: "unknown signal"},
 		{in: "FOO", err: "unknown signal"},
 		{in: "SIGFOO", err: "unknown signal"},
 		{in: " TERM", err: "unknown signal"},
-		{in: "9.0", err: "unknown signal"},
+		{in: "9.0", err: "not a number"},
+		{in: "+15", err: "unknown signal"},
 		{in: "RTMIN", err: "unknown signal"},
 	}
 	for _, tt := range tests {

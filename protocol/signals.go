@@ -23,7 +23,11 @@ func ParseSignal(s string) (syscall.Signal, error) {
 	if s == "" {
 		return 0, fmt.Errorf("signal is empty: want a name like TERM or a number like 15")
 	}
-	if n, err := strconv.Atoi(s); err == nil {
+	if s[0] >= '0' && s[0] <= '9' {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return 0, fmt.Errorf("signal %q is not a number nor a name", s)
+		}
 		if n < 1 || n > 64 {
 			return 0, fmt.Errorf("signal number %d out of range 1..64", n)
 		}

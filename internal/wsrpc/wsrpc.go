@@ -114,7 +114,7 @@ func (s *Stream) ReadObject(v any) error {
 				return err
 			}
 			total := int64(len(data)) + n
-			if typ == websocket.BinaryMessage {
+			if typ == websocket.BinaryMessage || s.opts.RawText {
 				return s.fail(protocol.CloseTooBig, fmt.Sprintf("binary message of %d bytes exceeds the limit of %d bytes", total, s.opts.Limit))
 			}
 			s.replyError(nil, protocol.CodeTooLarge, fmt.Sprintf("message of %d bytes exceeds the limit of %d bytes", total, s.opts.Limit))
@@ -216,7 +216,11 @@ func (s *Stream) write(typ int, b []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.ws.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-	return s.ws.WriteMessage(typ, b)
+	err := s.ws.WriteMessage(typ, b)
+	if err != nil {
+		s.ws.Close() // a failed write leaves the stream unusable: end the reads too
+	}
+	return err
 }
 
 // CloseWith sends a close frame (best effort, bounded) then closes.
