@@ -204,7 +204,11 @@ func (s *session) subscribe(ctx context.Context, raw json.RawMessage) (any, erro
 	s.subs[p.id] = cancel
 	s.mu.Unlock()
 	ready, _ := ctx.Value(readyKey{}).(chan struct{})
-	sk := &eventSink{s: s, conn: s.conn, id: p.id}
+	conn, _ := ctx.Value(connKey{}).(*jsonrpc2.Conn)
+	if conn == nil {
+		return nil, &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: "no connection for events"}
+	}
+	sk := &eventSink{s: s, conn: conn, id: p.id}
 	ok := s.goTracked(func() {
 		defer func() {
 			s.mu.Lock()

@@ -236,11 +236,15 @@ func (s *session) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2
 	if req.Method == protocol.MethodSubscribe {
 		ready = make(chan struct{})
 		ctx = context.WithValue(ctx, readyKey{}, ready)
+		ctx = context.WithValue(ctx, connKey{}, conn) // s.conn may not be set yet
 	}
 	s.reply(conn, req, ready)(s.call(ctx, req))
 }
 
-type readyKey struct{}
+type (
+	readyKey struct{}
+	connKey  struct{}
+)
 
 // reply returns a func that sends the result or error of req; ready, when
 // set, is closed once the reply is on the wire, so that subscription

@@ -20,8 +20,8 @@ func TestCheckVersion(t *testing.T) {
 		{peer: "", ok: true}, // no header (a browser): taken as ours
 		{peer: "1.0", ok: true},
 		{peer: "1.7", ok: true}, // minor versions interoperate
-		{peer: "1", ok: true},
-		{peer: "1.0.3", ok: true},
+		{peer: "1", ok: false},
+		{peer: "1.0.3", ok: false},
 		{peer: "2.0", mention: []string{"mismatch", "2.0", Version}},
 		{peer: "0.9", mention: []string{"mismatch", "0.9", Version}},
 		{peer: "10.0", mention: []string{"10.0", Version}},

@@ -1,0 +1,444 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// rawDial opens a WebSocket with the given headers and subprotocols.
+func rawDial(t *testing.T, url string, h http.Header, protos ...string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: protos, HandshakeTimeout: 10 * time.Second}
+	ws, resp, err := d.Dial(url, h)
+	if ws != nil {
+		t.Cleanup(func() { ws.Close() })
+	}
+	return ws, resp, err
+}
+
+func bearer(tok string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + tok}}
+}
+
+func TestAuthOriginAndVersion(t *testing.T) {
+	ta := startAgent(t, agent.Options{AllowedOrigins: []string{"https://ide.example.com"}})
+	const secret = "wrong-secret-token-value"
+	cases := []struct {
+		name    string
+		h       http.Header
+		protos  []string
+		status  int
+		mention string
+	}{
+		{name: "no token", h: http.Header{}, status: 401, mention: "missing token"},
+		{name: "wrong token", h: bearer(secret), status: 401, mention: "invalid token"},
+		{name: "token", h: bearer(token), status: 101},
+		{name: "browser subprotocol token", h: http.Header{}, protos: []string{protocol.SubprotocolRPC, client.TokenSubprotocol(token)}, status: 101},
+		{name: "wrong browser token", h: http.Header{}, protos: []string{protocol.SubprotocolRPC, client.TokenSubprotocol(secret)}, status: 401},
+		{name: "foreign origin", h: http.Header{"Authorization": {"Bearer " + token}, "Origin": {"https://evil.example"}}, status: 403, mention: "https://evil.example"},
+		{name: "allowed origin", h: http.Header{"Authorization": {"Bearer " + token}, "Origin": {"https://ide.example.com"}}, status: 101},
+		{name: "same origin", h: http.Header{"Authorization": {"Bearer " + token}, "Origin": {"http://" + ta.addr}}, status: 101},
+		{name: "major version mismatch", h: http.Header{"Authorization": {"Bearer " + token}, protocol.HeaderProtocol: {"2.0"}}, status: 400, mention: "2.0"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ws, resp, err := rawDial(t, ta.url+"/v1/rpc", tc.h, tc.protos...)
+			if resp == nil {
+				t.Fatalf("no response: %v", err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d; want %d", resp.StatusCode, tc.status)
+			}
+			if tc.status == 101 {
+				if ws.Subprotocol() != protocol.SubprotocolRPC && len(tc.protos) > 0 {
+					t.Fatalf("subprotocol %q", ws.Subprotocol())
+				}
+				if resp.Header.Get(protocol.HeaderProtocol) != protocol.Version {
+					t.Fatalf("101 without %s header", protocol.HeaderProtocol)
+				}
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if !strings.Contains(string(body), tc.mention) {
+				t.Fatalf("body %q does not mention %q", body, tc.mention)
+			}
+			if strings.Contains(string(body), secret) || strings.Contains(string(body), token) {
+				t.Fatalf("body %q contains a token", body)
+			}
+		})
+	}
+	// A version mismatch names both versions.
+	_, resp, _ := rawDial(t, ta.url+"/v1/rpc", http.Header{"Authorization": {"Bearer " + token}, protocol.HeaderProtocol: {"2.0"}})
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "2.0") || !strings.Contains(string(body), protocol.Version) {
+		t.Fatalf("version mismatch: %q", body)
+	}
+}
+
+// rpcConn is a raw control socket for wire-level tests.
+type rpcConn struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func dialRPC(t *testing.T, ta *testAgent) *rpcConn {
+	ws, _, err := rawDial(t, ta.url+"/v1/rpc", bearer(token), protocol.SubprotocolRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &rpcConn{t, ws}
+	if m := c.read(); m["method"] != protocol.EventHello {
+		t.Fatalf("first message %v; want %s", m, protocol.EventHello)
+	}
+	return c
+}
+
+func (c *rpcConn) send(s string) {
+	c.t.Helper()
+	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *rpcConn) read() map[string]any {
+	c.t.Helper()
+	c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, b, err := c.ws.ReadMessage()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if typ != websocket.TextMessage {
+		c.t.Fatalf("message type %d; want text", typ)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		c.t.Fatal(err)
+	}
+	return m
+}
+
+func errCode(m map[string]any) (int, string) {
+	e, ok := m["error"].(map[string]any)
+	if !ok {
+		return 0, ""
+	}
+	return int(e["code"].(float64)), e["message"].(string)
+}
+
+func TestMalformedAndOversizedMessages(t *testing.T) {
+	ta := startAgent(t, agent.Options{MaxMessageBytes: 4096})
+	c := dialRPC(t, ta)
+	cases := []struct {
+		name    string
+		msg     string
+		code    int
+		mention string
+	}{
+		{"not json", `{"jsonrpc":"2.0","id":1,"method":`, protocol.CodeParseError, "parse error"},
+		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"agent.info"}]`, protocol.CodeInvalidRequest, "batch"},
+		{"wrong version", `{"jsonrpc":"1.0","id":2,"method":"agent.info"}`, protocol.CodeInvalidRequest, "jsonrpc"},
+		{"unknown method", `{"jsonrpc":"2.0","id":3,"method":"process.explode"}`, protocol.CodeMethodNotFound, "process.explode"},
+		{"unknown field", `{"jsonrpc":"2.0","id":4,"method":"process.start","params":{"argv":["true"],"ttty":true}}`, protocol.CodeInvalidParams, "ttty"},
+		{"bad signal", `{"jsonrpc":"2.0","id":5,"method":"process.signal","params":{"id":"1","signal":"SIGFOO"}}`, protocol.CodeInvalidParams, "SIGFOO"},
+		{"bad size", `{"jsonrpc":"2.0","id":6,"method":"process.start","params":{"tty":true,"size":{"rows":0,"cols":80}}}`, protocol.CodeInvalidParams, "rows"},
+		{"no such process", `{"jsonrpc":"2.0","id":7,"method":"process.get","params":{"id":"999"}}`, protocol.CodeNotFound, "999"},
+		{"no such command", `{"jsonrpc":"2.0","id":8,"method":"process.start","params":{"argv":["/no/such/binary"]}}`, protocol.CodeStartFailed, "/no/such/binary"},
+		{"oversized", `{"jsonrpc":"2.0","id":9,"method":"agent.info","params":{"pad":"` + strings.Repeat("x", 8000) + `"}}`, protocol.CodeTooLarge, "4096"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c.send(tc.msg)
+			code, msg := errCode(c.read())
+			if code != tc.code || !strings.Contains(msg, tc.mention) {
+				t.Fatalf("error %d %q; want %d mentioning %q", code, msg, tc.code, tc.mention)
+			}
+		})
+	}
+	// The socket survived all of it.
+	c.send(`{"jsonrpc":"2.0","id":10,"method":"agent.info"}`)
+	if m := c.read(); m["result"] == nil {
+		t.Fatalf("agent.info after bad messages: %v", m)
+	}
+	// Far beyond the limit the socket is closed with 1009.
+	c.ws.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), 4096*17))
+	c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err := c.ws.ReadMessage()
+	if !websocket.IsCloseError(err, protocol.CloseTooBig) {
+		t.Fatalf("read after a huge message = %v; want close 1009", err)
+	}
+}
+
+func TestHTTPPostRPC(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	post := func(body, tok string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", "http://"+ta.addr+"/v1/rpc", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	if st, _ := post(`{"jsonrpc":"2.0","id":1,"method":"agent.info"}`, "nope"); st != 401 {
+		t.Fatalf("bad token: status %d", st)
+	}
+	st, m := post(`{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"argv":["sleep","30"],"tty":true}}`, token)
+	if st != 200 || m["result"] == nil {
+		t.Fatalf("start: %d %v", st, m)
+	}
+	id := m["result"].(map[string]any)["id"].(string)
+	st, m = post(`{"jsonrpc":"2.0","id":2,"method":"process.resize","params":{"id":"`+id+`","rows":40,"cols":120}}`, token)
+	if st != 200 || m["error"] != nil {
+		t.Fatalf("resize: %d %v", st, m)
+	}
+	if st, m = post(`{"jsonrpc":"2.0","id":3,"method":"process.get","params":{"id":"`+id+`"}}`, token); m["result"].(map[string]any)["size"].(map[string]any)["cols"] != 120.0 {
+		t.Fatalf("get after resize: %v", m)
+	}
+	if st, m = post(`{bad`, token); st != 400 {
+		t.Fatalf("malformed body: %d %v", st, m)
+	}
+	post(`{"jsonrpc":"2.0","id":4,"method":"process.kill","params":{"id":"`+id+`"}}`, token)
+}
+
+// The framed attach socket's order is fixed: started, output, eof, exited,
+// close 1000, even for a process that exits at once.
+func TestAttachWireOrder(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	c := ta.dial(t)
+	ctx := ctxT(t)
+	for _, argv := range [][]string{{"true"}, {"sh", "-c", "echo out; echo err >&2; exit 5"}} {
+		var info protocol.ProcessInfo
+		if err := c.Call(ctx, protocol.MethodStart, protocol.StartParams{Argv: argv}, &info); err != nil {
+			t.Fatal(err)
+		}
+		ws, _, err := rawDial(t, ta.url+"/v1/processes/"+info.ID+"/attach", bearer(token), protocol.SubprotocolAttach)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq []string
+		out := map[protocol.Stream]string{}
+		for {
+			ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			typ, b, err := ws.ReadMessage()
+			if err != nil {
+				if !websocket.IsCloseError(err, protocol.CloseNormal) {
+					t.Fatalf("%v: end = %v; want close 1000", argv, err)
+				}
+				seq = append(seq, "close")
+				break
+			}
+			if typ == websocket.BinaryMessage {
+				s, _, payload, err := protocol.ParseOutputFrame(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[s] += string(payload)
+				seq = append(seq, "output")
+				continue
+			}
+			var m struct{ Method string }
+			json.Unmarshal(b, &m)
+			seq = append(seq, m.Method)
+		}
+		got := strings.Join(compact(seq), " ")
+		if !strings.HasPrefix(got, "process.started ") || !strings.HasSuffix(got, "process.eof process.exited close") || strings.Contains(got, "exited output") {
+			t.Fatalf("%v: order %q", argv, got)
+		}
+		if len(argv) > 1 && (out[protocol.Stdout] != "out\n" || out[protocol.Stderr] != "err\n") {
+			t.Fatalf("output %q", out)
+		}
+	}
+}
+
+// compact folds runs of the same event.
+func compact(seq []string) []string {
+	var out []string
+	for _, s := range seq {
+		if len(out) > 0 && out[len(out)-1] == s {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// A viewer that stops reading holds the process back for the stall bound
+// only; another viewer still gets every byte; memory stays bounded.
+func TestStalledViewerDoesNotStallOthers(t *testing.T) {
+	const total = 32 << 20
+	ta := startAgent(t, agent.Options{RingBytes: 256 << 10, StallTimeout: 50 * time.Millisecond})
+	c := ta.dial(t)
+	ctx := ctxT(t)
+	var info protocol.ProcessInfo
+	// The process waits for its first line of stdin, so both viewers are
+	// attached before it prints.
+	err := c.Call(ctx, protocol.MethodStart, protocol.StartParams{Argv: []string{"sh", "-c", fmt.Sprintf("read x; head -c %d /dev/zero", total)}}, &info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled, _, err := rawDial(t, ta.url+"/v1/processes/"+info.ID+"/attach", bearer(token), protocol.SubprotocolAttach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = stalled // never read
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	live, err := c.Attach(ctx, info.ID, client.Offsets{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	go io.Copy(io.Discard, live.Stderr)
+	live.Stdin.Write([]byte("go\n"))
+	n, err := io.Copy(io.Discard, live.Stdout)
+	if err != nil || n != total {
+		t.Fatalf("live viewer got %d bytes, %v; want %d", n, err, total)
+	}
+	if err := live.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if g := live.Gaps(); len(g) != 0 {
+		t.Fatalf("live viewer had gaps %v", g)
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 16<<20 {
+		t.Fatalf("heap grew by %d bytes while streaming %d bytes past a stalled viewer", grew, total)
+	}
+}
+
+func TestSubscribeEventsUTF8AndOffsets(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	c := dialRPC(t, ta)
+	// A euro sign split between two writes (and so between reads), then a
+	// byte that is not UTF-8.
+	c.send(`{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"argv":["sh","-c","read x; printf '\\342'; sleep 0.2; printf '\\202\\254 ok\\n'; printf '\\377'"]}}`)
+	m := c.read()
+	id := m["result"].(map[string]any)["id"].(string)
+	c.send(`{"jsonrpc":"2.0","id":2,"method":"process.subscribe","params":{"id":"` + id + `","stdout":0,"stderr":0}}`)
+	if m := c.read(); m["id"] != 2.0 || m["error"] != nil {
+		t.Fatalf("subscribe reply %v must come before events", m)
+	}
+	c.send(`{"jsonrpc":"2.0","id":3,"method":"process.write","params":{"id":"` + id + `","text":"go\n"}}`)
+	var text []byte
+	var next int64
+	var events []string
+	for {
+		m := c.read()
+		method, _ := m["method"].(string)
+		if method == "" {
+			continue // the write's reply
+		}
+		events = append(events, method)
+		if method == protocol.EventExited {
+			break
+		}
+		if method != protocol.EventOutput {
+			continue
+		}
+		b, _ := json.Marshal(m["params"])
+		var ev protocol.OutputEvent
+		json.Unmarshal(b, &ev)
+		if ev.Offset != next {
+			t.Fatalf("event at offset %d; want %d", ev.Offset, next)
+		}
+		if ev.Text != "" && !utf8.ValidString(ev.Text) {
+			t.Fatalf("invalid UTF-8 in text %q", ev.Text)
+		}
+		text = append(append(text, ev.Text...), ev.Data...)
+		next += int64(ev.Len)
+	}
+	if string(text) != "€ ok\n\xff" {
+		t.Fatalf("output %q; want %q", text, "€ ok\n\xff")
+	}
+	if events[0] != protocol.EventStarted {
+		t.Fatalf("events %v; want started first", events)
+	}
+}
+
+func TestProcessLimit(t *testing.T) {
+	ta := startAgent(t, agent.Options{MaxProcesses: 2})
+	c := ta.dial(t)
+	ctx := ctxT(t)
+	for i := 0; i < 2; i++ {
+		if err := c.Call(ctx, protocol.MethodStart, protocol.StartParams{Argv: []string{"sleep", "30"}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := c.Call(ctx, protocol.MethodStart, protocol.StartParams{Argv: []string{"true"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "process limit reached: 2") {
+		t.Fatalf("third start = %v; want the limit error", err)
+	}
+}
+
+func TestKeepalivePings(t *testing.T) {
+	ta := startAgent(t, agent.Options{PingInterval: 20 * time.Millisecond})
+	ws, _, err := rawDial(t, ta.url+"/v1/rpc", bearer(token), protocol.SubprotocolRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pings atomic.Int32
+	got3 := make(chan struct{})
+	ws.SetPingHandler(func(data string) error {
+		if pings.Add(1) == 3 {
+			close(got3)
+		}
+		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	go func() {
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-got3:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d pings in 10s", pings.Load())
+	}
+	// Answering pings keeps the socket open past several read deadlines.
+	c := ta.dial(t)
+	if _, err := c.List(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Shutdown hangs up children that ignore SIGHUP and SIGTERM, then kills them.
+func TestShutdownKillsStubbornChildren(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	c := ta.dial(t)
+	ctx := ctxT(t)
+	var info protocol.ProcessInfo
+	if err := c.Call(ctx, protocol.MethodStart, protocol.StartParams{Argv: []string{"sh", "-c", "trap '' HUP TERM; sleep 1000"}}, &info); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ta.a.Shutdown(sctx, 100*time.Millisecond)
+	if err := syscall.Kill(info.PID, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("child %d still exists after shutdown (kill 0 = %v)", info.PID, err)
+	}
+}
