@@ -61,6 +61,10 @@ type Options struct {
 	PingInterval time.Duration
 	// WriteTimeout disconnects a client that reads nothing for this long. Default 30s.
 	WriteTimeout time.Duration
+	// WebDir, when set, is served at / without authentication: static
+	// pages such as the xterm.js terminal (web/terminal, built by npm).
+	// Pages hold no secret; they ask for the token.
+	WebDir string
 }
 
 func (o *Options) setDefaults() {
@@ -151,6 +155,10 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", a.serveHealth)
 	mux.HandleFunc("GET /v1/rpc", a.serveRPCSocket)
 	mux.HandleFunc("POST /v1/rpc", a.serveRPCPost)
+	mux.HandleFunc("OPTIONS /v1/rpc", a.servePreflight)
+	if a.opts.WebDir != "" {
+		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
+	}
 	mux.HandleFunc("GET /v1/processes/{id}/attach", a.serveAttach)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !websocket.IsWebSocketUpgrade(r) { // the upgrader sets its own

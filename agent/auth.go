@@ -103,6 +103,36 @@ func (a *Agent) checkOrigin(r *http.Request) *httpError {
 	return &httpError{http.StatusForbidden, fmt.Sprintf("origin %q is not allowed (agent flag -allow-origin)", origin)}
 }
 
+// cors lets pages on allowed origins call POST /v1/rpc (resize from a
+// browser terminal on another origin). It reports whether the request may
+// go on.
+func (a *Agent) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if e := a.checkOrigin(r); e != nil {
+		a.refuse(w, r, e)
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	return true
+}
+
+// servePreflight answers CORS preflights for POST /v1/rpc.
+func (a *Agent) servePreflight(w http.ResponseWriter, r *http.Request) {
+	if !a.cors(w, r) {
+		return
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", "POST")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, "+protocol.HeaderProtocol)
+	h.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (a *Agent) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
 	a.log.Warn("request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "status", e.status, "reason", e.msg)
 	http.Error(w, e.msg, e.status)

@@ -236,11 +236,7 @@ func (p *Process) WriteStdin(b []byte) error {
 // (^D) is written, which a reading process sees as end of input.
 func (p *Process) CloseStdin() error {
 	if p.tty {
-		if p.stdinClosed.Load() {
-			return nil
-		}
-		_, err := p.child.master.Write([]byte{veof(p.child.master)})
-		return err
+		return p.WriteStdin([]byte{veof(p.child.master)})
 	}
 	if p.stdinClosed.Swap(true) {
 		return nil

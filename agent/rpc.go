@@ -153,6 +153,9 @@ func (l quietLogger) Printf(format string, v ...any) { l.log.Debug(fmt.Sprintf(f
 // serveRPCPost serves one JSON-RPC request per HTTP POST, for browsers
 // and scripts that need no events (resize from a web page, curl).
 func (a *Agent) serveRPCPost(w http.ResponseWriter, r *http.Request) {
+	if !a.cors(w, r) {
+		return
+	}
 	if e := a.authorize(r); e != nil {
 		a.refuse(w, r, e)
 		return

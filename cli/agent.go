@@ -46,6 +46,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.o.PingInterval, "ping", 15*time.Second, "keepalive ping interval")
 	fs.DurationVar(&f.grace, "grace", 5*time.Second, "on SIGTERM, how long children get after SIGHUP/SIGTERM before SIGKILL")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
 }
 
 // options validates the flags and builds agent options.
