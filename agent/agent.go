@@ -200,8 +200,10 @@ func (a *Agent) Shutdown(ctx context.Context, grace time.Duration) {
 	for _, s := range sessions {
 		s.close(protocol.CloseGoingAway, ErrShutdown.Error())
 	}
-	a.procs.shutdown(ctx, grace)
+	// Connections first: once they are gone nothing can add work for the
+	// processes; then the processes and their goroutines.
 	a.connWG.Wait()
+	a.procs.shutdown(ctx, grace)
 }
 
 // track registers a session; it fails once Shutdown has begun.

@@ -74,23 +74,9 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	s.proc = p
 	s.log = s.log.With("process", p.id)
-	s.stdin = make(chan stdinItem, a.opts.StdinQueue)
-	stdinWriter := func() {
-		for item := range s.stdin {
-			var err error
-			if item.eof {
-				err = p.CloseStdin()
-			} else {
-				err = p.WriteStdin(item.data)
-			}
-			if err != nil {
-				s.log.Debug("stdin", "err", err)
-			}
-		}
-	}
 	onInput := func(b []byte) error {
 		if raw {
-			return s.queueStdin(stdinItem{data: b})
+			return s.queueStdin(p, stdinItem{data: b})
 		}
 		data, err := protocol.ParseInputFrame(b)
 		if err != nil {
@@ -99,7 +85,7 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 		if len(data) == 0 {
 			return nil
 		}
-		return s.queueStdin(stdinItem{data: data})
+		return s.queueStdin(p, stdinItem{data: data})
 	}
 	mode := protocol.SubprotocolAttach
 	if raw {
@@ -113,9 +99,6 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 	opts := a.streamOptions(onInput)
 	opts.RawText = raw
 	s.stream = wsrpc.New(ws, opts)
-	// The stdin writer belongs to the process's lifetime: it ends when the
-	// queue is closed and drained, or when the process's stdin is gone.
-	a.procs.wg.Go(stdinWriter)
 
 	var sk sink = frameSink{s}
 	if raw {
@@ -152,19 +135,55 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	s.stream.Close()
 	<-readDone
-	close(s.stdin)
+	s.closeStdinQueues()
 	s.finish(cause)
 }
 
-// queueStdin hands stdin to the session's writer in order; it blocks while
-// the queue is full (the process is not reading), which pushes back on the
-// client's connection, until the session ends.
-func (s *session) queueStdin(item stdinItem) error {
+// queueStdin hands stdin for p to this socket's writer for p, in order. It
+// blocks while the queue is full (the process is not reading), which
+// pushes back on the client's connection, until the session ends. Called
+// only from the read loop.
+func (s *session) queueStdin(p *Process, item stdinItem) error {
+	if p.stdinClosed.Load() {
+		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "stdin of process " + p.id + " is closed"}
+	}
+	q, ok := s.stdin[p]
+	if !ok {
+		if s.stdin == nil {
+			s.stdin = make(map[*Process]chan stdinItem)
+		}
+		q = make(chan stdinItem, s.a.opts.StdinQueue)
+		s.stdin[p] = q
+		log := s.log
+		// The writer belongs to the process's lifetime: it ends when the
+		// queue is closed and drained, or when the process's stdin is gone.
+		s.a.procs.wg.Go(func() {
+			for item := range q {
+				var err error
+				if item.eof {
+					err = p.CloseStdin()
+				} else {
+					err = p.WriteStdin(item.data)
+				}
+				if err != nil {
+					log.Debug("stdin", "process", p.id, "err", err)
+				}
+			}
+		})
+	}
 	select {
-	case s.stdin <- item:
+	case q <- item:
 		return nil
 	case <-s.ctx.Done():
 		return context.Cause(s.ctx)
+	}
+}
+
+// closeStdinQueues ends the writers once the read loop is over.
+func (s *session) closeStdinQueues() {
+	for p, q := range s.stdin {
+		close(q)
+		delete(s.stdin, p)
 	}
 }
 

@@ -30,10 +30,13 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	// proc is the attached process (attach sockets); stdin feeds it in
-	// order with closeStdin.
-	proc  *Process
-	stdin chan stdinItem
+	// proc is the attached process (attach sockets).
+	proc *Process
+	// stdin holds one ordered queue per process this socket writes to
+	// (stdin frames, process.write, process.closeStdin), so a process that
+	// does not read blocks neither this socket's other requests nor anyone
+	// else, until its queue is full. Used only by the read loop.
+	stdin map[*Process]chan stdinItem
 
 	mu     sync.Mutex
 	closed bool
@@ -135,6 +138,7 @@ func (a *Agent) serveRPCSocket(w http.ResponseWriter, r *http.Request) {
 		s.stream.CloseWith(protocol.CloseGoingAway, context.Cause(s.ctx).Error())
 		<-s.conn.DisconnectNotify()
 	}
+	s.closeStdinQueues()
 	s.finish(errors.New("disconnected"))
 }
 
@@ -190,7 +194,11 @@ func (a *Agent) serveRPCPost(w http.ResponseWriter, r *http.Request) {
 		writeResp(http.StatusBadRequest, errorResponse(nil, protocol.CodeInvalidRequest, err.Error()))
 		return
 	}
-	res, err := s.call(r.Context(), &req)
+	// The call ends with the request or with the agent.
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	defer context.AfterFunc(r.Context(), cancel)()
+	res, err := s.call(ctx, &req)
 	if req.Notif {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -396,9 +404,9 @@ func (s *session) resize(_ context.Context, raw json.RawMessage) (any, error) {
 }
 
 func (s *session) closeStdin(_ context.Context, p *Process, _ json.RawMessage) (any, error) {
-	if p == s.proc && s.stdin != nil {
-		// In order after the stdin frames already received.
-		return protocol.Empty{}, s.queueStdin(stdinItem{eof: true})
+	if s.stream != nil {
+		// In order after the stdin already received on this socket.
+		return protocol.Empty{}, s.queueStdin(p, stdinItem{eof: true})
 	}
 	return protocol.Empty{}, p.CloseStdin()
 }
@@ -419,8 +427,8 @@ func (s *session) write(_ context.Context, raw json.RawMessage) (any, error) {
 	if wp.Text != "" {
 		data = []byte(wp.Text)
 	}
-	if p == s.proc && s.stdin != nil {
-		return protocol.Empty{}, s.queueStdin(stdinItem{data: data})
+	if s.stream != nil {
+		return protocol.Empty{}, s.queueStdin(p, stdinItem{data: data})
 	}
 	return protocol.Empty{}, p.WriteStdin(data)
 }
