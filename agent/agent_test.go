@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -63,6 +64,13 @@ func startAgent(t *testing.T, o agent.Options) *testAgent {
 	})
 	addr := ln.Addr().String()
 	return &testAgent{a: a, addr: addr, url: "ws://" + addr}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("PORTHOLE_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -271,7 +279,7 @@ func (lr *lineReader) expect(t *testing.T, s string) {
 }
 
 func TestStdinEOF(t *testing.T) {
-	ta := startAgent(t, agent.Options{})
+	ta := startAgent(t, agent.Options{Logger: testLogger(t)})
 	c := ta.dial(t)
 	in := bytes.Repeat([]byte("x"), 3<<20+17) // more than the stdin queue and pipe hold
 	out, _, err := run(t, c, protocol.StartParams{Argv: []string{"wc", "-c"}}, in)

@@ -344,11 +344,28 @@ func (p *Process) Close() error {
 	return nil
 }
 
+// errExited is returned for a request that the agent could not answer
+// because the process exited and the attach socket closed meanwhile.
+var errExited = errors.New("client: the process has exited")
+
 func (p *Process) call(ctx context.Context, method string, params any) error {
 	p.mu.Lock()
-	conn := p.conn
+	conn, ended := p.conn, p.ended
 	p.mu.Unlock()
-	return conn.Call(ctx, method, params, &protocol.Empty{})
+	err := conn.Call(ctx, method, params, &protocol.Empty{})
+	if errors.Is(err, jsonrpc2.ErrClosed) {
+		<-ended // the read loop has seen everything the agent sent
+		p.mu.Lock()
+		exited := p.exit != nil
+		p.mu.Unlock()
+		if exited {
+			if method == protocol.MethodCloseStdin {
+				return nil // stdin of an exited process is closed indeed
+			}
+			return errExited
+		}
+	}
+	return err
 }
 
 // Resize sets the terminal size of a TTY process.
