@@ -118,11 +118,16 @@ func (m *manager) start(sp protocol.StartParams) (*Process, error) {
 	return p, nil
 }
 
-// mergeEnv overlays extra on base (later entries win) and gives terminals a
-// TERM when none is set.
+// mergeEnv overlays extra on base (later entries win). A terminal gets the
+// TERM of the request, else xterm-256color (what xterm.js and most
+// terminals speak): the agent's own TERM describes the agent's stdout, not
+// the client's terminal.
 func mergeEnv(base, extra []string, tty bool) []string {
 	idx := make(map[string]int, len(base)+len(extra))
 	var out []string
+	if tty {
+		base = slices.DeleteFunc(slices.Clone(base), func(kv string) bool { return strings.HasPrefix(kv, "TERM=") })
+	}
 	for _, kv := range slices.Concat(base, extra) {
 		k, _, _ := strings.Cut(kv, "=")
 		if i, ok := idx[k]; ok {

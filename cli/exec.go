@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -67,6 +69,9 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 	}
 	if *it {
 		*interactive, *tty = true, true
+	}
+	if t := e["TERM"]; *tty && t != "" && !slices.ContainsFunc(envs, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
+		envs = append(envs, "TERM="+t) // the remote terminal is this one
 	}
 	spec := protocol.StartParams{Name: *name, Argv: fs.Args(), Env: envs, Cwd: *cwd, User: *user, TTY: *tty}
 	if *tty && term.IsTerminal(int(stdout.Fd())) {
