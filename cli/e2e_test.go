@@ -153,6 +153,7 @@ func tryStartAgent(t *testing.T) (*agentProc, error) {
 	a.cmd = exec.Command(bin, "agent", "-listen", a.addr, "-grace", "2s")
 	a.cmd.Env = append(baseEnv(), "PORTHOLE_TOKEN="+a.token)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the test binary die
 	if err := a.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -335,6 +336,7 @@ func TestExecExitCode(t *testing.T) {
 		{"SIGTERM", []string{"sh", "-c", "kill -TERM $$"}, 143},
 		{"SIGKILL with -t", []string{"-t", "--", "sh", "-c", "kill -9 $$"}, 137},
 		{"exit 5 with -i -t", []string{"-i", "-t", "--", "sh", "-c", "exit 5"}, 5},
+		{"exit 6 with -it", []string{"-it", "--", "sh", "-c", "exit 6"}, 6},
 		{"command not found", []string{"/nonexistent/command"}, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -345,8 +347,8 @@ func TestExecExitCode(t *testing.T) {
 			}
 			r := porthole(t, a, nil, "", args...)
 			if tc.want < 0 {
-				if r.code == 0 {
-					t.Errorf("porthole %q: exit 0, want a failure", args)
+				if r.code == 0 || !strings.Contains(r.stderr, "no such file or directory") {
+					t.Errorf("porthole %q: exit %d, stderr %q; want a failure naming the cause", args, r.code, r.stderr)
 				}
 				return
 			}
@@ -413,6 +415,9 @@ func TestExecStdin(t *testing.T) {
 		{"empty stdin", []string{"-i", "--", "wc", "-c"}, "", "0"},
 		{"cat round trip", []string{"-i", "--", "cat"}, lines, strings.TrimSpace(lines)},
 		{"no -i: stdin not forwarded", []string{"--", "wc", "-c"}, "abcdef", "0"},
+		// A terminal has no half-close: the agent types ^D (stdin is not
+		// a terminal here, so no raw mode; the remote terminal echoes).
+		{"EOF forwarded with -t", []string{"-i", "-t", "--", "cat"}, "abc\n", "abc\r\nabc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -591,6 +596,7 @@ func newTmux(t *testing.T, script string) *tmux {
 		s.env = append(s.env, "TERM=xterm-256color")
 	}
 	s.run("-f", os.DevNull, "new-session", "-d", "-s", pane, "-x", "100", "-y", "30", script)
+	socketPath := s.display("#{socket_path}")
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("pane at the end:\n%s", s.capture())
@@ -598,6 +604,9 @@ func newTmux(t *testing.T, script string) *tmux {
 		cmd := exec.Command("tmux", "-L", s.socket, "kill-server")
 		cmd.Env = s.env
 		cmd.Run()
+		if strings.Contains(socketPath, s.socket) {
+			os.Remove(socketPath) // tmux leaves it behind
+		}
 	})
 	return s
 }
@@ -659,12 +668,12 @@ func (s *tmux) localLflag() uint32 {
 
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// paneScript runs `porthole exec -url URL -i -t ARGS...` in the pane and,
+// paneScript runs `porthole exec -url URL ARGS...` in the pane and,
 // once it exits, prints its exit status, whether the terminal settings are
 // exactly those from before (raw mode restored), and the icanon flag; then
 // keeps the pane open.
 func paneScript(a *agentProc, args ...string) string {
-	cli := []string{"PORTHOLE_TOKEN=" + a.token, shQuote(bin), "exec", "-url", shQuote(a.url), "-i", "-t"}
+	cli := []string{"PORTHOLE_TOKEN=" + a.token, shQuote(bin), "exec", "-url", shQuote(a.url)}
 	for _, arg := range args {
 		cli = append(cli, shQuote(arg))
 	}
@@ -680,10 +689,12 @@ func paneScript(a *agentProc, args ...string) string {
 	}, "; ")
 }
 
-// checkRestored checks the pane's report after the CLI exited with want.
-func (s *tmux) checkRestored(want int) {
+// checkRestored waits up to d for the pane's report that the CLI exited,
+// and checks the status is want (-1: any failure) and the terminal is as
+// it was before the CLI started.
+func (s *tmux) checkRestored(want int, d time.Duration) {
 	s.t.Helper()
-	m := s.waitFor(`CLI-EXIT=(\d+)\s+(TTY-\w+)\s+TTY-MODE=(\S+)`, waitTimeout)
+	m := s.waitFor(`CLI-EXIT=(\d+)\s+(TTY-\w+)\s+TTY-MODE=(\S+)`, d)
 	if code, _ := strconv.Atoi(m[1]); want >= 0 && code != want || want < 0 && code == 0 {
 		s.t.Errorf("CLI exit status %s, want %d", m[1], want)
 	}
@@ -744,7 +755,7 @@ func TestTerminalSession(t *testing.T) {
 	t.Parallel()
 	requireTmux(t)
 	a := startAgent(t)
-	s := newTmux(t, paneScript(a, "-e", "PS1=rsh> ", "--", "/bin/sh"))
+	s := newTmux(t, paneScript(a, "-it", "-e", "PS1=rsh> ", "--", "/bin/sh"))
 	s.waitFor(`rsh> `, waitTimeout)
 
 	if fl := s.localLflag(); fl&(unix.ICANON|unix.ECHO|unix.ISIG) != 0 {
@@ -769,11 +780,12 @@ func TestTerminalSession(t *testing.T) {
 	s.waitFor(`(?m)^intr-ok\s*$`, waitTimeout)
 
 	// Resize the window: SIGWINCH makes the CLI resize the remote terminal.
+	// A detached session has no client to resize (refresh-client -C), so
+	// this needs resize-window, new in tmux 2.9.
 	if v := s.run("-V"); tmuxBefore(v, 2, 9) {
-		s.run("refresh-client", "-t", pane, "-C", "120x40")
-	} else {
-		s.run("resize-window", "-t", pane, "-x", "120", "-y", "40")
+		t.Fatalf("%s is too old: resize-window needs tmux >= 2.9", strings.TrimSpace(v))
 	}
+	s.run("resize-window", "-t", pane, "-x", "120", "-y", "40")
 	if got := s.display("#{pane_width}x#{pane_height}"); got != "120x40" {
 		t.Fatalf("pane is %s after the resize, want 120x40", got)
 	}
@@ -788,7 +800,7 @@ func TestTerminalSession(t *testing.T) {
 	}
 
 	s.typeLine("exit 7")
-	s.checkRestored(7)
+	s.checkRestored(7, waitTimeout)
 }
 
 // tmuxBefore reports whether `tmux -V` output v is older than major.minor.
@@ -812,7 +824,9 @@ func TestTerminalExitPaths(t *testing.T) {
 		name   string
 		args   []string
 		action func(t *testing.T, a *agentProc, s *tmux)
-		want   int // -1: any failure
+		want   int    // -1: any failure
+		pane   string // what the pane shows, a regexp
+		wait   time.Duration
 	}{
 		{
 			name: "remote kills itself with SIGTERM",
@@ -823,12 +837,17 @@ func TestTerminalExitPaths(t *testing.T) {
 			name: "remote exits after output",
 			args: []string{"--", "/bin/sh", "-c", "echo bye''bye; exit 3"},
 			want: 3,
+			pane: `(?m)^byebye\s+CLI-EXIT=3`,
 		},
 		{
 			name: "SIGTERM to the CLI is forwarded",
 			args: append([]string{"--"}, sleep...),
 			action: func(t *testing.T, a *agentProc, s *tmux) {
 				findProc(t, "remote sleep", isArgv(sleep))
+				// Attached: the CLI has put the terminal in raw mode.
+				if !waitUntil(waitTimeout, func() bool { return s.localLflag()&unix.ICANON == 0 }) {
+					t.Fatal("the CLI never put the pane's terminal in raw mode")
+				}
 				cli := findProc(t, "porthole exec", func(argv []string) bool {
 					return len(argv) > 3 && argv[0] == bin && argv[1] == "exec" && argv[3] == a.url
 				})
@@ -845,7 +864,10 @@ func TestTerminalExitPaths(t *testing.T) {
 				s.waitFor(`rsh> `, waitTimeout)
 				a.stop(t)
 			},
+			// The CLI tries to reattach for a few seconds, then gives up.
 			want: -1,
+			pane: `reattach with: porthole attach -url `,
+			wait: 20 * time.Second,
 		},
 		{
 			name: "Ctrl-D ends the remote shell",
@@ -860,11 +882,17 @@ func TestTerminalExitPaths(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			a := startAgent(t)
-			s := newTmux(t, paneScript(a, tc.args...))
+			s := newTmux(t, paneScript(a, append([]string{"-i", "-t"}, tc.args...)...))
 			if tc.action != nil {
 				tc.action(t, a, s)
 			}
-			s.checkRestored(tc.want)
+			if tc.wait == 0 {
+				tc.wait = waitTimeout
+			}
+			s.checkRestored(tc.want, tc.wait)
+			if tc.pane != "" {
+				s.waitFor(tc.pane, 0)
+			}
 		})
 	}
 }

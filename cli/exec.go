@@ -141,6 +141,11 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 // ours (128+signal when killed).
 func session(ctx context.Context, c *client.Client, p *client.Process, url string, interactive, tty bool, stdin, stdout, stderr *os.File) error {
 	defer p.Close()
+	// Catch signals before raw mode: one arriving in between would kill us
+	// with the terminal left raw.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGWINCH}, forwarded...)...)
+	defer signal.Stop(sigs)
 	restore := func() {}
 	if tty && interactive && term.IsTerminal(int(stdin.Fd())) {
 		old, err := term.MakeRaw(int(stdin.Fd()))
@@ -152,9 +157,6 @@ func session(ctx context.Context, c *client.Client, p *client.Process, url strin
 	}
 	defer restore()
 
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, append([]os.Signal{syscall.SIGWINCH}, forwarded...)...)
-	defer signal.Stop(sigs)
 	stopSignals := make(chan struct{})
 	var wg sync.WaitGroup
 	defer wg.Wait()
