@@ -864,9 +864,9 @@ func TestTerminalExitPaths(t *testing.T) {
 				s.waitFor(`rsh> `, waitTimeout)
 				a.stop(t)
 			},
-			// The CLI tries to reattach for a few seconds, then gives up.
-			want: -1,
-			pane: `reattach with: porthole attach -url `,
+			// Close code 1001: no pointless reattach, a clear message.
+			want: 1,
+			pane: `the agent is shutting down; process`,
 			wait: 20 * time.Second,
 		},
 		{

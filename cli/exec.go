@@ -79,6 +79,10 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 			spec.Size = protocol.WindowSize{Rows: uint16(rows), Cols: uint16(cols)}
 		}
 	}
+	// Signals are caught from here on: one that arrives while connecting is
+	// forwarded once attached, instead of leaving a started process alone.
+	sigs := catchSignals()
+	defer signal.Stop(sigs)
 	c, err := cf.dial(ctx, e)
 	if err != nil {
 		return err
@@ -92,7 +96,14 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 	if err != nil {
 		return err
 	}
-	return session(ctx, c, p, cf.url, *interactive, *tty, stdin, stdout, stderr)
+	return session(ctx, sigs, p, cf.url, *interactive, *tty, stdin, stdout, stderr)
+}
+
+// catchSignals starts catching the signals a session forwards.
+func catchSignals() chan os.Signal {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGWINCH}, forwarded...)...)
+	return sigs
 }
 
 func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr *os.File) error {
@@ -106,6 +117,8 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	if fs.NArg() != 1 {
 		return usageError{"attach needs one process id: porthole attach [flags] ID"}
 	}
+	sigs := catchSignals()
+	defer signal.Stop(sigs)
 	c, err := cf.dial(ctx, e)
 	if err != nil {
 		return err
@@ -131,7 +144,7 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	return session(ctx, c, p, cf.url, true, info.TTY, stdin, stdout, stderr)
+	return session(ctx, sigs, p, cf.url, true, info.TTY, stdin, stdout, stderr)
 }
 
 // session runs an attached process like docker exec -it: local raw mode
@@ -139,13 +152,10 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 // signals forwarded, stdin EOF forwarded, automatic reattach from the
 // exact offset when the connection drops, and the remote exit code as
 // ours (128+signal when killed).
-func session(ctx context.Context, c *client.Client, p *client.Process, url string, interactive, tty bool, stdin, stdout, stderr *os.File) error {
+func session(ctx context.Context, sigs chan os.Signal, p *client.Process, url string, interactive, tty bool, stdin, stdout, stderr *os.File) error {
 	defer p.Close()
-	// Catch signals before raw mode: one arriving in between would kill us
-	// with the terminal left raw.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, append([]os.Signal{syscall.SIGWINCH}, forwarded...)...)
-	defer signal.Stop(sigs)
+	// sigs are caught before raw mode: a signal arriving in between would
+	// kill us with the terminal left raw.
 	restore := func() {}
 	if tty && interactive && term.IsTerminal(int(stdin.Fd())) {
 		old, err := term.MakeRaw(int(stdin.Fd()))
@@ -208,10 +218,14 @@ func session(ctx context.Context, c *client.Client, p *client.Process, url strin
 			}
 			return err
 		}
+		if de.AgentShutDown() {
+			restore()
+			return fmt.Errorf("\r\nthe agent is shutting down; process %s was hung up", p.ID)
+		}
 		attempt++
 		if attempt > 5 {
 			restore()
-			return fmt.Errorf("%v\nreattach with: porthole attach -url %s %s", de, url, p.ID)
+			return fmt.Errorf("\r\n%v\nreattach with: porthole attach -url %s %s", de, url, p.ID)
 		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rerr := p.Reattach(rctx)

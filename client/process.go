@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/porthole-dev/porthole/internal/wsrpc"
@@ -68,6 +69,14 @@ func (e *DisconnectedError) Error() string {
 }
 
 func (e *DisconnectedError) Unwrap() error { return e.Err }
+
+// AgentShutDown reports whether the agent closed the connection because it
+// is shutting down (close code 1001): its processes are being hung up, so
+// reattaching is pointless.
+func (e *DisconnectedError) AgentShutDown() bool {
+	var ce *websocket.CloseError
+	return errors.As(e.Err, &ce) && ce.Code == protocol.CloseGoingAway
+}
 
 // Process is an attached process. Read Stdout and Stderr concurrently (as
 // with os/exec pipes); a reader that stops reading eventually stalls the
@@ -162,7 +171,10 @@ func (p *Process) connect(ctx context.Context) error {
 		p.mu.Lock()
 		exited := p.exit != nil
 		if !exited && p.connErr == nil {
-			p.connErr = errors.New("connection closed")
+			p.connErr = stream.Err()
+			if p.connErr == nil {
+				p.connErr = errors.New("connection closed")
+			}
 		}
 		p.mu.Unlock()
 		if exited {

@@ -52,7 +52,10 @@ type Stream struct {
 
 	closeOnce sync.Once
 	stop      chan struct{}
-	pinger    sync.WaitGroup
+
+	errMu   sync.Mutex
+	readErr error // why the reads ended
+	pinger  sync.WaitGroup
 }
 
 // New wraps ws. The caller must eventually Close the stream.
@@ -96,6 +99,26 @@ func (s *Stream) Conn() *websocket.Conn { return s.ws }
 // OnBinary; malformed or oversized JSON-RPC messages are answered with an
 // error response here and skipped, so a bad message never ends the session.
 func (s *Stream) ReadObject(v any) error {
+	err := s.readObject(v)
+	if err != nil {
+		s.errMu.Lock()
+		if s.readErr == nil {
+			s.readErr = err
+		}
+		s.errMu.Unlock()
+	}
+	return err
+}
+
+// Err returns why reading ended (a *websocket.CloseError carries the
+// peer's close code and reason), or nil while the stream is open.
+func (s *Stream) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.readErr
+}
+
+func (s *Stream) readObject(v any) error {
 	for {
 		typ, r, err := s.ws.NextReader()
 		if err != nil {
