@@ -18,6 +18,12 @@ test: build
 	go vet ./...
 	go test -race -count=1 ./...
 
+# The browser terminal (web/terminal/dist, served by `porthole agent -web`).
+# Needs node and npm; nothing else depends on it (webtest builds it itself).
+.PHONY: web
+web:
+	cd web/terminal && if [ -f package-lock.json ]; then npm ci; else npm install; fi && npm run build
+
 bench: build
 	go test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/ | tee bench.out
 
