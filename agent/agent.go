@@ -140,8 +140,11 @@ func New(o Options) (*Agent, error) {
 	}
 	a.procs = newManager(&a.opts)
 	a.upgrader = websocket.Upgrader{
-		ReadBufferSize:  32 << 10,
+		// Reads reuse the HTTP server's buffer; write buffers come from a
+		// pool and are held only while a message is written, so an idle
+		// connection holds neither.
 		WriteBufferSize: 64 << 10,
+		WriteBufferPool: &sync.Pool{},
 		// Origins are checked before the upgrade, with a clear 403.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}

@@ -106,36 +106,34 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.conn = jsonrpc2.NewConn(s.ctx, s.stream, s, jsonrpc2.SetLogger(quietLogger{s.log}))
 	}
+	// No goroutine waits for cancellation: the agent's shutdown closes the
+	// socket through this callback, which ends the read loop below.
+	stopOnCancel := context.AfterFunc(s.ctx, func() {
+		s.stream.CloseWith(protocol.CloseGoingAway, context.Cause(s.ctx).Error())
+	})
 	viewerDone := make(chan error, 1)
-	s.goTracked(func() { viewerDone <- follow(s.ctx, p, offs, sk) })
-
-	readDone := make(chan struct{})
-	if raw {
-		go func() {
-			defer close(readDone)
-			s.stream.ReadObject(nil) // returns only when the socket ends
-		}()
-	} else {
-		go func() {
-			defer close(readDone)
-			<-s.conn.DisconnectNotify()
-		}()
-	}
-	var cause error
-	select {
-	case cause = <-viewerDone:
-		if cause != nil {
-			s.stream.CloseWith(protocol.CloseProtocolError, cause.Error())
+	s.goTracked(func() {
+		err := follow(s.ctx, p, offs, sk)
+		if err != nil && s.ctx.Err() == nil {
+			s.stream.CloseWith(protocol.CloseProtocolError, err.Error())
 		}
-	case <-readDone:
-		cause = errors.New("client closed")
-	case <-s.ctx.Done():
-		cause = context.Cause(s.ctx)
-		s.stream.CloseWith(protocol.CloseGoingAway, cause.Error())
+		viewerDone <- err
+	})
+	// The read loop runs here: stdin and, when framed, JSON-RPC requests.
+	if raw {
+		s.stream.ReadObject(nil) // returns only when the socket ends
+	} else {
+		<-s.conn.DisconnectNotify()
 	}
+	stopOnCancel()
 	s.stream.Close()
-	<-readDone
 	s.closeStdinQueues()
+	cause := errors.New("client closed")
+	select {
+	case err := <-viewerDone:
+		cause = err
+	default:
+	}
 	s.finish(cause)
 }
 

@@ -55,7 +55,12 @@ type Stream struct {
 
 	errMu   sync.Mutex
 	readErr error // why the reads ended
-	pinger  sync.WaitGroup
+
+	// The keepalive is a self-rearming timer, not a goroutine: an idle
+	// connection costs no stack.
+	pingMu    sync.Mutex
+	pingTimer *time.Timer
+	stopped   bool
 }
 
 // New wraps ws. The caller must eventually Close the stream.
@@ -72,24 +77,24 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 		deadline := func() time.Time { return time.Now().Add(2*opts.PingInterval + time.Second) }
 		ws.SetReadDeadline(deadline())
 		ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
-		s.pinger.Go(func() { s.ping(deadline) })
+		s.pingMu.Lock()
+		s.pingTimer = time.AfterFunc(opts.PingInterval, s.ping)
+		s.pingMu.Unlock()
 	}
 	return s
 }
 
-func (s *Stream) ping(deadline func() time.Time) {
-	t := time.NewTicker(s.opts.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
-				return
-			}
-		}
+// ping runs on the timer's goroutine, sends one ping and rearms.
+func (s *Stream) ping() {
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	if s.stopped {
+		return
 	}
+	if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
+		return
+	}
+	s.pingTimer.Reset(s.opts.PingInterval)
 }
 
 // Conn returns the underlying WebSocket.
@@ -256,13 +261,19 @@ func (s *Stream) CloseWith(code int, reason string) error {
 	return s.Close()
 }
 
-// Close implements jsonrpc2.ObjectStream; it also stops the pinger.
+// Close implements jsonrpc2.ObjectStream; it also stops the keepalive.
 func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		err = s.ws.Close()
-		s.pinger.Wait()
+		// Taking pingMu waits for a ping in progress; none starts after.
+		s.pingMu.Lock()
+		s.stopped = true
+		if s.pingTimer != nil {
+			s.pingTimer.Stop()
+		}
+		s.pingMu.Unlock()
 	})
 	return err
 }
