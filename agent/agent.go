@@ -164,10 +164,9 @@ func (a *Agent) Handler() http.Handler {
 	}
 	mux.HandleFunc("GET /v1/processes/{id}/attach", a.serveAttach)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !websocket.IsWebSocketUpgrade(r) { // the upgrader sets its own
-			w.Header().Set(protocol.HeaderProtocol, protocol.Version)
-			w.Header().Set(protocol.HeaderAgentVersion, a.opts.Version)
-		}
+		// On refusals too; a 101 gets them from upgrade().
+		w.Header().Set(protocol.HeaderProtocol, protocol.Version)
+		w.Header().Set(protocol.HeaderAgentVersion, a.opts.Version)
 		mux.ServeHTTP(w, r)
 	})
 }

@@ -75,14 +75,16 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 	s.proc = p
 	s.log = s.log.With("process", p.id)
 	onInput := func(b []byte) error {
-		if raw {
-			return s.queueStdin(p, stdinItem{data: b})
+		data := b
+		if !raw {
+			var err error
+			if data, err = protocol.ParseInputFrame(b); err != nil {
+				return err
+			}
 		}
-		data, err := protocol.ParseInputFrame(b)
-		if err != nil {
-			return err
-		}
-		if len(data) == 0 {
+		if len(data) == 0 || p.stdinClosed.Load() || p.hasExited() {
+			// Typing into a finished process is no protocol error: the
+			// bytes have nowhere to go, as on a real terminal.
 			return nil
 		}
 		return s.queueStdin(p, stdinItem{data: data})
@@ -142,7 +144,12 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 // pushes back on the client's connection, until the session ends. Called
 // only from the read loop.
 func (s *session) queueStdin(p *Process, item stdinItem) error {
-	if p.stdinClosed.Load() {
+	switch {
+	case item.eof && (p.stdinClosed.Load() || p.hasExited()):
+		return nil // closing a closed stdin is done
+	case p.hasExited():
+		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "process " + p.id + " has exited"}
+	case p.stdinClosed.Load():
 		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "stdin of process " + p.id + " is closed"}
 	}
 	q, ok := s.stdin[p]

@@ -171,6 +171,12 @@ func (p *Process) Info(sample bool) protocol.ProcessInfo {
 	return info
 }
 
+func (p *Process) hasExited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
+}
+
 // Signal sends sig to the process group while the process has not been
 // reaped (so its pid cannot have been reused).
 func (p *Process) Signal(sig syscall.Signal) error {

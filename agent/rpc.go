@@ -403,15 +403,30 @@ func (s *session) resize(_ context.Context, raw json.RawMessage) (any, error) {
 	return protocol.Empty{}, p.Resize(rp.WindowSize)
 }
 
-func (s *session) closeStdin(_ context.Context, p *Process, _ json.RawMessage) (any, error) {
+func (s *session) closeStdin(ctx context.Context, p *Process, _ json.RawMessage) (any, error) {
 	if s.stream != nil {
 		// In order after the stdin already received on this socket.
 		return protocol.Empty{}, s.queueStdin(p, stdinItem{eof: true})
 	}
-	return protocol.Empty{}, p.CloseStdin()
+	return protocol.Empty{}, s.directStdin(ctx, p.CloseStdin)
 }
 
-func (s *session) write(_ context.Context, raw json.RawMessage) (any, error) {
+// directStdin runs a stdin operation of an HTTP request. The write itself
+// may block while the process does not read; it runs on a goroutine owned
+// by the process's lifetime, so that the request (and the agent's shutdown)
+// can give up waiting for it.
+func (s *session) directStdin(ctx context.Context, op func() error) error {
+	done := make(chan error, 1)
+	s.a.procs.wg.Go(func() { done <- op() })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: "stopped waiting for the process to read its stdin: " + context.Cause(ctx).Error()}
+	}
+}
+
+func (s *session) write(ctx context.Context, raw json.RawMessage) (any, error) {
 	var wp protocol.WriteParams
 	if err := decodeParams(protocol.MethodWrite, raw, &wp); err != nil {
 		return nil, err
@@ -430,7 +445,7 @@ func (s *session) write(_ context.Context, raw json.RawMessage) (any, error) {
 	if s.stream != nil {
 		return protocol.Empty{}, s.queueStdin(p, stdinItem{data: data})
 	}
-	return protocol.Empty{}, p.WriteStdin(data)
+	return protocol.Empty{}, s.directStdin(ctx, func() error { return p.WriteStdin(data) })
 }
 
 func (s *session) wait(ctx context.Context, p *Process, _ json.RawMessage) (any, error) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -441,4 +442,69 @@ func TestShutdownKillsStubbornChildren(t *testing.T) {
 	if err := syscall.Kill(info.PID, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Fatalf("child %d still exists after shutdown (kill 0 = %v)", info.PID, err)
 	}
+}
+
+// An HTTP write to a process that never reads does not hold up shutdown.
+func TestShutdownWithBlockedHTTPWrite(t *testing.T) {
+	a, err := agent.New(agent.Options{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptestServer(t, a)
+	post := func(body string) (*http.Response, error) {
+		req, _ := http.NewRequest("POST", srv+"/v1/rpc", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		return http.DefaultClient.Do(req)
+	}
+	resp, err := post(`{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"argv":["sleep","1000"]}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var started struct{ Result protocol.ProcessInfo }
+	json.NewDecoder(resp.Body).Decode(&started)
+	resp.Body.Close()
+	big := strings.Repeat("x", 512<<10) // more than a pipe holds
+	posted := make(chan error, 1)
+	go func() {
+		resp, err := post(`{"jsonrpc":"2.0","id":2,"method":"process.write","params":{"id":"` + started.Result.ID + `","text":"` + big + `"}}`)
+		if err == nil {
+			resp.Body.Close()
+		}
+		posted <- err
+	}()
+	// Wait until the write is blocked in the agent: the process is running
+	// and the request has not returned.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	shut := make(chan struct{})
+	go func() {
+		a.Shutdown(ctx, 100*time.Millisecond)
+		close(shut)
+	}()
+	select {
+	case <-shut:
+	case <-ctx.Done():
+		t.Fatal("Shutdown hung on a blocked HTTP write")
+	}
+	<-posted
+}
+
+// httptestServer serves a on loopback until the test ends.
+func httptestServer(t *testing.T, a *agent.Agent) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: a.Handler()}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return "http://" + ln.Addr().String()
 }

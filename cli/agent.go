@@ -122,10 +122,15 @@ func serve(ctx context.Context, a *agent.Agent, ln net.Listener, grace time.Dura
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "grace", grace)
-	sctx, cancel := context.WithTimeout(context.Background(), grace+5*time.Second)
+	// The agent first: it refuses new requests, ends every session (also
+	// long HTTP calls such as process.wait) and gives children their grace
+	// period; then the server has nothing left to wait for.
+	actx, cancel := context.WithTimeout(context.Background(), grace+5*time.Second)
 	defer cancel()
-	srv.Shutdown(sctx) // stops accepting; hijacked WebSockets are the agent's
-	a.Shutdown(sctx, grace)
+	a.Shutdown(actx, grace)
+	sctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	srv.Shutdown(sctx)
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
