@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/agenttest"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -45,28 +44,7 @@ func startAgent(t *testing.T, o agent.Options) *testAgent {
 	if o.Token == "" {
 		o.Token = token
 	}
-	a, err := agent.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: a.Handler()}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		a.Shutdown(ctx, time.Second)
-		<-served
-	})
-	addr := ln.Addr().String()
+	a, addr := agenttest.Start(t, o)
 	return &testAgent{a: a, addr: addr, url: "ws://" + addr}
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/agenttest"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -450,7 +450,7 @@ func TestShutdownWithBlockedHTTPWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptestServer(t, a)
+	srv := "http://" + agenttest.Serve(t, a.Handler())
 	post := func(body string) (*http.Response, error) {
 		req, _ := http.NewRequest("POST", srv+"/v1/rpc", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -489,22 +489,3 @@ func TestShutdownWithBlockedHTTPWrite(t *testing.T) {
 	<-posted
 }
 
-// httptestServer serves a on loopback until the test ends.
-func httptestServer(t *testing.T, a *agent.Agent) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: a.Handler()}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return "http://" + ln.Addr().String()
-}

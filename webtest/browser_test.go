@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/internal/agenttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -107,7 +107,7 @@ func TestBrowserTerminal(t *testing.T) {
 func TestBrowserTerminalOtherOrigin(t *testing.T) {
 	dist := webDist(t)
 	chromium := chromiumPath(t)
-	pages := serve(t, http.FileServer(http.Dir(dist)))
+	pages := agenttest.Serve(t, http.FileServer(http.Dir(dist)))
 	ag := startAgent(t, agent.Options{AllowedOrigins: []string{"http://" + pages}})
 	p := startBrowser(t, chromium)
 
@@ -230,43 +230,10 @@ func startAgent(t *testing.T, o agent.Options) *testAgent {
 		}
 	}
 	o.Token, o.Shell, o.Env = token, "/bin/sh", append(env, "PS1="+prompt)
-	a, err := agent.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serve(t, a.Handler())
-	// Registered after serve's cleanup, so it runs first: the agent's
-	// sockets close before the server waits for its connections.
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx, time.Second)
-	})
+	_, addr := agenttest.Start(t, o)
 	return &testAgent{addr: addr}
 }
 
-// serve serves h on a loopback port until the test ends, and returns the
-// address.
-func serve(t *testing.T, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-served
-	})
-	return ln.Addr().String()
-}
 
 type winSize struct {
 	Rows int `json:"rows"`
