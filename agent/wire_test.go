@@ -488,4 +488,3 @@ func TestShutdownWithBlockedHTTPWrite(t *testing.T) {
 	}
 	<-posted
 }
-

@@ -234,7 +234,6 @@ func startAgent(t *testing.T, o agent.Options) *testAgent {
 	return &testAgent{addr: addr}
 }
 
-
 type winSize struct {
 	Rows int `json:"rows"`
 	Cols int `json:"cols"`
