@@ -49,6 +49,8 @@ Usage:
   porthole attach [-url URL] ID                                attach to a running process
   porthole ps [-url URL]                                       list processes
   porthole kill [-url URL] [-s SIGNAL] ID                      signal a process (default KILL)
+  porthole copy [-to DIR] [-payload FILE]...                   copy this binary into a shared volume
+  porthole entrypoint [agent flags] [-- CMD [ARGS...]]         run as the container's PID 1
   porthole version                                             print versions
 
 The token comes from $PORTHOLE_TOKEN or -token-file; the agent URL from
@@ -94,6 +96,10 @@ func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stde
 		return runPS(ctx, rest, e, stdout, stderr)
 	case "kill":
 		return runKill(ctx, rest, e, stderr)
+	case "entrypoint":
+		return runEntrypoint(ctx, rest, e, stderr)
+	case "copy":
+		return runCopy(rest, e, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "porthole %s (protocol %s)\n", Version, protocol.Version)
 		return nil

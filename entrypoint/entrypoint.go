@@ -1,0 +1,129 @@
+// Package entrypoint makes porthole a correct PID 1 for a container.
+//
+// Reaping and exit codes do not mix in one process: a reaper that calls
+// wait(-1) steals the status that exec.Cmd.Wait is waiting for (Gitpod and
+// Coder both broke exit codes that way, and both moved to two processes).
+// So porthole splits the job. The first process, PID 1 (or, outside a PID
+// namespace, a child subreaper), only reaps and forwards signals; it
+// re-executes itself as the worker, which serves the agent and runs the
+// chained command with ordinary exec.Cmd.Wait calls on its own children.
+// Orphans are reparented to the first process, never to the worker, so
+// the worker's waits can never race a reaper.
+package entrypoint
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// EnvRole marks the re-executed worker process.
+const EnvRole = "PORTHOLE_ENTRYPOINT_ROLE"
+
+// RoleWorker is EnvRole's value in the worker.
+const RoleWorker = "worker"
+
+// Forwarded are the signals passed on to the worker, and by the worker to
+// the chained command.
+var Forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// ExitCode is the shell's view of a wait status: the exit code, or 128
+// plus the signal that killed the process.
+func ExitCode(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+// Reaper runs the first process's loop: it starts worker, reaps every
+// child that dies (orphans included) and forwards signals to the worker,
+// until the worker exits; it returns the worker's exit code. Outside PID 1
+// it makes this process a child subreaper first, so orphans of the
+// worker's descendants still come here.
+func Reaper(worker *exec.Cmd) (int, error) {
+	if os.Getpid() != 1 {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return 1, fmt.Errorf("become a child subreaper: %w", err)
+		}
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, Forwarded...)
+	defer signal.Stop(sigs)
+	if err := worker.Start(); err != nil {
+		return 1, fmt.Errorf("start the worker: %w", err)
+	}
+	pid := worker.Process.Pid
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	wg.Go(func() {
+		for {
+			select {
+			case s := <-sigs:
+				unix.Kill(pid, s.(syscall.Signal))
+			case <-stop:
+				return
+			}
+		}
+	})
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return 1, fmt.Errorf("wait: %w", err)
+		case got == pid:
+			reapAll()
+			return ExitCode(syscall.WaitStatus(ws)), nil
+		}
+	}
+}
+
+// reapAll collects the zombies already there, without blocking.
+func reapAll() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// Chain runs the chained command as the worker's child with the
+// container's stdio, forwarding the worker's signals to it, and returns
+// its wait status once it exits.
+func Chain(cmd *exec.Cmd, sigs <-chan os.Signal) (syscall.WaitStatus, error) {
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case s := <-sigs:
+				cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	})
+	err := cmd.Wait()
+	close(done)
+	wg.Wait()
+	if cmd.ProcessState == nil {
+		return 0, err
+	}
+	return cmd.ProcessState.Sys().(syscall.WaitStatus), nil
+}

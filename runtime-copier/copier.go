@@ -1,0 +1,240 @@
+// Package runtimecopier copies the running porthole binary (and optional
+// payload files) into a shared volume, atomically and idempotently, with a
+// manifest beside it, so that an init container built FROM scratch can
+// inject porthole into every container of a pod.
+package runtimecopier
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+)
+
+// EnvDir names the environment variable that gives the destination
+// directory when -to is not set.
+const EnvDir = "PORTHOLE_INJECT_DIR"
+
+// DefaultDir is the fixed path pods mount the shared volume at.
+const DefaultDir = "/porthole/bin"
+
+// BinaryName is the copied binary's name in the destination.
+const BinaryName = "porthole"
+
+// ManifestName is the manifest's name in the destination.
+const ManifestName = "porthole.json"
+
+// Manifest describes what was copied, for the master and clients to check
+// version consistency.
+type Manifest struct {
+	Version         string `json:"version"`
+	ProtocolVersion string `json:"protocolVersion"`
+	OS              string `json:"os"`
+	Arch            string `json:"arch"`
+	Binary          File   `json:"binary"`
+	Payloads        []File `json:"payloads,omitempty"`
+}
+
+// File is one copied file.
+type File struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Options say what to copy where.
+type Options struct {
+	// Dest is the destination directory. It must exist, be a directory and
+	// not a symlink.
+	Dest string
+	// Source is the binary to copy; empty means the running executable.
+	Source string
+	// Payloads are extra files copied beside the binary under their base
+	// names.
+	Payloads        []string
+	Version         string
+	ProtocolVersion string
+}
+
+// Result says what Copy did.
+type Result struct {
+	Manifest Manifest
+	// Written is false when the destination already held the same files
+	// (same names and sha256): nothing was written.
+	Written bool
+}
+
+// Copy copies the binary and payloads into o.Dest. Each file is written to
+// a temporary file in the destination, synced, given mode 0755 and renamed
+// into place, so a reader never sees a half-written file; on any error
+// nothing half-written is left behind.
+func Copy(o Options) (Result, error) {
+	if o.Dest == "" {
+		return Result{}, errors.New("no destination: give -to DIR or set " + EnvDir)
+	}
+	if err := checkDest(o.Dest); err != nil {
+		return Result{}, err
+	}
+	src := o.Source
+	if src == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return Result{}, fmt.Errorf("find the running binary: %w", err)
+		}
+		src = exe
+	}
+	m := Manifest{Version: o.Version, ProtocolVersion: o.ProtocolVersion, OS: runtime.GOOS, Arch: runtime.GOARCH}
+	files := []struct {
+		src  string
+		into *File
+		name string
+	}{{src, &m.Binary, BinaryName}}
+	m.Payloads = make([]File, len(o.Payloads))
+	for i, p := range o.Payloads {
+		name := filepath.Base(p)
+		if name == BinaryName || name == ManifestName || name == "." || name == "/" {
+			return Result{}, fmt.Errorf("payload %q: the name %q is reserved", p, name)
+		}
+		files = append(files, struct {
+			src  string
+			into *File
+			name string
+		}{p, &m.Payloads[i], name})
+	}
+	for _, f := range files {
+		sum, size, err := hashFile(f.src)
+		if err != nil {
+			return Result{}, err
+		}
+		*f.into = File{Name: f.name, SHA256: sum, Size: size}
+	}
+	if len(m.Payloads) == 0 {
+		m.Payloads = nil
+	}
+	if same(o.Dest, m) {
+		return Result{Manifest: m}, nil
+	}
+	for _, f := range files {
+		if err := writeAtomic(o.Dest, f.name, 0o755, func(w io.Writer) error {
+			in, err := os.Open(f.src)
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			_, err = io.Copy(w, in)
+			return err
+		}); err != nil {
+			return Result{}, err
+		}
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return Result{}, err
+	}
+	if err := writeAtomic(o.Dest, ManifestName, 0o644, func(w io.Writer) error {
+		_, err := w.Write(append(data, '\n'))
+		return err
+	}); err != nil {
+		return Result{}, err
+	}
+	return Result{Manifest: m, Written: true}, nil
+}
+
+func checkDest(dir string) error {
+	fi, err := os.Lstat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("destination %s: %w", dir, err)
+	case fi.Mode()&os.ModeSymlink != 0:
+		return fmt.Errorf("destination %s is a symlink; give the real directory", dir)
+	case !fi.IsDir():
+		return fmt.Errorf("destination %s is not a directory", dir)
+	}
+	return nil
+}
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", 0, fmt.Errorf("%s is not a regular file", path)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// same reports whether dest already holds exactly the files of m, checked
+// against the manifest there and the files' own hashes.
+func same(dest string, m Manifest) bool {
+	data, err := os.ReadFile(filepath.Join(dest, ManifestName))
+	if err != nil {
+		return false
+	}
+	var old Manifest
+	if json.Unmarshal(data, &old) != nil {
+		return false
+	}
+	if old.Version != m.Version || old.ProtocolVersion != m.ProtocolVersion || old.Arch != m.Arch ||
+		old.Binary != m.Binary || !slices.Equal(old.Payloads, m.Payloads) {
+		return false
+	}
+	for _, f := range append([]File{m.Binary}, m.Payloads...) {
+		sum, size, err := hashFile(filepath.Join(dest, f.Name))
+		if err != nil || sum != f.SHA256 || size != f.Size {
+			return false
+		}
+	}
+	return true
+}
+
+// writeAtomic writes name in dir through a synced temporary file and a
+// rename; the temporary file is removed on any failure.
+func writeAtomic(dir, name string, mode os.FileMode, fill func(io.Writer) error) (err error) {
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("destination %s is not writable: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := fill(tmp); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", filepath.Join(dir, name), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("rename into %s: %w", filepath.Join(dir, name), err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() // make the rename durable
+		d.Close()
+	}
+	return nil
+}

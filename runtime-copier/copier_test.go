@@ -1,0 +1,150 @@
+package runtimecopier
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func writeFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCopyIsAtomicIdempotentAndManifested(t *testing.T) {
+	src := t.TempDir()
+	bin := writeFile(t, filepath.Join(src, "bin"), "binary v1")
+	extra := writeFile(t, filepath.Join(src, "plugin.tar"), "payload")
+	dest := t.TempDir()
+	o := Options{Dest: dest, Source: bin, Payloads: []string{extra}, Version: "v1", ProtocolVersion: "1.0"}
+	r, err := Copy(o)
+	if err != nil || !r.Written {
+		t.Fatalf("first copy = %+v, %v", r, err)
+	}
+	fi, err := os.Stat(filepath.Join(dest, BinaryName))
+	if err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("copied binary: %v, mode %v", err, fi.Mode())
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "plugin.tar")); string(b) != "payload" {
+		t.Fatalf("payload = %q", b)
+	}
+	m, _ := os.ReadFile(filepath.Join(dest, ManifestName))
+	for _, want := range []string{`"version": "v1"`, `"protocolVersion": "1.0"`, r.Manifest.Binary.SHA256, `"name": "plugin.tar"`} {
+		if !strings.Contains(string(m), want) {
+			t.Fatalf("manifest lacks %q:\n%s", want, m)
+		}
+	}
+	// Same version, same bytes: nothing written.
+	before, _ := os.Stat(filepath.Join(dest, BinaryName))
+	r, err = Copy(o)
+	if err != nil || r.Written {
+		t.Fatalf("second copy = %+v, %v; want no write", r, err)
+	}
+	after, _ := os.Stat(filepath.Join(dest, BinaryName))
+	if !before.ModTime().Equal(after.ModTime()) {
+		t.Fatal("idempotent copy touched the binary")
+	}
+	// A damaged copy is replaced.
+	writeFile(t, filepath.Join(dest, BinaryName), "garbage")
+	if r, err = Copy(o); err != nil || !r.Written {
+		t.Fatalf("repair copy = %+v, %v", r, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, BinaryName)); string(b) != "binary v1" {
+		t.Fatalf("binary = %q", b)
+	}
+	assertNoTemp(t, dest)
+}
+
+func assertNoTemp(t *testing.T, dir string) {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Fatalf("temporary file %s left behind", e.Name())
+		}
+	}
+}
+
+func TestCopyRunningExecutable(t *testing.T) {
+	dest := t.TempDir()
+	r, err := Copy(Options{Dest: dest, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	sum, _, _ := hashFile(exe)
+	if r.Manifest.Binary.SHA256 != sum {
+		t.Fatal("copied binary is not the running executable")
+	}
+}
+
+func TestCopyRefusesBadDestinations(t *testing.T) {
+	src := writeFile(t, filepath.Join(t.TempDir(), "bin"), "x")
+	base := t.TempDir()
+	realDir := filepath.Join(base, "real")
+	os.Mkdir(realDir, 0o755)
+	link := filepath.Join(base, "link")
+	os.Symlink(realDir, link)
+	file := writeFile(t, filepath.Join(base, "file"), "")
+	cases := []struct {
+		name, dest, mention string
+	}{
+		{"empty", "", EnvDir},
+		{"missing", filepath.Join(base, "nope"), "no such file"},
+		{"symlink", link, "symlink"},
+		{"not a directory", file, "not a directory"},
+		{"reserved payload name", realDir, "reserved"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := Options{Dest: tc.dest, Source: src}
+			if tc.name == "reserved payload name" {
+				o.Payloads = []string{filepath.Join(base, ManifestName)}
+			}
+			_, err := Copy(o)
+			if err == nil || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("Copy = %v; want an error mentioning %q", err, tc.mention)
+			}
+		})
+	}
+}
+
+// mountTmpfs mounts a tmpfs with opts on a new directory (root only).
+func mountTmpfs(t *testing.T, opts string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root; CI runs as root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
+}
+
+func TestCopyRefusesReadOnlyAndFullDisk(t *testing.T) {
+	src := writeFile(t, filepath.Join(t.TempDir(), "bin"), strings.Repeat("x", 256<<10))
+	ro := mountTmpfs(t, "ro,size=1m")
+	if _, err := Copy(Options{Dest: ro, Source: src}); err == nil || !strings.Contains(err.Error(), "not writable") {
+		t.Fatalf("read-only: %v", err)
+	}
+	full := mountTmpfs(t, "size=64k")
+	_, err := Copy(Options{Dest: full, Source: src})
+	if err == nil || !strings.Contains(err.Error(), "no space") {
+		t.Fatalf("full disk: %v", err)
+	}
+	assertNoTemp(t, full)
+	if _, err := os.Stat(filepath.Join(full, BinaryName)); !os.IsNotExist(err) {
+		t.Fatalf("a partial binary was left: %v", err)
+	}
+}
