@@ -17,17 +17,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/porthole-dev/porthole/client"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
 const idleSessions = 1000
 
-// BenchmarkIdleSessions: the resident memory of an agent process (the
-// static binary, as deployed) when idle, and with 1,000 TTY sessions
-// (`sleep 3600`, which prints nothing), each with a client attached. The
-// children's memory is their own and not counted. Each figure is the
-// median of three VmRSS readings.
+// footprint is a server's resident memory (KiB) idle and with sessions.
+type footprint struct {
+	idle, busy           int64
+	idleThreads, threads int
+}
+
+func (f footprint) perSession() float64 { return float64(f.busy-f.idle) / idleSessions }
+
+// BenchmarkIdleSessions: the resident memory (VmRSS) of the agent process,
+// the static binary as deployed, when idle and with 1,000 TTY sessions
+// (`sleep 3600`, which prints nothing), each with a client attached; the
+// children's memory is their own and not counted. Alongside, the same
+// measurement of bench/floor, a minimal Go terminal server (gorilla
+// WebSocket, PTY, two goroutines per session, no protocol): what a
+// straightforward Go design spends before any of porthole's features. Each
+// figure is the median of three readings.
 func BenchmarkIdleSessions(b *testing.B) {
 	ctx := benchCtx(b, 5*time.Minute)
 	if err := checkPTYs(idleSessions + 50); err != nil {
@@ -36,22 +49,55 @@ func BenchmarkIdleSessions(b *testing.B) {
 	if err := raiseNOFILE(4*idleSessions + 1000); err != nil {
 		b.Skip(err)
 	}
-	bin := porthole(b)
-	ag, err := startAgentProcess(ctx, bin, "-max-processes", strconv.Itoa(idleSessions+100))
+	ag, err := agentFootprint(ctx, b)
 	if err != nil {
-		b.Fatal(err)
+		b.Fatalf("agent: %v", err)
 	}
-	defer ag.stop(b)
+	fl, err := floorFootprint(ctx, b)
+	if err != nil {
+		b.Fatalf("floor: %v", err)
+	}
+	for _, x := range []struct {
+		name string
+		f    footprint
+	}{{"agent", ag}, {"floor", fl}} {
+		b.Logf("%s VmRSS: idle %d KiB (%d threads); with %d sessions %d KiB (%d threads): %.1f KiB per session",
+			x.name, x.f.idle, x.f.idleThreads, idleSessions, x.f.busy, x.f.threads, x.f.perSession())
+	}
+	idleMiB := float64(ag.idle) / 1024
+	report(b, map[string]float64{
+		"idle_RSS_MiB":          idleMiB,
+		"rss_1000_MiB":          float64(ag.busy) / 1024,
+		"KiB_per_session":       ag.perSession(),
+		"threads_1000":          float64(ag.threads),
+		"floor_idle_RSS_MiB":    float64(fl.idle) / 1024,
+		"floor_KiB_per_session": fl.perSession(),
+		"idle_ratio":            float64(ag.idle) / float64(fl.idle),
+		"session_ratio":         ag.perSession() / fl.perSession(),
+	})
+	verdict(b, "idle agent RSS MiB", idleMiB, "<=", 8)
+	verdict(b, "KiB per idle session", ag.perSession(), "<=", 32)
+}
 
+// agentFootprint runs `porthole agent` and attaches 1,000 TTY sessions
+// through the Go client.
+func agentFootprint(ctx context.Context, b *testing.B) (footprint, error) {
+	srv, err := startServer(ctx, porthole(b), func(addr string) []string {
+		return []string{"agent", "-listen", addr, "-insecure-no-auth", "-log-level", "warn", "-grace", "2s",
+			"-max-processes", strconv.Itoa(idleSessions + 100)}
+	})
+	if err != nil {
+		return footprint{}, err
+	}
+	defer srv.stop(b)
+	var f footprint
 	time.Sleep(500 * time.Millisecond)
-	idle, idleThreads, err := ag.rss(3, 200*time.Millisecond)
-	if err != nil {
-		b.Fatal(err)
+	if f.idle, f.idleThreads, err = srv.rss(3, 200*time.Millisecond); err != nil {
+		return f, err
 	}
-
-	c, err := client.Dial(ctx, client.Options{URL: ag.url})
+	c, err := client.Dial(ctx, client.Options{URL: "ws://" + srv.addr})
 	if err != nil {
-		b.Fatal(err)
+		return f, err
 	}
 	defer c.Close()
 	t0 := time.Now()
@@ -63,33 +109,79 @@ func BenchmarkIdleSessions(b *testing.B) {
 		}
 		wg.Wait()
 	}()
-	for _, p := range procs {
-		ag.children = append(ag.children, p.Info().PID)
-	}
 	if err != nil {
-		b.Fatalf("after %d sessions: %v", len(procs), err)
+		return f, fmt.Errorf("after %d sessions: %w", len(procs), err)
 	}
-	b.Logf("%d sessions started and attached in %v", len(procs), time.Since(t0).Round(time.Millisecond))
+	b.Logf("agent: %d sessions started and attached in %v", len(procs), time.Since(t0).Round(time.Millisecond))
 	if err := waitProcesses(ctx, c, idleSessions); err != nil {
-		b.Fatal(err)
+		return f, err
 	}
-	time.Sleep(2 * time.Second) // let the agent settle: no work is pending
-	busy, busyThreads, err := ag.rss(3, 500*time.Millisecond)
+	time.Sleep(2 * time.Second) // let it settle: no work is pending
+	f.busy, f.threads, err = srv.rss(3, 500*time.Millisecond)
+	return f, err
+}
+
+// floorFootprint runs bench/floor and opens 1,000 terminal sockets on it.
+func floorFootprint(ctx context.Context, b *testing.B) (footprint, error) {
+	srv, err := startServer(ctx, floor(b), func(addr string) []string { return []string{"-listen", addr} })
 	if err != nil {
-		b.Fatal(err)
+		return footprint{}, err
 	}
-	idleMiB := float64(idle) / 1024
-	busyMiB := float64(busy) / 1024
-	perSession := float64(busy-idle) / idleSessions
-	b.Logf("agent VmRSS: idle %d KiB (%d threads); with %d sessions %d KiB (%d threads)", idle, idleThreads, idleSessions, busy, busyThreads)
-	report(b, map[string]float64{
-		"idle_RSS_MiB":    idleMiB,
-		"rss_1000_MiB":    busyMiB,
-		"KiB_per_session": perSession,
-		"threads_1000":    float64(busyThreads),
-	})
-	verdict(b, "idle agent RSS MiB", idleMiB, "<=", 8)
-	verdict(b, "KiB per idle session", perSession, "<=", 32)
+	defer srv.stop(b)
+	var f footprint
+	time.Sleep(500 * time.Millisecond)
+	if f.idle, f.idleThreads, err = srv.rss(3, 200*time.Millisecond); err != nil {
+		return f, err
+	}
+	url := "ws://" + srv.addr + "/attach?cmd=sleep&arg=3600"
+	var (
+		mu    sync.Mutex
+		conns []*websocket.Conn
+		first error
+	)
+	defer func() {
+		for _, ws := range conns {
+			ws.Close()
+		}
+	}()
+	next := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			d := websocket.Dialer{HandshakeTimeout: 30 * time.Second}
+			for range next {
+				ws, _, err := d.DialContext(ctx, url, nil)
+				mu.Lock()
+				if err != nil && first == nil {
+					first = err
+				}
+				if ws != nil {
+					conns = append(conns, ws)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for range idleSessions {
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed || ctx.Err() != nil {
+			break
+		}
+		next <- struct{}{}
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		return f, fmt.Errorf("after %d sessions: %w", len(conns), first)
+	}
+	if n := len(childrenOf(srv.cmd.Process.Pid)); n != idleSessions {
+		return f, fmt.Errorf("floor has %d children, want %d", n, idleSessions)
+	}
+	time.Sleep(2 * time.Second)
+	f.busy, f.threads, err = srv.rss(3, 500*time.Millisecond)
+	return f, err
 }
 
 // checkPTYs fails when fewer than n more PTYs can be opened.
@@ -133,13 +225,12 @@ func raiseNOFILE(n uint64) error {
 	return nil
 }
 
-// agentProcess is a porthole agent run as its own process.
-type agentProcess struct {
-	cmd      *exec.Cmd
-	url      string
-	stderr   *bytes.Buffer
-	exited   chan struct{}
-	children []int // pids of the sessions, killed should the agent fail to
+// server is a server (the agent or the floor) run as its own process.
+type server struct {
+	cmd    *exec.Cmd
+	addr   string
+	out    *bytes.Buffer
+	exited chan struct{}
 }
 
 func freePort() (string, error) {
@@ -151,58 +242,55 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startAgentProcess runs `porthole agent` on a free loopback port without
-// a token and waits until /healthz answers.
-func startAgentProcess(ctx context.Context, bin string, args ...string) (*agentProcess, error) {
+// startServer runs bin with args(a free loopback address) and waits until
+// its /healthz answers.
+func startServer(ctx context.Context, bin string, args func(addr string) []string) (*server, error) {
 	addr, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	args = append([]string{"agent", "-listen", addr, "-insecure-no-auth", "-log-level", "warn", "-grace", "2s"}, args...)
-	cmd := exec.Command(bin, args...)
-	ap := &agentProcess{cmd: cmd, url: "ws://" + addr, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
-	cmd.Stdout = ap.stderr
-	cmd.Stderr = ap.stderr
-	cmd.Env = os.Environ()
-	// Should this process die, the agent shuts down and takes its children.
+	cmd := exec.Command(bin, args(addr)...)
+	srv := &server{cmd: cmd, addr: addr, out: &bytes.Buffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = srv.out, srv.out
+	// Should this process die, the server shuts down and takes its children.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	go func() { cmd.Wait(); close(ap.exited) }()
+	go func() { cmd.Wait(); close(srv.exited) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return ap, nil
+				return srv, nil
 			}
 		}
 		select {
-		case <-ap.exited:
-			return nil, fmt.Errorf("agent exited: %s", ap.stderr)
+		case <-srv.exited:
+			return nil, fmt.Errorf("%s exited: %s", bin, srv.out)
 		case <-ctx.Done():
-			ap.kill()
+			srv.kill(nil)
 			return nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			ap.kill()
-			return nil, fmt.Errorf("agent not healthy after 15s: %v", err)
+			srv.kill(nil)
+			return nil, fmt.Errorf("%s not healthy after 15s: %v", bin, err)
 		}
 	}
 }
 
-// rss returns the median of n VmRSS readings (KiB), taken every, and the
+// rss returns the median of n VmRSS readings (KiB), one every, and the
 // thread count at the last.
-func (ap *agentProcess) rss(n int, every time.Duration) (kib int64, threads int, err error) {
+func (srv *server) rss(n int, every time.Duration) (kib int64, threads int, err error) {
 	var xs []float64
 	for i := range n {
 		if i > 0 {
 			time.Sleep(every)
 		}
-		st, err := procStatus(ap.cmd.Process.Pid)
+		st, err := procStatus(srv.cmd.Process.Pid)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -237,35 +325,77 @@ func procStatus(pid int) (map[string]int64, error) {
 	return m, sc.Err()
 }
 
-// stop shuts the agent down with SIGTERM (it hangs up and kills its
-// children); if it does not exit in time it and its children are killed.
-func (ap *agentProcess) stop(b *testing.B) {
-	ap.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-ap.exited:
-	case <-time.After(20 * time.Second):
-		b.Errorf("agent did not exit 20s after SIGTERM; killing it and its %d children", len(ap.children))
-		ap.kill()
-	}
-	// No session may outlive the benchmark.
-	for _, pid := range ap.children {
-		if pid > 0 && syscall.Kill(-pid, 0) == nil {
-			b.Errorf("session process group %d outlived the agent; killing it", pid)
-			syscall.Kill(-pid, syscall.SIGKILL)
+// childrenOf lists the pids whose parent is pid.
+func childrenOf(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var kids []int
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		fs := strings.Fields(string(stat[i+1:]))
+		if len(fs) > 1 && fs[1] == strconv.Itoa(pid) {
+			kids = append(kids, child)
 		}
 	}
-	if ap.cmd.ProcessState != nil && !ap.cmd.ProcessState.Success() {
-		b.Logf("agent exit: %v; stderr:\n%s", ap.cmd.ProcessState, ap.stderr)
+	return kids
+}
+
+// stop shuts the server down with SIGTERM (both kill their children); if
+// it does not exit in time it is killed. Either way no child may outlive
+// it.
+func (srv *server) stop(b *testing.B) {
+	kids := childrenOf(srv.cmd.Process.Pid)
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-srv.exited:
+	case <-time.After(20 * time.Second):
+		b.Errorf("%s did not exit 20s after SIGTERM; killing it and its %d children", srv.cmd.Path, len(kids))
+		srv.kill(kids)
+	}
+	// The agent reaps its children before it exits; the floor kills them
+	// and exits, leaving init to reap them. Give them a moment, then any
+	// still alive is an error (and is killed).
+	deadline := time.Now().Add(2 * time.Second)
+	for _, pid := range kids {
+		for isAlive(pid) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for _, pid := range kids {
+		if isAlive(pid) {
+			b.Errorf("child %d of %s outlived it; killing it", pid, srv.cmd.Path)
+			syscall.Kill(-pid, syscall.SIGKILL) // each child leads its own session
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 }
 
-func (ap *agentProcess) kill() {
-	ap.cmd.Process.Kill()
-	<-ap.exited
-	for _, pid := range ap.children {
-		if pid > 0 {
-			syscall.Kill(-pid, syscall.SIGKILL)
-		}
+// isAlive reports whether pid exists and is not a zombie.
+func isAlive(pid int) bool {
+	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(st, ')')
+	return i >= 0 && i+2 < len(st) && st[i+2] != 'Z'
+}
+
+func (srv *server) kill(kids []int) {
+	srv.cmd.Process.Kill()
+	<-srv.exited
+	for _, pid := range kids {
+		syscall.Kill(-pid, syscall.SIGKILL)
 	}
 }
 
@@ -333,19 +463,31 @@ func waitProcesses(ctx context.Context, c *client.Client, n int) error {
 }
 
 // BenchmarkBinarySize: the static release build (CGO_ENABLED=0, -trimpath,
-// -ldflags "-s -w") of cmd/porthole, against the 10 MiB target.
+// -ldflags "-s -w") of cmd/porthole, against the 10 MiB target and, as the
+// limit, bench/floor built the same way: the Go runtime, net/http,
+// gorilla/websocket and creack/pty that any Go terminal server carries.
 func BenchmarkBinarySize(b *testing.B) {
 	ctx := benchCtx(b, 5*time.Minute)
 	out := filepath.Join(b.TempDir(), "porthole")
-	if err := staticBuild(ctx, out); err != nil {
+	if err := staticBuild(ctx, "./cmd/porthole", out); err != nil {
 		b.Fatal(err)
 	}
-	fi, err := os.Stat(out)
+	size, err := fileMiB(out)
 	if err != nil {
 		b.Fatal(err)
 	}
-	size := float64(fi.Size()) / mib
-	const target = 10.0
-	report(b, map[string]float64{"size_MiB": size, "target_MiB": target, "ratio": size / target})
-	verdict(b, "static binary MiB", size, "<", target)
+	floorSize, err := fileMiB(floor(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	report(b, map[string]float64{"size_MiB": size, "floor_MiB": floorSize, "ratio": size / floorSize})
+	verdict(b, "static binary MiB", size, "<", 10)
+}
+
+func fileMiB(path string) (float64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return float64(fi.Size()) / mib, nil
 }

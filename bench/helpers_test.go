@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -30,7 +31,7 @@ const (
 	reps = 3
 )
 
-// buildDir holds binaries built once per run (see porthole); TestMain
+// buildDir holds binaries built once per run (see built); TestMain
 // removes it.
 var buildDir string
 
@@ -42,11 +43,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
+// staticBuild builds package pkg (relative to the module root) as a
+// release would: static, trimmed, stripped.
+func staticBuild(ctx context.Context, pkg, out string) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
 
 // moduleRoot is the directory of go.mod; go test runs in the package
 // directory, one below it.
@@ -55,47 +66,50 @@ func moduleRoot() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}
-	gomod := string(out[:len(out)-1])
+	gomod := strings.TrimSpace(string(out))
 	if gomod == "" || gomod == os.DevNull {
 		return "", errors.New("not inside the porthole module")
 	}
 	return filepath.Dir(gomod), nil
 }
 
-// staticBuild builds ./cmd/porthole as a release would (static, trimmed,
-// stripped) into dir.
-func staticBuild(ctx context.Context, out string) error {
-	root, err := moduleRoot()
-	if err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/porthole")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, b)
-	}
-	return nil
+var (
+	buildDirOnce sync.Once
+	builds       sync.Map // package → *build
+)
+
+type build struct {
+	once sync.Once
+	bin  string
+	err  error
 }
 
-// porthole returns the path of a porthole binary built once for this run.
-func porthole(b *testing.B) string {
+// built returns the path of pkg built once for this run (see staticBuild).
+func built(b *testing.B, pkg string) string {
 	b.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "porthole-bench-")
-		if buildErr != nil {
-			return
+	buildDirOnce.Do(func() {
+		var err error
+		if buildDir, err = os.MkdirTemp("", "porthole-bench-"); err != nil {
+			b.Fatal(err)
 		}
+	})
+	v, _ := builds.LoadOrStore(pkg, &build{})
+	bd := v.(*build)
+	bd.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		buildBin = filepath.Join(buildDir, "porthole")
-		buildErr = staticBuild(ctx, buildBin)
+		bd.bin = filepath.Join(buildDir, filepath.Base(pkg))
+		bd.err = staticBuild(ctx, pkg, bd.bin)
 	})
-	if buildErr != nil {
-		b.Fatal(buildErr)
+	if bd.err != nil {
+		b.Fatal(bd.err)
 	}
-	return buildBin
+	return bd.bin
 }
+
+// porthole is the agent's binary; floor is bench/floor's.
+func porthole(b *testing.B) string { return built(b, "./cmd/porthole") }
+func floor(b *testing.B) string    { return built(b, "./bench/floor") }
 
 // inProcAgent serves an agent on a loopback port of this process and
 // returns its ws:// URL. The agent is shut down when the benchmark ends.
@@ -201,6 +215,11 @@ func drainBuf(r io.Reader, buf []byte) (int64, error) {
 		}
 	}
 }
+
+// settle collects the garbage of earlier work (file generation, earlier
+// repetitions) so that the in-process agent, client and limit all start a
+// repetition from the same clean heap.
+func settle() { runtime.GC() }
 
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)

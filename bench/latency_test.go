@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/client"
@@ -105,31 +109,85 @@ func BenchmarkEchoLatency(b *testing.B) {
 	}
 	defer c.Close()
 
-	var rawP50, rawP99, viaP50, viaP99 []float64
+	var rawP50, rawP99, viaP50, viaP99, wsP50 []float64
 	for i := range reps {
-		us, err := rawEcho(ctx)
+		settle()
+		us, err := wsEcho(ctx)
+		if err != nil {
+			b.Fatalf("websocket echo: %v", err)
+		}
+		wsP50 = append(wsP50, percentile(us, 50))
+
+		settle()
+		us, err = rawEcho(ctx)
 		if err != nil {
 			b.Fatalf("bare PTY echo: %v", err)
 		}
 		rawP50 = append(rawP50, percentile(us, 50))
 		rawP99 = append(rawP99, percentile(us, 99))
 
+		settle()
 		us, err = agentEcho(ctx, c)
 		if err != nil {
 			b.Fatalf("agent echo: %v", err)
 		}
 		viaP50 = append(viaP50, percentile(us, 50))
 		viaP99 = append(viaP99, percentile(us, 99))
-		b.Logf("rep %d: bare PTY p50 %.0f µs p99 %.0f µs; agent p50 %.0f µs p99 %.0f µs", i+1, rawP50[i], rawP99[i], viaP50[i], viaP99[i])
+		b.Logf("rep %d: bare PTY p50 %.0f µs p99 %.0f µs; agent p50 %.0f µs p99 %.0f µs; websocket round trip p50 %.0f µs", i+1, rawP50[i], rawP99[i], viaP50[i], viaP99[i], wsP50[i])
 	}
 	r50, r99, a50, a99 := median(rawP50), median(rawP99), median(viaP50), median(viaP99)
 	report(b, map[string]float64{
 		"raw_p50_µs": r50, "raw_p99_µs": r99,
 		"agent_p50_µs": a50, "agent_p99_µs": a99,
-		"p50_ratio": a50 / r50,
+		"p50_ratio":     a50 / r50,
+		"ws_rtt_p50_µs": median(wsP50),
 	})
 	verdict(b, "agent echo p50 µs", a50, "<=", 150)
 	verdict(b, "agent echo p99 µs", a99, "<=", 350)
+}
+
+// wsEcho is the transport's share: a 1-byte binary message from a gorilla
+// client to a gorilla echo server on loopback and back, same samples.
+func wsEcho(ctx context.Context) ([]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		for {
+			typ, m, err := ws.ReadMessage()
+			if err != nil || ws.WriteMessage(typ, m) != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer ws.Close()
+	stop := context.AfterFunc(ctx, func() { ws.Close() })
+	defer stop()
+	key := []byte{'x'}
+	var us []float64
+	for i := range echoWarmup + echoSamples {
+		t0 := time.Now()
+		if err := ws.WriteMessage(websocket.BinaryMessage, key); err != nil {
+			return nil, err
+		}
+		if _, _, err := ws.ReadMessage(); err != nil {
+			return nil, err
+		}
+		if i >= echoWarmup {
+			us = append(us, float64(time.Since(t0).Nanoseconds())/1e3)
+		}
+	}
+	return us, nil
 }
 
 func rawEcho(ctx context.Context) ([]float64, error) {

@@ -42,6 +42,7 @@ func BenchmarkPTYThroughput(b *testing.B) {
 
 	var raw, via []float64
 	for i := range reps {
+		settle()
 		got, d, err := rawPTYCat(ctx, file)
 		if err != nil {
 			b.Fatalf("bare PTY cat: %v", err)
@@ -51,6 +52,7 @@ func BenchmarkPTYThroughput(b *testing.B) {
 		}
 		raw = append(raw, mibps(n, d))
 
+		settle()
 		out, _, d, err := agentCat(ctx, c, file, true)
 		if err != nil {
 			b.Fatalf("agent TTY cat: %v", err)
@@ -145,6 +147,7 @@ func BenchmarkPipeThroughput(b *testing.B) {
 
 	var lim, via []float64
 	for i := range reps {
+		settle()
 		got, d, err := wsLoopback(ctx, n)
 		if err != nil {
 			b.Fatalf("websocket loopback: %v", err)
@@ -154,6 +157,7 @@ func BenchmarkPipeThroughput(b *testing.B) {
 		}
 		lim = append(lim, mibps(n, d))
 
+		settle()
 		out, errb, d, err := agentCat(ctx, c, file, false)
 		if err != nil {
 			b.Fatalf("agent pipe cat: %v", err)
