@@ -140,9 +140,10 @@ func New(o Options) (*Agent, error) {
 	}
 	a.procs = newManager(&a.opts)
 	a.upgrader = websocket.Upgrader{
-		// Reads reuse the HTTP server's buffer; write buffers come from a
-		// pool and are held only while a message is written, so an idle
-		// connection holds neither.
+		// A small read buffer (messages of any size are read through it);
+		// write buffers come from a pool and are held only while a message
+		// is written, so an idle connection holds little.
+		ReadBufferSize:  1 << 10,
 		WriteBufferSize: 64 << 10,
 		WriteBufferPool: &sync.Pool{},
 		// Origins are checked before the upgrade, with a clear 403.
@@ -193,15 +194,10 @@ var ErrShutdown = errors.New("agent is shutting down")
 func (a *Agent) Shutdown(ctx context.Context, grace time.Duration) {
 	a.mu.Lock()
 	a.closing = true
-	sessions := make([]*session, 0, len(a.conns))
-	for s := range a.conns {
-		sessions = append(sessions, s)
-	}
 	a.mu.Unlock()
+	// Every session watches its context and closes its own socket with
+	// 1001 and the cause.
 	a.cancel(ErrShutdown)
-	for _, s := range sessions {
-		s.close(protocol.CloseGoingAway, ErrShutdown.Error())
-	}
 	// Connections first: once they are gone nothing can add work for the
 	// processes; then the processes and their goroutines.
 	a.connWG.Wait()

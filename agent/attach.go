@@ -87,7 +87,8 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 			// bytes have nowhere to go, as on a real terminal.
 			return nil
 		}
-		return s.queueStdin(p, stdinItem{data: data})
+		// The stream reuses b: queue a copy.
+		return s.queueStdin(p, stdinItem{data: append([]byte(nil), data...)})
 	}
 	mode := protocol.SubprotocolAttach
 	if raw {
@@ -100,43 +101,51 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	opts := a.streamOptions(onInput)
 	opts.RawText = raw
+	// The end of the client's reads ends the session.
+	opts.OnReadEnd = func(error) { s.cancel(errClientClosed) }
 	s.stream = wsrpc.New(ws, opts)
 
-	var sk sink = frameSink{s}
+	var (
+		sk       sink = frameSink{s}
+		readDone <-chan struct{}
+	)
 	if raw {
 		sk = rawSink{s}
+		done := make(chan struct{})
+		readDone = done
+		go func() { // owned by runAttach, which waits for readDone
+			defer close(done)
+			s.stream.ReadObject(nil) // returns only when the socket ends
+		}()
 	} else {
-		s.conn = jsonrpc2.NewConn(s.ctx, s.stream, s, jsonrpc2.SetLogger(quietLogger{s.log}))
+		s.conn = jsonrpc2.NewConn(context.WithoutCancel(s.ctx), s.stream, s, jsonrpc2.SetLogger(quietLogger{s.log}))
+		readDone = s.conn.DisconnectNotify()
 	}
-	// No goroutine waits for cancellation: the agent's shutdown closes the
-	// socket through this callback, which ends the read loop below.
-	stopOnCancel := context.AfterFunc(s.ctx, func() {
-		s.stream.CloseWith(protocol.CloseGoingAway, context.Cause(s.ctx).Error())
-	})
-	viewerDone := make(chan error, 1)
-	s.goTracked(func() {
-		err := follow(s.ctx, p, offs, sk)
-		if err != nil && s.ctx.Err() == nil {
-			s.stream.CloseWith(protocol.CloseProtocolError, err.Error())
-		}
-		viewerDone <- err
-	})
-	// The read loop runs here: stdin and, when framed, JSON-RPC requests.
-	if raw {
-		s.stream.ReadObject(nil) // returns only when the socket ends
-	} else {
-		<-s.conn.DisconnectNotify()
-	}
-	stopOnCancel()
-	s.stream.Close()
-	s.closeStdinQueues()
-	cause := errors.New("client closed")
-	select {
-	case err := <-viewerDone:
-		cause = err
+	// The handler returns now, so net/http's goroutine and buffers are
+	// released; the session goroutine is the viewer itself.
+	go s.runAttach(p, offs, sk, readDone)
+}
+
+// errClientClosed is the cause of a session whose client went away.
+var errClientClosed = errors.New("client closed the connection")
+
+// runAttach is an attach session's own goroutine: it sends the process to
+// the client, then tears the session down. The agent waits for it through
+// the session's tracking.
+func (s *session) runAttach(p *Process, offs [3]*int64, sk sink, readDone <-chan struct{}) {
+	err := follow(s.ctx, p, offs, sk)
+	switch cause := context.Cause(s.ctx); {
+	case err == nil: // exited was sent; the sink closed the socket normally
+	case cause == errClientClosed:
+	case s.ctx.Err() != nil: // the agent is shutting down
+		s.stream.CloseWith(protocol.CloseGoingAway, cause.Error())
 	default:
+		s.stream.CloseWith(protocol.CloseProtocolError, err.Error())
 	}
-	s.finish(cause)
+	s.stream.Close()
+	<-readDone
+	s.closeStdinQueues() // the read loop is over
+	s.finish(err)
 }
 
 // queueStdin hands stdin for p to this socket's writer for p, in order. It

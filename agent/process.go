@@ -65,16 +65,16 @@ func (p *Process) Output(s protocol.Stream) *ring.Buffer {
 func (p *Process) run(wg *sync.WaitGroup, drain time.Duration, onDone func()) {
 	var pumps sync.WaitGroup
 	srcs := map[protocol.Stream]*os.File{protocol.Stdout: p.child.master}
-	bufSize := 4096 // a PTY read never returns more than the line discipline's 4 KiB
+	pool := &ttyBufs
 	if !p.tty {
 		srcs = map[protocol.Stream]*os.File{protocol.Stdout: p.child.stdout, protocol.Stderr: p.child.stderr}
-		bufSize = 32 << 10
+		pool = &pipeBufs
 	}
 	for s, f := range srcs {
 		pumps.Add(1)
 		wg.Go(func() {
 			defer pumps.Done()
-			pump(f, p.out[s], bufSize)
+			pump(f, p.out[s], pool)
 		})
 	}
 	wg.Go(func() {
@@ -108,19 +108,48 @@ func (p *Process) run(wg *sync.WaitGroup, drain time.Duration, onDone func()) {
 	})
 }
 
+// Read buffers: a PTY read never returns more than the line discipline's
+// 4 KiB; a pipe holds 64 KiB.
+var (
+	ttyBufs  = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+	pipeBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+)
+
 // pump copies one output source into its ring until EOF, EIO (the PTY's
-// EOF), the drain deadline or close, then ends the stream.
-func pump(f *os.File, out *ring.Buffer, size int) {
+// EOF), the drain deadline or close, then ends the stream. It holds a read
+// buffer only from the moment data is there until the ring took it, so an
+// idle process holds none.
+func pump(f *os.File, out *ring.Buffer, pool *sync.Pool) {
 	defer out.CloseWrite()
-	buf := make([]byte, size)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
 	for {
-		n, err := f.Read(buf)
-		if n > 0 {
-			if _, werr := out.Write(buf[:n]); werr != nil {
-				return
+		var (
+			bp   *[]byte
+			n    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			bp = pool.Get().(*[]byte)
+			n, rerr = unix.Read(int(fd), *bp)
+			if rerr == unix.EAGAIN || rerr == unix.EINTR {
+				pool.Put(bp)
+				return false // wait until readable (or the deadline)
 			}
+			return true
+		})
+		if err != nil { // deadline or closed
+			return
 		}
-		if err != nil {
+		if n <= 0 || rerr != nil { // EOF, or EIO: the terminal's EOF
+			pool.Put(bp)
+			return
+		}
+		_, werr := out.Write((*bp)[:n])
+		pool.Put(bp)
+		if werr != nil {
 			return
 		}
 	}

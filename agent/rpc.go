@@ -86,13 +86,6 @@ func (s *session) finish(cause error) {
 	s.log.Debug("connection closed", "cause", cause)
 }
 
-// close ends the connection with a close frame; the read loop then ends.
-func (s *session) close(code int, reason string) {
-	if s.stream != nil {
-		s.stream.CloseWith(code, reason)
-	}
-}
-
 func (a *Agent) upgrade(w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
 	u := a.upgrader
 	u.Subprotocols = subprotocols
@@ -131,7 +124,9 @@ func (a *Agent) serveRPCSocket(w http.ResponseWriter, r *http.Request) {
 	s.log.Debug("connected")
 	// The hello goes out before any reply can.
 	s.stream.WriteObject(notification(protocol.EventHello, a.info()))
-	s.conn = jsonrpc2.NewConn(s.ctx, s.stream, s, jsonrpc2.SetLogger(quietLogger{s.log}))
+	// jsonrpc2 closes the stream abruptly when its context ends; the
+	// session closes it itself, with a close code and the cause.
+	s.conn = jsonrpc2.NewConn(context.WithoutCancel(s.ctx), s.stream, s, jsonrpc2.SetLogger(quietLogger{s.log}))
 	select {
 	case <-s.conn.DisconnectNotify():
 	case <-s.ctx.Done():

@@ -19,6 +19,9 @@ import (
 	"github.com/porthole-dev/porthole/protocol"
 )
 
+// keepBuffer is the largest read buffer a stream keeps between messages.
+const keepBuffer = 64 << 10
+
 // HardLimitFactor: a message larger than Limit gets a JSON-RPC error; one
 // larger than HardLimitFactor*Limit closes the socket with 1009, since even
 // discarding it would let a peer occupy the agent indefinitely.
@@ -29,9 +32,13 @@ type Options struct {
 	// Limit is the largest message accepted, in bytes.
 	Limit int64
 	// OnBinary receives every binary message, in order, on the reading
-	// goroutine. The slice is the callee's. An error closes the socket
-	// with a protocol-error close frame carrying the error text.
+	// goroutine. The slice is valid only during the call (the stream reuses
+	// its buffer). An error closes the socket with a protocol-error close
+	// frame carrying the error text.
 	OnBinary func([]byte) error
+	// OnReadEnd, when set, is called once, on the reading goroutine, when
+	// reading ends (the peer closed, the connection broke, or Close).
+	OnReadEnd func(error)
 	// RawText hands text messages to OnBinary too: a raw byte socket with
 	// no JSON-RPC at all (ReadObject then returns only when the socket ends).
 	RawText bool
@@ -55,6 +62,8 @@ type Stream struct {
 
 	errMu   sync.Mutex
 	readErr error // why the reads ended
+
+	rbuf bytes.Buffer // the current message; reused while small
 
 	// The keepalive is a self-rearming timer, not a goroutine: an idle
 	// connection costs no stack.
@@ -107,10 +116,14 @@ func (s *Stream) ReadObject(v any) error {
 	err := s.readObject(v)
 	if err != nil {
 		s.errMu.Lock()
-		if s.readErr == nil {
+		first := s.readErr == nil
+		if first {
 			s.readErr = err
 		}
 		s.errMu.Unlock()
+		if first && s.opts.OnReadEnd != nil {
+			s.opts.OnReadEnd(err)
+		}
 	}
 	return err
 }
@@ -132,10 +145,14 @@ func (s *Stream) readObject(v any) error {
 		if s.opts.PingInterval > 0 {
 			s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
 		}
-		data, err := io.ReadAll(io.LimitReader(r, s.opts.Limit+1))
-		if err != nil {
+		if s.rbuf.Cap() > keepBuffer {
+			s.rbuf = bytes.Buffer{} // a large message's buffer is not kept
+		}
+		s.rbuf.Reset()
+		if _, err := s.rbuf.ReadFrom(io.LimitReader(r, s.opts.Limit+1)); err != nil {
 			return err
 		}
+		data := s.rbuf.Bytes()
 		if int64(len(data)) > s.opts.Limit {
 			n, err := io.Copy(io.Discard, r)
 			if err != nil {
