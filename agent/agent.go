@@ -112,10 +112,9 @@ type Agent struct {
 	procs    *manager
 	upgrader websocket.Upgrader
 
-	// conns tracks every connection's goroutines; Shutdown waits for them.
+	// connWG tracks every session; Shutdown waits for them.
 	mu      sync.Mutex
 	closing bool
-	conns   map[*session]struct{}
 	connWG  sync.WaitGroup
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
@@ -133,10 +132,9 @@ func New(o Options) (*Agent, error) {
 	o.setDefaults()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	a := &Agent{
-		opts:  o,
-		log:   o.Logger,
-		conns: make(map[*session]struct{}),
-		ctx:   ctx, cancel: cancel,
+		opts: o,
+		log:  o.Logger,
+		ctx:  ctx, cancel: cancel,
 	}
 	a.procs = newManager(&a.opts)
 	a.upgrader = websocket.Upgrader{
@@ -213,14 +211,10 @@ func (a *Agent) track(s *session) bool {
 	}
 	a.connSeq++
 	s.seq = a.connSeq
-	a.conns[s] = struct{}{}
 	a.connWG.Add(1)
 	return true
 }
 
 func (a *Agent) untrack(s *session) {
-	a.mu.Lock()
-	delete(a.conns, s)
-	a.mu.Unlock()
 	a.connWG.Done()
 }

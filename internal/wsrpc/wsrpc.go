@@ -58,7 +58,6 @@ type Stream struct {
 	wmu sync.Mutex // serializes data writes (gorilla allows one writer)
 
 	closeOnce sync.Once
-	stop      chan struct{}
 
 	errMu   sync.Mutex
 	readErr error // why the reads ended
@@ -80,7 +79,7 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
-	s := &Stream{ws: ws, opts: opts, stop: make(chan struct{})}
+	s := &Stream{ws: ws, opts: opts}
 	ws.SetReadLimit(opts.Limit * HardLimitFactor)
 	if opts.PingInterval > 0 {
 		deadline := func() time.Time { return time.Now().Add(2*opts.PingInterval + time.Second) }
@@ -105,9 +104,6 @@ func (s *Stream) ping() {
 	}
 	s.pingTimer.Reset(s.opts.PingInterval)
 }
-
-// Conn returns the underlying WebSocket.
-func (s *Stream) Conn() *websocket.Conn { return s.ws }
 
 // ReadObject implements jsonrpc2.ObjectStream. Binary messages go to
 // OnBinary; malformed or oversized JSON-RPC messages are answered with an
@@ -282,7 +278,6 @@ func (s *Stream) CloseWith(code int, reason string) error {
 func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		close(s.stop)
 		err = s.ws.Close()
 		// Taking pingMu waits for a ping in progress; none starts after.
 		s.pingMu.Lock()
