@@ -11,10 +11,14 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // decodeAll strictly decodes every document of every manifest.
 func decodeAll(t *testing.T) map[string][]any {

@@ -6,9 +6,12 @@ import (
 	"testing"
 
 	"github.com/sourcegraph/jsonrpc2"
+	"go.uber.org/goleak"
 
 	"github.com/porthole-dev/porthole/protocol"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestDecode(t *testing.T) {
 	cases := []struct {
