@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -487,4 +488,25 @@ func TestShutdownWithBlockedHTTPWrite(t *testing.T) {
 		t.Fatal("Shutdown hung on a blocked HTTP write")
 	}
 	<-posted
+}
+
+// A peer that stops answering pings (a dead proxy, a suspended laptop) is
+// disconnected after two intervals and a second, so its session ends.
+func TestSilentPeerIsDropped(t *testing.T) {
+	ta := startAgent(t, agent.Options{PingInterval: 50 * time.Millisecond})
+	ws, _, err := rawDial(t, ta.url+"/v1/rpc", bearer(token), protocol.SubprotocolRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.SetPingHandler(func(string) error { return nil }) // never pong
+	ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the agent kept a silent peer for 20s")
+			}
+			return // the agent closed the connection
+		}
+	}
 }
