@@ -535,8 +535,9 @@ func TestPSAndKill(t *testing.T) {
 		t.Errorf("ps row %q: want the command [sleep 600]", row)
 	}
 
-	if r := porthole(t, a, nil, "", "kill", "-url", a.url, "-s", "TERM", id); r.code != 0 {
-		t.Fatalf("porthole kill -s TERM %s: exit %d, stderr %q", id, r.code, r.stderr)
+	// The form: flags may follow the id.
+	if r := porthole(t, a, nil, "", "kill", "-url", a.url, id, "-s", "TERM"); r.code != 0 {
+		t.Fatalf("porthole kill %s -s TERM: exit %d, stderr %q", id, r.code, r.stderr)
 	}
 	select {
 	case <-done:

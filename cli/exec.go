@@ -111,10 +111,11 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	var cf clientFlags
 	cf.register(fs, e)
 	from := fs.String("from", "start", "where output starts: start (everything the agent kept) or end (new output only)")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return usageError{"attach needs one process id: porthole attach [flags] ID"}
 	}
 	sigs := catchSignals()
@@ -124,7 +125,7 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 		return err
 	}
 	defer c.Close()
-	id := fs.Arg(0)
+	id := pos[0]
 	info, err := c.Get(ctx, id)
 	if err != nil {
 		return err
@@ -277,15 +278,36 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 	return tw.Flush()
 }
 
+// parseInterleaved parses flags that may also follow the positional
+// arguments (`porthole kill 3 -s TERM`) and returns the positionals.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		rest := fs.Args()
+		if rest[0] == "--" && len(pos) == 0 { // everything after -- is positional
+			return rest[1:], nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
 func runKill(ctx context.Context, args []string, e env, stderr *os.File) error {
 	fs := newFlagSet("kill", stderr)
 	var cf clientFlags
 	cf.register(fs, e)
 	sig := fs.String("s", "KILL", "signal name or number")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return usageError{"kill needs one process id: porthole kill [-s SIGNAL] ID"}
 	}
 	if _, err := protocol.ParseSignal(*sig); err != nil {
@@ -296,5 +318,5 @@ func runKill(ctx context.Context, args []string, e env, stderr *os.File) error {
 		return err
 	}
 	defer c.Close()
-	return c.Signal(ctx, fs.Arg(0), *sig)
+	return c.Signal(ctx, pos[0], *sig)
 }
