@@ -250,6 +250,11 @@ func (s *Stream) WriteObject(obj any) error {
 	return s.write(websocket.TextMessage, b)
 }
 
+// WriteText sends msg, one complete JSON-RPC message, as one text frame
+// without marshalling it again (WriteObject of a json.RawMessage would
+// re-validate and copy it): for writers that render messages themselves.
+func (s *Stream) WriteText(msg []byte) error { return s.write(websocket.TextMessage, msg) }
+
 // WriteBinary sends one binary frame.
 func (s *Stream) WriteBinary(b []byte) error { return s.write(websocket.BinaryMessage, b) }
 
