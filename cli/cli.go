@@ -51,6 +51,8 @@ Usage:
   porthole kill [-url URL] [-s SIGNAL] ID                      signal a process (default KILL)
   porthole copy [-to DIR] [-payload FILE]...                   copy this binary into a shared volume
   porthole entrypoint [agent flags] [-- CMD [ARGS...]]         run as the container's PID 1
+  porthole bootstrap -push-endpoint URL -runtime-id W:E:O -machine-name M [flags]
+                                                               run Che installers (also run as 'bootstrapper')
   porthole version                                             print versions
 
 The token comes from $PORTHOLE_TOKEN or -token-file; the agent URL from
@@ -100,6 +102,8 @@ func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stde
 		return runEntrypoint(ctx, rest, e, stderr)
 	case "copy":
 		return runCopy(rest, e, stdout, stderr)
+	case "bootstrap":
+		return runBootstrap(ctx, rest, e, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "porthole %s (protocol %s)\n", Version, protocol.Version)
 		return nil

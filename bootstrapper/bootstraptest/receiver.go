@@ -1,0 +1,452 @@
+// Package bootstraptest stands in for a Che master in tests and benchmarks
+// of the bootstrapper: a WebSocket server on loopback that records the
+// JSON-RPC 2.0 notifications it receives, checks that each is one, and on
+// request refuses handshakes, cuts connections and sends what a master
+// should not.
+package bootstraptest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Params are the params of every bootstrapper event, Che's fields and
+// porthole's, as a master reads them.
+type Params struct {
+	MachineName string `json:"machineName"`
+	RuntimeID   struct {
+		WorkspaceID string `json:"workspaceId"`
+		EnvName     string `json:"envName"`
+		OwnerID     string `json:"ownerId"`
+	} `json:"runtimeId"`
+	Time      string `json:"time"`
+	Status    string `json:"status"`
+	Installer string `json:"installer"`
+	Error     string `json:"error"`
+	Text      string `json:"text"`
+	Stream    string `json:"stream"`
+	Partial   bool   `json:"partial"`
+	Raw       []byte `json:"raw"`
+	Lost      uint64 `json:"lost"`
+	Server    string `json:"server"`
+	Port      string `json:"port"`
+	BootID    string `json:"bootId"`
+	Seq       uint64 `json:"seq"`
+}
+
+// Event is one notification received.
+type Event struct {
+	Method string
+	Params Params
+	Path   string    // the endpoint it came to
+	Conn   int       // the connection, numbered from 1 over the receiver's life
+	Frame  []byte    // the frame as received
+	At     time.Time // when it was read
+}
+
+func (e Event) String() string {
+	p := e.Params
+	switch {
+	case e.Method == "installer/log":
+		return fmt.Sprintf("%s %s %s %q", e.Method, p.Installer, p.Stream, p.Text)
+	case p.Installer != "":
+		return fmt.Sprintf("%s %s %s %s", e.Method, p.Installer, p.Status, p.Error)
+	}
+	return fmt.Sprintf("%s %s %s", e.Method, p.Status, p.Error)
+}
+
+// Frame is a message the receiver sends to each new connection.
+type Frame struct {
+	Binary bool
+	Data   string
+}
+
+// Options shape a Receiver.
+type Options struct {
+	// Token, when set, must be the handshake's Authorization header;
+	// others get 401.
+	Token string
+	// Refuse, when it returns true for the n-th handshake (from 1) on
+	// path, answers it with 503.
+	Refuse func(path string, n int) bool
+	// Cut, when it returns true after a connection's frames-th frame,
+	// closes the connection abruptly (no close frame).
+	Cut func(path string, conn, frames int) bool
+	// Greet is sent to every connection after the handshake.
+	Greet []Frame
+	// OnEvent, when set, gets every event (on the connection's goroutine)
+	// instead of the receiver keeping it.
+	OnEvent func(Event)
+	// Light skips the JSON decoding of each frame (about 5 µs, which would
+	// make the receiver the bottleneck of a throughput benchmark): events
+	// then carry only Method and, of their params, Status, Text and Seq,
+	// picked out of the frame as the bootstrapper lays it out (seq last).
+	// Frames are not checked.
+	Light bool
+}
+
+// Receiver is a loopback WebSocket server recording bootstrapper events.
+type Receiver struct {
+	// URL is "ws://127.0.0.1:PORT"; endpoints are URL + a path.
+	URL string
+
+	o      Options
+	srv    *http.Server
+	served chan struct{}
+	wg     sync.WaitGroup
+
+	mu         sync.Mutex
+	events     []Event
+	replies    []string // responses received (to the Greet requests)
+	violations []string // frames that are not JSON-RPC notifications
+	auth       []string // Authorization headers seen
+	handshakes map[string]int
+	conns      int
+	open       map[*websocket.Conn]bool
+	closed     bool
+	changed    chan struct{} // closed and replaced on every change
+}
+
+// Start serves a receiver on 127.0.0.1 until tb ends.
+func Start(tb testing.TB, o Options) *Receiver {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := &Receiver{
+		URL: "ws://" + ln.Addr().String(), o: o, served: make(chan struct{}),
+		handshakes: map[string]int{}, open: map[*websocket.Conn]bool{}, changed: make(chan struct{}),
+	}
+	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(r.served)
+		r.srv.Serve(ln)
+	}()
+	tb.Cleanup(r.close)
+	return r
+}
+
+func (r *Receiver) close() {
+	r.srv.Close()
+	<-r.served
+	r.mu.Lock()
+	r.closed = true
+	for ws := range r.open {
+		ws.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// notify wakes waiters; r.mu is held.
+func (r *Receiver) notify() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
+	path := req.URL.Path
+	r.mu.Lock()
+	r.handshakes[path]++
+	n := r.handshakes[path]
+	r.auth = append(r.auth, req.Header.Get("Authorization"))
+	r.notify()
+	r.mu.Unlock()
+	if r.o.Token != "" && req.Header.Get("Authorization") != r.o.Token {
+		http.Error(w, "bad token", http.StatusUnauthorized)
+		return
+	}
+	if r.o.Refuse != nil && r.o.Refuse(path, n) {
+		http.Error(w, "not now", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		ws.Close()
+		return
+	}
+	r.conns++
+	conn := r.conns
+	r.open[ws] = true
+	r.wg.Add(1)
+	r.notify()
+	r.mu.Unlock()
+	defer func() {
+		ws.Close()
+		r.mu.Lock()
+		delete(r.open, ws)
+		r.notify()
+		r.mu.Unlock()
+		r.wg.Done()
+	}()
+	for _, g := range r.o.Greet {
+		typ := websocket.TextMessage
+		if g.Binary {
+			typ = websocket.BinaryMessage
+		}
+		if ws.WriteMessage(typ, []byte(g.Data)) != nil {
+			return
+		}
+	}
+	for frames := 1; ; frames++ {
+		typ, data, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		r.frame(path, conn, typ, data)
+		if r.o.Cut != nil && r.o.Cut(path, conn, frames) {
+			ws.UnderlyingConn().Close()
+			return
+		}
+	}
+}
+
+// message is any JSON-RPC 2.0 message.
+type message struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  *Params         `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   json.RawMessage `json:"error"`
+}
+
+func (r *Receiver) frame(path string, conn, typ int, data []byte) {
+	at := time.Now()
+	if r.o.Light {
+		ev := Event{Method: field(data, "method"), Path: path, Conn: conn, Frame: data, At: at}
+		ev.Params.Status, ev.Params.Text = field(data, "status"), field(data, "text")
+		if i := bytes.LastIndex(data, []byte(`"seq":`)); i >= 0 {
+			digits := bytes.TrimRight(data[i+6:], "}")
+			ev.Params.Seq, _ = strconv.ParseUint(string(digits), 10, 64)
+		}
+		r.deliver(ev)
+		return
+	}
+	var m message
+	var bad string
+	switch err := json.Unmarshal(data, &m); {
+	case typ != websocket.TextMessage:
+		bad = "not a text frame"
+	case err != nil:
+		bad = "not JSON: " + err.Error()
+	case m.JSONRPC != "2.0":
+		bad = fmt.Sprintf("jsonrpc is %q", m.JSONRPC)
+	case m.Method == "" && (m.Result != nil || m.Error != nil):
+		r.mu.Lock()
+		r.replies = append(r.replies, string(data))
+		r.notify()
+		r.mu.Unlock()
+		return
+	case m.Method == "":
+		bad = "no method"
+	case m.ID != nil:
+		bad = "a request (it has an id), not a notification"
+	case m.Params == nil:
+		bad = "no params"
+	}
+	if bad != "" {
+		r.mu.Lock()
+		r.violations = append(r.violations, fmt.Sprintf("%s: %s: %.200s", path, bad, data))
+		r.notify()
+		r.mu.Unlock()
+		return
+	}
+	r.deliver(Event{Method: m.Method, Params: *m.Params, Path: path, Conn: conn, Frame: data, At: at})
+}
+
+func (r *Receiver) deliver(ev Event) {
+	if r.o.OnEvent != nil {
+		r.o.OnEvent(ev)
+		return
+	}
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.notify()
+	r.mu.Unlock()
+}
+
+// field returns the string value of the first "key" in a frame (Light).
+func field(data []byte, key string) string {
+	i := bytes.Index(data, []byte(`"`+key+`":"`))
+	if i < 0 {
+		return ""
+	}
+	v := data[i+len(key)+4:]
+	end := 0
+	for end < len(v) && v[end] != '"' {
+		if v[end] == '\\' {
+			end++
+		}
+		end++
+	}
+	if end > len(v) {
+		return ""
+	}
+	if bytes.IndexByte(v[:end], '\\') < 0 {
+		return string(v[:end])
+	}
+	var s string
+	json.Unmarshal(data[i+len(key)+3:i+len(key)+4+end+1], &s)
+	return s
+}
+
+// Events returns the events received so far, in order of arrival.
+func (r *Receiver) Events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
+// Violations returns the frames received that were not JSON-RPC
+// notifications.
+func (r *Receiver) Violations() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.violations...)
+}
+
+// Replies returns the JSON-RPC responses received.
+func (r *Receiver) Replies() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.replies...)
+}
+
+// Auth returns the Authorization header of every handshake.
+func (r *Receiver) Auth() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.auth...)
+}
+
+// Handshakes returns how many handshakes were attempted on every path.
+func (r *Receiver) Handshakes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, k := range r.handshakes {
+		n += k
+	}
+	return n
+}
+
+// Connections returns how many connections were accepted, and how many
+// are open.
+func (r *Receiver) Connections() (accepted, open int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns, len(r.open)
+}
+
+// Wait returns the events once cond holds for them; it fails tb when
+// timeout passes first.
+func (r *Receiver) Wait(tb testing.TB, timeout time.Duration, what string, cond func([]Event) bool) []Event {
+	tb.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		evs := append([]Event(nil), r.events...)
+		ch := r.changed
+		r.mu.Unlock()
+		if cond(evs) {
+			return evs
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			tb.Fatalf("timed out after %s waiting for %s; %d events:\n%s", timeout, what, len(evs), Summary(evs, 40))
+		}
+	}
+}
+
+// WaitClosed waits until no connection is open and at least one was made.
+func (r *Receiver) WaitClosed(tb testing.TB, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		done := r.conns > 0 && len(r.open) == 0
+		ch := r.changed
+		r.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			tb.Fatalf("timed out after %s waiting for the connections to close", timeout)
+		}
+	}
+}
+
+// Has returns a condition: an event of method whose params pass match.
+func Has(method string, match func(Params) bool) func([]Event) bool {
+	return func(evs []Event) bool {
+		for _, e := range evs {
+			if e.Method == method && (match == nil || match(e.Params)) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Summary lists the last n events, one a line.
+func Summary(evs []Event, n int) string {
+	var b strings.Builder
+	if len(evs) > n {
+		fmt.Fprintf(&b, "  … %d more\n", len(evs)-n)
+		evs = evs[len(evs)-n:]
+	}
+	for _, e := range evs {
+		fmt.Fprintf(&b, "  %s seq=%d conn=%d\n", e, e.Params.Seq, e.Conn)
+	}
+	return b.String()
+}
+
+// Dedup keeps the first copy of every event, by boot, endpoint and
+// sequence number, as a porthole-aware master does, and checks that what
+// is kept has no gap: each event follows the last one kept on its endpoint
+// (seq+1), or is a lost-lines event standing for exactly the gap. It returns the
+// events kept and how many duplicates were dropped.
+func Dedup(evs []Event) (kept []Event, dups int, err error) {
+	type key struct{ boot, path string }
+	last := map[key]uint64{}
+	for _, e := range evs {
+		k := key{e.Params.BootID, e.Path}
+		l := last[k]
+		switch s := e.Params.Seq; {
+		case s == 0:
+			return kept, dups, fmt.Errorf("event without seq: %s", e)
+		case s <= l:
+			dups++
+			continue
+		case s != l+1 && (e.Params.Lost == 0 || s-l != e.Params.Lost):
+			return kept, dups, fmt.Errorf("%s: seq %d follows %d: %d event(s) missing, unaccounted for", e.Path, s, l, s-l-1)
+		}
+		last[k] = e.Params.Seq
+		kept = append(kept, e)
+	}
+	return kept, dups, nil
+}

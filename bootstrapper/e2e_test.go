@@ -1,0 +1,959 @@
+package bootstrapper_test
+
+// End-to-end tests of the real binary: TestMain builds porthole once; each
+// test runs `porthole bootstrap` (or the binary as `bootstrapper`) against
+// an in-test master (bootstraptest.Receiver) and asserts the exact events
+// that arrive, the exit code, the errors and what is left of the
+// installers' processes.
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	bt "github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
+)
+
+// bin is the porthole binary TestMain built.
+var bin string
+
+const wait = 15 * time.Second // how long any awaited event may take
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "porthole-bootstrap-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "porthole")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/porthole")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}))
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a running bootstrapper.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan struct{}
+}
+
+// start runs the binary (as argv0 when set) with args; the process is
+// killed at cleanup if it is still running.
+func start(t *testing.T, argv0 string, args []string, env ...string) *proc {
+	t.Helper()
+	return startIn(t, "", argv0, args, env...)
+}
+
+// startIn is start in directory dir.
+func startIn(t *testing.T, dir, argv0 string, args []string, env ...string) *proc {
+	t.Helper()
+	path := bin
+	if argv0 != "" {
+		path = argv0
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), env...)
+	p := &proc{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("bootstrapper output:\n%s", p.stderr)
+		}
+	})
+	return p
+}
+
+// cleanEnv is this environment without what would change the
+// bootstrapper's behaviour.
+func cleanEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "CHE_") || strings.HasPrefix(k, "PORTHOLE_") || strings.Contains(strings.ToLower(k), "proxy") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// exit waits for the process to end and returns its exit code.
+func (p *proc) exit(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(wait):
+		t.Fatalf("the bootstrapper did not exit within %s", wait)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// bootArgs are the flags of a run against r (statuses and logs on one
+// endpoint, as Che's Kubernetes infrastructure does), then extra.
+func bootArgs(t *testing.T, r *bt.Receiver, config string, extra ...string) []string {
+	return append([]string{"bootstrap",
+		"-file", config,
+		"-push-endpoint", r.URL + "/api/websocket",
+		"-push-logs-endpoint", r.URL + "/api/websocket",
+		"-runtime-id", "workspace123:default:user1",
+		"-machine-name", "dev-machine",
+		"-spool-dir", t.TempDir(),
+		"-stop-grace", "500ms",
+	}, extra...)
+}
+
+// fixture copies fixtures/bootstrapper/name into a temporary directory,
+// with port 45871 replaced by port, and returns its path.
+func fixture(t *testing.T, name string, port int) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "fixtures", "bootstrapper", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.ReplaceAll(b, []byte("45871"), []byte(strconv.Itoa(port)))
+	path := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// config writes a config.json and returns its path.
+func config(t *testing.T, json string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(path, []byte(json), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// freePort returns a loopback port nobody listened on a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// lines renders events as the Che tests compare them: method, status,
+// installer, stream and text.
+func lines(evs []bt.Event) []string {
+	var out []string
+	for _, e := range evs {
+		p := e.Params
+		switch e.Method {
+		case "bootstrapper/statusChanged":
+			out = append(out, "bootstrapper "+p.Status)
+		case "installer/statusChanged":
+			out = append(out, "installer "+p.Installer+" "+p.Status)
+		case "installer/log":
+			out = append(out, "log "+p.Installer+" "+p.Stream+" "+p.Text)
+		default:
+			out = append(out, e.Method+" "+p.Installer+" "+p.Server+" "+p.Status)
+		}
+	}
+	return out
+}
+
+func bootstrapperDone(evs []bt.Event) bool {
+	return bt.Has("bootstrapper/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" || p.Status == "FAILED" })(evs)
+}
+
+func assertLines(t *testing.T, got []bt.Event, want []string) {
+	t.Helper()
+	if g := lines(got); !slices.Equal(g, want) {
+		t.Fatalf("events:\n  %s\nwant:\n  %s", strings.Join(g, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func counting(installer string) []string {
+	var out []string
+	for i := 1; i <= 10; i++ {
+		out = append(out, fmt.Sprintf("log %s STDOUT %d", installer, i))
+	}
+	return out
+}
+
+// TestCheOrder is Che's TestBootstrap: two installers, each printing 1 to
+// 10: STARTING, then per installer STARTING, a log per line, DONE, then
+// DONE. Every event is a notification with Che's fields.
+func TestCheOrder(t *testing.T) {
+	r := bt.Start(t, bt.Options{})
+	p := start(t, "", bootArgs(t, r, fixture(t, "two-scripts.json", 0)))
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	evs := r.Events()
+	want := []string{"bootstrapper STARTING", "installer org.example.first STARTING"}
+	want = append(want, counting("org.example.first")...)
+	want = append(want, "installer org.example.first DONE", "installer org.example.second STARTING")
+	want = append(want, counting("org.example.second")...)
+	want = append(want, "installer org.example.second DONE", "bootstrapper DONE")
+	assertLines(t, evs, want)
+	for i, e := range evs {
+		p := e.Params
+		if p.MachineName != "dev-machine" || p.RuntimeID.WorkspaceID != "workspace123" || p.RuntimeID.EnvName != "default" || p.RuntimeID.OwnerID != "user1" {
+			t.Errorf("event %d: machine %q runtime %+v", i, p.MachineName, p.RuntimeID)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, p.Time); err != nil {
+			t.Errorf("event %d: time %q: %v", i, p.Time, err)
+		}
+		if p.Seq != uint64(i+1) || len(p.BootID) != 16 || p.BootID != evs[0].Params.BootID {
+			t.Errorf("event %d: seq %d bootId %q", i, p.Seq, p.BootID)
+		}
+	}
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("frames that are not notifications: %q", v)
+	}
+}
+
+// TestCheFailOrder is Che's TestBootstrapWhenItFails: STARTING, STDOUT
+// "1", STDERR "error", installer FAILED, bootstrapper FAILED, with Che's
+// error text; exit code 1.
+func TestCheFailOrder(t *testing.T) {
+	for i := range 5 { // stdout before stderr every time, not by luck
+		r := bt.Start(t, bt.Options{})
+		p := start(t, "", bootArgs(t, r, fixture(t, "failing.json", 0)))
+		if code := p.exit(t); code != 1 {
+			t.Fatalf("exit code %d; want 1", code)
+		}
+		const msg = "Exit code for 'org.example.failing' installation is '1' while expected to be 0"
+		evs := r.Events()
+		assertLines(t, evs, []string{
+			"bootstrapper STARTING", "installer org.example.failing STARTING",
+			"log org.example.failing STDOUT 1", "log org.example.failing STDERR error",
+			"installer org.example.failing FAILED", "bootstrapper FAILED",
+		})
+		if evs[4].Params.Error != msg || evs[5].Params.Error != msg {
+			t.Fatalf("errors %q, %q; want %q", evs[4].Params.Error, evs[5].Params.Error, msg)
+		}
+		if i == 0 && !strings.Contains(p.stderr.String(), msg) {
+			t.Fatalf("stderr lacks the error:\n%s", p.stderr)
+		}
+	}
+}
+
+// Statuses and logs on two endpoints: each gets its own methods, each
+// with its own sequence (1, 2, 3, …).
+func TestSeparateEndpoints(t *testing.T) {
+	r := bt.Start(t, bt.Options{})
+	args := bootArgs(t, r, fixture(t, "two-scripts.json", 0))
+	args = append(args, "-push-logs-endpoint", r.URL+"/api/websocket-minor")
+	p := start(t, "", args)
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	seq := map[string]uint64{}
+	logs := 0
+	for _, e := range r.Events() {
+		if (e.Method == "installer/log") != (e.Path == "/api/websocket-minor") {
+			t.Errorf("%s arrived at %s", e, e.Path)
+		}
+		if seq[e.Path]++; e.Params.Seq != seq[e.Path] {
+			t.Errorf("%s: seq %d; want %d", e.Path, e.Params.Seq, seq[e.Path])
+		}
+		if e.Method == "installer/log" {
+			logs++
+		}
+	}
+	if logs != 20 || seq["/api/websocket"] != 6 {
+		t.Fatalf("%d logs, %d statuses", logs, seq["/api/websocket"])
+	}
+}
+
+// Without -push-logs-endpoint, as with Che, logs are not pushed; they go
+// to the bootstrapper's own log.
+func TestNoLogsEndpoint(t *testing.T) {
+	r := bt.Start(t, bt.Options{})
+	args := bootArgs(t, r, fixture(t, "failing.json", 0))
+	args = append(args, "-push-logs-endpoint", "")
+	p := start(t, "", args)
+	p.exit(t)
+	assertLines(t, r.Events(), []string{
+		"bootstrapper STARTING", "installer org.example.failing STARTING",
+		"installer org.example.failing FAILED", "bootstrapper FAILED",
+	})
+	if !strings.Contains(p.stderr.String(), "text=error") {
+		t.Fatalf("the output is not in the bootstrapper's log:\n%s", p.stderr)
+	}
+}
+
+// procStat is what a test reads of /proc/PID/stat.
+type procStat struct {
+	pid, ppid, pgrp int
+	state           string
+}
+
+// processes lists the processes in /proc.
+func processes(t *testing.T) []procStat {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []procStat
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		_, rest, _ := strings.Cut(string(b[bytes.LastIndexByte(b, ')'):]), " ")
+		var st procStat
+		st.pid = pid
+		fmt.Sscanf(rest, "%s %d %d", &st.state, &st.ppid, &st.pgrp)
+		out = append(out, st)
+	}
+	return out
+}
+
+// installerGroup waits for the bootstrapper's child (the installer's
+// shell, the leader of its process group) and returns its pid.
+func installerGroup(t *testing.T, p *proc) int {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		for _, st := range processes(t) {
+			if st.ppid == p.cmd.Process.Pid && st.pgrp == st.pid {
+				return st.pid
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // polling /proc: there is no event for a new process
+	}
+	t.Fatal("the installer's shell never appeared")
+	return 0
+}
+
+// assertGroupGone fails if group g has a live (not zombie) member.
+func assertGroupGone(t *testing.T, g int) {
+	t.Helper()
+	for _, st := range processes(t) {
+		if st.pgrp == g && st.state != "Z" && st.state != "X" {
+			t.Errorf("process %d of the installer's group %d survived (state %s)", st.pid, g, st.state)
+		}
+	}
+}
+
+// The timeout fails the installer with Che's text, and nothing of its
+// process group survives, even what ignores SIGTERM.
+func TestTimeoutKillsGroup(t *testing.T) {
+	for _, c := range []struct{ name, config string }{
+		{"fixture", ""},
+		{"ignores SIGTERM", `[{"id":"org.example.slow","script":"trap '' TERM\necho starting\nsleep 600 &\nsleep 600"}]`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := bt.Start(t, bt.Options{})
+			file := fixture(t, "timeout.json", 0)
+			if c.config != "" {
+				file = config(t, c.config)
+			}
+			p := start(t, "", bootArgs(t, r, file, "-installer-timeout", "1"))
+			g := installerGroup(t, p)
+			r.Wait(t, wait, "the script's output", bt.Has("installer/log", nil))
+			if code := p.exit(t); code != 1 {
+				t.Fatalf("exit code %d", code)
+			}
+			const msg = "Timeout reached before installation of 'org.example.slow' completed"
+			evs := r.Events()
+			assertLines(t, evs, []string{"bootstrapper STARTING", "installer org.example.slow STARTING",
+				"log org.example.slow STDOUT starting", "installer org.example.slow FAILED", "bootstrapper FAILED"})
+			if evs[3].Params.Error != msg || evs[4].Params.Error != msg {
+				t.Fatalf("error %q", evs[3].Params.Error)
+			}
+			assertGroupGone(t, g)
+		})
+	}
+}
+
+// Interrupted while installing (a workspace stopped while starting): the
+// installers are stopped, FAILED says so, the exit code is 128+SIGTERM.
+func TestInterrupted(t *testing.T) {
+	r := bt.Start(t, bt.Options{})
+	cfg := config(t, `[{"id":"org.a","script":"echo a"},{"id":"org.b","script":"echo started\nsleep 600 &\nsleep 600"}]`)
+	p := start(t, "", bootArgs(t, r, cfg))
+	g := installerGroupOf(t, p, r, "org.b")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exit(t); code != 128+int(syscall.SIGTERM) {
+		t.Fatalf("exit code %d", code)
+	}
+	const msg = "Installation of 'org.b' interrupted: the bootstrapper received SIGTERM"
+	evs := r.Events()
+	assertLines(t, evs, []string{"bootstrapper STARTING",
+		"installer org.a STARTING", "log org.a STDOUT a", "installer org.a DONE",
+		"installer org.b STARTING", "log org.b STDOUT started", "installer org.b FAILED", "bootstrapper FAILED"})
+	if evs[6].Params.Error != msg || evs[7].Params.Error != msg {
+		t.Fatalf("error %q; want %q", evs[6].Params.Error, msg)
+	}
+	assertGroupGone(t, g)
+}
+
+// installerGroupOf waits until installer id has printed a line and
+// returns its process group.
+func installerGroupOf(t *testing.T, p *proc, r *bt.Receiver, id string) int {
+	t.Helper()
+	r.Wait(t, wait, id+"'s output", bt.Has("installer/log", func(p bt.Params) bool { return p.Installer == id }))
+	return installerGroup(t, p)
+}
+
+// Servers: a fast server is seen long before -server-check-period (here
+// 60 s, while the installer has 20 s); once DONE, the bootstrapper stays
+// while the server runs, and SIGTERM then stops it (exit 0).
+func TestServerDelayed(t *testing.T) {
+	r := bt.Start(t, bt.Options{})
+	port := freePort(t)
+	p := start(t, "", bootArgs(t, r, fixture(t, "server-delayed.json", port), "-server-check-period", "60", "-installer-timeout", "20"))
+	evs := r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
+	var status []string
+	for _, e := range evs {
+		if e.Method != "installer/log" {
+			status = append(status, lines([]bt.Event{e})...)
+		}
+	}
+	want := []string{"bootstrapper STARTING", "installer org.example.server STARTING", "installer org.example.server RUNNING", "bootstrapper DONE"}
+	if !slices.Equal(status, want) {
+		t.Fatalf("statuses %q; want %q", status, want)
+	}
+	if lines(evs)[2] != "log org.example.server STDOUT installing" {
+		t.Fatalf("the script's first line is not before RUNNING: %q", lines(evs))
+	}
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("the server is not up after RUNNING: %v", err)
+	}
+	c.Close()
+	select {
+	case <-p.exited:
+		t.Fatal("the bootstrapper exited while the server runs")
+	default:
+	}
+	g := installerGroup(t, p)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d after DONE and SIGTERM", code)
+	}
+	assertGroupGone(t, g)
+}
+
+// Che's error texts for installers with servers.
+func TestServerFailures(t *testing.T) {
+	cases := []struct{ name, config, flags, want string }{
+		{"exit 0, never up", "@server-never.json", "", "Process of installation 'org.example.noserver' exit code is 0 but servers are not available"},
+		{"exit non-zero", `[{"id":"org.s","script":"exit 3","servers":{"s":{"port":"45871"}}}]`, "", "Installation 'org.s' failed, script exit code is 3"},
+		{"timeout", `[{"id":"org.s","script":"sleep 600","servers":{"s":{"port":"45871/tcp"}}}]`, "-installer-timeout 1", "Timeout reached before installation of 'org.s' finished"},
+		{"killed by a signal", `[{"id":"org.s","script":"kill -KILL $$","servers":{"s":{"port":"45871/tcp"}}}]`, "", "Installation 'org.s' failed, script exit code is 137"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := bt.Start(t, bt.Options{})
+			port := freePort(t)
+			var file string
+			if name, ok := strings.CutPrefix(c.config, "@"); ok {
+				file = fixture(t, name, port)
+			} else {
+				file = config(t, strings.ReplaceAll(c.config, "45871", strconv.Itoa(port)))
+			}
+			p := start(t, "", bootArgs(t, r, file, strings.Fields(c.flags)...))
+			if code := p.exit(t); code != 1 {
+				t.Fatalf("exit code %d", code)
+			}
+			evs := r.Events()
+			last := evs[len(evs)-1]
+			if last.Method != "bootstrapper/statusChanged" || last.Params.Status != "FAILED" || last.Params.Error != c.want {
+				t.Fatalf("last event %s; want bootstrapper FAILED %q", last, c.want)
+			}
+		})
+	}
+}
+
+// Bad configs: exit 1, a message naming the installer and field, and
+// nothing started: no connection, no script run.
+func TestBadConfigStartsNothing(t *testing.T) {
+	ran := filepath.Join(t.TempDir(), "ran")
+	cases := []struct{ name, file, want string }{
+		{"dependency order", "@dependency-order.json", `installer[0] "org.example.app": dependencies[0] "org.example.runtime:1.0.0": listed after it`},
+		{"malformed", "@malformed.json", "invalid JSON at line 3, column 1"},
+		{"bad port", "@bad-port.json", `installer[2] "org.x": servers["web"].port "80/xyz": unknown protocol`},
+		{"after a good one", `[{"id":"org.a","script":"touch ` + ran + `"},{"id":"org.b","servers":{"s":{"port":"http"}}}]`, `installer[1] "org.b": servers["s"].port "http": not a port number`},
+		{"missing file", "", "no such file or directory"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := bt.Start(t, bt.Options{})
+			var file string
+			switch {
+			case c.file == "":
+				file = filepath.Join(t.TempDir(), "config.json")
+			case strings.HasPrefix(c.file, "@"):
+				file = fixture(t, c.file[1:], 0)
+			default:
+				file = config(t, c.file)
+			}
+			p := start(t, "", bootArgs(t, r, file))
+			if code := p.exit(t); code != 1 {
+				t.Fatalf("exit code %d", code)
+			}
+			if out := p.stderr.String(); !strings.Contains(out, file+": ") || !strings.Contains(out, c.want) {
+				t.Fatalf("stderr %q; want %q after the file's path", out, c.want)
+			}
+			if n := r.Handshakes(); n != 0 {
+				t.Fatalf("%d connection(s) to the master", n)
+			}
+			if _, err := os.Stat(ran); err == nil {
+				t.Fatal("a script ran")
+			}
+		})
+	}
+}
+
+// Bad flags: exit 2, a message naming the flag, no connection.
+func TestBadFlags(t *testing.T) {
+	r := bt.Start(t, bt.Options{})
+	file := fixture(t, "two-scripts.json", 0)
+	good := map[string]string{
+		"-file": file, "-push-endpoint": r.URL + "/s", "-runtime-id": "w:e:o", "-machine-name": "m",
+	}
+	cases := []struct {
+		flag, value, want string
+	}{
+		{"-push-endpoint", "", "-push-endpoint is required"},
+		{"-push-endpoint", "http://127.0.0.1:1/x", `-push-endpoint "http://127.0.0.1:1/x": protocol must be either ws or wss`},
+		{"-push-logs-endpoint", "tcp://x", `-push-logs-endpoint "tcp://x": protocol must be either ws or wss`},
+		{"-runtime-id", "", "-runtime-id is required"},
+		{"-runtime-id", "w:e", `-runtime-id "w:e": want workspace:env:ownerId`},
+		{"-machine-name", "", "-machine-name is required"},
+		{"-installer-timeout", "0", "-installer-timeout 0: must be > 0"},
+		{"-installer-timeout", "ten", `invalid value "ten" for flag -installer-timeout`},
+		{"-server-check-period", "-1", "-server-check-period -1: must be > 0"},
+		{"-cacert", "/no/such.pem", "-cacert /no/such.pem: open /no/such.pem: no such file or directory"},
+		{"-cacert", file, "-cacert " + file + ": no PEM certificate found"},
+		{"-spool-dir", "/no/such/dir", `-spool-dir "/no/such/dir": not a directory`},
+		{"-spool-memory", "1K", "-spool-memory 1024: must be at least 64K"},
+		{"-liveness-period", "soon", `invalid value "soon" for flag -liveness-period`},
+		{"-no-such-flag", "1", "flag provided but not defined: -no-such-flag"},
+	}
+	for _, c := range cases {
+		t.Run(c.flag+"="+c.value, func(t *testing.T) {
+			args := []string{"bootstrap"}
+			for k, v := range good {
+				if k != c.flag {
+					args = append(args, k, v)
+				}
+			}
+			if c.value != "" {
+				args = append(args, c.flag, c.value)
+			}
+			p := start(t, "", args)
+			if code := p.exit(t); code != 2 {
+				t.Fatalf("exit code %d; want 2", code)
+			}
+			if !strings.Contains(p.stderr.String(), c.want) {
+				t.Fatalf("stderr:\n%s\nwant %q", p.stderr, c.want)
+			}
+		})
+	}
+	if n := r.Handshakes(); n != 0 {
+		t.Fatalf("%d connection(s) to the master", n)
+	}
+}
+
+// The binary run as "bootstrapper" is `porthole bootstrap`, with Che's
+// defaults: config.json in the working directory, -enable-auth from
+// $CHE_AUTH_ENABLED and the token from $CHE_MACHINE_TOKEN, sent raw.
+func TestBootstrapperAlias(t *testing.T) {
+	const token = "machine-token-123"
+	r := bt.Start(t, bt.Options{Token: token})
+	dir := t.TempDir()
+	link := filepath.Join(dir, "bootstrapper")
+	if err := os.Symlink(bin, link); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fixture(t, "two-scripts.json", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startIn(t, dir, link, []string{"-push-endpoint", r.URL + "/api/websocket", "-runtime-id", "w:e:o", "-machine-name", "m"},
+		"CHE_AUTH_ENABLED=true", "CHE_MACHINE_TOKEN="+token)
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	evs := r.Events()
+	if len(evs) != 6 || evs[5].Params.Status != "DONE" { // statuses only: no -push-logs-endpoint
+		t.Fatalf("events:\n%s", bt.Summary(evs, 10))
+	}
+	if auth := r.Auth(); len(auth) != 1 || auth[0] != token {
+		t.Fatalf("Authorization headers %q; want the raw token", auth)
+	}
+}
+
+// fixtures/bootstrapper/che-invocation.sh, the command line Che's
+// Kubernetes infrastructure runs, starts porthole unchanged: detached,
+// its log in a file, authenticated with the raw machine token.
+func TestCheInvocation(t *testing.T) {
+	const token = "che-machine-token"
+	r := bt.Start(t, bt.Options{Token: token})
+	dir := t.TempDir()
+	bdir := filepath.Join(dir, "bootstrapper") + "/"
+	if err := os.MkdirAll(bdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(bin, bdir+"bootstrapper"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(fixture(t, "two-scripts.json", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bdir+"config.json", cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script, err := filepath.Abs(filepath.Join("..", "fixtures", "bootstrapper", "che-invocation.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(script)
+	cmd.Env = append(cleanEnv(), "BOOTSTRAPPER_DIR="+bdir, "MACHINE_NAME=dev-machine",
+		"WORKSPACE_ID=workspace123", "ENV_NAME=default", "OWNER_ID=user1",
+		"PUSH_ENDPOINT="+r.URL+"/api/websocket", "PUSH_LOGS_ENDPOINT="+r.URL+"/api/websocket",
+		"LOGS_DIR="+dir+"/logs", "CHE_MACHINE_TOKEN="+token)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	evs := r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
+	r.WaitClosed(t, wait) // it closes its connection when it is done
+	want := []string{"bootstrapper STARTING", "installer org.example.first STARTING"}
+	want = append(want, counting("org.example.first")...)
+	want = append(want, "installer org.example.first DONE", "installer org.example.second STARTING")
+	want = append(want, counting("org.example.second")...)
+	want = append(want, "installer org.example.second DONE", "bootstrapper DONE")
+	assertLines(t, evs, want)
+	if auth := r.Auth(); len(auth) != 1 || auth[0] != token {
+		t.Fatalf("Authorization %q", auth)
+	}
+	log, err := os.ReadFile(filepath.Join(dir, "logs", "bootstrapper", "bootstrapper.log"))
+	if err != nil || !strings.Contains(string(log), "status=DONE") {
+		t.Fatalf("bootstrapper.log: %v\n%s", err, log)
+	}
+}
+
+// 100,000 lines while the master cuts both connections several times:
+// after dropping the duplicates by sequence number, every line arrives
+// exactly once, in order, and every status too.
+func TestReconnectExactlyOnce(t *testing.T) {
+	const n = 100_000
+	cuts := map[string][]int{ // frames after which each connection is cut, by path
+		"/api/websocket":       {2, 1, 2},
+		"/api/websocket-minor": {7_000, 20_000, 1, 15_000, 30_000},
+	}
+	var mu sync.Mutex
+	conns := map[int]string{}
+	seen := map[string]int{}
+	r := bt.Start(t, bt.Options{Cut: func(path string, conn, frames int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := conns[conn]; !ok {
+			conns[conn] = path
+			seen[path]++
+		}
+		k := seen[path] - 1
+		return k < len(cuts[path]) && frames == cuts[path][k]
+	}})
+	cfg := config(t, fmt.Sprintf(`[{"id":"org.a","script":"echo a"},{"id":"org.lines","script":"seq 1 %d"},{"id":"org.b","script":"echo b"}]`, n))
+	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/api/websocket-minor")
+	p := start(t, "", args)
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	mu.Lock()
+	if seen["/api/websocket"] < 4 || seen["/api/websocket-minor"] < 6 {
+		t.Fatalf("connections made: %v; want every cut reconnected", seen)
+	}
+	mu.Unlock()
+	kept, dups, err := bt.Dedup(r.Events())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	next := 1
+	for _, e := range kept {
+		if e.Method == "installer/log" && e.Params.Installer == "org.lines" {
+			if e.Params.Text != strconv.Itoa(next) {
+				t.Fatalf("line %d is %q", next, e.Params.Text)
+			}
+			next++
+			continue
+		}
+		got = append(got, lines([]bt.Event{e})...)
+	}
+	if next != n+1 {
+		t.Fatalf("%d lines arrived; want %d", next-1, n)
+	}
+	want := []string{"bootstrapper STARTING", "installer org.a STARTING", "log org.a STDOUT a", "installer org.a DONE",
+		"installer org.lines STARTING", "installer org.lines DONE", "installer org.b STARTING", "log org.b STDOUT b",
+		"installer org.b DONE", "bootstrapper DONE"}
+	if !sameElements(got, want) {
+		t.Fatalf("other events %q; want %q", got, want)
+	}
+	t.Logf("%d duplicates dropped over %v connections", dups, seen)
+}
+
+// sameElements compares the statuses (one endpoint) and the other logs
+// (the other) without their interleaving, which two connections do not
+// define.
+func sameElements(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// While the master cannot be reached, the spool fills; the oldest lines
+// give way to one event that says how many were lost, the rest arrive in
+// order once it can be reached again.
+func TestSpoolOverflowReportsLostLines(t *testing.T) {
+	const n = 20_000
+	var mu sync.Mutex
+	refusing := false
+	r := bt.Start(t, bt.Options{
+		Cut: func(path string, conn, frames int) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if path == "/logs" && conn == 2 && frames == 10 {
+				refusing = true // refuse to reconnect until the lines are all out
+				return true
+			}
+			return false
+		},
+		Refuse: func(path string, _ int) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return path == "/logs" && refusing
+		},
+	})
+	cfg := config(t, fmt.Sprintf(`[{"id":"org.lines","script":"seq 1 %d"}]`, n))
+	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/logs",
+		"-spool-memory", "64K", "-spool-max", "128K")
+	p := start(t, "", args)
+	r.Wait(t, wait, "installer DONE", bt.Has("installer/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" }))
+	mu.Lock()
+	refusing = false
+	mu.Unlock()
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	kept, _, err := bt.Dedup(r.Events())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost uint64
+	var markers int
+	next := 1
+	for _, e := range kept {
+		if e.Method != "installer/log" {
+			continue
+		}
+		if e.Params.Lost > 0 {
+			markers++
+			lost += e.Params.Lost
+			next += int(e.Params.Lost)
+			if !strings.Contains(e.Params.Text, fmt.Sprintf("%d log line(s) lost", e.Params.Lost)) || e.Params.Installer != "org.lines" {
+				t.Fatalf("lost event %+v", e.Params)
+			}
+			continue
+		}
+		if e.Params.Text != strconv.Itoa(next) {
+			t.Fatalf("line %q; want %d", e.Params.Text, next)
+		}
+		next++
+	}
+	if markers != 1 || lost == 0 || next != n+1 {
+		t.Fatalf("%d lost events for %d lines; lines end at %d; want one event and the count to add up to %d", markers, lost, next-1, n)
+	}
+	t.Logf("%d of %d lines lost, reported in one event", lost, n)
+}
+
+// What a master should not send does not crash the bootstrapper: text
+// that is not JSON, a binary frame, a batch, a request (answered with
+// "method not found"), a stray response.
+func TestGarbageFromMaster(t *testing.T) {
+	r := bt.Start(t, bt.Options{Greet: []bt.Frame{
+		{Data: "not json"},
+		{Binary: true, Data: "\x00\x01binary"},
+		{Data: `[{"jsonrpc":"2.0","method":"x"}]`},
+		{Data: `{"jsonrpc":"2.0","id":7,"method":"machine/stop","params":{}}`},
+		{Data: `{"jsonrpc":"2.0","id":99,"result":true}`},
+		{Data: `{"jsonrpc":"1.0","method":"x"}`},
+		{Data: `{}`},
+	}})
+	p := start(t, "", bootArgs(t, r, fixture(t, "two-scripts.json", 0)))
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if evs := r.Events(); len(evs) != 26 || !bootstrapperDone(evs) {
+		t.Fatalf("events:\n%s", bt.Summary(evs, 30))
+	}
+	replies := strings.Join(r.Replies(), "\n")
+	if !strings.Contains(replies, `"id":7`) || !strings.Contains(replies, "-32601") || !strings.Contains(replies, "-32700") {
+		t.Fatalf("replies:\n%s", replies)
+	}
+}
+
+// Long lines are split, not dropped; invalid UTF-8 arrives as U+FFFD in
+// text and exactly in raw.
+func TestLongLinesAndUTF8(t *testing.T) {
+	r := bt.Start(t, bt.Options{})
+	script := `head -c 20000 /dev/zero | tr '\\000' a; echo; printf 'bad \\377\\376 bytes\\n'; printf 'caf\\303\\251\\n'`
+	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.x","script":"`+script+`"}]`), "-max-line", "8192"))
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	var logs []bt.Params
+	for _, e := range r.Events() {
+		if e.Method == "installer/log" {
+			logs = append(logs, e.Params)
+		}
+	}
+	if len(logs) != 5 {
+		t.Fatalf("%d log events", len(logs))
+	}
+	for i, want := range []struct {
+		n       int
+		partial bool
+	}{{8192, true}, {8192, true}, {3616, false}} {
+		if l := logs[i]; len(l.Text) != want.n || l.Partial != want.partial || strings.Trim(l.Text, "a") != "" {
+			t.Fatalf("piece %d: %d bytes, partial %v", i, len(l.Text), l.Partial)
+		}
+	}
+	if l := logs[3]; l.Text != "bad \ufffd\ufffd bytes" || string(l.Raw) != "bad \xff\xfe bytes" {
+		t.Fatalf("invalid UTF-8: text %q raw %q", l.Text, l.Raw)
+	}
+	if l := logs[4]; l.Text != "café" || l.Raw != nil {
+		t.Fatalf("valid UTF-8: text %q raw %q", l.Text, l.Raw)
+	}
+}
+
+// After DONE: the bootstrapper stays while the installers' processes run,
+// still streams their output, and pushes each change of a server's
+// liveness; it exits 0 when they have ended.
+func TestLivenessAfterDone(t *testing.T) {
+	r := bt.Start(t, bt.Options{})
+	port := strconv.Itoa(freePort(t))
+	var ln net.Listener
+	listen := func() { // the server: accepts and drops the checks' connections
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:"+port); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	defer func() { ln.Close() }()
+	flag := filepath.Join(t.TempDir(), "go")
+	script := fmt.Sprintf(`echo up; while [ ! -e %s ]; do sleep 0.05; done; echo after done`, flag)
+	cfg := config(t, fmt.Sprintf(`[{"id":"org.srv","script":"%s","servers":{"web":{"port":"%s/tcp"}}}]`, script, port))
+	p := start(t, "", bootArgs(t, r, cfg, "-liveness-period", "50ms"))
+	r.Wait(t, wait, "the script's first line", bt.Has("installer/log", nil))
+	listen() // the server comes up
+	r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
+
+	stopped := func(status string) func([]bt.Event) bool {
+		return bt.Has("installer/serverStatusChanged", func(p bt.Params) bool { return p.Status == status })
+	}
+	ln.Close()
+	r.Wait(t, wait, "server STOPPED", stopped("STOPPED"))
+	listen()
+	r.Wait(t, wait, "server RUNNING again", stopped("RUNNING"))
+
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	var got []string
+	for _, l := range lines(r.Events()) {
+		if l != "" {
+			got = append(got, l)
+		}
+	}
+	want := []string{"bootstrapper STARTING", "installer org.srv STARTING", "log org.srv STDOUT up", "installer org.srv RUNNING",
+		"bootstrapper DONE", "installer/serverStatusChanged org.srv web STOPPED", "installer/serverStatusChanged org.srv web RUNNING",
+		"log org.srv STDOUT after done"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	for _, e := range r.Events() {
+		if e.Method == "installer/serverStatusChanged" && e.Params.Port != port+"/tcp" {
+			t.Fatalf("port %q", e.Params.Port)
+		}
+	}
+}

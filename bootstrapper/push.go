@@ -1,0 +1,395 @@
+package bootstrapper
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/porthole-dev/porthole/internal/wsrpc"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+const (
+	handshakeTimeout = 10 * time.Second
+	// writeTimeout: a master that reads nothing for this long has gone.
+	writeTimeout = 10 * time.Second
+	// ackTimeout: a ping not answered for this long means the connection
+	// is dead, even if writes still succeed (they only fill buffers).
+	ackTimeout = 20 * time.Second
+	// keepalive: an idle connection is pinged this often.
+	keepalive = 10 * time.Second
+	// pingEvery: while frames stream, a ping (an acknowledgement request)
+	// follows every this many bytes.
+	pingEvery = 64 << 10
+	// maxBatch frames are written at most between two flushes.
+	maxBatch = 512
+	// corkMax: a corked connection writes once this many bytes wait.
+	corkMax = 256 << 10
+)
+
+// pusher owns the connection to one endpoint of the master and writes its
+// spool's events there, in order, reconnecting when the connection
+// breaks: at once for the first retry, then every reconnect period.
+//
+// Delivery is acknowledged with WebSocket pings: after frames are
+// written, a ping carries the last frame's sequence number; the master's
+// WebSocket stack answers it with a pong (RFC 6455 requires it) only after
+// reading every frame before it, so a pong acknowledges everything up to
+// that number and the spool forgets it. Whatever was not acknowledged
+// when a connection breaks is written again on the next one.
+type pusher struct {
+	flag      string // the flag that named the endpoint, for messages
+	url       string
+	header    http.Header
+	tls       *tls.Config
+	sp        *spool
+	reconnect time.Duration // <= 0: never reconnect (as Che with 0)
+	log       *slog.Logger
+
+	ctx      context.Context // ends the pusher; cancelled at the flush deadline
+	cancel   context.CancelFunc
+	finished chan struct{} // closed when no more events will come
+	once     sync.Once
+	done     chan struct{} // closed when run returns
+}
+
+func newPusher(flag, url, token string, tlsConf *tls.Config, sp *spool, reconnect time.Duration, log *slog.Logger) *pusher {
+	h := http.Header{}
+	if token != "" {
+		h.Set("Authorization", token) // as Che: the raw token, no "Bearer "
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pusher{
+		flag: flag, url: url, header: h, tls: tlsConf, sp: sp, reconnect: reconnect,
+		log: log.With("endpoint", url), ctx: ctx, cancel: cancel,
+		finished: make(chan struct{}), done: make(chan struct{}),
+	}
+}
+
+// handshakeError is a refused WebSocket handshake.
+type handshakeError struct {
+	status int
+	text   string
+}
+
+func (e *handshakeError) Error() string { return "handshake refused: " + e.text }
+
+// permanent reports whether retrying cannot help (bad credentials, no
+// such endpoint).
+func (e *handshakeError) permanent() bool {
+	return e.status >= 400 && e.status < 500 && e.status != 408 && e.status != 429
+}
+
+// connect makes the first connection, retrying (at once, then every
+// reconnect period) until deadline unless the master refuses for good.
+func (p *pusher) connect(ctx context.Context, deadline time.Time) (*conn, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		c, err := p.dial(ctx)
+		if err == nil {
+			return c, nil
+		}
+		var he *handshakeError
+		if p.reconnect <= 0 || (errors.As(err, &he) && he.permanent()) {
+			return nil, fmt.Errorf("%s %s: %w", p.flag, p.url, err)
+		}
+		p.log.Warn("cannot connect, retrying", "err", err, "attempt", attempt+1)
+		if attempt > 0 {
+			select {
+			case <-time.After(p.reconnect):
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%s %s: %w (gave up after %d attempts)", p.flag, p.url, err, attempt+1)
+			}
+		}
+	}
+}
+
+// conn is one WebSocket connection to the master.
+type conn struct {
+	ws      *websocket.Conn
+	cork    *corkConn
+	stream  *wsrpc.Stream
+	rpc     *jsonrpc2.Conn
+	readEnd chan struct{} // closed when reading has ended
+	pongAt  atomic.Int64  // unix nanoseconds of the last pong
+}
+
+func (p *pusher) dial(ctx context.Context) (*conn, error) {
+	var cork *corkConn
+	d := websocket.Dialer{
+		Proxy:            http.ProxyFromEnvironment,
+		HandshakeTimeout: handshakeTimeout,
+		TLSClientConfig:  p.tls,
+		WriteBufferSize:  64 << 10, // an event is one frame
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			cork = &corkConn{Conn: nc}
+			return cork, nil
+		},
+	}
+	ws, resp, err := d.DialContext(ctx, p.url, p.header)
+	if err != nil {
+		if resp != nil {
+			return nil, &handshakeError{status: resp.StatusCode, text: resp.Status}
+		}
+		return nil, err
+	}
+	c := &conn{ws: ws, cork: cork, readEnd: make(chan struct{})}
+	c.stream = wsrpc.New(ws, wsrpc.Options{
+		Limit:        1 << 20,
+		OnBinary:     func([]byte) error { return nil }, // nothing binary is expected: ignored
+		OnReadEnd:    func(error) { close(c.readEnd) },
+		WriteTimeout: writeTimeout,
+	})
+	ws.SetPongHandler(func(data string) error {
+		c.pongAt.Store(time.Now().UnixNano())
+		if seq, err := strconv.ParseUint(data, 10, 64); err == nil {
+			p.sp.ack(seq)
+		}
+		return nil
+	})
+	// The master has nothing to ask: requests get "method not found",
+	// notifications and stray responses are ignored, and what is not
+	// JSON-RPC at all is answered with an error by wsrpc.
+	h := jsonrpc2.HandlerWithError(func(context.Context, *jsonrpc2.Conn, *jsonrpc2.Request) (any, error) {
+		return nil, &jsonrpc2.Error{Code: protocol.CodeMethodNotFound, Message: "the bootstrapper serves no methods"}
+	}).SuppressErrClosed()
+	c.rpc = jsonrpc2.NewConn(context.Background(), c.stream, h,
+		jsonrpc2.SetLogger(slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)))
+	return c, nil
+}
+
+// close ends the connection, with a normal close frame when graceful, and
+// waits until its reading has ended.
+func (c *conn) close(graceful bool) {
+	if graceful {
+		c.stream.CloseWith(websocket.CloseNormalClosure, "bootstrapper done")
+	}
+	c.rpc.Close()
+	<-c.readEnd
+}
+
+// start runs the pusher on its first connection, in a goroutine that
+// finish waits for.
+func (p *pusher) start(c *conn) {
+	go func() {
+		defer close(p.done)
+		p.run(c)
+	}()
+}
+
+// finish tells the pusher that no more events will come: it writes what
+// is left, waits for it to be acknowledged (reconnecting if need be) for
+// at most timeout, and closes the connection. It returns how many events
+// were not delivered.
+func (p *pusher) finish(timeout time.Duration) int {
+	p.once.Do(func() { close(p.finished) })
+	t := time.AfterFunc(timeout, p.cancel)
+	<-p.done
+	t.Stop()
+	p.cancel()
+	pending, _, _ := p.sp.stats()
+	return pending
+}
+
+func (p *pusher) run(c *conn) {
+	for {
+		err := p.serve(c)
+		c.close(err == nil)
+		if err == nil || p.ctx.Err() != nil {
+			return
+		}
+		p.log.Warn("connection lost", "err", err)
+		if c = p.redial(); c == nil {
+			return
+		}
+		p.log.Info("reconnected")
+	}
+}
+
+// redial reconnects: at once, then every reconnect period. It returns nil
+// when the pusher ends first, or when it is finishing and there is
+// nothing left to send.
+func (p *pusher) redial() *conn {
+	if p.reconnect <= 0 {
+		<-p.ctx.Done() // Che's -logs-endpoint-reconnect-period 0: no reconnection
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(p.reconnect):
+			case <-p.ctx.Done():
+				return nil
+			}
+		}
+		if p.finishing() && p.sp.empty() {
+			return nil
+		}
+		c, err := p.dial(p.ctx)
+		if err == nil {
+			return c
+		}
+		p.log.Warn("reconnect failed", "err", err, "next_in", p.reconnect)
+	}
+}
+
+func (p *pusher) finishing() bool {
+	select {
+	case <-p.finished:
+		return true
+	default:
+		return false
+	}
+}
+
+// serve writes the spool's events to c until c breaks (an error) or,
+// once finishing, everything is acknowledged (nil).
+func (p *pusher) serve(c *conn) error {
+	p.sp.setConnected(true)
+	defer p.sp.setConnected(false)
+	var (
+		buf      [][]byte
+		last     uint64 // sequence number of the last frame written
+		unpinged int    // bytes written since the last ping
+		// Unix nanoseconds of the last ping, and of the first ping not
+		// answered yet (0: none).
+		pingAt, waitingSince int64
+	)
+	ping := func() error {
+		now := time.Now()
+		if waitingSince == 0 || c.pongAt.Load() >= waitingSince {
+			waitingSince = now.UnixNano()
+		}
+		pingAt, unpinged = now.UnixNano(), 0
+		return c.ws.WriteControl(websocket.PingMessage, strconv.AppendUint(nil, last, 10), now.Add(writeTimeout))
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	finish := p.finished
+	for {
+		var seq uint64
+		buf, seq = p.sp.take(buf[:0], maxBatch)
+		if len(buf) > 0 {
+			if err := p.write(c, buf); err != nil {
+				return err
+			}
+			for _, f := range buf {
+				unpinged += len(f)
+			}
+			last = seq
+			clear(buf)
+			if unpinged >= pingEvery {
+				if err := ping(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		answered := c.pongAt.Load() >= pingAt
+		if unpinged > 0 && answered {
+			if err := ping(); err != nil {
+				return err
+			}
+		}
+		if finish == nil && p.sp.empty() {
+			return nil
+		}
+		select {
+		case <-p.sp.ready:
+		case <-finish:
+			finish = nil
+		case <-c.readEnd:
+			return fmt.Errorf("the master closed the connection: %v", c.stream.Err())
+		case now := <-tick.C:
+			if waitingSince != 0 && c.pongAt.Load() < waitingSince && time.Duration(now.UnixNano()-waitingSince) > ackTimeout {
+				return fmt.Errorf("no pong for %s: the connection is dead", ackTimeout)
+			}
+			if time.Duration(now.UnixNano()-pingAt) >= keepalive && answered {
+				if err := ping(); err != nil {
+					return err
+				}
+			}
+		case <-p.ctx.Done():
+			return p.ctx.Err()
+		}
+	}
+}
+
+// write sends frames, one text frame each, in as few writes as the
+// connection allows.
+func (p *pusher) write(c *conn, frames [][]byte) error {
+	c.cork.cork()
+	for _, f := range frames {
+		if err := c.stream.WriteText(f); err != nil {
+			c.cork.uncork()
+			return err
+		}
+	}
+	return c.cork.uncork()
+}
+
+// corkConn lets a burst of frames go out in few system calls: while
+// corked, writes collect in a buffer that uncork writes at once.
+type corkConn struct {
+	net.Conn
+	mu     sync.Mutex
+	corked bool
+	buf    []byte
+}
+
+func (c *corkConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(b)
+	}
+	c.buf = append(c.buf, b...)
+	if len(c.buf) >= corkMax {
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	return c.flush()
+}
+
+func (c *corkConn) flush() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	if cap(c.buf) > 4*corkMax {
+		c.buf = nil
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
