@@ -223,7 +223,7 @@ func BenchmarkBootstrapReadiness(b *testing.B) {
 		che = append(che, ms)
 		period := 3 * time.Second
 		ticks := (d + period - 1) / period
-		computed = append(computed, float64((ticks*period - d).Microseconds())/1000)
+		computed = append(computed, float64((ticks*period-d).Microseconds())/1000)
 	}
 	b.Logf("port opened after %v; RUNNING after the port opened, ms: porthole %.1f; Che's schedule %.0f (computed %.0f)", delays, fast, che, computed)
 	report(b, map[string]float64{

@@ -101,7 +101,7 @@ func TestSpoolOrderAckResend(t *testing.T) {
 			t.Fatalf("frame %d has seq %d", i, d.Params.Seq)
 		}
 	}
-	s.ack(3) // STARTING, 1 and 2
+	s.ack(3)              // STARTING, 1 and 2
 	s.setConnected(false) // the connection broke: what is not acknowledged goes again
 	addLines(s, 5, 5)
 	if got := texts(takeAll(t, s)); got != "3 4 5" {
