@@ -50,30 +50,17 @@ func TestMain(m *testing.M) {
 	}))
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's writes and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a running bootstrapper.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	out    string // the file of its stdout and stderr
 	exited chan struct{}
+}
+
+// output returns what the process wrote so far.
+func (p *proc) output() string {
+	b, _ := os.ReadFile(p.out)
+	return string(b)
 }
 
 // start runs the binary (as argv0 when set) with args; the process is
@@ -93,8 +80,13 @@ func startIn(t *testing.T, dir, argv0 string, args []string, env ...string) *pro
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), env...)
-	p := &proc{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
+	out, err := os.CreateTemp(t.TempDir(), "output")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close() // the child has its own copy
+	p := &proc{cmd: cmd, out: out.Name(), exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +102,7 @@ func startIn(t *testing.T, dir, argv0 string, args []string, env ...string) *pro
 			<-p.exited
 		}
 		if t.Failed() {
-			t.Logf("bootstrapper output:\n%s", p.stderr)
+			t.Logf("bootstrapper output:\n%s", p.output())
 		}
 	})
 	return p
@@ -223,12 +215,17 @@ func assertLines(t *testing.T, got []bt.Event, want []string) {
 	}
 }
 
-func counting(installer string) []string {
-	var out []string
-	for i := 1; i <= 10; i++ {
-		out = append(out, fmt.Sprintf("log %s STDOUT %d", installer, i))
+// twoScripts is the sequence of fixtures/bootstrapper/two-scripts.json.
+func twoScripts() []string {
+	want := []string{"bootstrapper STARTING"}
+	for _, id := range []string{"org.example.first", "org.example.second"} {
+		want = append(want, "installer "+id+" STARTING")
+		for i := 1; i <= 10; i++ {
+			want = append(want, fmt.Sprintf("log %s STDOUT %d", id, i))
+		}
+		want = append(want, "installer "+id+" DONE")
 	}
-	return out
+	return append(want, "bootstrapper DONE")
 }
 
 // TestCheOrder is Che's TestBootstrap: two installers, each printing 1 to
@@ -241,12 +238,7 @@ func TestCheOrder(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	evs := r.Events()
-	want := []string{"bootstrapper STARTING", "installer org.example.first STARTING"}
-	want = append(want, counting("org.example.first")...)
-	want = append(want, "installer org.example.first DONE", "installer org.example.second STARTING")
-	want = append(want, counting("org.example.second")...)
-	want = append(want, "installer org.example.second DONE", "bootstrapper DONE")
-	assertLines(t, evs, want)
+	assertLines(t, evs, twoScripts())
 	for i, e := range evs {
 		p := e.Params
 		if p.MachineName != "dev-machine" || p.RuntimeID.WorkspaceID != "workspace123" || p.RuntimeID.EnvName != "default" || p.RuntimeID.OwnerID != "user1" {
@@ -284,8 +276,8 @@ func TestCheFailOrder(t *testing.T) {
 		if evs[4].Params.Error != msg || evs[5].Params.Error != msg {
 			t.Fatalf("errors %q, %q; want %q", evs[4].Params.Error, evs[5].Params.Error, msg)
 		}
-		if i == 0 && !strings.Contains(p.stderr.String(), msg) {
-			t.Fatalf("stderr lacks the error:\n%s", p.stderr)
+		if i == 0 && !strings.Contains(p.output(), msg) {
+			t.Fatalf("stderr lacks the error:\n%s", p.output())
 		}
 	}
 }
@@ -330,8 +322,8 @@ func TestNoLogsEndpoint(t *testing.T) {
 		"bootstrapper STARTING", "installer org.example.failing STARTING",
 		"installer org.example.failing FAILED", "bootstrapper FAILED",
 	})
-	if !strings.Contains(p.stderr.String(), "text=error") {
-		t.Fatalf("the output is not in the bootstrapper's log:\n%s", p.stderr)
+	if !strings.Contains(p.output(), "text=error") {
+		t.Fatalf("the output is not in the bootstrapper's log:\n%s", p.output())
 	}
 }
 
@@ -344,24 +336,16 @@ type procStat struct {
 // processes lists the processes in /proc.
 func processes(t *testing.T) []procStat {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	var out []procStat
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
 		if err != nil {
-			continue
+			continue // gone meanwhile
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		_, rest, _ := strings.Cut(string(b[bytes.LastIndexByte(b, ')'):]), " ")
 		var st procStat
-		st.pid = pid
-		fmt.Sscanf(rest, "%s %d %d", &st.state, &st.ppid, &st.pgrp)
+		fmt.Sscan(string(b), &st.pid)
+		fmt.Sscan(string(b[bytes.LastIndexByte(b, ')')+1:]), &st.state, &st.ppid, &st.pgrp)
 		out = append(out, st)
 	}
 	return out
@@ -552,7 +536,7 @@ func TestBadConfigStartsNothing(t *testing.T) {
 			if code := p.exit(t); code != 1 {
 				t.Fatalf("exit code %d", code)
 			}
-			if out := p.stderr.String(); !strings.Contains(out, file+": ") || !strings.Contains(out, c.want) {
+			if out := p.output(); !strings.Contains(out, file+": ") || !strings.Contains(out, c.want) {
 				t.Fatalf("stderr %q; want %q after the file's path", out, c.want)
 			}
 			if n := r.Handshakes(); n != 0 {
@@ -606,8 +590,8 @@ func TestBadFlags(t *testing.T) {
 			if code := p.exit(t); code != 2 {
 				t.Fatalf("exit code %d; want 2", code)
 			}
-			if !strings.Contains(p.stderr.String(), c.want) {
-				t.Fatalf("stderr:\n%s\nwant %q", p.stderr, c.want)
+			if !strings.Contains(p.output(), c.want) {
+				t.Fatalf("stderr:\n%s\nwant %q", p.output(), c.want)
 			}
 		})
 	}
@@ -683,12 +667,7 @@ func TestCheInvocation(t *testing.T) {
 	}
 	evs := r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
 	r.WaitClosed(t, wait) // it closes its connection when it is done
-	want := []string{"bootstrapper STARTING", "installer org.example.first STARTING"}
-	want = append(want, counting("org.example.first")...)
-	want = append(want, "installer org.example.first DONE", "installer org.example.second STARTING")
-	want = append(want, counting("org.example.second")...)
-	want = append(want, "installer org.example.second DONE", "bootstrapper DONE")
-	assertLines(t, evs, want)
+	assertLines(t, evs, twoScripts())
 	if auth := r.Auth(); len(auth) != 1 || auth[0] != token {
 		t.Fatalf("Authorization %q", auth)
 	}

@@ -52,13 +52,20 @@ func write(t *testing.T, fd int, s string) {
 	}
 }
 
-func TestOutputsLines(t *testing.T) {
-	var e emitted
-	o, err := newOutputs(8, e.emit)
+// testOutputs returns outputs emitting to e, stopped at cleanup.
+func testOutputs(t *testing.T, maxLine int, e *emitted) *outputs {
+	t.Helper()
+	o, err := newOutputs(maxLine, e.emit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer o.stop()
+	t.Cleanup(o.stop)
+	return o
+}
+
+func TestOutputsLines(t *testing.T) {
+	var e emitted
+	o := testOutputs(t, 8, &e)
 	p, out, errw := testPipes(t, o, 1)
 	// Written before either is read: stdout is read first.
 	write(t, out, "1\n")
@@ -121,11 +128,7 @@ func TestCutLine(t *testing.T) {
 // stream.
 func TestOutputsMany(t *testing.T) {
 	var e emitted
-	o, err := newOutputs(64, e.emit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.stop()
+	o := testOutputs(t, 64, &e)
 	const n = 5000
 	var ps []*pipes
 	var wg sync.WaitGroup

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -310,32 +311,23 @@ func field(data []byte, key string) string {
 }
 
 // Events returns the events received so far, in order of arrival.
-func (r *Receiver) Events() []Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]Event(nil), r.events...)
-}
+func (r *Receiver) Events() []Event { return snapshot(r, &r.events) }
 
 // Violations returns the frames received that were not JSON-RPC
 // notifications.
-func (r *Receiver) Violations() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.violations...)
-}
+func (r *Receiver) Violations() []string { return snapshot(r, &r.violations) }
 
 // Replies returns the JSON-RPC responses received.
-func (r *Receiver) Replies() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.replies...)
-}
+func (r *Receiver) Replies() []string { return snapshot(r, &r.replies) }
 
 // Auth returns the Authorization header of every handshake.
-func (r *Receiver) Auth() []string {
+func (r *Receiver) Auth() []string { return snapshot(r, &r.auth) }
+
+// snapshot copies one of r's lists under its lock.
+func snapshot[T any](r *Receiver, list *[]T) []T {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]string(nil), r.auth...)
+	return slices.Clone(*list)
 }
 
 // Handshakes returns how many handshakes were attempted on every path.
@@ -361,41 +353,43 @@ func (r *Receiver) Connections() (accepted, open int) {
 // timeout passes first.
 func (r *Receiver) Wait(tb testing.TB, timeout time.Duration, what string, cond func([]Event) bool) []Event {
 	tb.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		r.mu.Lock()
-		evs := append([]Event(nil), r.events...)
-		ch := r.changed
-		r.mu.Unlock()
-		if cond(evs) {
-			return evs
-		}
-		select {
-		case <-ch:
-		case <-deadline.C:
-			tb.Fatalf("timed out after %s waiting for %s; %d events:\n%s", timeout, what, len(evs), Summary(evs, 40))
-		}
-	}
+	var evs []Event
+	r.waitUntil(tb, timeout, func() bool {
+		evs = slices.Clone(r.events)
+		return cond(evs)
+	}, func() string {
+		return fmt.Sprintf("%s; %d events:\n%s", what, len(evs), Summary(evs, 40))
+	})
+	return evs
 }
 
 // WaitClosed waits until no connection is open and at least one was made.
 func (r *Receiver) WaitClosed(tb testing.TB, timeout time.Duration) {
 	tb.Helper()
+	r.waitUntil(tb, timeout, func() bool { return r.conns > 0 && len(r.open) == 0 },
+		func() string { return "the connections to close" })
+}
+
+// waitUntil waits until done, called under r.mu, holds; it fails tb when
+// timeout passes first, with what() in the message.
+func (r *Receiver) waitUntil(tb testing.TB, timeout time.Duration, done func() bool, what func() string) {
+	tb.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
-		done := r.conns > 0 && len(r.open) == 0
-		ch := r.changed
+		ok, ch := done(), r.changed
 		r.mu.Unlock()
-		if done {
+		if ok {
 			return
 		}
 		select {
 		case <-ch:
 		case <-deadline.C:
-			tb.Fatalf("timed out after %s waiting for the connections to close", timeout)
+			r.mu.Lock()
+			msg := what()
+			r.mu.Unlock()
+			tb.Fatalf("timed out after %s waiting for %s", timeout, msg)
 		}
 	}
 }
