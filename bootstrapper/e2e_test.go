@@ -125,10 +125,16 @@ func cleanEnv() []string {
 // exit waits for the process to end and returns its exit code.
 func (p *proc) exit(t *testing.T) int {
 	t.Helper()
+	return p.exitWithin(t, wait)
+}
+
+// exitWithin is exit with a deadline of d.
+func (p *proc) exitWithin(t *testing.T, d time.Duration) int {
+	t.Helper()
 	select {
 	case <-p.exited:
-	case <-time.After(wait):
-		t.Fatalf("the bootstrapper did not exit within %s", wait)
+	case <-time.After(d):
+		t.Fatalf("the bootstrapper did not exit within %s", d)
 	}
 	return p.cmd.ProcessState.ExitCode()
 }
@@ -702,7 +708,7 @@ func TestReconnectExactlyOnce(t *testing.T) {
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.a","script":"echo a"},{"id":"org.lines","script":"seq 1 %d"},{"id":"org.b","script":"echo b"}]`, n))
 	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/api/websocket-minor")
 	p := start(t, "", args)
-	if code := p.exit(t); code != 0 {
+	if code := p.exitWithin(t, 4*wait); code != 0 { // 100,000 lines with the race detector on a busy machine
 		t.Fatalf("exit code %d", code)
 	}
 	mu.Lock()
