@@ -415,6 +415,40 @@ func TestTimeoutKillsGroup(t *testing.T) {
 	}
 }
 
+// A failed installer leaves nothing either: the children it left behind
+// are stopped with it. (Each script prints $$, its process group.) An
+// installer whose script exits 0 is given until the timeout while
+// something of its group runs, since that could still open the port.
+func TestFailedInstallerKillsGroup(t *testing.T) {
+	cases := []struct{ name, config, want string }{
+		{"exit 2", `[{"id":"org.f","script":"sleep 600 &\necho $$\nexit 2"}]`,
+			"Exit code for 'org.f' installation is '2' while expected to be 0"},
+		{"exit 0, no server yet", `[{"id":"org.f","script":"sleep 600 &\necho $$","servers":{"s":{"port":"PORT"}}}]`,
+			"Process of installation 'org.f' exit code is 0 but servers are not available"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := bt.Start(t, bt.Options{})
+			cfg := config(t, strings.ReplaceAll(c.config, "PORT", strconv.Itoa(freePort(t))))
+			p := start(t, "", bootArgs(t, r, cfg, "-installer-timeout", "1"))
+			if code := p.exit(t); code != 1 {
+				t.Fatalf("exit code %d", code)
+			}
+			evs := r.Events()
+			assertLines(t, evs, []string{"bootstrapper STARTING", "installer org.f STARTING",
+				"log org.f STDOUT " + evs[2].Params.Text, "installer org.f FAILED", "bootstrapper FAILED"})
+			if evs[4].Params.Error != c.want {
+				t.Fatalf("error %q; want %q", evs[4].Params.Error, c.want)
+			}
+			g, err := strconv.Atoi(evs[2].Params.Text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertGroupGone(t, g)
+		})
+	}
+}
+
 // Interrupted while installing (a workspace stopped while starting): the
 // installers are stopped, FAILED says so, the exit code is 128+SIGTERM.
 func TestInterrupted(t *testing.T) {
