@@ -449,6 +449,30 @@ func TestFailedInstallerKillsGroup(t *testing.T) {
 	}
 }
 
+// A script that never stops writing still times out on time: reading its
+// output before reporting stops at what was there.
+func TestEndlessOutputTimesOut(t *testing.T) {
+	var mu sync.Mutex
+	var statuses []bt.Event
+	r := bt.Start(t, bt.Options{OnEvent: func(e bt.Event) {
+		if e.Method != "installer/log" {
+			mu.Lock()
+			statuses = append(statuses, e)
+			mu.Unlock()
+		}
+	}})
+	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.yes","script":"yes porthole"}]`), "-installer-timeout", "1"))
+	if code := p.exit(t); code != 1 {
+		t.Fatalf("exit code %d", code)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assertLines(t, statuses, []string{"bootstrapper STARTING", "installer org.yes STARTING", "installer org.yes FAILED", "bootstrapper FAILED"})
+	if msg := statuses[3].Params.Error; msg != "Timeout reached before installation of 'org.yes' completed" {
+		t.Fatalf("error %q", msg)
+	}
+}
+
 // Interrupted while installing (a workspace stopped while starting): the
 // installers are stopped, FAILED says so, the exit code is 128+SIGTERM.
 func TestInterrupted(t *testing.T) {

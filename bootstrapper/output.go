@@ -197,10 +197,19 @@ func (o *outputs) read(s *stream, buf []byte) bool {
 	}
 }
 
-// drain reads s until it is empty or ended.
+// drain reads what s holds now, until it is empty or ended; not what is
+// written meanwhile, or a script that never stops writing would hold it
+// forever.
 func (o *outputs) drain(s *stream, buf []byte) {
-	for s.fd >= 0 {
-		n, err := unix.Read(s.fd, buf)
+	if s.fd < 0 {
+		return
+	}
+	left, err := unix.IoctlGetInt(s.fd, unix.TIOCINQ) // FIONREAD: bytes in the pipe
+	if err != nil {
+		left = 1 << 30 // cannot tell: until it is empty
+	}
+	for s.fd >= 0 && left > 0 {
+		n, err := unix.Read(s.fd, buf[:min(len(buf), left)])
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -210,6 +219,7 @@ func (o *outputs) drain(s *stream, buf []byte) {
 			o.end(s)
 			return
 		}
+		left -= n
 		o.lines(s, buf[:n])
 	}
 }
