@@ -1000,3 +1000,29 @@ func TestLivenessAfterDone(t *testing.T) {
 		}
 	}
 }
+
+// wss:// with -cacert: the certificate is trusted beside the system's;
+// without it the connection is refused, and nothing starts.
+func TestCACert(t *testing.T) {
+	r := bt.Start(t, bt.Options{TLS: true})
+	pemFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(pemFile, r.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "", bootArgs(t, r, fixture(t, "two-scripts.json", 0), "-cacert", pemFile))
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	assertLines(t, r.Events(), twoScripts())
+
+	p = start(t, "", bootArgs(t, r, fixture(t, "two-scripts.json", 0), "-installer-timeout", "1"))
+	if code := p.exit(t); code != 1 {
+		t.Fatalf("exit code %d without -cacert", code)
+	}
+	if out := p.output(); !strings.Contains(out, "certificate") {
+		t.Fatalf("output:\n%s", out)
+	}
+	if n := len(r.Events()); n != len(twoScripts()) {
+		t.Fatalf("%d events after the refused run", n)
+	}
+}

@@ -7,8 +7,18 @@ package bootstraptest
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"slices"
@@ -94,12 +104,17 @@ type Options struct {
 	// picked out of the frame as the bootstrapper lays it out (seq last).
 	// Frames are not checked.
 	Light bool
+	// TLS serves wss:// with a fresh self-signed certificate (CertPEM).
+	TLS bool
 }
 
 // Receiver is a loopback WebSocket server recording bootstrapper events.
 type Receiver struct {
-	// URL is "ws://127.0.0.1:PORT"; endpoints are URL + a path.
+	// URL is "ws://127.0.0.1:PORT" ("wss://" with TLS); endpoints are URL
+	// + a path.
 	URL string
+	// CertPEM is the server's certificate, with TLS.
+	CertPEM []byte
 
 	o      Options
 	srv    *http.Server
@@ -129,13 +144,45 @@ func Start(tb testing.TB, o Options) *Receiver {
 		URL: "ws://" + ln.Addr().String(), o: o, served: make(chan struct{}),
 		handshakes: map[string]int{}, open: map[*websocket.Conn]bool{}, changed: make(chan struct{}),
 	}
-	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second}
+	if o.TLS {
+		cert, err := selfSigned()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r.URL = "wss://" + ln.Addr().String()
+		r.CertPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	}
+	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)} // refused TLS handshakes are expected
 	go func() {
 		defer close(r.served)
 		r.srv.Serve(ln)
 	}()
 	tb.Cleanup(r.close)
 	return r
+}
+
+// selfSigned makes a certificate for 127.0.0.1.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "bootstraptest"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 func (r *Receiver) close() {
