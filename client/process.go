@@ -371,8 +371,11 @@ func (p *Process) call(ctx context.Context, method string, params any) error {
 		exited := p.exit != nil
 		p.mu.Unlock()
 		if exited {
-			if method == protocol.MethodCloseStdin {
-				return nil // stdin of an exited process is closed indeed
+			switch method {
+			case protocol.MethodCloseStdin, protocol.MethodSignal, protocol.MethodKill:
+				// The process exited while the request was on its way (often
+				// because of it): what was asked for holds.
+				return nil
 			}
 			return errExited
 		}
