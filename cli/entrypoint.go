@@ -3,11 +3,14 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/entrypoint"
@@ -56,6 +59,7 @@ func runEntrypoint(ctx context.Context, args []string, e env, stderr *os.File) e
 	fs := newFlagSet("entrypoint", stderr)
 	var f agentFlags
 	f.register(fs)
+	bootstrap := fs.String("bootstrap", "", "also run `porthole bootstrap` with these flags (split at spaces), e.g. \"-file /tmp/config.json -push-endpoint ws://master/api/websocket -runtime-id ws:env:owner -machine-name dev\"")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -80,6 +84,15 @@ func runEntrypoint(ctx context.Context, args []string, e env, stderr *os.File) e
 	served := make(chan error, 1)
 	o.Logger.Info("entrypoint agent listening", "addr", ln.Addr().String(), "version", Version, "protocol", protocol.Version, "pid", os.Getpid())
 	go func() { served <- serve(ctx, a, ln, f.grace, o.Logger) }()
+	if *bootstrap != "" {
+		stop, err := startBootstrapper(strings.Fields(*bootstrap), f.grace, o.Logger)
+		if err != nil {
+			cancel()
+			<-served
+			return err
+		}
+		defer stop()
+	}
 
 	if fs.NArg() == 0 { // no command: serve terminals until told to stop
 		select {
@@ -135,4 +148,38 @@ func runCopy(args []string, e env, stdout, stderr *os.File) error {
 		fmt.Fprintf(stdout, "%s already holds porthole %s (sha256 %s): nothing written\n", *to, Version, r.Manifest.Binary.SHA256)
 	}
 	return nil
+}
+
+// startBootstrapper runs `porthole bootstrap ARGS` beside the agent, as the
+// worker's child with the container's stdout and stderr. Its failure (an
+// installer failed) is the master's to see and leaves the container
+// running. stop sends it SIGTERM, waits the grace period, then kills it.
+func startBootstrapper(args []string, grace time.Duration, log *slog.Logger) (stop func(), err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		if exe, err = exec.LookPath(os.Args[0]); err != nil {
+			return nil, fmt.Errorf("-bootstrap: find own binary: %w", err)
+		}
+	}
+	cmd := exec.Command(exe, append([]string{"bootstrap"}, args...)...)
+	cmd.Env = childEnv()
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("-bootstrap: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { // owned by stop, which waits for done
+		err := cmd.Wait()
+		log.Info("bootstrapper exited", "status", fmt.Sprint(err))
+		close(done)
+	}()
+	return func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(grace):
+			cmd.Process.Kill()
+			<-done
+		}
+	}, nil
 }
