@@ -134,45 +134,16 @@ func floorFootprint(ctx context.Context, b *testing.B) (footprint, error) {
 		return f, err
 	}
 	url := "ws://" + srv.addr + "/attach?cmd=sleep&arg=3600"
-	var (
-		mu    sync.Mutex
-		conns []*websocket.Conn
-		first error
-	)
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second}
+	conns, first := fanOut(ctx, idleSessions, func(ctx context.Context) (*websocket.Conn, error) {
+		ws, _, err := d.DialContext(ctx, url, nil)
+		return ws, err
+	})
 	defer func() {
 		for _, ws := range conns {
 			ws.Close()
 		}
 	}()
-	next := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			d := websocket.Dialer{HandshakeTimeout: 30 * time.Second}
-			for range next {
-				ws, _, err := d.DialContext(ctx, url, nil)
-				mu.Lock()
-				if err != nil && first == nil {
-					first = err
-				}
-				if ws != nil {
-					conns = append(conns, ws)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for range idleSessions {
-		mu.Lock()
-		failed := first != nil
-		mu.Unlock()
-		if failed || ctx.Err() != nil {
-			break
-		}
-		next <- struct{}{}
-	}
-	close(next)
-	wg.Wait()
 	if first != nil {
 		return f, fmt.Errorf("after %d sessions: %w", len(conns), first)
 	}
@@ -402,26 +373,35 @@ func (srv *server) kill(kids []int) {
 // startSleepers starts n TTY `sleep 3600` sessions, each attached, with a
 // few requests in flight at a time.
 func startSleepers(ctx context.Context, c *client.Client, n int) ([]*client.Process, error) {
+	return fanOut(ctx, n, func(ctx context.Context) (*client.Process, error) {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return c.Start(sctx, protocol.StartParams{Argv: []string{"sleep", "3600"}, TTY: true})
+	})
+}
+
+// fanOut calls create n times, eight at a time, and returns what it made;
+// it stops at the first error (returned with what was made before it).
+func fanOut[T comparable](ctx context.Context, n int, create func(context.Context) (T, error)) ([]T, error) {
 	const workers = 8
 	var (
 		mu    sync.Mutex
-		procs []*client.Process
+		made  []T
 		first error
+		zero  T
 	)
 	next := make(chan struct{})
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for range next {
-				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				p, err := c.Start(sctx, protocol.StartParams{Argv: []string{"sleep", "3600"}, TTY: true})
-				cancel()
+				v, err := create(ctx)
 				mu.Lock()
 				if err != nil && first == nil {
 					first = err
 				}
-				if p != nil {
-					procs = append(procs, p)
+				if v != zero {
+					made = append(made, v)
 				}
 				mu.Unlock()
 			}
@@ -441,7 +421,7 @@ func startSleepers(ctx context.Context, c *client.Client, n int) ([]*client.Proc
 	if first == nil && ctx.Err() != nil {
 		first = ctx.Err()
 	}
-	return procs, first
+	return made, first
 }
 
 // waitProcesses waits until the agent reports n processes.

@@ -8,8 +8,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/agenttest"
 )
 
 const (
@@ -118,29 +117,8 @@ func inProcAgent(b *testing.B, o agent.Options) string {
 	if o.Token == "" && !o.InsecureNoAuth {
 		o.Token = token
 	}
-	a, err := agent.New(o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(ln)
-	}()
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		a.Shutdown(ctx, time.Second)
-		srv.Close()
-		<-served
-	})
-	return "ws://" + ln.Addr().String()
+	_, addr := agenttest.Start(b, o)
+	return "ws://" + addr
 }
 
 func dial(ctx context.Context, url string) (*client.Client, error) {
