@@ -334,9 +334,9 @@ func TestStalledViewerDoesNotStallOthers(t *testing.T) {
 func TestSubscribeEventsUTF8AndOffsets(t *testing.T) {
 	ta := startAgent(t, agent.Options{})
 	c := dialRPC(t, ta)
-	// A euro sign split between two writes (and so between reads), then a
-	// byte that is not UTF-8.
-	c.send(`{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"argv":["sh","-c","read x; printf '\\342'; sleep 0.2; printf '\\202\\254 ok\\n'; printf '\\377'"]}}`)
+	// A euro sign split between two writes, the second made only once the
+	// agent holds the first byte, then a byte that is not UTF-8.
+	c.send(`{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"argv":["sh","-c","read x; printf '\\342'; read y; printf '\\202\\254 ok\\n'; printf '\\377'"]}}`)
 	m := c.read()
 	id := m["result"].(map[string]any)["id"].(string)
 	c.send(`{"jsonrpc":"2.0","id":2,"method":"process.subscribe","params":{"id":"` + id + `","stdout":0,"stderr":0}}`)
@@ -344,6 +344,24 @@ func TestSubscribeEventsUTF8AndOffsets(t *testing.T) {
 		t.Fatalf("subscribe reply %v must come before events", m)
 	}
 	c.send(`{"jsonrpc":"2.0","id":3,"method":"process.write","params":{"id":"` + id + `","text":"go\n"}}`)
+	// Wait until the first byte is in the ring (no event can carry it yet:
+	// it is half a character), then let the process write the rest.
+	ctl := ta.dial(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := ctl.Get(ctxT(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Stdout.End == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stdout end %d; want the first byte", info.Stdout.End)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.send(`{"jsonrpc":"2.0","id":4,"method":"process.write","params":{"id":"` + id + `","text":"go\n"}}`)
 	var text []byte
 	var next int64
 	var events []string
