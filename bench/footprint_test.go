@@ -82,17 +82,14 @@ func BenchmarkIdleSessions(b *testing.B) {
 // agentFootprint runs `porthole agent` and attaches 1,000 TTY sessions
 // through the Go client.
 func agentFootprint(ctx context.Context, b *testing.B) (footprint, error) {
-	srv, err := startServer(ctx, porthole(b), func(addr string) []string {
+	srv, f, err := startIdle(ctx, porthole(b), func(addr string) []string {
 		return []string{"agent", "-listen", addr, "-insecure-no-auth", "-log-level", "warn", "-grace", "2s",
 			"-max-processes", strconv.Itoa(idleSessions + 100)}
 	})
-	if err != nil {
-		return footprint{}, err
+	if srv != nil {
+		defer srv.stop(b)
 	}
-	defer srv.stop(b)
-	var f footprint
-	time.Sleep(500 * time.Millisecond)
-	if f.idle, f.idleThreads, err = srv.rss(3, 200*time.Millisecond); err != nil {
+	if err != nil {
 		return f, err
 	}
 	c, err := client.Dial(ctx, client.Options{URL: "ws://" + srv.addr})
@@ -121,16 +118,27 @@ func agentFootprint(ctx context.Context, b *testing.B) (footprint, error) {
 	return f, err
 }
 
+// startIdle starts a server and measures its idle RSS once it has
+// settled (half a second after it answered: its start-up garbage is then
+// collected and the figure stops moving).
+func startIdle(ctx context.Context, bin string, args func(addr string) []string) (*server, footprint, error) {
+	var f footprint
+	srv, err := startServer(ctx, bin, args)
+	if err != nil {
+		return nil, f, err
+	}
+	time.Sleep(500 * time.Millisecond)
+	f.idle, f.idleThreads, err = srv.rss(3, 200*time.Millisecond)
+	return srv, f, err
+}
+
 // floorFootprint runs bench/floor and opens 1,000 terminal sockets on it.
 func floorFootprint(ctx context.Context, b *testing.B) (footprint, error) {
-	srv, err := startServer(ctx, floor(b), func(addr string) []string { return []string{"-listen", addr} })
-	if err != nil {
-		return footprint{}, err
+	srv, f, err := startIdle(ctx, floor(b), func(addr string) []string { return []string{"-listen", addr} })
+	if srv != nil {
+		defer srv.stop(b)
 	}
-	defer srv.stop(b)
-	var f footprint
-	time.Sleep(500 * time.Millisecond)
-	if f.idle, f.idleThreads, err = srv.rss(3, 200*time.Millisecond); err != nil {
+	if err != nil {
 		return f, err
 	}
 	url := "ws://" + srv.addr + "/attach?cmd=sleep&arg=3600"
