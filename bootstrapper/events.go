@@ -73,7 +73,11 @@ type (
 		machineEvent
 		Status string `json:"status"`
 		Error  string `json:"error,omitempty"`
-		BootID string `json:"bootId"`
+		// Installers is the plan, on STARTING only: each installer's id
+		// and servers (port, protocol, path, attributes), so that a master
+		// can show servers it did not configure itself. No scripts.
+		Installers []PlanInstaller `json:"installers,omitempty"`
+		BootID     string          `json:"bootId"`
 	}
 	installerStatus struct {
 		machineEvent
@@ -118,11 +122,32 @@ type encoder struct {
 	runtime    RuntimeID
 	boot       string
 	installers []string // ids, by index in the config
+	plan       []PlanInstaller
 	envelopes  map[string][2][]byte
 }
 
-func newEncoder(machine string, rid RuntimeID, boot string, installers []string) (*encoder, error) {
-	e := &encoder{machine: machine, runtime: rid, boot: boot, installers: installers, envelopes: map[string][2][]byte{}}
+// PlanInstaller is an installer as announced with STARTING: its id and
+// servers, without its script.
+type PlanInstaller struct {
+	ID      string            `json:"id"`
+	Servers map[string]Server `json:"servers,omitempty"`
+}
+
+// Plan returns what STARTING announces of installers.
+func Plan(installers []Installer) []PlanInstaller {
+	p := make([]PlanInstaller, len(installers))
+	for i, in := range installers {
+		p[i] = PlanInstaller{ID: in.ID, Servers: in.Servers}
+	}
+	return p
+}
+
+func newEncoder(machine string, rid RuntimeID, boot string, plan []PlanInstaller) (*encoder, error) {
+	installers := make([]string, len(plan))
+	for i, in := range plan {
+		installers[i] = in.ID
+	}
+	e := &encoder{machine: machine, runtime: rid, boot: boot, installers: installers, plan: plan, envelopes: map[string][2][]byte{}}
 	for _, m := range []string{MethodBootstrapperStatus, MethodInstallerStatus, MethodInstallerLog, MethodServerStatus} {
 		pre, post, err := envelope(m)
 		if err != nil {
@@ -181,7 +206,11 @@ func (e *encoder) marshal(v any) []byte {
 }
 
 func (e *encoder) bootstrapperStatus(status, errText string) []byte {
-	return e.marshal(bootstrapperStatus{machineEvent: e.event(), Status: status, Error: errText, BootID: e.boot})
+	p := bootstrapperStatus{machineEvent: e.event(), Status: status, Error: errText, BootID: e.boot}
+	if status == StatusStarting {
+		p.Installers = e.plan
+	}
+	return e.marshal(p)
 }
 
 func (e *encoder) installerStatus(inst int, status, errText string) []byte {

@@ -109,3 +109,24 @@ func TestParseRuntimeID(t *testing.T) {
 		}
 	}
 }
+
+// STARTING announces the plan (ids and servers, never scripts); other
+// statuses do not repeat it.
+func TestStartingAnnouncesPlan(t *testing.T) {
+	plan := Plan([]Installer{
+		{ID: "a", Script: "secret-script"},
+		{ID: "b", Script: "x", Servers: map[string]Server{"web": {Port: "8080/tcp", Protocol: "http", Path: "/p", Attributes: json.RawMessage(`{"internal":"true"}`)}}},
+	})
+	enc, err := newEncoder("m", RuntimeID{"w", "e", "o"}, "0123456789abcdef", plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := string(enc.bootstrapperStatus(StatusStarting, ""))
+	want := `"installers":[{"id":"a"},{"id":"b","servers":{"web":{"port":"8080/tcp","protocol":"http","path":"/p","attributes":{"internal":"true"}}}}]`
+	if !strings.Contains(start, want) || strings.Contains(start, "script") {
+		t.Errorf("STARTING = %s\nwant it to contain %s and no script", start, want)
+	}
+	if done := string(enc.bootstrapperStatus(StatusDone, "")); strings.Contains(done, "installers") {
+		t.Errorf("DONE repeats the plan: %s", done)
+	}
+}

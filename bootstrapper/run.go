@@ -94,7 +94,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var err error
 	r.boot = newBootID()
-	if r.enc, err = newEncoder(o.MachineName, o.RuntimeID, r.boot, ids); err != nil {
+	if r.enc, err = newEncoder(o.MachineName, o.RuntimeID, r.boot, Plan(o.Installers)); err != nil {
 		return err
 	}
 	if err := r.connect(ctx); err != nil {

@@ -12,7 +12,7 @@ import (
 
 func testEncoder(t *testing.T) *encoder {
 	t.Helper()
-	enc, err := newEncoder("m", RuntimeID{"w", "e", "o"}, "0123456789abcdef", []string{"inst.a", "inst.b"})
+	enc, err := newEncoder("m", RuntimeID{"w", "e", "o"}, "0123456789abcdef", []PlanInstaller{{ID: "inst.a"}, {ID: "inst.b"}})
 	if err != nil {
 		t.Fatal(err)
 	}

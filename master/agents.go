@@ -1,0 +1,149 @@
+package master
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/porthole-dev/porthole/internal/tunnel"
+	"github.com/porthole-dev/porthole/master/store"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// Headers an agent announces itself with on /api/agent.
+const (
+	HeaderRuntimeID    = "X-Porthole-Runtime-Id"
+	HeaderMachineName  = "X-Porthole-Machine-Name"
+	HeaderAgentVersion = "X-Porthole-Agent-Version"
+	HeaderAddress      = "X-Porthole-Address"
+)
+
+// agents are the tunnels of connected agents, one per machine (a new
+// connection of the same machine replaces the old one).
+type agents struct {
+	mu sync.Mutex
+	by map[store.Key]*tunnel.Session
+}
+
+func newAgents() *agents { return &agents{by: map[store.Key]*tunnel.Session{}} }
+
+func (a *agents) get(k store.Key) *tunnel.Session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.by[k]
+}
+
+func (a *agents) set(k store.Key, s *tunnel.Session) (old *tunnel.Session) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old = a.by[k]
+	a.by[k] = s
+	return old
+}
+
+// remove forgets s if it is still k's tunnel.
+func (a *agents) remove(k store.Key, s *tunnel.Session) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.by[k] != s {
+		return false
+	}
+	delete(a.by, k)
+	return true
+}
+
+func (a *agents) closeAll() {
+	a.mu.Lock()
+	all := make([]*tunnel.Session, 0, len(a.by))
+	for _, s := range a.by {
+		all = append(all, s)
+	}
+	a.mu.Unlock()
+	for _, s := range all {
+		s.Close()
+	}
+}
+
+// serveAgent accepts an agent's tunnel: its machine token says which
+// machine it is; the announced runtime id and machine name, when sent,
+// must match it.
+func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request) {
+	c, e := m.machineAuth(r)
+	if e != nil {
+		m.refuse(w, r, e)
+		return
+	}
+	if rid := r.Header.Get(HeaderRuntimeID); rid != "" && rid != c.Runtime {
+		m.refuse(w, r, &httpError{http.StatusForbidden, HeaderRuntimeID + " " + rid + " is not the token's runtime " + c.Runtime})
+		return
+	}
+	if name := r.Header.Get(HeaderMachineName); name != "" && name != c.Machine {
+		m.refuse(w, r, &httpError{http.StatusForbidden, HeaderMachineName + " " + name + " is not the token's machine " + c.Machine})
+		return
+	}
+	done, ok := m.track()
+	if !ok {
+		writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
+		return
+	}
+	defer done()
+	sess, err := tunnel.Accept(w, r, &m.upgrader)
+	if err != nil {
+		m.log.Warn("agent tunnel refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	k := store.Key{Runtime: c.Runtime, Machine: c.Machine}
+	log := m.log.With("conn", "agent", "runtime", k.Runtime, "machine", k.Machine, "remote", r.RemoteAddr)
+	if old := m.agents.set(k, sess); old != nil {
+		log.Info("agent reconnected: replacing its previous tunnel")
+		old.Close()
+	}
+	addr := r.Header.Get(HeaderAddress)
+	if addr == "" {
+		addr, _, _ = net.SplitHostPort(r.RemoteAddr)
+	}
+	m.state.agentConn(k, &AgentState{Connected: true, Version: r.Header.Get(HeaderAgentVersion),
+		Protocol: r.Header.Get(protocol.HeaderProtocol), Via: "tunnel", Since: time.Now()}, addr)
+	log.Info("agent connected", "version", r.Header.Get(HeaderAgentVersion))
+	select {
+	case <-sess.Done():
+	case <-m.ctx.Done():
+		sess.Close()
+	}
+	if m.agents.remove(k, sess) {
+		m.state.agentConn(k, nil, "")
+	}
+	log.Info("agent disconnected")
+}
+
+// serveAgentProxy forwards a client's request to a machine's agent
+// through its tunnel: /api/runtimes/{rid}/machines/{name}/agent/PATH is
+// the agent's /PATH (its control socket, attach sockets, HTTP JSON-RPC),
+// byte for byte, so offsets, reattach, exit statuses and resizes behave
+// as on a direct connection.
+func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request) {
+	if _, e := m.clientAuth(r, false); e != nil {
+		m.refuse(w, r, e)
+		return
+	}
+	if !sameOrigin(r) {
+		m.refuse(w, r, &httpError{http.StatusForbidden, "Origin " + r.Header.Get("Origin") + " is not the master's"})
+		return
+	}
+	k := store.Key{Runtime: r.PathValue("rid"), Machine: r.PathValue("name")}
+	sess := m.agents.get(k)
+	if sess == nil {
+		writeJSONError(w, http.StatusBadGateway, "the agent of machine "+k.Machine+" of runtime "+k.Runtime+" is not connected")
+		return
+	}
+	done, ok := m.track()
+	if !ok {
+		writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
+		return
+	}
+	defer done()
+	r2 := r.Clone(r.Context())
+	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("path"), ""
+	sess.Proxy("").ServeHTTP(w, r2)
+}

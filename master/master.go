@@ -1,0 +1,189 @@
+// Package master is porthole-master: it receives the statuses and logs of
+// every machine's bootstrapper (Che's endpoints and events), keeps them in
+// an embedded store, publishes them to clients (JSON-RPC subscriptions with
+// replay, a JSON HTTP API, a web dashboard), hosts the agent binaries, and
+// proxies terminal sessions to agents over the tunnels they open to it.
+// See docs/master.md.
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Options configure a Master. Zero values mean the documented defaults.
+type Options struct {
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Store persists the state (required; master/store.Open).
+	Store Store
+	// Signer issues and verifies tokens (required; LoadSigner).
+	Signer *Signer
+	// Version is the build version, shown by the API and the dashboard.
+	Version string
+	// BinariesDir holds the binaries served at /agent-binaries/:
+	// porthole-linux-amd64 and porthole-linux-arm64 (or porthole for the
+	// master's own architecture). Empty: the master's executable's
+	// directory.
+	BinariesDir string
+	// MaxEventBytes bounds every message a bootstrapper or client sends.
+	// Default 1 MiB.
+	MaxEventBytes int
+	// ConnPendingBytes bounds what one bootstrapper connection may have
+	// accepted and not yet committed; beyond, its reads wait for the
+	// commit. Default 1 MiB.
+	ConnPendingBytes int
+	// PingInterval is the keepalive of every WebSocket the master
+	// serves; a peer silent for two intervals is disconnected. Default 30s.
+	PingInterval time.Duration
+	// WriteTimeout disconnects a peer that reads nothing for this long.
+	// Default 30s.
+	WriteTimeout time.Duration
+	// SubscriptionsPerConn bounds the subscriptions of one client socket.
+	// Default 1024.
+	SubscriptionsPerConn int
+	// Web, when set, serves the dashboard at / (see master/dashboard).
+	Web http.Handler
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxEventBytes, 1<<20)
+	def(&o.ConnPendingBytes, 1<<20)
+	def(&o.SubscriptionsPerConn, 1024)
+	if o.PingInterval <= 0 {
+		o.PingInterval = 30 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+}
+
+// Master is porthole-master. Serve its Handler; Shutdown stops it.
+type Master struct {
+	opts     Options
+	log      *slog.Logger
+	state    *state
+	signer   *Signer
+	upgrader websocket.Upgrader
+	agents   *agents
+	bins     *binaries
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	wg     sync.WaitGroup // every connection's goroutines
+}
+
+// ErrShutdown is the cause given to connections closed by Shutdown.
+var ErrShutdown = errors.New("porthole-master is shutting down")
+
+// New returns a master over o.Store; it loads the state at once.
+func New(o Options) (*Master, error) {
+	if o.Store == nil || o.Signer == nil {
+		return nil, errors.New("master: Options.Store and Options.Signer are required")
+	}
+	o.setDefaults()
+	st, err := newState(o.Store, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	m := &Master{
+		opts: o, log: o.Logger, state: st, signer: o.Signer,
+		ctx: ctx, cancel: cancel,
+	}
+	m.agents = newAgents()
+	m.bins = newBinaries(o.BinariesDir)
+	m.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4 << 10,
+		WriteBufferSize: 16 << 10,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     sameOrigin,
+	}
+	return m, nil
+}
+
+// go runs f as a connection goroutine Shutdown waits for.
+func (m *Master) goConn(f func()) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx.Err() != nil {
+		return false
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// track registers the calling connection handler with Shutdown; done
+// must be called when it returns. It fails once shutting down.
+func (m *Master) track() (done func(), ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx.Err() != nil {
+		return nil, false
+	}
+	m.wg.Add(1)
+	return m.wg.Done, true
+}
+
+// Shutdown closes every connection (close code 1001: bootstrappers and
+// agents reconnect to the next master), commits what was accepted, and
+// waits for every goroutine. It does not close the Store.
+func (m *Master) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.cancel(ErrShutdown)
+	m.mu.Unlock()
+	m.agents.closeAll()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("connections still open: %w", context.Cause(ctx))
+	}
+	m.state.close()
+	return err
+}
+
+// Handler returns the master's HTTP handler: every endpoint on one address.
+func (m *Master) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	// Che's default endpoints for bootstrapper events.
+	mux.HandleFunc("GET /api/websocket", m.serveIngest)
+	mux.HandleFunc("GET /api/websocket-minor", m.serveIngest)
+	mux.HandleFunc("GET /api/agent", m.serveAgent)
+	mux.HandleFunc("GET /api/rpc", m.serveRPC)
+	mux.HandleFunc("GET /api/runtimes", m.serveRuntimes)
+	mux.HandleFunc("GET /api/runtimes/{rid}", m.serveRuntime)
+	mux.HandleFunc("GET /api/runtimes/{rid}/machines/{name}", m.serveMachine)
+	mux.HandleFunc("GET /api/runtimes/{rid}/machines/{name}/logs", m.serveLogs)
+	mux.HandleFunc("/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.serveAgentProxy)
+	mux.HandleFunc("POST /api/tickets", m.serveTicket)
+	mux.HandleFunc("GET /api/info", m.serveInfo)
+	mux.HandleFunc("GET /agent-binaries/{platform}/{name}/{file}", m.bins.serve)
+	if m.opts.Web != nil {
+		mux.Handle("GET /", m.opts.Web)
+	}
+	return mux
+}

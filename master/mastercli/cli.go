@@ -1,0 +1,218 @@
+// Package mastercli is porthole-master's command line: the server and
+// the token command. cmd/porthole-master is a thin main around Main.
+package mastercli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/master/store"
+)
+
+// Version is set at build time with -ldflags "-X .../mastercli.Version=...".
+var Version = "dev"
+
+const usage = `porthole-master: receives every machine's statuses and logs, serves them
+to clients and a dashboard, and proxies terminals to the agents.
+
+Usage:
+  porthole-master -listen ADDR -data DIR [flags]       serve (see -h)
+  porthole-master token -data DIR -runtime-id ID -machine-name NAME
+                                                       print a machine token
+  porthole-master token -data DIR -client              print a client token
+  porthole-master version
+`
+
+// usageError is a bad command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	err := run(context.Background(), args, stdout, stderr)
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintln(stderr, "porthole-master:", ue.msg)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "porthole-master:", err)
+		return 1
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return runToken(args[1:], stdout, stderr)
+		case "version", "-version", "--version":
+			fmt.Fprintf(stdout, "porthole-master %s\n", Version)
+			return nil
+		case "help", "-h", "-help", "--help":
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
+		if !strings.HasPrefix(args[0], "-") {
+			fmt.Fprint(stderr, usage)
+			return usageError{fmt.Sprintf("unknown command %q", args[0])}
+		}
+	}
+	return runServe(ctx, args, stderr)
+}
+
+func newFlagSet(name string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	return nil
+}
+
+// dataDir checks -data: it must be given; it is created when missing.
+func dataDir(dir string) error {
+	if dir == "" {
+		return usageError{"-data DIR is required: the directory of the store and the signing key"}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("-data %s: %w", dir, err)
+	}
+	return nil
+}
+
+func runToken(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("porthole-master token", stderr)
+	data := fs.String("data", "", "the master's data directory (holds the signing key)")
+	rid := fs.String("runtime-id", "", "machine token: the runtime id, workspace:env:owner")
+	name := fs.String("machine-name", "", "machine token: the machine name")
+	client := fs.Bool("client", false, "print a client token instead")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := dataDir(*data); err != nil {
+		return err
+	}
+	switch {
+	case *client && (*rid != "" || *name != ""):
+		return usageError{"-client and -runtime-id/-machine-name exclude each other"}
+	case !*client && (*rid == "" || *name == ""):
+		return usageError{"a machine token needs -runtime-id and -machine-name (or -client for a client token)"}
+	case !*client && strings.Count(*rid, ":") != 2:
+		return usageError{fmt.Sprintf("-runtime-id %q: want workspace:env:owner (three parts separated by ':')", *rid)}
+	case strings.ContainsRune(*rid+*name, 0):
+		return usageError{"-runtime-id and -machine-name may not contain NUL"}
+	}
+	s, err := master.LoadSigner(*data)
+	if err != nil {
+		return err
+	}
+	var tok string
+	if *client {
+		tok, err = s.ClientToken()
+	} else {
+		tok, err = s.MachineToken(*rid, *name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("porthole-master", stderr)
+	listen := fs.String("listen", ":8080", "address to serve everything on")
+	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
+	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
+	keep := fs.Int("keep-entries", 100000, "journal entries (log lines and events) kept per machine")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var o master.Options
+	fs.IntVar(&o.MaxEventBytes, "max-message", 1<<20, "largest WebSocket message accepted from a bootstrapper or client, bytes")
+	fs.DurationVar(&o.PingInterval, "ping", 30*time.Second, "keepalive ping interval of every WebSocket")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageError{fmt.Sprintf("-log-level %q: want debug, info, warn or error", *logLevel)}
+	}
+	if *keep <= 0 {
+		return usageError{fmt.Sprintf("-keep-entries %d: must be positive", *keep)}
+	}
+	if o.MaxEventBytes < 4096 {
+		return usageError{fmt.Sprintf("-max-message %d: must be at least 4096", o.MaxEventBytes)}
+	}
+	if o.PingInterval <= 0 {
+		return usageError{fmt.Sprintf("-ping %s: must be positive", o.PingInterval)}
+	}
+	if err := dataDir(*data); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	signer, err := master.LoadSigner(*data)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(filepath.Join(*data, "porthole.db"), store.Options{KeepEntries: *keep})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir = log, st, signer, Version, *bins
+	o.Web = webHandler()
+	m, err := master.New(o)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("-listen %s: %w", *listen, err)
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("porthole-master listening", "addr", ln.Addr().String(), "data", *data, "version", Version)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	serr := m.Shutdown(sctx)
+	srv.Shutdown(sctx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return serr
+}

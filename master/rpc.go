@@ -1,0 +1,308 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/porthole-dev/porthole/internal/wsrpc"
+	"github.com/porthole-dev/porthole/master/store"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// Client JSON-RPC methods and notifications (docs/master.md).
+const (
+	MethodRuntimeList        = "runtime.list"
+	MethodRuntimeSubscribe   = "runtime.subscribe"
+	MethodRuntimeUnsubscribe = "runtime.unsubscribe"
+	NotifyMachine            = "runtime.machine"
+	NotifyEntries            = "runtime.entries"
+)
+
+// entriesPerNotification bounds the entries of one runtime.entries.
+const entriesPerNotification = 256
+
+// SubscribeParams are runtime.subscribe's params.
+type SubscribeParams struct {
+	// RuntimeID is the runtime, or "*" for every runtime.
+	RuntimeID string `json:"runtimeId"`
+	// Replay: with none of After, Since and All, only what happens from
+	// now on is sent. After gives, per machine name, the last seq the
+	// client has (machines not named: from their oldest kept entry);
+	// Since replays entries from that time; All replays every kept entry.
+	After map[string]uint64 `json:"after,omitempty"`
+	Since *time.Time        `json:"since,omitempty"`
+	All   bool              `json:"all,omitempty"`
+	// Logs: false leaves installer/log entries out. Default true.
+	Logs *bool `json:"logs,omitempty"`
+}
+
+// MachineNotification is runtime.machine's params: a machine's state,
+// sent at subscription and whenever it changes.
+type MachineNotification struct {
+	Subscription string   `json:"subscription"`
+	Machine      *Machine `json:"machine"`
+}
+
+// EntriesNotification is runtime.entries's params: a machine's journal
+// entries in order, none skipped except by retention.
+type EntriesNotification struct {
+	Subscription string            `json:"subscription"`
+	RuntimeID    string            `json:"runtimeId"`
+	MachineName  string            `json:"machineName"`
+	Entries      []json.RawMessage `json:"entries"`
+}
+
+// serveRPC serves a client's JSON-RPC socket.
+func (m *Master) serveRPC(w http.ResponseWriter, r *http.Request) {
+	c, e := m.clientAuth(r, true)
+	if e != nil {
+		m.refuse(w, r, e)
+		return
+	}
+	done, ok := m.track()
+	if !ok {
+		writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
+		return
+	}
+	defer done()
+	ws, err := m.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	stream := wsrpc.New(ws, wsrpc.Options{Limit: int64(m.opts.MaxEventBytes), PingInterval: m.opts.PingInterval, WriteTimeout: m.opts.WriteTimeout})
+	cs := &clientSession{m: m, claims: c, subs: map[string]context.CancelFunc{},
+		log: m.log.With("conn", "client", "remote", r.RemoteAddr)}
+	cs.ctx, cs.cancel = context.WithCancel(m.ctx)
+	cs.conn = jsonrpc2.NewConn(context.WithoutCancel(cs.ctx), stream, jsonrpc2.HandlerWithError(cs.handle), jsonrpc2.SetLogger(slog.NewLogLogger(cs.log.Handler(), slog.LevelDebug)))
+	select {
+	case <-cs.conn.DisconnectNotify():
+	case <-m.ctx.Done():
+		stream.CloseWith(protocol.CloseGoingAway, ErrShutdown.Error())
+		<-cs.conn.DisconnectNotify()
+	}
+	cs.cancel()
+	cs.wg.Wait()
+}
+
+type clientSession struct {
+	m      *Master
+	claims *Claims
+	log    *slog.Logger
+	conn   *jsonrpc2.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // subscriptions
+
+	mu   sync.Mutex
+	subs map[string]context.CancelFunc
+	next int
+}
+
+func (cs *clientSession) handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+	internal, only := false, ""
+	if cs.claims.Kind == KindMachine {
+		internal, only = true, cs.claims.Runtime
+	}
+	switch req.Method {
+	case MethodRuntimeList:
+		return cs.m.state.runtimes(internal, only), nil
+	case MethodRuntimeSubscribe:
+		var p SubscribeParams
+		if err := params(req, &p); err != nil {
+			return nil, err
+		}
+		if p.RuntimeID == "" {
+			return nil, invalidParams("runtimeId missing (a runtime id, or \"*\" for every runtime)")
+		}
+		if only != "" && p.RuntimeID != only {
+			return nil, &jsonrpc2.Error{Code: CodeForbidden, Message: "a machine token subscribes only to its own runtime " + strconv.Quote(only)}
+		}
+		return cs.subscribe(p, internal)
+	case MethodRuntimeUnsubscribe:
+		var p struct {
+			Subscription string `json:"subscription"`
+		}
+		if err := params(req, &p); err != nil {
+			return nil, err
+		}
+		cs.mu.Lock()
+		cancel, ok := cs.subs[p.Subscription]
+		delete(cs.subs, p.Subscription)
+		cs.mu.Unlock()
+		if !ok {
+			return nil, &jsonrpc2.Error{Code: protocol.CodeNotFound, Message: "subscription " + strconv.Quote(p.Subscription) + " not found"}
+		}
+		cancel()
+		return struct{}{}, nil
+	}
+	return nil, &jsonrpc2.Error{Code: protocol.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.Method)}
+}
+
+func params(req *jsonrpc2.Request, v any) error {
+	if req.Params == nil {
+		return invalidParams(req.Method + ": params missing")
+	}
+	dec := json.NewDecoder(bytesReader(*req.Params))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return invalidParams(fmt.Sprintf("%s: invalid params: %v", req.Method, err))
+	}
+	return nil
+}
+
+func invalidParams(msg string) error {
+	return &jsonrpc2.Error{Code: protocol.CodeInvalidParams, Message: msg}
+}
+
+func (cs *clientSession) subscribe(p SubscribeParams, internal bool) (any, error) {
+	cs.mu.Lock()
+	if len(cs.subs) >= cs.m.opts.SubscriptionsPerConn {
+		cs.mu.Unlock()
+		return nil, &jsonrpc2.Error{Code: protocol.CodeLimit, Message: fmt.Sprintf("%d subscriptions on this socket: the limit", len(cs.subs))}
+	}
+	cs.next++
+	id := "s" + strconv.Itoa(cs.next)
+	ctx, cancel := context.WithCancel(cs.ctx)
+	cs.subs[id] = cancel
+	cs.mu.Unlock()
+	sub := &subscription{cs: cs, id: id, p: p, internal: internal, logs: p.Logs == nil || *p.Logs,
+		cursor: map[store.Key]uint64{}, sentRev: map[store.Key]uint64{}}
+	// The starting point is fixed now, before the reply: what happens
+	// after the reply is never missed.
+	live := p.After == nil && p.Since == nil && !p.All
+	for _, ref := range cs.m.state.watch(p.RuntimeID) {
+		switch {
+		case live:
+			sub.cursor[ref.key] = ref.seq
+		case p.After != nil:
+			sub.cursor[ref.key] = p.After[ref.key.Machine]
+		}
+	}
+	cs.wg.Add(1)
+	go func() {
+		defer cs.wg.Done()
+		defer cancel()
+		sub.run(ctx)
+	}()
+	return map[string]string{"subscription": id}, nil
+}
+
+type subscription struct {
+	cs       *clientSession
+	id       string
+	p        SubscribeParams
+	internal bool
+	logs     bool
+	cursor   map[store.Key]uint64
+	sentRev  map[store.Key]uint64
+}
+
+// run sends the subscription's notifications until ctx ends or the
+// socket fails. It reads committed state only and keeps its own cursor
+// per machine, so a slow client never holds anything back: it falls
+// behind and catches up from the store.
+func (sub *subscription) run(ctx context.Context) {
+	st := sub.cs.m.state
+	for {
+		changed := st.changes()
+		for _, ref := range st.watch(sub.p.RuntimeID) {
+			if ref.rev != sub.sentRev[ref.key] {
+				n := MachineNotification{Subscription: sub.id, Machine: ref.doc.view(sub.internal)}
+				if err := sub.cs.conn.Notify(ctx, NotifyMachine, n); err != nil {
+					return
+				}
+				sub.sentRev[ref.key] = ref.rev
+			}
+			if err := sub.sendEntries(ctx, ref); err != nil {
+				if !errors.Is(err, context.Canceled) {
+					sub.cs.log.Debug("subscription ended", "subscription", sub.id, "err", err)
+				}
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+func (sub *subscription) sendEntries(ctx context.Context, ref machineRef) error {
+	for sub.cursor[ref.key] < ref.seq {
+		batch := make([]json.RawMessage, 0, entriesPerNotification)
+		last := sub.cursor[ref.key]
+		err := sub.cs.m.state.entries(ctx, ref.key, last, entriesPerNotification, func(seq uint64, data []byte) bool {
+			last = seq
+			if (!sub.logs || sub.p.Since != nil) && skip(data, sub.logs, sub.p.Since) {
+				return true
+			}
+			batch = append(batch, json.RawMessage(append([]byte(nil), data...)))
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		if last == sub.cursor[ref.key] {
+			return nil // nothing more committed (or kept)
+		}
+		sub.cursor[ref.key] = last
+		if len(batch) == 0 {
+			continue
+		}
+		n := EntriesNotification{Subscription: sub.id, RuntimeID: ref.key.Runtime, MachineName: ref.key.Machine, Entries: batch}
+		if err := sub.cs.conn.Notify(ctx, NotifyEntries, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// skip reports whether a subscription filters the entry out: logs when
+// it does not want them, entries older than since.
+func skip(data []byte, logs bool, since *time.Time) bool {
+	var e struct {
+		Type string    `json:"type"`
+		Time time.Time `json:"time"`
+	}
+	json.Unmarshal(data, &e)
+	if !logs && e.Type == EntryLog {
+		return true
+	}
+	return since != nil && e.Time.Before(*since)
+}
+
+// machineRef is a machine's committed state as a subscription sees it.
+type machineRef struct {
+	key store.Key
+	rev uint64
+	seq uint64
+	doc *Machine
+}
+
+// watch returns the committed state of the machines of runtime rid
+// ("*": all).
+func (s *state) watch(rid string) []machineRef {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []machineRef
+	for k, m := range s.machines {
+		if m.pub == nil || (rid != "*" && k.Runtime != rid) {
+			continue
+		}
+		out = append(out, machineRef{key: k, rev: m.pubRev, seq: m.pub.Seq, doc: m.pub})
+	}
+	return out
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -1,0 +1,148 @@
+package master
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Token kinds.
+const (
+	// KindMachine: a machine's bootstrapper and agent push and register
+	// as that machine (runtime id and machine name in the claims) and
+	// nothing else.
+	KindMachine = "machine"
+	// KindClient: a user (the dashboard, the CLI, scripts) reads every
+	// runtime and opens terminals.
+	KindClient = "client"
+	// KindTicket: a client's short-lived stand-in, for WebSocket URLs
+	// (browsers cannot set headers on WebSockets); see TicketTTL.
+	KindTicket = "ticket"
+)
+
+// TicketTTL is how long a ticket is valid.
+const TicketTTL = 60 * time.Second
+
+const issuer = "porthole-master"
+
+// keyFile is the signing key's name in the data directory.
+const keyFile = "signing.key"
+
+// Claims are what a porthole-master token says: its kind and, for a
+// machine token, which machine.
+type Claims struct {
+	Kind    string `json:"kind"`
+	Runtime string `json:"rid,omitempty"`
+	Machine string `json:"mn,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Signer issues and verifies tokens (JWT, HS256) with the key kept in the
+// data directory.
+type Signer struct {
+	key []byte
+}
+
+// LoadSigner reads dir/signing.key, creating it (32 random bytes, mode
+// 0600) when missing.
+func LoadSigner(dir string) (*Signer, error) {
+	path := filepath.Join(dir, keyFile)
+	key, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		key = make([]byte, 32)
+		rand.Read(key)
+		if err := writeKey(path, key); err != nil {
+			// Another process may have created it first: use theirs.
+			if k, rerr := os.ReadFile(path); rerr == nil && len(k) == 32 {
+				return &Signer{key: k}, nil
+			}
+			return nil, err
+		}
+		return &Signer{key: key}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("signing key %s: %d bytes, want 32 (delete it to make a new one; every token then changes)", path, len(key))
+	}
+	return &Signer{key: key}, nil
+}
+
+// writeKey creates path exclusively, durably.
+func writeKey(path string, key []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	_, err = f.Write(key)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("signing key %s: %w", path, err)
+	}
+	return nil
+}
+
+// MachineToken returns a token for the machine name of runtime rid.
+func (s *Signer) MachineToken(rid, name string) (string, error) {
+	if rid == "" || name == "" {
+		return "", errors.New("a machine token needs a runtime id and a machine name")
+	}
+	return s.sign(Claims{Kind: KindMachine, Runtime: rid, Machine: name})
+}
+
+// ClientToken returns a client token.
+func (s *Signer) ClientToken() (string, error) { return s.sign(Claims{Kind: KindClient}) }
+
+// Ticket returns a ticket valid for TicketTTL from now.
+func (s *Signer) Ticket(now time.Time) (string, time.Time, error) {
+	exp := now.Add(TicketTTL)
+	c := Claims{Kind: KindTicket}
+	c.ExpiresAt = jwt.NewNumericDate(exp)
+	tok, err := s.sign(c)
+	return tok, exp, err
+}
+
+func (s *Signer) sign(c Claims) (string, error) {
+	c.Issuer = issuer
+	c.IssuedAt = jwt.NewNumericDate(time.Now())
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(s.key)
+}
+
+// Verify checks a token's signature, issuer and expiry and returns its
+// claims. Errors never contain the token.
+func (s *Signer) Verify(tok string) (*Claims, error) {
+	var c Claims
+	_, err := jwt.ParseWithClaims(strings.TrimSpace(tok), &c, func(*jwt.Token) (any, error) { return s.key, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithIssuer(issuer))
+	if err != nil {
+		return nil, fmt.Errorf("invalid token: %w", err)
+	}
+	switch c.Kind {
+	case KindMachine:
+		if c.Runtime == "" || c.Machine == "" {
+			return nil, errors.New("invalid token: a machine token without runtime id or machine name")
+		}
+	case KindClient:
+	case KindTicket:
+		if c.ExpiresAt == nil {
+			return nil, errors.New("invalid token: a ticket without expiry")
+		}
+	default:
+		return nil, fmt.Errorf("invalid token: unknown kind %q", c.Kind)
+	}
+	return &c, nil
+}
