@@ -83,12 +83,12 @@ func (m *Master) serveRPC(w http.ResponseWriter, r *http.Request) {
 	cs := &clientSession{m: m, claims: c, subs: map[string]context.CancelFunc{},
 		log: m.log.With("conn", "client", "remote", r.RemoteAddr)}
 	cs.ctx, cs.cancel = context.WithCancel(m.ctx)
-	cs.conn = jsonrpc2.NewConn(context.WithoutCancel(cs.ctx), stream, jsonrpc2.HandlerWithError(cs.handle), jsonrpc2.SetLogger(slog.NewLogLogger(cs.log.Handler(), slog.LevelDebug)))
+	conn := jsonrpc2.NewConn(context.WithoutCancel(cs.ctx), stream, jsonrpc2.HandlerWithError(cs.handle), jsonrpc2.SetLogger(slog.NewLogLogger(cs.log.Handler(), slog.LevelDebug)))
 	select {
-	case <-cs.conn.DisconnectNotify():
+	case <-conn.DisconnectNotify():
 	case <-m.ctx.Done():
 		stream.CloseWith(protocol.CloseGoingAway, ErrShutdown.Error())
-		<-cs.conn.DisconnectNotify()
+		<-conn.DisconnectNotify()
 	}
 	cs.cancel()
 	cs.wg.Wait()
@@ -98,7 +98,6 @@ type clientSession struct {
 	m      *Master
 	claims *Claims
 	log    *slog.Logger
-	conn   *jsonrpc2.Conn
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // subscriptions
@@ -127,7 +126,7 @@ func (cs *clientSession) handle(ctx context.Context, conn *jsonrpc2.Conn, req *j
 		if only != "" && p.RuntimeID != only {
 			return nil, &jsonrpc2.Error{Code: CodeForbidden, Message: "a machine token subscribes only to its own runtime " + strconv.Quote(only)}
 		}
-		return cs.subscribe(p, internal)
+		return cs.subscribe(conn, p, internal)
 	case MethodRuntimeUnsubscribe:
 		var p struct {
 			Subscription string `json:"subscription"`
@@ -164,7 +163,7 @@ func invalidParams(msg string) error {
 	return &jsonrpc2.Error{Code: protocol.CodeInvalidParams, Message: msg}
 }
 
-func (cs *clientSession) subscribe(p SubscribeParams, internal bool) (any, error) {
+func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p SubscribeParams, internal bool) (any, error) {
 	cs.mu.Lock()
 	if len(cs.subs) >= cs.m.opts.SubscriptionsPerConn {
 		cs.mu.Unlock()
@@ -175,7 +174,7 @@ func (cs *clientSession) subscribe(p SubscribeParams, internal bool) (any, error
 	ctx, cancel := context.WithCancel(cs.ctx)
 	cs.subs[id] = cancel
 	cs.mu.Unlock()
-	sub := &subscription{cs: cs, id: id, p: p, internal: internal, logs: p.Logs == nil || *p.Logs,
+	sub := &subscription{cs: cs, conn: conn, id: id, p: p, internal: internal, logs: p.Logs == nil || *p.Logs,
 		cursor: map[store.Key]uint64{}, sentRev: map[store.Key]uint64{}}
 	// The starting point is fixed now, before the reply: what happens
 	// after the reply is never missed.
@@ -199,6 +198,7 @@ func (cs *clientSession) subscribe(p SubscribeParams, internal bool) (any, error
 
 type subscription struct {
 	cs       *clientSession
+	conn     *jsonrpc2.Conn
 	id       string
 	p        SubscribeParams
 	internal bool
@@ -218,7 +218,7 @@ func (sub *subscription) run(ctx context.Context) {
 		for _, ref := range st.watch(sub.p.RuntimeID) {
 			if ref.rev != sub.sentRev[ref.key] {
 				n := MachineNotification{Subscription: sub.id, Machine: ref.doc.view(sub.internal)}
-				if err := sub.cs.conn.Notify(ctx, NotifyMachine, n); err != nil {
+				if err := sub.conn.Notify(ctx, NotifyMachine, n); err != nil {
 					return
 				}
 				sub.sentRev[ref.key] = ref.rev
@@ -261,7 +261,7 @@ func (sub *subscription) sendEntries(ctx context.Context, ref machineRef) error 
 			continue
 		}
 		n := EntriesNotification{Subscription: sub.id, RuntimeID: ref.key.Runtime, MachineName: ref.key.Machine, Entries: batch}
-		if err := sub.cs.conn.Notify(ctx, NotifyEntries, n); err != nil {
+		if err := sub.conn.Notify(ctx, NotifyEntries, n); err != nil {
 			return err
 		}
 	}
