@@ -342,3 +342,15 @@ func serverConfig(t *testing.T, port int) string {
 }
 
 const failingConfig = `[{"id":"org.demo.failing","script":"echo 1\necho error >&2\nexit 1"}]`
+
+var httpClient = &http.Client{Timeout: wait}
+
+func newGet(url, token string) (*http.Request, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err == nil && token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req, err
+}
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

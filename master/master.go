@@ -183,7 +183,7 @@ func (m *Master) Handler() http.Handler {
 	mux.HandleFunc("GET /api/info", m.serveInfo)
 	mux.HandleFunc("GET /agent-binaries/{platform}/{name}/{file}", m.bins.serve)
 	if m.opts.Web != nil {
-		mux.Handle("GET /", m.opts.Web)
+		mux.Handle("/", m.opts.Web) // any method: "GET /" would conflict with the agent proxy's pattern
 	}
 	return mux
 }
