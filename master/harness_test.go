@@ -354,3 +354,8 @@ func newGet(url, token string) (*http.Request, error) {
 }
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+func jsonRaw(s string) *json.RawMessage {
+	r := json.RawMessage(s)
+	return &r
+}
