@@ -1,0 +1,71 @@
+#!/bin/sh
+# make run: porthole-master with its embedded store, plus two demo
+# machines, each a `porthole entrypoint` (agent connected to the master
+# through its outbound tunnel) running the bootstrapper with fixture
+# installers: "web" reaches RUNNING, "db" fails with a readable error.
+# Prints the dashboard URL with a client token. Ctrl-C stops everything.
+set -eu
+addr=${1:-127.0.0.1:8080}
+root=$(pwd)
+dir=$(mktemp -d)
+pids=
+cleanup() {
+  trap - EXIT INT TERM
+  # shellcheck disable=SC2086
+  [ -n "$pids" ] && kill -TERM $pids 2>/dev/null || true
+  # shellcheck disable=SC2086
+  [ -n "$pids" ] && wait $pids 2>/dev/null || true
+  rm -rf "$dir"
+  echo "stopped"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rid=demo:default:you
+./bin/porthole-master token -data "$dir/master" -client > "$dir/client.token"
+for m in web db; do
+  ./bin/porthole-master token -data "$dir/master" -runtime-id "$rid" -machine-name "$m" > "$dir/$m.token"
+done
+
+./bin/porthole-master -listen "$addr" -data "$dir/master" -binaries "$root/bin" 2> "$dir/master.log" &
+pids="$pids $!"
+i=0
+until curl -fsS "http://$addr/healthz" >/dev/null 2>&1; do
+  i=$((i+1))
+  if [ $i -gt 100 ]; then echo "porthole-master did not start:"; cat "$dir/master.log"; exit 1; fi
+  sleep 0.1
+done
+
+# A free port for the web machine's server.
+port=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000 ))
+sed "s/PORT/$port/g" fixtures/demo/web.json > "$dir/web.json"
+cp fixtures/demo/db.json "$dir/db.json"
+
+for m in web db; do
+  mkdir -p "$dir/$m"
+  DEMO_DIR="$dir/$m" CHE_MACHINE_TOKEN=$(cat "$dir/$m.token") \
+  ./bin/porthole entrypoint -listen none -master "ws://$addr" -machine-token-file "$dir/$m.token" \
+      -runtime-id "$rid" -machine-name "$m" -log-level warn \
+      -bootstrap "-file $dir/$m.json -push-endpoint ws://$addr/api/websocket -push-logs-endpoint ws://$addr/api/websocket-minor -runtime-id $rid -machine-name $m -enable-auth -installer-timeout 30 -log-level warn" \
+      2> "$dir/$m.log" &
+  pids="$pids $!"
+done
+
+tok=$(cat "$dir/client.token")
+cat <<MSG
+porthole-master on http://$addr with two demo machines (Ctrl-C stops everything)
+
+  Dashboard:     http://$addr/#token=$tok
+  Client token:  $tok
+
+  curl -s -H "Authorization: Bearer $tok" http://$addr/api/runtimes
+  ./bin/porthole exec -url ws://$addr/api/runtimes/$rid/machines/web/agent -- uname -a   (with PORTHOLE_TOKEN=<client token>)
+
+Logs: $dir/{master,web,db}.log
+MSG
+if [ ! -f master/dashboard/dist/index.html ] && [ ! -f web/dashboard/dist/index.html ]; then
+  echo "(the dashboard's assets are not built: the page says how; 'make web' builds them with npm)"
+fi
+# Wait for Ctrl-C, or for the master to end.
+# shellcheck disable=SC2086
+wait $pids
