@@ -26,7 +26,12 @@ import (
 	"github.com/porthole-dev/porthole/internal/agenttest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeBinaries() // dashboard_test.go's
+		os.Exit(code)
+	}))
+}
 
 const (
 	// "+" survives the fragment, and the subprotocol needs base64url's - and _.
@@ -431,7 +436,9 @@ func (p *page) state() string {
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 	defer cancel()
 	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](
-		`location.href + '\nstatus: ' + (document.getElementById('status')?.textContent ?? '') + '\nscreen:\n' + `+screenJS))
+		`location.href + '\nstatus: ' + (document.getElementById('status')?.textContent ?? '') +
+			(document.getElementById('runtimes') ? '\ndashboard: ' + document.getElementById('conn').textContent + '\n' + document.getElementById('runtimes').innerText : '') +
+			'\nscreen:\n' + `+screenJS))
 	if err != nil {
 		s = "(page state unavailable: " + err.Error() + ")"
 	}

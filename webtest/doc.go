@@ -1,10 +1,19 @@
-// Package webtest holds the end-to-end test of the browser terminal
-// (web/terminal): a real headless Chromium, driven with chromedp, loads the
-// page from an in-process agent, types into xterm.js, resizes the window and
-// reloads the page to reattach. See docs/browser.md.
+// Package webtest holds the end-to-end tests of the browser pages, in a
+// real headless Chromium driven with chromedp:
 //
-// The test needs /usr/bin/chromium (Debian packages chromium and
-// chromium-driver) and, when web/terminal/dist is missing or older than its
-// sources, node and npm to build the page. It fails, and does not skip,
-// when either is missing.
+//   - the agent's terminal (web/terminal): the page is loaded from an
+//     in-process agent; the test types into xterm.js, resizes the window
+//     and reloads the page to reattach. See docs/browser.md.
+//   - porthole-master's dashboard (web/dashboard, embedded by
+//     master/dashboard): the test builds porthole and porthole-master, runs
+//     the master, a machine's agent connected to it through its tunnel and
+//     a bootstrapper pushing to it, and checks that the page shows the
+//     machine, its installers, servers and logs live, runs a terminal
+//     through the master, follows a resize, shows a failure, and survives
+//     a restart of the master.
+//
+// The tests need /usr/bin/chromium (Debian packages chromium and
+// chromium-driver) and, when a page's bundle is missing or older than its
+// sources, node and npm to build it. They fail, and do not skip, when
+// either is missing.
 package webtest

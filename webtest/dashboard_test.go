@@ -1,0 +1,465 @@
+package webtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestDashboard runs porthole-master with the dashboard built in, a
+// machine's agent connected to it through its tunnel (-listen none) and a
+// bootstrapper pushing to it, and loads the dashboard into headless
+// Chromium: the machine shows RUNNING with its installer, server and
+// logs (stderr marked), live; its terminal runs a shell through the
+// master's agent proxy and follows a window resize.
+func TestDashboard(t *testing.T) {
+	dashboardDist(t)
+	chromium := chromiumPath(t)
+	bins := buildBinaries(t)
+	m := startMaster(t, bins)
+	const rid, name = "ws1:default:owner1", "dev-machine"
+	machineToken := m.tokenFile(t, "-runtime-id", rid, "-machine-name", name)
+
+	p := startBrowser(t, chromium)
+	// The page first, with no machine yet: everything after arrives live.
+	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + m.token(t, "-client")))
+	p.wait("the token out of the address bar", `location.hash === '' && sessionStorage.getItem('porthole-master.token') !== null`)
+	p.wait("the live subscription", `document.getElementById('conn').dataset.state === 'live'`)
+
+	startAgentProc(t, bins, m, machineToken, rid, name)
+	port := freePort(t)
+	cfg := fmt.Sprintf(`[{"id":"org.example.web","script":"echo installing\necho warming up >&2\nexec /proc/$PPID/exe agent -insecure-no-auth -listen 127.0.0.1:%d",
+		"servers":{"web":{"port":"%d/tcp","protocol":"http","path":"/healthz"}}}]`, port, port)
+	startBootstrap(t, bins, m, machineToken, rid, name, cfg)
+
+	card := machineJS(rid, name)
+	p.wait("the machine RUNNING", card+`?.querySelector('.machine-status')?.dataset.status === 'RUNNING'`)
+	p.wait("the installer RUNNING", card+`.querySelector('tr.installer[data-installer="org.example.web"] .badge').dataset.status === 'RUNNING'`)
+	p.wait("the server with its URL", card+`.querySelector('tr.server[data-server="web"] .badge').dataset.status === 'RUNNING' && `+
+		card+`.querySelector('tr.server[data-server="web"] a')?.getAttribute('href') === `+jsString(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
+	p.wait("the installer's stdout", logLines(card, ".stdout")+`.some(l => l.endsWith('installing'))`)
+	p.wait("the installer's stderr, marked", logLines(card, ".stderr")+`.some(l => l.endsWith('warming up'))`)
+	p.wait("the agent connected", `!`+card+`.querySelector('.open-terminal').disabled`)
+	p.screenshot("dashboard.png")
+
+	// The terminal: process.start through the master, raw attach.
+	eval[bool](p, card+`.querySelector('.open-terminal').click() ?? true`)
+	termJS := `window.porthole.terminal(` + jsString(rid) + `, ` + jsString(name) + `)`
+	// The terminal's text from its buffer (the page's test hook): the DOM
+	// renderer draws only what is in view.
+	bufHas := func(s string) string {
+		return `(t => { const b = t?.buffer.active; if (!b) return false; for (let i = 0; i < b.length; i++) { if (b.getLine(i).translateToString(true).trim() === ` +
+			jsString(s) + `) return true; } return false; })(` + termJS + `)`
+	}
+	p.wait("a shell prompt", bufHas(strings.TrimSpace(prompt)))
+	size := eval[winSize](p, `(t => ({rows: t.rows, cols: t.cols}))(`+termJS+`)`)
+	p.typeText("stty size; echo hi-$((6*7))\r")
+	p.wait("hi-42", bufHas("hi-42"))
+	p.wait("stty size", bufHas(fmt.Sprintf("%d %d", size.Rows, size.Cols)))
+	t.Logf("terminal %dx%d", size.Rows, size.Cols)
+
+	// A smaller window: the fit addon resizes the terminal, the page
+	// POSTs process.resize, the shell's terminal follows.
+	p.do(chromedp.EmulateViewport(640, 400))
+	p.wait("the terminal to follow the window", fmt.Sprintf(`(t => t.rows !== %d || t.cols !== %d)(%s)`, size.Rows, size.Cols, termJS))
+	newSize := eval[winSize](p, `(t => ({rows: t.rows, cols: t.cols}))(`+termJS+`)`)
+	m.waitSize(t, rid, name, eval[string](p, `window.porthole.processId(`+jsString(rid)+`, `+jsString(name)+`)`), newSize)
+	p.typeText("stty size\r")
+	p.wait("stty size after the resize", bufHas(fmt.Sprintf("%d %d", newSize.Rows, newSize.Cols)))
+	// What the buffer holds is also what xterm.js drew.
+	p.wait("hi-42 on the screen", hasLine("hi-42"))
+	t.Logf("resized to %dx%d", newSize.Rows, newSize.Cols)
+	p.screenshot("dashboard-terminal.png")
+	if ex := p.exceptions(); len(ex) > 0 {
+		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
+	}
+}
+
+// TestDashboardFailedInstaller: a failing installer shows FAILED, with
+// its error, on the machine and the installer, and its output.
+func TestDashboardFailedInstaller(t *testing.T) {
+	dashboardDist(t)
+	chromium := chromiumPath(t)
+	bins := buildBinaries(t)
+	m := startMaster(t, bins)
+	const rid, name = "ws2:default:owner2", "broken"
+	machineToken := m.tokenFile(t, "-runtime-id", rid, "-machine-name", name)
+	startBootstrap(t, bins, m, machineToken, rid, name,
+		`[{"id":"org.example.failing","script":"echo about to fail\necho 'it went <wrong>' >&2\nexit 3"}]`)
+
+	p := startBrowser(t, chromium)
+	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + m.token(t, "-client")))
+	card := machineJS(rid, name)
+	const msg = "Exit code for 'org.example.failing' installation is '3' while expected to be 0"
+	p.wait("the machine FAILED", card+`?.querySelector('.machine-status')?.dataset.status === 'FAILED'`)
+	p.wait("the machine's error", card+`.querySelector('.machine-error').textContent.includes(`+jsString(msg)+`)`)
+	p.wait("the installer FAILED with its error", card+`.querySelector('tr.installer[data-installer="org.example.failing"] .badge').dataset.status === 'FAILED' && `+
+		card+`.querySelector('tr.installer[data-installer="org.example.failing"] .installer-error').textContent.includes(`+jsString(msg)+`)`)
+	// Text, never HTML: the <wrong> of the output stays text.
+	p.wait("the installer's stderr", logLines(card, ".stderr")+`.some(l => l.endsWith('it went <wrong>'))`)
+	if n := eval[int](p, card+`.querySelectorAll('wrong').length`); n != 0 {
+		t.Errorf("the log made %d <wrong> elements of the installer's output", n)
+	}
+	if !eval[bool](p, card+`.querySelector('.open-terminal').disabled`) {
+		t.Error("the terminal button is enabled, but no agent is connected")
+	}
+	p.screenshot("dashboard-failed.png")
+	if ex := p.exceptions(); len(ex) > 0 {
+		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
+	}
+}
+
+// TestDashboardReconnect restarts the master under an open page: the page
+// reconnects, resubscribes after the last entry it shows, and shows what
+// the bootstrapper pushed meanwhile, each entry once.
+func TestDashboardReconnect(t *testing.T) {
+	dashboardDist(t)
+	chromium := chromiumPath(t)
+	bins := buildBinaries(t)
+	m := startMaster(t, bins)
+	const rid, name = "ws3:default:owner3", "restarted"
+	machineToken := m.tokenFile(t, "-runtime-id", rid, "-machine-name", name)
+	flag := filepath.Join(t.TempDir(), "go-on")
+	startBootstrap(t, bins, m, machineToken, rid, name, fmt.Sprintf(
+		`[{"id":"org.example.slow","script":"echo first\nwhile [ ! -e %s ]; do sleep 0.05; done\necho second"}]`, flag),
+		"-logs-endpoint-reconnect-period", "1")
+
+	p := startBrowser(t, chromium)
+	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + m.token(t, "-client")))
+	card := machineJS(rid, name)
+	p.wait("the first line", logLines(card, ".stdout")+`.some(l => l.endsWith('first'))`)
+
+	m.stop(t)
+	p.wait("the page to see the master gone", `document.getElementById('conn').dataset.state !== 'live'`)
+	m = startMasterAt(t, bins, m.addr, m.data)
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.wait("the page back", `document.getElementById('conn').dataset.state === 'live'`)
+	p.wait("the second line", logLines(card, ".stdout")+`.some(l => l.endsWith('second'))`)
+	p.wait("the machine RUNNING or STOPPED", `['RUNNING', 'STOPPED'].includes(`+card+`.querySelector('.machine-status').dataset.status)`)
+	if n := eval[int](p, logLines(card, ".stdout")+`.filter(l => l.endsWith('first')).length`); n != 1 {
+		t.Errorf("the first line shows %d times, want once", n)
+	}
+	// Every journal entry shows once: as many lines as entries.
+	lines, seq := eval[int](p, card+`.querySelectorAll('.log > div').length`), eval[int](p, `(() => {
+		const m = /seq (\d+)/.exec(`+card+`.querySelector('summary').textContent); return m ? Number(m[1]) : -1 })()`)
+	if lines != seq {
+		t.Errorf("the log shows %d lines for %d entries%s", lines, seq, p.state())
+	}
+	if ex := p.exceptions(); len(ex) > 0 {
+		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
+	}
+}
+
+// machineJS is an expression for the card of a machine.
+func machineJS(rid, name string) string {
+	return `[...document.querySelectorAll('article.machine')].find(e => e.dataset.runtime === ` + jsString(rid) +
+		` && e.dataset.machine === ` + jsString(name) + `)`
+}
+
+// logLines is an expression for the texts of the log lines of a card that
+// match sel.
+func logLines(card, sel string) string {
+	return `[...(` + card + `?.querySelectorAll('.log > ` + sel + `') ?? [])].map(e => e.textContent)`
+}
+
+// dashboardDist builds web/dashboard into master/dashboard/dist when it is
+// missing or older than its sources.
+func dashboardDist(t *testing.T) {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "web", "dashboard")
+	dist := filepath.Join(repoRoot(t), "master", "dashboard", "dist")
+	built := mtime(filepath.Join(dist, "index.html"))
+	fresh := !built.IsZero()
+	for _, f := range []string{"main.js", "main.css"} {
+		fresh = fresh && !mtime(filepath.Join(dist, f)).IsZero()
+	}
+	srcs, _ := filepath.Glob(filepath.Join(dir, "src", "*"))
+	for _, f := range append(srcs, "index.html", "build.mjs", "package.json", "package-lock.json") {
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(dir, f)
+		}
+		fresh = fresh && !mtime(f).After(built)
+	}
+	if fresh {
+		return
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		t.Fatalf("master/dashboard/dist is missing or older than web/dashboard, and npm is not installed (%v): install node and npm (Debian: apt-get install nodejs npm), or build the dashboard with `make web` first", err)
+	}
+	installed := mtime(filepath.Join(dir, "node_modules", ".package-lock.json"))
+	if installed.IsZero() || mtime(filepath.Join(dir, "package-lock.json")).After(installed) || mtime(filepath.Join(dir, "package.json")).After(installed) {
+		runNPM(t, dir, npm, "ci")
+	}
+	runNPM(t, dir, npm, "run", "build")
+}
+
+// binaries are porthole and porthole-master, built once for the package.
+type binaries struct{ porthole, master string }
+
+var (
+	binsOnce sync.Once
+	bins     binaries
+	binsDir  string
+	binsErr  error
+)
+
+// buildBinaries builds both binaries (after dashboardDist: the master
+// embeds the dashboard) into a directory TestMain removes.
+func buildBinaries(t *testing.T) binaries {
+	t.Helper()
+	binsOnce.Do(func() {
+		binsDir, binsErr = os.MkdirTemp("", "porthole-webtest-")
+		if binsErr != nil {
+			return
+		}
+		bins = binaries{porthole: filepath.Join(binsDir, "porthole"), master: filepath.Join(binsDir, "porthole-master")}
+		for _, b := range []struct{ out, pkg string }{{bins.porthole, "./cmd/porthole"}, {bins.master, "./cmd/porthole-master"}} {
+			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+			cmd.Dir = repoRoot(t)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				binsErr = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+				return
+			}
+		}
+	})
+	if binsErr != nil {
+		t.Fatal(binsErr)
+	}
+	return bins
+}
+
+func removeBinaries() {
+	if binsDir != "" {
+		os.RemoveAll(binsDir)
+	}
+}
+
+// proc is a process of the test, stopped at cleanup.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	out    string // its stdout and stderr
+	exited chan struct{}
+}
+
+func (p *proc) output() string {
+	b, _ := os.ReadFile(p.out)
+	return string(b)
+}
+
+// startProc runs path with args in a clean environment plus env. At
+// cleanup it gets SIGTERM (the bootstrapper stops its installers then),
+// and SIGKILL if it is still there after 10 s; its output is logged if
+// the test failed.
+func startProc(t *testing.T, name, path string, args []string, env ...string) *proc {
+	t.Helper()
+	out, err := os.CreateTemp(t.TempDir(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close() // the child has its own copy
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(cleanEnv(), env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	p := &proc{name: name, cmd: cmd, out: out.Name(), exited: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s did not exit within 10 s of SIGTERM: killed", name)
+			cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+// cleanEnv is this environment without what would change the binaries'
+// behaviour, with a known shell and prompt for terminals.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "CHE_"), strings.HasPrefix(k, "PORTHOLE_"), strings.Contains(strings.ToLower(k), "proxy"):
+		case k == "ENV", k == "BASH_ENV", k == "PS1", k == "TERM", k == "SHELL":
+		default:
+			env = append(env, kv)
+		}
+	}
+	return append(env, "SHELL=/bin/sh", "PS1="+prompt)
+}
+
+// testMaster is a running porthole-master.
+type testMaster struct {
+	bins binaries
+	addr string
+	data string
+	proc *proc
+}
+
+// startMaster runs porthole-master on a free loopback port and waits
+// until it answers.
+func startMaster(t *testing.T, b binaries) *testMaster {
+	t.Helper()
+	return startMasterAt(t, b, "127.0.0.1:"+strconv.Itoa(freePort(t)), t.TempDir())
+}
+
+// startMasterAt runs porthole-master on addr with data directory data.
+func startMasterAt(t *testing.T, b binaries, addr, data string) *testMaster {
+	t.Helper()
+	m := &testMaster{bins: b, addr: addr, data: data}
+	p := startProc(t, "porthole-master", b.master, []string{"-listen", m.addr, "-data", m.data, "-log-level", "debug"})
+	m.proc = p
+	deadline := time.Now().Add(waitFor)
+	for {
+		resp, err := http.Get("http://" + m.addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return m
+			}
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("porthole-master exited: %v\n%s", p.cmd.ProcessState, p.output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("porthole-master does not answer on %s after %v: %v\n%s", m.addr, waitFor, err, p.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop stops the master (SIGTERM) and waits for it to exit.
+func (m *testMaster) stop(t *testing.T) {
+	t.Helper()
+	m.proc.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.proc.exited:
+	case <-time.After(waitFor):
+		t.Fatalf("porthole-master did not exit within %v of SIGTERM", waitFor)
+	}
+}
+
+// token runs porthole-master token with args and returns the token.
+func (m *testMaster) token(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(m.bins.master, append([]string{"token", "-data", m.data}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("porthole-master token %s: %v", strings.Join(args, " "), err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// tokenFile writes a token into a file (0600) and returns both.
+func (m *testMaster) tokenFile(t *testing.T, args ...string) tokenFile {
+	t.Helper()
+	tok := m.token(t, args...)
+	path := filepath.Join(t.TempDir(), "machine-token")
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tokenFile{token: tok, path: path}
+}
+
+type tokenFile struct{ token, path string }
+
+// startAgentProc runs a machine's agent that serves only through its
+// tunnel to the master.
+func startAgentProc(t *testing.T, b binaries, m *testMaster, tok tokenFile, rid, name string) *proc {
+	t.Helper()
+	return startProc(t, "porthole agent", b.porthole, []string{"agent",
+		"-master", "ws://" + m.addr, "-machine-token-file", tok.path,
+		"-runtime-id", rid, "-machine-name", name, "-listen", "none"})
+}
+
+// startBootstrap runs porthole bootstrap with config (installers JSON)
+// pushing to the master with the machine token, as Che runs it.
+func startBootstrap(t *testing.T, b binaries, m *testMaster, tok tokenFile, rid, name, config string, extra ...string) *proc {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startProc(t, "porthole bootstrap", b.porthole, append([]string{"bootstrap",
+		"-file", path,
+		"-push-endpoint", "ws://" + m.addr + "/api/websocket",
+		"-push-logs-endpoint", "ws://" + m.addr + "/api/websocket",
+		"-runtime-id", rid, "-machine-name", name,
+		"-spool-dir", t.TempDir(), "-stop-grace", "500ms", "-enable-auth"}, extra...),
+		"CHE_MACHINE_TOKEN="+tok.token)
+}
+
+// waitSize waits until the page's process.resize has reached the agent:
+// process.get through the master's agent proxy, as the page calls it.
+func (m *testMaster) waitSize(t *testing.T, rid, name, id string, want winSize) {
+	t.Helper()
+	client := m.token(t, "-client")
+	u := "http://" + m.addr + "/api/runtimes/" + url.PathEscape(rid) + "/machines/" + url.PathEscape(name) + "/agent/v1/rpc"
+	body := `{"jsonrpc":"2.0","id":1,"method":"process.get","params":{"id":` + jsString(id) + `}}`
+	deadline := time.Now().Add(waitFor)
+	for {
+		req, _ := http.NewRequest("POST", u, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+client)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("process.get through the master: %v", err)
+		}
+		var msg struct {
+			Result processInfo `json:"result"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&msg)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("process.get through the master: HTTP %s: %v", resp.Status, err)
+		}
+		if msg.Result.Size == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %s is %+v after %v, want the terminal's %+v", id, msg.Result.Size, waitFor, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freePort returns a loopback port nobody listened on a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
