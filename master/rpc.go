@@ -42,6 +42,8 @@ type SubscribeParams struct {
 	After map[string]uint64 `json:"after,omitempty"`
 	Since *time.Time        `json:"since,omitempty"`
 	All   bool              `json:"all,omitempty"`
+	// After's keys are machine names, or "runtimeId/machineName" (exact
+	// when RuntimeID is "*": names may repeat across runtimes).
 	// Logs: false leaves installer/log entries out. Default true.
 	Logs *bool `json:"logs,omitempty"`
 }
@@ -184,7 +186,7 @@ func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p SubscribeParams, inter
 		case live:
 			sub.cursor[ref.key] = ref.seq
 		case p.After != nil:
-			sub.cursor[ref.key] = p.After[ref.key.Machine]
+			sub.cursor[ref.key] = p.after(ref.key)
 		}
 	}
 	cs.wg.Add(1)
@@ -194,6 +196,14 @@ func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p SubscribeParams, inter
 		sub.run(ctx)
 	}()
 	return map[string]string{"subscription": id}, nil
+}
+
+// after returns the replay cursor of k.
+func (p *SubscribeParams) after(k store.Key) uint64 {
+	if v, ok := p.After[k.Runtime+"/"+k.Machine]; ok {
+		return v
+	}
+	return p.After[k.Machine]
 }
 
 type subscription struct {
@@ -239,6 +249,10 @@ func (sub *subscription) run(ctx context.Context) {
 }
 
 func (sub *subscription) sendEntries(ctx context.Context, ref machineRef) error {
+	if _, seen := sub.cursor[ref.key]; !seen && sub.p.After != nil {
+		// A machine that appeared after the subscription.
+		sub.cursor[ref.key] = sub.p.after(ref.key)
+	}
 	for sub.cursor[ref.key] < ref.seq {
 		batch := make([]json.RawMessage, 0, entriesPerNotification)
 		last := sub.cursor[ref.key]
