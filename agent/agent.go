@@ -37,7 +37,7 @@ type Options struct {
 	// Shell runs when a start request has no argv. Default $SHELL, else /bin/sh.
 	Shell string
 	// Env is the base environment of children. Default: the agent's own,
-	// without PORTHOLE_TOKEN.
+	// without PORTHOLE_TOKEN and PORTHOLE_MACHINE_TOKEN.
 	Env []string
 	// MaxProcesses bounds retained processes, running and exited. Default 512.
 	MaxProcesses int
@@ -79,7 +79,7 @@ func (o *Options) setDefaults() {
 	}
 	if o.Env == nil {
 		for _, kv := range os.Environ() {
-			if !strings.HasPrefix(kv, "PORTHOLE_TOKEN=") {
+			if !strings.HasPrefix(kv, "PORTHOLE_TOKEN=") && !strings.HasPrefix(kv, "PORTHOLE_MACHINE_TOKEN=") {
 				o.Env = append(o.Env, kv)
 			}
 		}

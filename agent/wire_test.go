@@ -95,6 +95,72 @@ func TestAuthOriginAndVersion(t *testing.T) {
 	}
 }
 
+// Requests whose context is marked trusted (the master's tunnel) skip the
+// token and Origin checks but not the version check; the same requests on
+// an ordinary listener are still refused.
+func TestTrustedContext(t *testing.T) {
+	a, err := agent.New(agent.Options{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.Shutdown(ctx, time.Second)
+	})
+	h := a.Handler()
+	untrusted := "ws://" + agenttest.Serve(t, h)
+	trusted := "ws://" + agenttest.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(agent.TrustedContext(r.Context())))
+	}))
+	foreign := http.Header{"Origin": {"https://evil.example"}}
+	badVersion := http.Header{protocol.HeaderProtocol: {"2.0"}}
+	cases := []struct {
+		name                       string
+		h                          http.Header
+		wantTrusted, wantUntrusted int
+	}{
+		{"no token", http.Header{}, 101, 401},
+		{"wrong token", bearer("wrong-secret-token-value"), 101, 401},
+		{"foreign origin, no token", foreign, 101, 403},
+		{"major version mismatch", badVersion, 400, 400},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, side := range []struct {
+				url    string
+				status int
+			}{{trusted, tc.wantTrusted}, {untrusted, tc.wantUntrusted}} {
+				_, resp, err := rawDial(t, side.url+"/v1/rpc", tc.h, protocol.SubprotocolRPC)
+				if resp == nil {
+					t.Fatalf("%s: no response: %v", side.url, err)
+				}
+				if resp.StatusCode != side.status {
+					t.Errorf("%s: status %d; want %d", side.url, resp.StatusCode, side.status)
+				}
+			}
+		})
+	}
+	// A trusted POST /v1/rpc with an Origin passes too.
+	for _, side := range []struct {
+		url    string
+		status int
+	}{{trusted, 200}, {untrusted, 403}} {
+		req, _ := http.NewRequest("POST", "http"+strings.TrimPrefix(side.url, "ws")+"/v1/rpc", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"`+protocol.MethodList+`","params":{}}`))
+		req.Header.Set("Origin", "https://evil.example")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != side.status {
+			t.Errorf("POST %s: status %d; want %d", side.url, resp.StatusCode, side.status)
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
 // rpcConn is a raw control socket for wire-level tests.
 type rpcConn struct {
 	t  *testing.T

@@ -45,6 +45,8 @@ const usage = `porthole: an in-container exec agent
 
 Usage:
   porthole agent [-listen :4444] [-token-file FILE] [flags]   serve processes and terminals
+                 [-master ws://HOST:PORT -runtime-id W:E:O -machine-name M]
+                                                               ... also (or, with -listen none, only) through porthole-master
   porthole exec [-url URL] [-i] [-t] [flags] -- CMD [ARGS...]  run a command in the agent
   porthole attach [-url URL] ID                                attach to a running process
   porthole ps [-url URL]                                       list processes
@@ -136,15 +138,21 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 // file's trailing newline is not part of the token.
 func readToken(file string, e env) (string, error) {
 	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("-token-file: %w", err)
-		}
-		tok := strings.TrimRight(string(b), "\r\n")
-		if tok == "" {
-			return "", fmt.Errorf("-token-file %s is empty", file)
-		}
-		return tok, nil
+		return readSecretFile("-token-file", file)
 	}
 	return e["PORTHOLE_TOKEN"], nil
+}
+
+// readSecretFile reads the token in file, named by flag in errors,
+// without its trailing newline.
+func readSecretFile(flag, file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flag, err)
+	}
+	tok := strings.TrimRight(string(b), "\r\n")
+	if tok == "" {
+		return "", fmt.Errorf("%s %s is empty", flag, file)
+	}
+	return tok, nil
 }

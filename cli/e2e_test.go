@@ -305,10 +305,16 @@ func TestUsageErrors(t *testing.T) {
 		{"kill without id", []string{"kill"}, "kill needs one process id"},
 		{"kill with bad signal", []string{"kill", "-s", "NOPE", "p1"}, "-s"},
 		{"attach without id", []string{"attach"}, "attach needs one process id"},
+		{"no listener without master", []string{"agent", "-listen", "none"}, "-listen"},
+		{"runtime id without master", []string{"agent", "-runtime-id", "w:e:o"}, "-runtime-id needs -master"},
+		{"master not a WebSocket URL", []string{"agent", "-master", "http://127.0.0.1:1"}, "-master"},
+		{"master without machine token", []string{"agent", "-master", "ws://127.0.0.1:1", "-runtime-id", "w:e:o", "-machine-name", "m"}, "PORTHOLE_MACHINE_TOKEN"},
+		{"master without runtime id", []string{"agent", "-master", "ws://127.0.0.1:1", "-machine-token-file", "/dev/stdin", "-machine-name", "m"}, "-runtime-id"},
+		{"master without machine name", []string{"agent", "-master", "ws://127.0.0.1:1", "-machine-token-file", "/dev/stdin", "-runtime-id", "w:e:o"}, "-machine-name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := porthole(t, nil, nil, "", tc.args...)
+			r := porthole(t, nil, nil, "machine-token\n", tc.args...)
 			if r.code != 2 {
 				t.Errorf("porthole %q: exit %d, want 2 (usage)", tc.args, r.code)
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,11 +18,11 @@ import (
 )
 
 // childEnv is the environment children get: ours without the agent's
-// token and the entrypoint's role marker.
+// token, the machine token and the entrypoint's role marker.
 func childEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PORTHOLE_TOKEN=") || strings.HasPrefix(kv, entrypoint.EnvRole+"=") {
+		if strings.HasPrefix(kv, "PORTHOLE_TOKEN=") || strings.HasPrefix(kv, envMachineToken+"=") || strings.HasPrefix(kv, entrypoint.EnvRole+"=") {
 			continue
 		}
 		out = append(out, kv)
@@ -72,9 +71,9 @@ func runEntrypoint(ctx context.Context, args []string, e env, stderr *os.File) e
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", f.listen)
+	ln, err := f.listener()
 	if err != nil {
-		return fmt.Errorf("-listen %s: %w", f.listen, err)
+		return err
 	}
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, entrypoint.Forwarded...)
@@ -82,8 +81,8 @@ func runEntrypoint(ctx context.Context, args []string, e env, stderr *os.File) e
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)
-	o.Logger.Info("entrypoint agent listening", "addr", ln.Addr().String(), "version", Version, "protocol", protocol.Version, "pid", os.Getpid())
-	go func() { served <- serve(ctx, a, ln, f.grace, o.Logger) }()
+	o.Logger.Info("entrypoint agent started", "addr", addrOf(ln), "master", f.master, "version", Version, "protocol", protocol.Version, "pid", os.Getpid())
+	go func() { served <- serve(ctx, a, ln, f.tun, f.grace, o.Logger) }()
 	if *bootstrap != "" {
 		stop, err := startBootstrapper(strings.Fields(*bootstrap), f.grace, o.Logger)
 		if err != nil {

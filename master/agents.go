@@ -8,15 +8,17 @@ import (
 
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/master/store"
-	"github.com/porthole-dev/porthole/protocol"
 )
 
-// Headers an agent announces itself with on /api/agent.
+// Headers an agent announces itself with on /api/agent (the others are
+// internal/tunnel's).
 const (
-	HeaderRuntimeID    = "X-Porthole-Runtime-Id"
-	HeaderMachineName  = "X-Porthole-Machine-Name"
-	HeaderAgentVersion = "X-Porthole-Agent-Version"
+	// HeaderAddress, optional: the host the machine's servers are
+	// reached on, when not the address the agent connects from.
 	HeaderAddress      = "X-Porthole-Address"
+	HeaderRuntimeID    = tunnel.HeaderRuntimeID
+	HeaderMachineName  = tunnel.HeaderMachineName
+	HeaderAgentVersion = tunnel.HeaderAgentVersion
 )
 
 // agents are the tunnels of connected agents, one per machine (a new
@@ -104,7 +106,7 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request) {
 		addr, _, _ = net.SplitHostPort(r.RemoteAddr)
 	}
 	m.state.agentConn(k, &AgentState{Connected: true, Version: r.Header.Get(HeaderAgentVersion),
-		Protocol: r.Header.Get(protocol.HeaderProtocol), Via: "tunnel", Since: time.Now()}, addr)
+		Protocol: r.Header.Get(tunnel.HeaderProtocol), Via: "tunnel", Since: time.Now()}, addr)
 	log.Info("agent connected", "version", r.Header.Get(HeaderAgentVersion))
 	select {
 	case <-sess.Done():

@@ -1,0 +1,194 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// defaultUpgrader is Accept's upgrader when none is given. Agents send no
+// Origin header, so gorilla's same-origin check passes them.
+var defaultUpgrader = websocket.Upgrader{
+	HandshakeTimeout: 30 * time.Second,
+	ReadBufferSize:   bufferSize,
+	WriteBufferSize:  bufferSize,
+}
+
+// Session is the master's end of one agent's tunnel.
+type Session struct {
+	ys        *yamux.Session
+	conn      *conn
+	transport *http.Transport
+}
+
+// Accept upgrades r, an agent's tunnel request the caller has already
+// authenticated, to a WebSocket and returns the session over it. up may be
+// nil for a default upgrader. On failure the upgrader has answered r.
+// The session lives until Close, or until the agent goes away or stops
+// answering keepalives; the caller's handler may return at once.
+func Accept(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader) (*Session, error) {
+	if up == nil {
+		up = &defaultUpgrader
+	}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: upgrade: %w", err)
+	}
+	c := NewConn(ws).(*conn)
+	ys, err := yamux.Client(c, yamuxConfig(nil))
+	if err != nil { // only for an invalid config
+		c.Close()
+		return nil, err
+	}
+	s := &Session{ys: ys, conn: c}
+	s.transport = &http.Transport{
+		// Every connection is a new stream; the address is ignored.
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
+			st, err := s.ys.OpenStream()
+			if err != nil {
+				return nil, s.closedError(err)
+			}
+			return st, nil
+		},
+		MaxIdleConns:        64,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		WriteBufferSize:     bufferSize,
+		ReadBufferSize:      bufferSize,
+	}
+	return s, nil
+}
+
+// ErrClosed is the error of a request through a tunnel that has ended.
+var ErrClosed = errors.New("agent tunnel closed: the agent is not connected")
+
+func (s *Session) closedError(err error) error {
+	if s.ys.IsClosed() {
+		if cause := s.conn.err(); cause != nil && !errors.Is(cause, io.EOF) && !errors.Is(cause, net.ErrClosed) {
+			return fmt.Errorf("%w (%v)", ErrClosed, cause)
+		}
+		return ErrClosed
+	}
+	return fmt.Errorf("agent tunnel: %w", err)
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.ys.CloseChan() }
+
+// Close ends the session and every stream in it.
+func (s *Session) Close() error {
+	err := s.ys.Close()
+	s.transport.CloseIdleConnections()
+	return err
+}
+
+// RemoteAddr is the agent's address as the master sees it.
+func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
+
+// Proxy returns a handler that forwards requests under prefix to the
+// agent, with prefix removed from the path: with prefix "/m/agent",
+// "/m/agent/v1/rpc?x=1" reaches the agent as "/v1/rpc?x=1". WebSocket
+// upgrades pass through. The client's credentials for the master are not
+// forwarded: the Authorization, Cookie and Origin headers, token
+// subprotocols (porthole.token.*) and the ticket and token query
+// parameters are removed; so is any Set-Cookie of the agent's response. A
+// path outside prefix gets 404; a request while or once the tunnel is down
+// gets 502 naming the cause.
+func (s *Session) Proxy(prefix string) http.Handler {
+	prefix = strings.TrimSuffix(prefix, "/")
+	rp := &httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { rewrite(pr, prefix) },
+		Transport:     s.transport,
+		FlushInterval: -1, // terminal output must not wait in a buffer
+		ModifyResponse: func(resp *http.Response) error {
+			// The agent runs inside a workspace: it sets no cookie on
+			// the master's origin.
+			resp.Header.Del("Set-Cookie")
+			return nil
+		},
+		ErrorLog: log.New(io.Discard, "", 0),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			http.Error(w, s.closedError(err).Error(), http.StatusBadGateway)
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := trimPrefix(r.URL.Path, prefix); !ok {
+			http.Error(w, fmt.Sprintf("path %q is not under %q", r.URL.Path, prefix), http.StatusNotFound)
+			return
+		}
+		if s.ys.IsClosed() {
+			http.Error(w, s.closedError(nil).Error(), http.StatusBadGateway)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// trimPrefix removes prefix from path at a segment boundary; the result
+// starts with "/".
+func trimPrefix(path, prefix string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, prefix)
+	switch {
+	case !ok:
+		return "", false
+	case rest == "":
+		return "/", true
+	case rest[0] != '/':
+		return "", false
+	}
+	return rest, true
+}
+
+// rewrite turns the client's request into the agent's.
+func rewrite(pr *httputil.ProxyRequest, prefix string) {
+	out := pr.Out
+	out.URL.Scheme, out.URL.Host, out.Host = "http", "agent.tunnel", ""
+	out.URL.Path, _ = trimPrefix(pr.In.URL.Path, prefix)
+	out.URL.RawPath = ""
+	if raw := pr.In.URL.RawPath; raw != "" {
+		escaped := (&url.URL{Path: prefix}).EscapedPath()
+		if rest, ok := trimPrefix(raw, escaped); ok {
+			out.URL.RawPath = rest
+		}
+	}
+	if q := out.URL.Query(); q.Has("ticket") || q.Has("token") {
+		q.Del("ticket")
+		q.Del("token")
+		out.URL.RawQuery = q.Encode()
+	}
+	h := out.Header
+	h.Del("Authorization")
+	h.Del("Cookie")
+	h.Del("Origin")
+	if vs := h.Values("Sec-WebSocket-Protocol"); len(vs) > 0 {
+		var keep []string
+		for _, v := range vs {
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" && !strings.HasPrefix(p, protocol.TokenSubprotocolPrefix) {
+					keep = append(keep, p)
+				}
+			}
+		}
+		h.Del("Sec-WebSocket-Protocol")
+		if len(keep) > 0 {
+			h.Set("Sec-WebSocket-Protocol", strings.Join(keep, ", "))
+		}
+	}
+}
