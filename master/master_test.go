@@ -21,7 +21,10 @@ func TestRunningAndFailing(t *testing.T) {
 
 	port := freePort(t)
 	okBoot := bootstrap(t, tm.WS, tm.machineToken(t, rid, "web"), rid, "web", serverConfig(t, port))
-	failBoot := bootstrap(t, tm.WS, tm.machineToken(t, rid, "broken"), rid, "broken", config(t, failingConfig))
+	// One endpoint for both (as Che's Kubernetes infrastructure runs it):
+	// one connection, so the journal's order is exactly the bootstrapper's.
+	failBoot := bootstrap(t, tm.WS, tm.machineToken(t, rid, "broken"), rid, "broken", config(t, failingConfig),
+		"-push-logs-endpoint", tm.WS+"/api/websocket")
 	const failure = "Exit code for 'org.demo.failing' installation is '1' while expected to be 0"
 
 	live.until(t, "web RUNNING and broken FAILED", func(ms map[string]*master.Machine, _ map[string][]master.Entry) bool {

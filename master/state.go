@@ -33,6 +33,13 @@ const (
 	// maxPendingBytes: entries waiting for the next commit, all machines
 	// together; beyond, ingestion waits for the commit (backpressure).
 	maxPendingBytes = 32 << 20
+	// reorderWindow: a commit waits until its oldest entry is this old,
+	// and a machine's entries are ordered by their time before they are
+	// numbered. A bootstrapper with separate status and log endpoints
+	// sends over two connections, whose events may arrive out of order by
+	// a few milliseconds; within the window the journal has them in the
+	// order they happened.
+	reorderWindow = 10 * time.Millisecond
 )
 
 var errClosed = errors.New("master is shutting down")
@@ -48,8 +55,9 @@ type state struct {
 	mu       sync.Mutex
 	cond     *sync.Cond // committed advanced or closed
 	machines map[store.Key]*machine
-	pending  []store.KeyedEntry
-	pendN    int // bytes in pending
+	pending  []pendingEntry
+	pendN    int       // bytes in pending (approximately)
+	pendAt   time.Time // when the oldest pending entry arrived
 	dirty    map[store.Key]bool
 	gen      uint64 // the generation being filled; committed when committed >= gen
 	commit   uint64 // last committed generation
@@ -68,6 +76,12 @@ type machine struct {
 	rev     uint64 // bumped on every change of doc
 	tail    []tailEntry
 	bsConns int // open bootstrapper connections
+}
+
+// pendingEntry is an entry accepted and not yet numbered nor committed.
+type pendingEntry struct {
+	key store.Key
+	e   Entry
 }
 
 type tailEntry struct {
@@ -143,17 +157,45 @@ func (s *state) touch(k store.Key, m *machine, now time.Time) {
 	s.dirty[k] = true
 }
 
-// append journals e for k (e.Seq is assigned); mu held.
+// append journals e for k (numbered at commit); mu held.
 func (s *state) append(k store.Key, m *machine, e *Entry) {
-	m.doc.Seq++
-	e.Seq = m.doc.Seq
-	b, err := json.Marshal(e)
-	if err != nil { // Entry cannot fail to marshal
-		panic(fmt.Sprintf("master: marshal entry: %v", err))
+	if len(s.pending) == 0 {
+		s.pendAt = time.Now()
 	}
-	s.pending = append(s.pending, store.KeyedEntry{Key: k, Entry: store.Entry{Seq: e.Seq, Data: b}})
-	s.pendN += len(b)
+	s.pending = append(s.pending, pendingEntry{k, *e})
+	s.pendN += 200 + len(e.Text) + len(e.Error) + 2*len(e.Raw)
 	s.dirty[k] = true
+	s.wake()
+}
+
+// number orders each machine's pending entries by time (stable: arrival
+// order among equal times), assigns their seq and renders them; mu held.
+func (s *state) number(pending []pendingEntry) []store.KeyedEntry {
+	byKey := map[store.Key][]int{}
+	var keys []store.Key
+	for i, p := range pending {
+		if _, ok := byKey[p.key]; !ok {
+			keys = append(keys, p.key)
+		}
+		byKey[p.key] = append(byKey[p.key], i)
+	}
+	out := make([]store.KeyedEntry, 0, len(pending))
+	for _, k := range keys {
+		idx := byKey[k]
+		sort.SliceStable(idx, func(a, b int) bool { return pending[idx[a]].e.Time.Before(pending[idx[b]].e.Time) })
+		m := s.machines[k]
+		for _, i := range idx {
+			e := &pending[i].e
+			m.doc.Seq++
+			e.Seq = m.doc.Seq
+			b, err := json.Marshal(e)
+			if err != nil { // Entry cannot fail to marshal
+				panic(fmt.Sprintf("master: marshal entry: %v", err))
+			}
+			out = append(out, store.KeyedEntry{Key: k, Entry: store.Entry{Seq: e.Seq, Data: b}})
+		}
+	}
+	return out
 }
 
 // waitRoom blocks while too much waits for a commit; mu held.
@@ -202,7 +244,12 @@ func (s *state) committer() {
 			s.mu.Unlock()
 			return
 		}
-		b := &store.Batch{Machines: make(map[store.Key][]byte, len(s.dirty)), Entries: s.pending}
+		if age := time.Since(s.pendAt); len(s.pending) > 0 && age < reorderWindow && s.pendN < maxPendingBytes/2 && !s.closed {
+			s.mu.Unlock()
+			time.Sleep(reorderWindow - age)
+			s.mu.Lock()
+		}
+		b := &store.Batch{Machines: make(map[store.Key][]byte, len(s.dirty)), Entries: s.number(s.pending)}
 		snaps := make(map[store.Key]*Machine, len(s.dirty))
 		revs := make(map[store.Key]uint64, len(s.dirty))
 		for k := range s.dirty {
