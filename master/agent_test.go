@@ -1,0 +1,80 @@
+package master_test
+
+import (
+	"bytes"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/master"
+)
+
+// A real agent connects out to the master; `porthole exec` through the
+// master's proxy runs a command with its output and exit code; the
+// machine shows the agent connected, then disconnected when it stops.
+func TestAgentThroughMaster(t *testing.T) {
+	tm := startMaster(t, t.TempDir(), "")
+	const rid = "w:e:o"
+	client := tm.clientToken(t)
+	sub := subscribe(t, tm, client, master.SubscribeParams{RuntimeID: rid})
+	tokFile := filepath.Join(t.TempDir(), "machine.token")
+	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, "dev")), 0o600)
+	ag := exec.Command(porthole, "agent", "-listen", "none", "-master", tm.WS, "-machine-token-file", tokFile,
+		"-runtime-id", rid, "-machine-name", "dev")
+	var agentOut bytes.Buffer
+	ag.Stderr = &lockedWriter{w: &agentOut}
+	if err := ag.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { ag.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		ag.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("agent output:\n%s", agentOut.String())
+		}
+	})
+	sub.until(t, "the agent connected", func(ms map[string]*master.Machine, _ map[string][]master.Entry) bool {
+		m := ms[rid+"/dev"]
+		return m != nil && m.Agent.Connected && m.Agent.Via == "tunnel" && m.Agent.Protocol != ""
+	})
+
+	url := tm.WS + "/api/runtimes/" + rid + "/machines/dev/agent"
+	cmd := exec.Command(porthole, "exec", "-url", url, "--", "sh", "-c", "echo through-the-master; echo err >&2; exit 7")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORTHOLE_TOKEN=" + client}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 7 || out.String() != "through-the-master\n" || errOut.String() != "err\n" {
+		t.Errorf("porthole exec through the master: exit %d (%v), stdout %q, stderr %q", code, err, out.String(), errOut.String())
+	}
+	// Without a client token: refused by the master, not the agent.
+	cmd = exec.Command(porthole, "exec", "-url", url, "--", "true")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORTHOLE_TOKEN=" + tm.machineToken(t, rid, "dev")}
+	b, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(b), "403") {
+		t.Errorf("exec with a machine token: exit %d, %s", cmd.ProcessState.ExitCode(), b)
+	}
+	// An agent announcing another machine than its token's is refused.
+	h := http.Header{"Authorization": {"Bearer " + tm.machineToken(t, rid, "dev")}, master.HeaderMachineName: {"other"}}
+	if _, resp, _ := websocket.DefaultDialer.Dial(tm.WS+"/api/agent", h); resp == nil || resp.StatusCode != 403 {
+		t.Errorf("agent announcing another machine: %v, want 403", resp)
+	}
+
+	ag.Process.Signal(os.Interrupt)
+	<-exited
+	sub.until(t, "the agent disconnected", func(ms map[string]*master.Machine, es map[string][]master.Entry) bool {
+		m := ms[rid+"/dev"]
+		n := len(es[rid+"/dev"])
+		return m != nil && !m.Agent.Connected && n >= 2 && es[rid+"/dev"][n-1].Status == "DISCONNECTED"
+	})
+	if st, body := get(t, tm.URL+"/api/runtimes/"+rid+"/machines/dev/agent/v1/rpc", client, nil); st != http.StatusBadGateway || !strings.Contains(body, "not connected") {
+		t.Errorf("proxy to a gone agent: %d %s", st, body)
+	}
+}
