@@ -8,13 +8,15 @@ set -eu
 addr=${1:-127.0.0.1:8080}
 root=$(pwd)
 dir=$(mktemp -d)
-pids=
+master_pid=
+machine_pids=
 cleanup() {
   trap - EXIT INT TERM
+  # The machines first (their last events still reach the master), then
+  # the master.
   # shellcheck disable=SC2086
-  [ -n "$pids" ] && kill -TERM $pids 2>/dev/null || true
-  # shellcheck disable=SC2086
-  [ -n "$pids" ] && wait $pids 2>/dev/null || true
+  [ -n "$machine_pids" ] && kill -TERM $machine_pids 2>/dev/null && wait $machine_pids 2>/dev/null || true
+  [ -n "$master_pid" ] && kill -TERM "$master_pid" 2>/dev/null && wait "$master_pid" 2>/dev/null || true
   rm -rf "$dir"
   echo "stopped"
 }
@@ -28,7 +30,7 @@ for m in web db; do
 done
 
 ./bin/porthole-master -listen "$addr" -data "$dir/master" -binaries "$root/bin" 2> "$dir/master.log" &
-pids="$pids $!"
+master_pid=$!
 i=0
 until curl -fsS "http://$addr/healthz" >/dev/null 2>&1; do
   i=$((i+1))
@@ -46,9 +48,9 @@ for m in web db; do
   DEMO_DIR="$dir/$m" CHE_MACHINE_TOKEN=$(cat "$dir/$m.token") \
   ./bin/porthole entrypoint -listen none -master "ws://$addr" -machine-token-file "$dir/$m.token" \
       -runtime-id "$rid" -machine-name "$m" -log-level warn \
-      -bootstrap "-file $dir/$m.json -push-endpoint ws://$addr/api/websocket -push-logs-endpoint ws://$addr/api/websocket-minor -runtime-id $rid -machine-name $m -enable-auth -installer-timeout 30 -log-level warn" \
-      2> "$dir/$m.log" &
-  pids="$pids $!"
+      -bootstrap "-file $dir/$m.json -push-endpoint ws://$addr/api/websocket -push-logs-endpoint ws://$addr/api/websocket-minor -runtime-id $rid -machine-name $m -enable-auth -installer-timeout 30 -flush-timeout 3s -log-level warn" \
+      -grace 2s 2> "$dir/$m.log" &
+  machine_pids="$machine_pids $!"
 done
 
 tok=$(cat "$dir/client.token")
@@ -67,5 +69,4 @@ if [ ! -f master/dashboard/dist/index.html ] && [ ! -f web/dashboard/dist/index.
   echo "(the dashboard's assets are not built: the page says how; 'make web' builds them with npm)"
 fi
 # Wait for Ctrl-C, or for the master to end.
-# shellcheck disable=SC2086
-wait $pids
+wait "$master_pid"
