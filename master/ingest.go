@@ -138,22 +138,37 @@ func (c *ingestConn) run() {
 	c.log.Info("bootstrapper disconnected", "err", endErr)
 }
 
+// frame is a bootstrapper frame decoded in one pass (encoding/json
+// validates while it decodes): the JSON-RPC envelope with the params of
+// every event method.
+type frame struct {
+	JSONRPC *string          `json:"jsonrpc"`
+	ID      *json.RawMessage `json:"id"`
+	Method  string           `json:"method"`
+	Params  *event           `json:"params"`
+}
+
 // handle applies one frame; an error ends the connection.
 func (c *ingestConn) handle(data []byte) error {
-	var req struct {
-		JSONRPC string           `json:"jsonrpc"`
-		ID      *json.RawMessage `json:"id"`
-		Method  string           `json:"method"`
-		Params  *json.RawMessage `json:"params"`
-	}
-	if err := wsrpc.Decode(data, &req); err != nil {
-		var re *wsrpc.Error
-		if errors.As(err, &re) {
-			c.log.Warn("malformed frame refused", "err", re.Message)
-			c.reply(re.ID, re.Code, re.Message)
-			return nil
+	var req frame
+	if err := json.Unmarshal(data, &req); err != nil || (req.JSONRPC != nil && *req.JSONRPC != "2.0") {
+		// Not a well-formed event: say precisely what is wrong.
+		var generic struct {
+			ID     *json.RawMessage `json:"id"`
+			Method string           `json:"method"`
 		}
-		return err
+		if derr := wsrpc.Decode(data, &generic); derr != nil {
+			var re *wsrpc.Error
+			if errors.As(derr, &re) {
+				c.log.Warn("malformed frame refused", "err", re.Message)
+				c.reply(re.ID, re.Code, re.Message)
+				return nil
+			}
+			return derr
+		}
+		c.log.Warn("event refused", "method", generic.Method, "err", err)
+		c.reply(generic.ID, protocol.CodeInvalidParams, fmt.Sprintf("%s: invalid params: %v", generic.Method, err))
+		return nil
 	}
 	isRequest := req.ID != nil && string(*req.ID) != "null"
 	switch req.Method {
@@ -166,17 +181,12 @@ func (c *ingestConn) handle(data []byte) error {
 		}
 		return nil
 	}
-	var ev event
 	if req.Params == nil {
 		c.reply(req.ID, protocol.CodeInvalidParams, req.Method+": params missing")
 		return nil
 	}
-	if err := json.Unmarshal(*req.Params, &ev); err != nil {
-		c.log.Warn("event refused", "method", req.Method, "err", err)
-		c.reply(req.ID, protocol.CodeInvalidParams, fmt.Sprintf("%s: invalid params: %v", req.Method, err))
-		return nil
-	}
-	if msg := check(req.Method, &ev); msg != "" {
+	ev := req.Params
+	if msg := check(req.Method, ev); msg != "" {
 		c.log.Warn("event refused", "method", req.Method, "err", msg)
 		c.reply(req.ID, protocol.CodeInvalidParams, req.Method+": "+msg)
 		return nil
@@ -188,7 +198,7 @@ func (c *ingestConn) handle(data []byte) error {
 		c.reply(req.ID, CodeForbidden, msg)
 		return nil
 	}
-	gen, _, err := c.m.state.ingest(c.key, c.path, c.host, req.Method, &ev)
+	gen, _, err := c.m.state.ingest(c.key, c.path, c.host, req.Method, ev)
 	if err != nil {
 		return err
 	}
