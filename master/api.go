@@ -140,13 +140,8 @@ func entryTime(data []byte) time.Time {
 
 // serveInfo tells clients (the dashboard) what they talk to.
 func (m *Master) serveInfo(w http.ResponseWriter, r *http.Request) {
-	if _, ok := m.scopeOK(w, r); !ok {
+	if _, _, ok := m.scope(w, r); !ok {
 		return
 	}
 	writeJSON(w, map[string]any{"version": m.opts.Version, "protocolVersion": protocol.Version})
-}
-
-func (m *Master) scopeOK(w http.ResponseWriter, r *http.Request) (bool, bool) {
-	_, _, ok := m.scope(w, r)
-	return ok, ok
 }

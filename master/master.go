@@ -118,21 +118,6 @@ func New(o Options) (*Master, error) {
 	return m, nil
 }
 
-// go runs f as a connection goroutine Shutdown waits for.
-func (m *Master) goConn(f func()) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.ctx.Err() != nil {
-		return false
-	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		f()
-	}()
-	return true
-}
-
 // track registers the calling connection handler with Shutdown; done
 // must be called when it returns. It fails once shutting down.
 func (m *Master) track() (done func(), ok bool) {

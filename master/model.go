@@ -38,11 +38,11 @@ type Runtime struct {
 
 // Machine is what the master knows of one machine.
 type Machine struct {
-	RuntimeID    string            `json:"runtimeId"`
-	Name         string            `json:"name"`
-	Status       string            `json:"status"`
-	Error        string            `json:"error,omitempty"`
-	BootID       string            `json:"bootId,omitempty"`
+	RuntimeID string `json:"runtimeId"`
+	Name      string `json:"name"`
+	Status    string `json:"status"`
+	Error     string `json:"error,omitempty"`
+	BootID    string `json:"bootId,omitempty"`
 	// Address is the host the machine's servers are reached on: the
 	// agent's announcement, else where its bootstrapper connects from.
 	Address      string            `json:"address,omitempty"`
