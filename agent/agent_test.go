@@ -193,70 +193,20 @@ func TestResizeSeenByStty(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	r := newLineReader(p.Stdout)
-	r.expect(t, "33 101") // started at the requested size, never 24x80 first
-	r.expect(t, "iutf8")
+	r := agenttest.NewLineReader(p.Stdout)
+	r.Expect(t, "33 101") // started at the requested size, never 24x80 first
+	r.Expect(t, "iutf8")
 	if err := p.Resize(ctx, protocol.WindowSize{Rows: 50, Cols: 132}); err != nil {
 		t.Fatal(err)
 	}
 	p.Stdin.Write([]byte("\n"))
-	r.expect(t, "50 132")
+	r.Expect(t, "50 132")
 	if err := p.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	err = c.Call(ctx, protocol.MethodResize, protocol.ResizeParams{ID: p.ID, WindowSize: protocol.WindowSize{Rows: 1, Cols: 1}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "exited") {
 		t.Fatalf("resize after exit = %v; want not-running error", err)
-	}
-}
-
-// lineReader accumulates output and waits for substrings.
-type lineReader struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	more chan struct{}
-}
-
-func newLineReader(r io.Reader) *lineReader {
-	lr := &lineReader{more: make(chan struct{}, 1)}
-	go func() {
-		b := make([]byte, 4096)
-		for {
-			n, err := r.Read(b)
-			lr.mu.Lock()
-			lr.buf.Write(b[:n])
-			lr.mu.Unlock()
-			select {
-			case lr.more <- struct{}{}:
-			default:
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return lr
-}
-
-func (lr *lineReader) expect(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		lr.mu.Lock()
-		i := bytes.Index(lr.buf.Bytes(), []byte(s))
-		if i >= 0 {
-			lr.buf.Next(i + len(s))
-		}
-		got := lr.buf.String()
-		lr.mu.Unlock()
-		if i >= 0 {
-			return
-		}
-		select {
-		case <-lr.more:
-		case <-deadline:
-			t.Fatalf("no %q in output; have %q", s, got)
-		}
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/agenttest"
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/protocol"
 )
@@ -206,56 +207,6 @@ func dialClient(t *testing.T, m *testMaster) *client.Client {
 	return c
 }
 
-// lineReader accumulates output and waits for substrings.
-type lineReader struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	more chan struct{}
-}
-
-func newLineReader(r io.Reader) *lineReader {
-	lr := &lineReader{more: make(chan struct{}, 1)}
-	go func() {
-		b := make([]byte, 4096)
-		for {
-			n, err := r.Read(b)
-			lr.mu.Lock()
-			lr.buf.Write(b[:n])
-			lr.mu.Unlock()
-			select {
-			case lr.more <- struct{}{}:
-			default:
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return lr
-}
-
-func (lr *lineReader) expect(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		lr.mu.Lock()
-		i := bytes.Index(lr.buf.Bytes(), []byte(s))
-		if i >= 0 {
-			lr.buf.Next(i + len(s))
-		}
-		got := lr.buf.String()
-		lr.mu.Unlock()
-		if i >= 0 {
-			return
-		}
-		select {
-		case <-lr.more:
-		case <-deadline:
-			t.Fatalf("no %q in output; have %q", s, got)
-		}
-	}
-}
-
 // A terminal through the master: output, resize seen by stty, stdin, the
 // exit code; the agent's WebSocket pings (every 50ms, a connection
 // silent for 1.1s is dropped) are answered through the tunnel while the
@@ -274,18 +225,18 @@ func TestTerminalThroughTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	r := newLineReader(p.Stdout)
-	r.expect(t, "33 101")
-	r.expect(t, "ready")
+	r := agenttest.NewLineReader(p.Stdout)
+	r.Expect(t, "33 101")
+	r.Expect(t, "ready")
 	if err := p.Resize(ctx, protocol.WindowSize{Rows: 50, Cols: 132}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.Stdin.Write([]byte("hello\n")); err != nil {
 		t.Fatal(err)
 	}
-	r.expect(t, "50 132")
-	r.expect(t, "got=hello")
-	r.expect(t, "quiet-done")
+	r.Expect(t, "50 132")
+	r.Expect(t, "got=hello")
+	r.Expect(t, "quiet-done")
 	var ee *client.ExitError
 	if err := p.Wait(); !errors.As(err, &ee) || ee.Code != 7 {
 		t.Fatalf("Wait = %v; want exit code 7", err)
@@ -410,8 +361,8 @@ func TestReconnectAfterCut(t *testing.T) {
 	}
 	defer p.Close()
 	go io.Copy(io.Discard, p.Stderr)
-	r := newLineReader(p.Stdout)
-	r.expect(t, "before")
+	r := agenttest.NewLineReader(p.Stdout)
+	r.Expect(t, "before")
 
 	first.Close()
 	<-first.Done()
@@ -441,7 +392,7 @@ func TestReconnectAfterCut(t *testing.T) {
 	if _, err := p.Stdin.Write([]byte("x\n")); err != nil {
 		t.Fatal(err)
 	}
-	r.expect(t, "after=x")
+	r.Expect(t, "after=x")
 	if err := p.Wait(); err != nil {
 		t.Fatal(err)
 	}
