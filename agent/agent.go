@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -64,6 +65,9 @@ type Options struct {
 	PingInterval time.Duration
 	// WriteTimeout disconnects a client that reads nothing for this long. Default 30s.
 	WriteTimeout time.Duration
+	// Clock measures the stall bound and paces keepalive pings; nil is the
+	// real clock. Tests set a fake one.
+	Clock clock.Clock
 	// WebDir, when set, is served at / without authentication: static
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
