@@ -109,9 +109,9 @@ func (m *manager) start(sp protocol.StartParams) (*Process, error) {
 		id: strconv.Itoa(m.nextID), name: sp.Name, argv: argv, cwd: sp.Cwd, user: sp.User, tty: sp.TTY,
 		child: c, pid: c.cmd.Process.Pid, startedAt: time.Now(), size: size, done: make(chan struct{}),
 	}
-	p.out[protocol.Stdout] = ring.New(m.opts.RingBytes, m.opts.StallTimeout)
+	p.out[protocol.Stdout] = ring.New(ring.Options{Max: m.opts.RingBytes, Stall: m.opts.StallTimeout, Clock: m.opts.Clock})
 	if !sp.TTY {
-		p.out[protocol.Stderr] = ring.New(m.opts.RingBytes, m.opts.StallTimeout)
+		p.out[protocol.Stderr] = ring.New(ring.Options{Max: m.opts.RingBytes, Stall: m.opts.StallTimeout, Clock: m.opts.Clock})
 	}
 	m.procs[p.id] = p
 	m.log.Info("process started", "id", p.id, "pid", p.pid, "argv0", argv[0], "tty", sp.TTY)

@@ -101,6 +101,7 @@ func (a *Agent) streamOptions(onBinary func([]byte) error) wsrpc.Options {
 		OnBinary:     onBinary,
 		PingInterval: a.opts.PingInterval,
 		WriteTimeout: a.opts.WriteTimeout,
+		Clock:        a.opts.Clock,
 	}
 }
 

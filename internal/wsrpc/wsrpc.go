@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -48,6 +49,9 @@ type Options struct {
 	// WriteTimeout bounds each write; a peer that does not read for that
 	// long is disconnected.
 	WriteTimeout time.Duration
+	// Clock paces the pings; nil is the real clock. The socket's read and
+	// write deadlines are always in real time.
+	Clock clock.Clock
 }
 
 // Stream is a jsonrpc2.ObjectStream over a WebSocket.
@@ -66,9 +70,9 @@ type Stream struct {
 
 	// The keepalive is a self-rearming timer, not a goroutine: an idle
 	// connection costs no stack.
-	pingMu    sync.Mutex
-	pingTimer *time.Timer
-	stopped   bool
+	pingMu   sync.Mutex
+	stopPing func() bool // stops the armed timer
+	stopped  bool
 }
 
 // New wraps ws. The caller must eventually Close the stream.
@@ -79,6 +83,7 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
+	opts.Clock = clock.Or(opts.Clock)
 	s := &Stream{ws: ws, opts: opts}
 	ws.SetReadLimit(opts.Limit * HardLimitFactor)
 	if opts.PingInterval > 0 {
@@ -86,7 +91,7 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 		ws.SetReadDeadline(deadline())
 		ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
 		s.pingMu.Lock()
-		s.pingTimer = time.AfterFunc(opts.PingInterval, s.ping)
+		s.stopPing = opts.Clock.AfterFunc(opts.PingInterval, s.ping)
 		s.pingMu.Unlock()
 	}
 	return s
@@ -102,7 +107,7 @@ func (s *Stream) ping() {
 	if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
 		return
 	}
-	s.pingTimer.Reset(s.opts.PingInterval)
+	s.stopPing = s.opts.Clock.AfterFunc(s.opts.PingInterval, s.ping)
 }
 
 // ReadObject implements jsonrpc2.ObjectStream. Binary messages go to
@@ -287,8 +292,8 @@ func (s *Stream) Close() error {
 		// Taking pingMu waits for a ping in progress; none starts after.
 		s.pingMu.Lock()
 		s.stopped = true
-		if s.pingTimer != nil {
-			s.pingTimer.Stop()
+		if s.stopPing != nil {
+			s.stopPing()
 		}
 		s.pingMu.Unlock()
 	})
