@@ -50,4 +50,3 @@ func startScript(o *outputs, inst int, src string) (*script, error) {
 	c := proc.Watch(cmd)
 	return &script{pgid: proc.Group(c.Pid()), out: o.add(inst, r[0], r[1]), exited: c.Done(), child: c}, nil
 }
-

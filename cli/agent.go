@@ -190,8 +190,3 @@ func addrOf(ln net.Listener) string {
 	}
 	return ln.Addr().String()
 }
-
-// serve serves an agent built by the entrypoint (see agent.Agent.Serve).
-func serve(ctx context.Context, a *agent.Agent, ln net.Listener, tun *agent.MasterOptions, grace time.Duration, _ *slog.Logger) error {
-	return a.Serve(ctx, agent.ServeOptions{Listener: ln, Master: tun, Grace: grace})
-}
