@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/entrypoint"
 )
 
@@ -26,19 +25,11 @@ func runEntrypoint(ctx context.Context, args []string, e env, stderr *os.File) e
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	o, err := f.options(e, stderr)
+	o, err := f.runOptions(e, stderr)
 	if err != nil {
 		return err
 	}
-	ln, err := f.listener()
-	if err != nil {
-		return err
-	}
-	w := entrypoint.WorkerOptions{
-		Agent:   agent.RunOptions{Options: o, ServeOptions: f.serveOptions(ln)},
-		Command: fs.Args(),
-		Stderr:  stderr,
-	}
+	w := entrypoint.WorkerOptions{Agent: o, Command: fs.Args(), Stderr: stderr}
 	if *bootstrap != "" {
 		w.Bootstrap = strings.Fields(*bootstrap)
 	}
