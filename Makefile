@@ -36,7 +36,7 @@ web:
 # The dashboard, when its sources or packages changed, if npm is installed.
 NPM := $(shell command -v npm 2>/dev/null)
 DASHBOARD := master/dashboard/dist/index.html
-DASHBOARD_SRC := $(wildcard web/dashboard/src/*) web/dashboard/index.html web/dashboard/build.mjs web/dashboard/package.json
+DASHBOARD_SRC := $(wildcard web/dashboard/src/* web/shared/*) web/dashboard/index.html web/dashboard/build.mjs web/dashboard/package.json
 .PHONY: dashboard
 ifeq ($(NPM),)
 dashboard:
