@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make lint: go vet, staticcheck and govulncheck, at pinned versions run
-# from the Go module proxy (no install step, nothing on PATH needed).
+# make lint: go vet, staticcheck and govulncheck, at pinned versions
+# installed from the Go module proxy into a cache directory.
 #
 # govulncheck normally reads https://vuln.go.dev, which CI machines may not
 # reach. The same database is published as the module golang.org/x/vulndb
@@ -12,10 +12,15 @@ STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOVULNCHECK=golang.org/x/vuln/cmd/govulncheck@v1.9.0
 VULNDB_VERSION=${VULNDB_VERSION:-latest}
 
+# The tools are installed into a cache directory, not onto PATH.
+tools=${XDG_CACHE_HOME:-$HOME/.cache}/porthole/tools
+GOBIN=$tools go install "$STATICCHECK"
+GOBIN=$tools go install "$GOVULNCHECK"
+
 echo "lint: go vet"
 go vet ./...
 echo "lint: staticcheck ($STATICCHECK)"
-go run "$STATICCHECK" ./...
+"$tools/staticcheck" ./...
 
 echo "lint: govulncheck ($GOVULNCHECK, database golang.org/x/vulndb@$VULNDB_VERSION)"
 info=$(cd /tmp && go mod download -json "golang.org/x/vulndb@$VULNDB_VERSION")
@@ -34,7 +39,7 @@ fi
 # Go (GOTOOLCHAIN=local), so they are printed as a warning naming the Go
 # release that fixes them, and fail only with LINT_STDLIB=strict.
 set +e
-out=$(go run "$GOVULNCHECK" -db "file://$db" ./... 2>&1)
+out=$("$tools/govulncheck" -db "file://$db" ./... 2>&1)
 rc=$?
 set -e
 echo "$out"
@@ -50,5 +55,5 @@ if [ -n "$modules" ]; then
   exit 1
 fi
 fixed=$(grep -E '^[[:space:]]+Fixed in: ' <<<"$out" | sed 's/.*@//' | sort -uV | tail -1)
-echo "lint: WARNING: the findings above are in the standard library of $(go env GOVERSION); build releases with Go ${fixed:-newer} or later"
+echo "lint: WARNING: the findings above are in the standard library of $(go env GOVERSION); build releases with ${fixed:-a newer Go} or later"
 [ "${LINT_STDLIB:-}" != strict ] || exit 1
