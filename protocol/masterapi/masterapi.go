@@ -1,0 +1,149 @@
+// Package masterapi is porthole-master's client API: the runtimes,
+// machines and journal entries the master publishes (GET /api/runtimes…,
+// JSON-RPC over /api/rpc), the JSON-RPC methods, their params and
+// notifications, and the master's error codes. docs/master.md describes
+// it; fixtures/masterapi holds one example of each message.
+//
+// A Go program reads the master importing this package only: it does no
+// I/O and imports the standard library and protocol packages alone (a test
+// keeps it so).
+package masterapi
+
+import (
+	"strings"
+	"time"
+)
+
+// Machine statuses, as Che publishes them: STARTING (bootstrapper
+// STARTING), RUNNING (bootstrapper DONE), FAILED (bootstrapper FAILED),
+// STOPPED (the bootstrapper closed normally after DONE).
+const (
+	MachineStarting = "STARTING"
+	MachineRunning  = "RUNNING"
+	MachineStopped  = "STOPPED"
+	MachineFailed   = "FAILED"
+)
+
+// Server statuses, as Che publishes them: UNKNOWN until the server's
+// installer is RUNNING.
+const (
+	ServerRunning = "RUNNING"
+	ServerStopped = "STOPPED"
+	ServerUnknown = "UNKNOWN"
+)
+
+// InstallerPending is the status of an installer announced by the
+// bootstrapper's plan that has not started yet (porthole's; Che has no
+// such status). The others are Che's installer statuses
+// (protocol/che: STARTING, RUNNING, DONE, FAILED).
+const InstallerPending = "PENDING"
+
+// Runtime is a workspace runtime: its machines.
+type Runtime struct {
+	ID          string     `json:"id"`
+	WorkspaceID string     `json:"workspaceId"`
+	EnvName     string     `json:"envName"`
+	OwnerID     string     `json:"ownerId"`
+	Machines    []*Machine `json:"machines"`
+}
+
+// Machine is what the master knows of one machine.
+type Machine struct {
+	RuntimeID string `json:"runtimeId"`
+	Name      string `json:"name"`
+	Status    string `json:"status"`
+	Error     string `json:"error,omitempty"`
+	BootID    string `json:"bootId,omitempty"`
+	// Address is the host the machine's servers are reached on: the
+	// agent's announcement, else where its bootstrapper connects from.
+	Address      string            `json:"address,omitempty"`
+	Installers   []Installer       `json:"installers"`
+	Servers      []Server          `json:"servers"`
+	Agent        AgentState        `json:"agent"`
+	Bootstrapper BootstrapperState `json:"bootstrapper"`
+	// Seq is the machine's last journal entry (its logs and events).
+	Seq     uint64    `json:"seq"`
+	Updated time.Time `json:"updated"`
+	// Cursors are the highest bootstrapper seq accepted per boot and
+	// endpoint ("bootId path"): deduplication, persisted with the rest;
+	// never sent to clients.
+	Cursors map[string]uint64 `json:"cursors,omitempty"`
+}
+
+// Installer is an installer's last status.
+type Installer struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Server is a server an installer starts.
+type Server struct {
+	Name       string            `json:"name"`
+	Installer  string            `json:"installer"`
+	Port       string            `json:"port"`
+	Protocol   string            `json:"protocol,omitempty"`
+	Path       string            `json:"path,omitempty"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+	Status     string            `json:"status"`
+	URL        string            `json:"url,omitempty"`
+}
+
+// Internal reports the attribute internal=true: such servers are for
+// machines of the runtime only and never shown to clients.
+func (s Server) Internal() bool { return strings.EqualFold(s.Attributes["internal"], "true") }
+
+// AgentState is the machine's agent as the master last saw it.
+type AgentState struct {
+	Connected bool      `json:"connected"`
+	Version   string    `json:"version,omitempty"`
+	Protocol  string    `json:"protocol,omitempty"`
+	Via       string    `json:"via,omitempty"` // ViaTunnel: the agent's outbound connection
+	Since     time.Time `json:"since,omitzero"`
+}
+
+// ViaTunnel is AgentState.Via for an agent connected through its tunnel.
+const ViaTunnel = "tunnel"
+
+// BootstrapperState is the machine's bootstrapper connection.
+type BootstrapperState struct {
+	Connected bool      `json:"connected"`
+	Status    string    `json:"status,omitempty"` // the bootstrapper's last: STARTING, DONE or FAILED
+	Since     time.Time `json:"since,omitzero"`
+}
+
+// Entry is one event of a machine's journal: a log line, a status change,
+// an agent connecting. Seq numbers a machine's entries from 1.
+type Entry struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Type      string    `json:"type"` // see the Entry* constants
+	Installer string    `json:"installer,omitempty"`
+	Status    string    `json:"status,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Text      string    `json:"text,omitempty"`
+	Stream    string    `json:"stream,omitempty"`
+	Partial   bool      `json:"partial,omitempty"`
+	Raw       []byte    `json:"raw,omitempty"`
+	Lost      uint64    `json:"lost,omitempty"`
+	Server    string    `json:"server,omitempty"`
+	Port      string    `json:"port,omitempty"`
+	BootID    string    `json:"bootId,omitempty"`
+}
+
+// Entry types: which event an entry records. The first four are the
+// bootstrapper's (protocol/che methods), with its status, stream and
+// fields as it sent them.
+const (
+	EntryBootstrapper = "bootstrapper" // bootstrapper/statusChanged
+	EntryInstaller    = "installer"    // installer/statusChanged
+	EntryLog          = "log"          // installer/log
+	EntryServer       = "server"       // installer/serverStatusChanged
+	EntryAgent        = "agent"        // the agent connected (AgentConnected) or not (AgentDisconnected)
+)
+
+// Statuses of an EntryAgent entry.
+const (
+	AgentConnected    = "CONNECTED"
+	AgentDisconnected = "DISCONNECTED"
+)
