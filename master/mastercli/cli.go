@@ -151,11 +151,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", ":8080", "address to serve everything on")
 	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
 	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
-	keep := fs.Int("keep-entries", 100000, "journal entries (log lines and events) kept per machine")
+	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var o master.Options
-	fs.IntVar(&o.MaxEventBytes, "max-message", 1<<20, "largest WebSocket message accepted from a bootstrapper or client, bytes")
-	fs.DurationVar(&o.PingInterval, "ping", 30*time.Second, "keepalive ping interval of every WebSocket")
+	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
+	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
