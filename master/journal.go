@@ -135,10 +135,8 @@ func (s *state) close(ctx context.Context) error {
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.wake()
-	select {
-	case <-s.done:
+	if waitFor(ctx, s.done) {
 		return nil
-	case <-ctx.Done():
 	}
 	s.abandonOnce.Do(func() { close(s.abandon) })
 	<-s.done // a Commit in progress ends; none starts after

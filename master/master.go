@@ -154,9 +154,7 @@ func (m *Master) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if !waitFor(ctx, done) {
 		err = fmt.Errorf("connections still open: %w", context.Cause(ctx))
 	}
 	return errors.Join(err, m.state.close(ctx))
@@ -184,4 +182,19 @@ func (m *Master) Handler() http.Handler {
 		mux.Handle("/", m.opts.Web) // any method: "GET /" would conflict with the agent proxy's pattern
 	}
 	return mux
+}
+
+// waitFor waits for done to be closed, or ctx to end first (false).
+func waitFor(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	select {
+	case <-done: // both: done counts
+		return true
+	default:
+		return false
+	}
 }
