@@ -134,7 +134,9 @@ func TestApply(t *testing.T) {
 			name:   "server STOPPED",
 			doc:    planned(),
 			method: che.MethodServerStatus,
-			ev:     ev(func(e *che.Event) { e.Installer, e.Server, e.Port, e.Status = "web", "http", "8080/tcp", che.StatusStopped }),
+			ev: ev(func(e *che.Event) {
+				e.Installer, e.Server, e.Port, e.Status = "web", "http", "8080/tcp", che.StatusStopped
+			}),
 			wantDoc: with(planned(), func(d *masterapi.Machine) {
 				d.Servers[1].Status = masterapi.ServerStopped
 			}),
@@ -144,7 +146,9 @@ func TestApply(t *testing.T) {
 			name:   "a server the plan did not announce",
 			doc:    planned(),
 			method: che.MethodServerStatus,
-			ev:     ev(func(e *che.Event) { e.Installer, e.Server, e.Port, e.Status = "tools", "debug", "5005", che.StatusRunning }),
+			ev: ev(func(e *che.Event) {
+				e.Installer, e.Server, e.Port, e.Status = "tools", "debug", "5005", che.StatusRunning
+			}),
 			wantDoc: with(planned(), func(d *masterapi.Machine) {
 				d.Servers = append(d.Servers, masterapi.Server{Name: "debug", Installer: "tools", Status: masterapi.ServerRunning})
 			}),
