@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/master/dashboard"
 	"github.com/porthole-dev/porthole/master/store"
 )
 
@@ -186,7 +187,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer st.Close()
 	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir = log, st, signer, Version, *bins
-	o.Web = webHandler()
+	o.Web = dashboard.Handler()
 	m, err := master.New(o)
 	if err != nil {
 		return err
