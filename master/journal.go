@@ -25,6 +25,8 @@ type Store interface {
 	Close() error
 }
 
+var _ Store = (*store.Bolt)(nil)
+
 // Limits of the state.
 const (
 	// tailEntries: the last entries of each machine kept in memory for
