@@ -69,20 +69,9 @@ func Reaper(worker *exec.Cmd) (int, error) {
 		return 1, fmt.Errorf("start the worker: %w", err)
 	}
 	pid := worker.Process.Pid
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(stop)
-	wg.Go(func() {
-		for {
-			select {
-			case s := <-sigs:
-				unix.Kill(pid, s.(syscall.Signal))
-			case <-stop:
-				return
-			}
-		}
-	})
+	// The loop below reaps the worker behind os.Process's back: signals go
+	// by pid, which stays the worker's until this loop has reaped it.
+	defer forward(sigs, func(sig os.Signal) { unix.Kill(pid, sig.(syscall.Signal)) })()
 	for {
 		var ws unix.WaitStatus
 		got, err := unix.Wait4(-1, &ws, 0, nil)
@@ -116,23 +105,32 @@ func Chain(cmd *exec.Cmd, sigs <-chan os.Signal) (syscall.WaitStatus, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
+	stop := forward(sigs, func(sig os.Signal) { cmd.Process.Signal(sig) })
+	err := cmd.Wait()
+	stop()
+	if cmd.ProcessState == nil {
+		return 0, err
+	}
+	return cmd.ProcessState.Sys().(syscall.WaitStatus), nil
+}
+
+// forward passes every signal from sigs to send, in a goroutine of its
+// own, until stop is called; stop returns once that goroutine has ended.
+func forward(sigs <-chan os.Signal, send func(os.Signal)) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
 			select {
-			case s := <-sigs:
-				cmd.Process.Signal(s)
+			case sig := <-sigs:
+				send(sig)
 			case <-done:
 				return
 			}
 		}
 	})
-	err := cmd.Wait()
-	close(done)
-	wg.Wait()
-	if cmd.ProcessState == nil {
-		return 0, err
+	return func() {
+		close(done)
+		wg.Wait()
 	}
-	return cmd.ProcessState.Sys().(syscall.WaitStatus), nil
 }
