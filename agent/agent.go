@@ -11,13 +11,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/internal/clock"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -85,11 +85,7 @@ func (o *Options) setDefaults() {
 		}
 	}
 	if o.Env == nil {
-		for _, kv := range os.Environ() {
-			if !strings.HasPrefix(kv, "PORTHOLE_TOKEN=") && !strings.HasPrefix(kv, "PORTHOLE_MACHINE_TOKEN=") {
-				o.Env = append(o.Env, kv)
-			}
-		}
+		o.Env = proc.ChildEnv(os.Environ())
 	}
 	def := func(v *int, d int) {
 		if *v <= 0 {

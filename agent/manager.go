@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -239,31 +240,35 @@ func (m *manager) shutdown(ctx context.Context, grace time.Duration) {
 		t.Stop()
 		delete(m.timers, id)
 	}
-	ps := make([]*process, 0, len(m.procs))
+	ps := make([]proc.Target, 0, len(m.procs))
 	for _, p := range m.procs {
-		ps = append(ps, p)
+		ps = append(ps, stopping{p})
 	}
 	m.mu.Unlock()
 
-	for _, p := range ps {
-		p.Signal(syscall.SIGHUP)
-		p.Signal(syscall.SIGTERM)
-	}
-	timer := time.NewTimer(grace)
-	defer timer.Stop()
-wait:
-	for _, p := range ps {
-		select {
-		case <-p.done:
-		case <-timer.C:
-			break wait
-		case <-ctx.Done():
-			break wait
-		}
-	}
-	for _, p := range ps {
-		p.Signal(syscall.SIGKILL)
-		p.stop()
-	}
+	proc.Stop(ctx, grace, ps, syscall.SIGHUP, syscall.SIGTERM)
 	m.wg.Wait()
+}
+
+// stopping is a process as proc.Stop sees it: signals go to its process
+// group; killing it also releases writers blocked on its rings, so that
+// it can be done.
+type stopping struct{ p *process }
+
+func (s stopping) Signal(sig syscall.Signal) error {
+	err := s.p.Signal(sig)
+	if sig == syscall.SIGKILL {
+		s.p.stop()
+	}
+	return err
+}
+
+// Wait returns once the process has exited and its output has ended.
+func (s stopping) Wait(ctx context.Context) error {
+	select {
+	case <-s.p.done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }

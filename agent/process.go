@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -207,10 +208,7 @@ func (p *process) Signal(sig syscall.Signal) error {
 	if p.exited {
 		return exitedError(p.id)
 	}
-	if err := unix.Kill(-p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-		return err
-	}
-	return nil
+	return proc.Group(p.pid).Signal(sig)
 }
 
 // Resize sets the terminal size; the kernel sends SIGWINCH.

@@ -163,24 +163,29 @@ func runAgent(ctx context.Context, args []string, e env, stderr *os.File) error 
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("agent takes no arguments; got %q", fs.Args())}
 	}
-	o, err := f.options(e, stderr)
-	if err != nil {
-		return err
-	}
-	ln, err := f.listener()
+	o, err := f.runOptions(e, stderr)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	o.Logger.Info("agent started", "addr", addrOf(ln), "master", f.master, "version", Version)
-	return agent.Run(ctx, agent.RunOptions{Options: o, ServeOptions: f.serveOptions(ln)})
+	o.Logger.Info("agent started", "addr", addrOf(o.Listener), "master", f.master, "version", Version)
+	return agent.Run(ctx, o)
 }
 
-// serveOptions says where the agent serves: ln (unless nil) and the
-// master (with -master).
-func (f *agentFlags) serveOptions(ln net.Listener) agent.ServeOptions {
-	return agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace}
+// runOptions validates the flags and opens the listener: the options of
+// agent.Run, also those of the entrypoint's agent. The agent serves on the
+// listener (unless -listen none) and through the master (with -master).
+func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error) {
+	o, err := f.options(e, stderr)
+	if err != nil {
+		return agent.RunOptions{}, err
+	}
+	ln, err := f.listener()
+	if err != nil {
+		return agent.RunOptions{}, err
+	}
+	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace}}, nil
 }
 
 // addrOf is ln's address for logs.
@@ -189,9 +194,4 @@ func addrOf(ln net.Listener) string {
 		return "none"
 	}
 	return ln.Addr().String()
-}
-
-// serve serves an agent built by the entrypoint (see agent.Agent.Serve).
-func serve(ctx context.Context, a *agent.Agent, ln net.Listener, tun *agent.MasterOptions, grace time.Duration, _ *slog.Logger) error {
-	return a.Serve(ctx, agent.ServeOptions{Listener: ln, Master: tun, Grace: grace})
 }

@@ -52,6 +52,10 @@ type Options struct {
 	// Clock paces the pings; nil is the real clock. The socket's read and
 	// write deadlines are always in real time.
 	Clock clock.Clock
+	// HardLimit, when > 0, replaces HardLimitFactor*Limit (errors.go).
+	HardLimit int64
+	// Decode, when set, replaces Decode for text messages (errors.go).
+	Decode func(data []byte, v any) error
 }
 
 // Stream is a jsonrpc2.ObjectStream over a WebSocket.
@@ -85,7 +89,7 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	}
 	opts.Clock = clock.Or(opts.Clock)
 	s := &Stream{ws: ws, opts: opts}
-	ws.SetReadLimit(opts.Limit * HardLimitFactor)
+	ws.SetReadLimit(opts.hardLimit())
 	if opts.PingInterval > 0 {
 		deadline := func() time.Time { return time.Now().Add(2*opts.PingInterval + time.Second) }
 		ws.SetReadDeadline(deadline())
@@ -175,7 +179,7 @@ func (s *Stream) readObject(v any) error {
 			}
 			continue
 		}
-		if err := Decode(data, v); err != nil {
+		if err := s.decode(data, v); err != nil {
 			var re *Error
 			if errors.As(err, &re) {
 				s.replyError(re.ID, re.Code, re.Message)
@@ -230,14 +234,7 @@ func Decode(data []byte, v any) error {
 	return nil
 }
 
-func (s *Stream) replyError(id *json.RawMessage, code int, msg string) {
-	resp := struct {
-		JSONRPC string           `json:"jsonrpc"`
-		ID      *json.RawMessage `json:"id"`
-		Error   any              `json:"error"`
-	}{"2.0", id, map[string]any{"code": code, "message": msg}}
-	s.WriteObject(resp)
-}
+func (s *Stream) replyError(id *json.RawMessage, code int, msg string) { s.WriteError(id, code, msg) }
 
 // fail sends a close frame with code and reason and returns an error that
 // ends the read loop.
