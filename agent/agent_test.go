@@ -21,6 +21,7 @@ import (
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/client"
 	"github.com/porthole-dev/porthole/internal/agenttest"
+	"github.com/porthole-dev/porthole/internal/clock/clocktest"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -43,6 +44,14 @@ func startAgent(t *testing.T, o agent.Options) *testAgent {
 	t.Helper()
 	if o.Token == "" {
 		o.Token = token
+	}
+	if o.Clock == nil {
+		// The agent's time stands still unless a test moves it: a viewer
+		// that keeps reading is never demoted however busy the machine
+		// (TestHundredMiBByteExact lost bytes to a 1 s stall bound under
+		// load), and no keepalive ping falls due. Tests of stalls and
+		// pings bring their own clock.
+		o.Clock = clocktest.New()
 	}
 	a, addr := agenttest.Start(t, o)
 	return &testAgent{a: a, addr: addr, url: "ws://" + addr}

@@ -22,6 +22,7 @@ import (
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/client"
 	"github.com/porthole-dev/porthole/internal/agenttest"
+	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/internal/clock/clocktest"
 	"github.com/porthole-dev/porthole/protocol"
 )
@@ -668,7 +669,7 @@ func TestShutdownWithBlockedHTTPWrite(t *testing.T) {
 // A peer that stops answering pings (a dead proxy, a suspended laptop) is
 // disconnected after two intervals and a second, so its session ends.
 func TestSilentPeerIsDropped(t *testing.T) {
-	ta := startAgent(t, agent.Options{PingInterval: 50 * time.Millisecond})
+	ta := startAgent(t, agent.Options{PingInterval: 50 * time.Millisecond, Clock: clock.Real})
 	ws, _, err := rawDial(t, ta.url+"/v1/rpc", bearer(token), protocol.SubprotocolRPC)
 	if err != nil {
 		t.Fatal(err)

@@ -158,6 +158,12 @@ type tunnelAgent struct {
 func startTunnelAgent(t *testing.T, m *testMaster, ao agent.Options, o tunnel.AgentOptions) *tunnelAgent {
 	t.Helper()
 	ao.Token = agentToken
+	if ao.Clock == nil {
+		// The agent's time stands still unless a test moves it: a client
+		// that keeps reading is never demoted for a stall, however busy
+		// the machine.
+		ao.Clock = clocktest.New()
+	}
 	a, err := agent.New(ao)
 	if err != nil {
 		t.Fatal(err)
