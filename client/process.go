@@ -154,6 +154,12 @@ func (p *Process) connect(ctx context.Context) error {
 	}
 	started := make(chan struct{})
 	var startOnce sync.Once
+	// abort is in place before the read loop starts: onOutput reads it
+	// with the first frame, and a frame's write waits on it.
+	ended, abort := make(chan struct{}), make(chan struct{})
+	p.mu.Lock()
+	p.abort = abort
+	p.mu.Unlock()
 	conn := jsonrpc2.NewConn(context.Background(), stream, jsonrpc2.HandlerWithError(func(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
 		err := p.onEvent(req)
 		if req.Method == protocol.EventStarted {
@@ -161,9 +167,8 @@ func (p *Process) connect(ctx context.Context) error {
 		}
 		return nil, err
 	}), quiet)
-	ended, abort := make(chan struct{}), make(chan struct{})
 	p.mu.Lock()
-	p.stream, p.conn, p.ended, p.abort, p.connErr = stream, conn, ended, abort, nil
+	p.stream, p.conn, p.ended, p.connErr = stream, conn, ended, nil
 	p.mu.Unlock()
 	p.wg.Go(func() {
 		<-conn.DisconnectNotify()
