@@ -31,8 +31,8 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/agent/agenttest"
 	"github.com/porthole-dev/porthole/client"
-	"github.com/porthole-dev/porthole/internal/agenttest"
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/store"

@@ -23,7 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/porthole-dev/porthole/agent"
-	"github.com/porthole-dev/porthole/internal/agenttest"
+	"github.com/porthole-dev/porthole/agent/agenttest"
 )
 
 func TestMain(m *testing.M) {
