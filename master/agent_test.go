@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/master"
 )
 
@@ -26,8 +27,8 @@ func TestAgentThroughMaster(t *testing.T) {
 	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, "dev")), 0o600)
 	ag := exec.Command(porthole, "agent", "-listen", "none", "-master", tm.WS, "-machine-token-file", tokFile,
 		"-runtime-id", rid, "-machine-name", "dev")
-	var agentOut bytes.Buffer
-	ag.Stderr = &lockedWriter{w: &agentOut}
+	var agentOut testutil.SyncBuffer
+	ag.Stderr = &agentOut
 	if err := ag.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/master"
 )
 
@@ -127,9 +128,8 @@ func texts(es []master.Entry) []string {
 // Handshakes without a valid machine token are refused with 401/403 and
 // a message naming the problem, never echoing the token.
 func TestIngestAuth(t *testing.T) {
-	var logBuf bytes.Buffer
-	logw := &lockedWriter{w: &logBuf}
-	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.Logger = slog.New(slog.NewTextHandler(logw, nil)) })
+	var logw testutil.SyncBuffer
+	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.Logger = slog.New(slog.NewTextHandler(&logw, nil)) })
 	other, err := master.LoadSigner(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +159,7 @@ func TestIngestAuth(t *testing.T) {
 			if !strings.Contains(body.String(), c.msg) || (c.auth != "" && strings.Contains(body.String(), c.auth)) {
 				t.Errorf("body %q: want it to say %q and not contain the token", body.String(), c.msg)
 			}
-			logw.mu.Lock()
-			logged := logBuf.String()
-			logw.mu.Unlock()
+			logged := logw.String()
 			if !strings.Contains(logged, "request refused") || (c.auth != "" && strings.Contains(logged, c.auth)) {
 				t.Errorf("log %q: want the refusal logged without the token", logged)
 			}
