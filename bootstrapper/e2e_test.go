@@ -1,7 +1,8 @@
 package bootstrapper_test
 
-// End-to-end tests of the real binary: TestMain builds porthole once; each
-// test runs `porthole bootstrap` (or the binary as `bootstrapper`) against
+// End-to-end tests of the real program: the test binary re-executed as
+// porthole (testutil.Programs); each test runs `porthole bootstrap` (or
+// the program as `bootstrapper`) against
 // an in-test master (bootstraptest.Receiver) and asserts the exact events
 // that arrive, the exit code, the errors and what is left of the
 // installers' processes.
@@ -24,28 +25,34 @@ import (
 	"go.uber.org/goleak"
 
 	bt "github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
+	"github.com/porthole-dev/porthole/cli"
+	"github.com/porthole-dev/porthole/internal/testutil"
 )
 
-// bin is the porthole binary TestMain built.
+// porthole is cmd/porthole's main: run as "bootstrapper" (a link, as
+// Che's infrastructures call it), it is `porthole bootstrap`.
+func porthole(argv []string) int {
+	args := argv[1:]
+	if filepath.Base(argv[0]) == "bootstrapper" {
+		args = append([]string{"bootstrap"}, args...)
+	}
+	return cli.Main(args, os.Environ())
+}
+
+// The test binary stands in for porthole, also when a test links it as
+// bootstrapper.
+var programs = testutil.Programs{"porthole": porthole, "bootstrapper": porthole}
+
+// bin runs porthole: a link to the test binary.
 var bin string
 
-const wait = 15 * time.Second // how long any awaited event may take
+const wait = testutil.Wait // how long any awaited event may take
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "porthole-bootstrap-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	dir, remove := programs.Setup()
 	bin = filepath.Join(dir, "porthole")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/porthole")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		os.RemoveAll(dir)
+		remove()
 		os.Exit(code)
 	}))
 }
@@ -79,7 +86,7 @@ func startIn(t *testing.T, dir, argv0 string, args []string, env ...string) *pro
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(testutil.CleanEnv(), env...)
 	out, err := os.CreateTemp(t.TempDir(), "output")
 	if err != nil {
 		t.Fatal(err)
@@ -106,20 +113,6 @@ func startIn(t *testing.T, dir, argv0 string, args []string, env ...string) *pro
 		}
 	})
 	return p
-}
-
-// cleanEnv is this environment without what would change the
-// bootstrapper's behaviour.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "CHE_") || strings.HasPrefix(k, "PORTHOLE_") || strings.Contains(strings.ToLower(k), "proxy") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
 }
 
 // exit waits for the process to end and returns its exit code.
@@ -169,26 +162,10 @@ func fixture(t *testing.T, name string, port int) string {
 	return path
 }
 
-// config writes a config.json and returns its path.
-func config(t *testing.T, json string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(path, []byte(json), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// freePort returns a loopback port nobody listened on a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+var (
+	config   = testutil.Config
+	freePort = testutil.FreePort
+)
 
 // lines renders events as the Che tests compare them: method, status,
 // installer, stream and text.
@@ -361,17 +338,18 @@ func processes(t *testing.T) []procStat {
 // shell, the leader of its process group) and returns its pid.
 func installerGroup(t *testing.T, p *proc) int {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
+	var pid int
+	// Polling /proc: there is no event for a new process.
+	testutil.WaitFor(t, "the installer's shell", func() bool {
 		for _, st := range processes(t) {
 			if st.ppid == p.cmd.Process.Pid && st.pgrp == st.pid {
-				return st.pid
+				pid = st.pid
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond) // polling /proc: there is no event for a new process
-	}
-	t.Fatal("the installer's shell never appeared")
-	return 0
+		return false
+	})
+	return pid
 }
 
 // assertGroupGone fails if group g has a live (not zombie) member.
@@ -722,7 +700,7 @@ func TestCheInvocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(script)
-	cmd.Env = append(cleanEnv(), "BOOTSTRAPPER_DIR="+bdir, "MACHINE_NAME=dev-machine",
+	cmd.Env = append(testutil.CleanEnv(), "BOOTSTRAPPER_DIR="+bdir, "MACHINE_NAME=dev-machine",
 		"WORKSPACE_ID=workspace123", "ENV_NAME=default", "OWNER_ID=user1",
 		"PUSH_ENDPOINT="+r.URL+"/api/websocket", "PUSH_LOGS_ENDPOINT="+r.URL+"/api/websocket",
 		"LOGS_DIR="+dir+"/logs", "CHE_MACHINE_TOKEN="+token)
