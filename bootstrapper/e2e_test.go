@@ -49,12 +49,8 @@ var bin string
 const wait = testutil.Wait // how long any awaited event may take
 
 func TestMain(m *testing.M) {
-	dir, remove := programs.Setup()
-	bin = filepath.Join(dir, "porthole")
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		remove()
-		os.Exit(code)
-	}))
+	bin = filepath.Join(programs.Setup(), "porthole")
+	goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
 }
 
 // proc is a running bootstrapper.

@@ -42,12 +42,8 @@ const waitTimeout = testutil.Wait
 const pollEvery = 20 * time.Millisecond // how often an agent's health is polled
 
 func TestMain(m *testing.M) {
-	dir, remove := programs.Setup()
-	bin = filepath.Join(dir, "porthole")
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		remove()
-		os.Exit(code)
-	}))
+	bin = filepath.Join(programs.Setup(), "porthole")
+	goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
 }
 
 func randHex(n int) string {

@@ -33,12 +33,8 @@ var programs = testutil.Programs{"porthole": func(argv []string) int { return cl
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, remove := programs.Setup()
-	bin = filepath.Join(dir, "porthole")
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		remove()
-		os.Exit(code)
-	}))
+	bin = filepath.Join(programs.Setup(), "porthole")
+	goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
 }
 
 const token = "inject-test-token"

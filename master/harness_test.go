@@ -44,13 +44,9 @@ var porthole, masterBin string
 const wait = testutil.Wait // how long anything awaited may take
 
 func TestMain(m *testing.M) {
-	dir, remove := programs.Setup()
-	porthole = filepath.Join(dir, "porthole")
-	masterBin = filepath.Join(dir, "porthole-master")
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		remove()
-		os.Exit(code)
-	}))
+	dir := programs.Setup()
+	porthole, masterBin = filepath.Join(dir, "porthole"), filepath.Join(dir, "porthole-master")
+	goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
 }
 
 // testMaster is an in-process master on loopback over a store in dir.

@@ -35,12 +35,10 @@ var programs = testutil.Programs{"porthole": func(argv []string) int { return cl
 var programsDir string
 
 func TestMain(m *testing.M) {
-	dir, remove := programs.Setup()
-	programsDir = dir
+	programsDir = programs.Setup()
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		remove()
 		removeBinaries() // dashboard_test.go's
-		os.Exit(code)
+		testutil.Exit(code)
 	}))
 }
 

@@ -37,18 +37,26 @@ type Programs map[string]func(argv []string) int
 // Setup, called first in TestMain, runs the program the process was
 // started as and exits. In the test process it makes a temporary
 // directory holding, for each program, a link of its name to the test
-// binary, and returns it with a function removing it; exec.Command of
-// filepath.Join(dir, NAME) then runs program NAME, whatever environment
-// the test gives it.
+// binary, and returns it; exec.Command of filepath.Join(dir, NAME) then
+// runs program NAME, whatever environment the test gives it. Exit removes
+// the directory:
+//
+//	func TestMain(m *testing.M) {
+//		bin = filepath.Join(programs.Setup(), "porthole")
+//		goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
+//	}
 //
 // A test binary run with arguments that are not test flags, as no
 // program, exits with status 2 and says why instead of running every test
 // again in a child (which would start children of its own).
-func (ps Programs) Setup() (dir string, remove func()) {
+func (ps Programs) Setup() (dir string) {
 	ps.run()
 	exe, err := os.Executable()
 	if err == nil {
 		dir, err = os.MkdirTemp("", "porthole-programs-")
+	}
+	if dir != "" {
+		linkDirs = append(linkDirs, dir)
 	}
 	for name := range ps {
 		if err == nil {
@@ -57,12 +65,22 @@ func (ps Programs) Setup() (dir string, remove func()) {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testutil: link the test binary as %v: %v\n", ps.names(), err)
-		if dir != "" {
-			os.RemoveAll(dir)
-		}
-		os.Exit(1)
+		Exit(1)
 	}
-	return dir, func() { os.RemoveAll(dir) }
+	return dir
+}
+
+// linkDirs are the directories Setup made, for Exit to remove. Only
+// TestMain touches it, before and after the tests.
+var linkDirs []string
+
+// Exit removes the directories Setup made and exits with code: TestMain's
+// last step (goleak.Cleanup(testutil.Exit)).
+func Exit(code int) {
+	for _, dir := range linkDirs {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
 }
 
 // run runs the program this process was started as, if any, and exits.

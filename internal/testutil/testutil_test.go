@@ -46,12 +46,8 @@ var programs = testutil.Programs{
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, remove := programs.Setup()
-	bin = dir
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		remove()
-		os.Exit(code)
-	}))
+	bin = programs.Setup()
+	goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
 }
 
 func TestPrograms(t *testing.T) {
