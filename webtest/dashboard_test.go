@@ -189,14 +189,7 @@ func dashboardDist(t *testing.T) {
 	for _, f := range []string{"main.js", "main.css"} {
 		fresh = fresh && !mtime(filepath.Join(dist, f)).IsZero()
 	}
-	srcs, _ := filepath.Glob(filepath.Join(dir, "src", "*"))
-	for _, f := range append(srcs, "index.html", "build.mjs", "package.json", "package-lock.json") {
-		if !filepath.IsAbs(f) {
-			f = filepath.Join(dir, f)
-		}
-		fresh = fresh && !mtime(f).After(built)
-	}
-	if fresh {
+	if fresh && !sourcesNewer(t, dir, built, "index.html", "build.mjs", "package.json", "package-lock.json") {
 		return
 	}
 	npm, err := exec.LookPath("npm")
