@@ -989,7 +989,11 @@ func TestCACert(t *testing.T) {
 	}
 	assertLines(t, r.Events(), twoScripts())
 
-	p = start(t, "", bootArgs(t, r, fixture(t, "two-scripts.json", 0), "-installer-timeout", "1"))
+	// The first connection is given the installer timeout, and the run
+	// lasts that long (a certificate error is retried): 5 s, since on a
+	// busy machine a TLS handshake under the race detector has taken more
+	// than a second to fail on its certificate.
+	p = start(t, "", bootArgs(t, r, fixture(t, "two-scripts.json", 0), "-installer-timeout", "5"))
 	if code := p.exit(t); code != 1 {
 		t.Fatalf("exit code %d without -cacert", code)
 	}
