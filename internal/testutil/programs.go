@@ -51,6 +51,7 @@ type Programs map[string]func(argv []string) int
 // again in a child (which would start children of its own).
 func (ps Programs) Setup() (dir string) {
 	ps.run()
+	shortRaceExit()
 	exe, err := os.Executable()
 	if err == nil {
 		dir, err = os.MkdirTemp("", "porthole-programs-")
@@ -91,6 +92,7 @@ func (ps Programs) run() {
 	}
 	if main, ok := ps[name]; ok {
 		os.Setenv(EnvProgram, name) // for the program's children
+		shortRaceExit()
 		os.Exit(main(os.Args))
 	}
 	if name != "" {
@@ -101,6 +103,17 @@ func (ps Programs) run() {
 		fmt.Fprintf(os.Stderr, "testutil: the test binary was run with arguments %q as no program: set %s to one of %v, or run it as a link named for one (Programs.Setup)\n",
 			os.Args[1:], EnvProgram, ps.names())
 		os.Exit(2)
+	}
+}
+
+// shortRaceExit makes the race-enabled processes this one starts sleep
+// 50 ms when they exit instead of the race runtime's default second
+// (GORACE atexit_sleep_ms, time for other goroutines to finish a report):
+// the tests start hundreds of short-lived programs. A GORACE naming
+// atexit_sleep_ms itself is kept.
+func shortRaceExit() {
+	if g := os.Getenv("GORACE"); Race && !strings.Contains(g, "atexit_sleep_ms") {
+		os.Setenv("GORACE", strings.TrimSpace(g+" atexit_sleep_ms=50"))
 	}
 }
 

@@ -23,6 +23,10 @@ var programs = testutil.Programs{
 		fmt.Printf("%s %q\n", filepath.Base(argv[0]), argv[1:])
 		return 3
 	},
+	"gorace": func(argv []string) int {
+		fmt.Printf("GORACE=%q\n", os.Getenv("GORACE"))
+		return 0
+	},
 	"parent": func(argv []string) int {
 		if len(argv) > 1 && argv[1] == "child" {
 			fmt.Printf("child %q\n", argv[2:])
@@ -55,6 +59,10 @@ func TestPrograms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wantRace := `GORACE=""`
+	if testutil.Race {
+		wantRace = `GORACE="atexit_sleep_ms=50"` // for its children
+	}
 	cases := []struct {
 		name     string
 		path     string
@@ -68,6 +76,7 @@ func TestPrograms(t *testing.T) {
 		// The parent's child gets the variable though the test gave the
 		// parent none.
 		{"re-executing itself", filepath.Join(bin, "parent"), nil, testutil.CleanEnv(testutil.EnvProgram), `child ["x"]` + "\n", 0},
+		{"quick exit under the race detector", filepath.Join(bin, "gorace"), nil, testutil.CleanEnv("GORACE"), wantRace, 0},
 		{"unknown program", exe, []string{"a"}, testutil.CleanEnv(testutil.EnvProgram + "=nope"), "names no program", 2},
 		// Run as no program with arguments: refused, not the tests again.
 		{"no program", exe, []string{"agent", "-listen", "x"}, testutil.CleanEnv(testutil.EnvProgram), "as no program", 2},
