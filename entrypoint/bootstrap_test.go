@@ -27,7 +27,7 @@ func TestEntrypointRunsBootstrapper(t *testing.T) {
 	addr := testutil.FreeAddr(t)
 	boot := fmt.Sprintf("-file %s -push-endpoint %s/api/websocket -runtime-id w:e:o -machine-name dev", cfg, r.URL)
 	cmd := exec.Command(bin, "entrypoint", "-listen", addr, "-grace", "1s", "-bootstrap", boot, "--", "sleep", "1000")
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "PORTHOLE_TOKEN=" + token}
+	cmd.Env = testutil.CleanEnv("PORTHOLE_TOKEN=" + token)
 	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -275,7 +275,7 @@ func bootstrap(t *testing.T, masterWS, token, rid, name, config string, extra ..
 		"-runtime-id", rid, "-machine-name", name, "-enable-auth", "-spool-dir", t.TempDir(),
 		"-stop-grace", "500ms", "-logs-endpoint-reconnect-period", "1"}, extra...)
 	cmd := exec.Command(porthole, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CHE_MACHINE_TOKEN=" + token}
+	cmd.Env = testutil.CleanEnv("CHE_MACHINE_TOKEN=" + token)
 	p := &bootProc{cmd: cmd, out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
