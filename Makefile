@@ -58,7 +58,8 @@ web/dashboard/node_modules/.package-lock.json: web/dashboard/package-lock.json w
 lint:
 	./scripts/lint.sh
 
-# The timing-sensitive packages with -race -count=$(STRESS_COUNT) while busy
+# The timing-sensitive packages (agent, bootstrapper, cli, entrypoint,
+# internal, master) with -race -count=$(STRESS_COUNT) while busy
 # loops keep every core busy (scripts/stress.sh); .ci/run uses a count of 3.
 STRESS_COUNT ?= 10
 stress:

@@ -13,6 +13,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // TestContract runs the agent's behaviour suite through porthole-master:
@@ -23,7 +24,7 @@ func TestContract(t *testing.T) {
 	tm := startMaster(t, t.TempDir(), "")
 	const rid, name = "w:e:o", "contract"
 	clientToken := tm.clientToken(t)
-	sub := subscribe(t, tm, clientToken, master.SubscribeParams{RuntimeID: rid})
+	sub := subscribe(t, tm, clientToken, masterapi.SubscribeParams{RuntimeID: rid})
 
 	a, err := agent.New(agent.Options{Token: "unused-the-tunnel-is-trusted"})
 	if err != nil {
@@ -53,7 +54,7 @@ func TestContract(t *testing.T) {
 			t.Errorf("tunnel.Serve = %v; want context.Canceled", err)
 		}
 	})
-	sub.until(t, "the agent connected", func(ms map[string]*master.Machine, _ map[string][]master.Entry) bool {
+	sub.until(t, "the agent connected", func(ms map[string]*masterapi.Machine, _ map[string][]masterapi.Entry) bool {
 		m := ms[rid+"/"+name]
 		return m != nil && m.Agent.Connected
 	})
