@@ -8,44 +8,53 @@ import (
 	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // The frames are what jsonrpc2 itself writes for a notification with
-// these params, and jsonrpc2 reads them back as notifications.
+// che's params (seq set), and jsonrpc2 reads them back as notifications.
 func TestFramesAreJSONRPC(t *testing.T) {
 	enc := testEncoder(t)
 	cases := []struct {
 		method string
-		params []byte
+		ev     unnumbered
+		params any // che's params type the frame's params decode into
 	}{
-		{MethodBootstrapperStatus, enc.bootstrapperStatus(StatusFailed, "it broke")},
-		{MethodInstallerStatus, enc.installerStatus(1, StatusRunning, "")},
-		{MethodInstallerLog, enc.log(0, StreamStderr, []byte("a \"quoted\" line\r"), true)},
-		{MethodServerStatus, enc.serverStatus(1, "web", "8080/tcp", StatusStopped)},
-		{MethodInstallerLog, enc.lost(0, 7)},
+		{che.MethodBootstrapperStatus, enc.bootstrapperStatus(che.StatusFailed, "it broke"), new(che.BootstrapperStatus)},
+		{che.MethodInstallerStatus, enc.installerStatus(1, che.StatusRunning, ""), new(che.InstallerStatus)},
+		{che.MethodInstallerLog, enc.log(0, che.StreamStderr, []byte("a \"quoted\" line\r"), true), new(che.InstallerLog)},
+		{che.MethodServerStatus, enc.serverStatus(1, "web", "8080/tcp", che.StatusStopped), new(che.ServerStatus)},
+		{che.MethodInstallerLog, enc.lost(0, 7), new(che.InstallerLog)},
 	}
 	for _, c := range cases {
-		frame := enc.frame(c.method, c.params, 42)
-		var params map[string]any
-		if err := json.Unmarshal(c.params, &params); err != nil {
+		frame := c.ev.number(42)
+		var req jsonrpc2.Request
+		if err := json.Unmarshal(frame, &req); err != nil {
+			t.Fatalf("jsonrpc2 cannot read %s: %v", frame, err)
+		}
+		if !req.Notif || req.Method != c.method || req.Params == nil {
+			t.Fatalf("jsonrpc2 reads %s as notif=%v method=%q", frame, req.Notif, req.Method)
+		}
+		d := json.NewDecoder(bytes.NewReader(*req.Params))
+		d.DisallowUnknownFields()
+		if err := d.Decode(c.params); err != nil {
+			t.Fatalf("%s: params into %T: %v", frame, c.params, err)
+		}
+		p, err := json.Marshal(c.params)
+		if err != nil {
 			t.Fatal(err)
 		}
-		params["seq"] = 42
-		p, _ := json.Marshal(params)
 		raw := json.RawMessage(p)
 		want, err := json.Marshal(&jsonrpc2.Request{Method: c.method, Params: &raw, Notif: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !jsonEqual(t, frame, want) {
+		if !bytes.Equal(frame, want) {
 			t.Errorf("%s:\n got %s\nwant %s", c.method, frame, want)
 		}
-		var req jsonrpc2.Request
-		if err := json.Unmarshal(frame, &req); err != nil {
-			t.Fatalf("jsonrpc2 cannot read %s: %v", frame, err)
-		}
-		if !req.Notif || req.Method != c.method {
-			t.Errorf("jsonrpc2 reads %s as notif=%v method=%q", frame, req.Notif, req.Method)
+		if !bytes.Contains(frame, []byte(`,"seq":42}}`)) {
+			t.Errorf("seq is not last: %s", frame)
 		}
 		if !bytes.HasPrefix(frame, []byte(`{"jsonrpc":"2.0","method":"`+c.method+`","params":{"machineName":"m","runtimeId":{"workspaceId":"w","envName":"e","ownerId":"o"},"time":"`)) {
 			t.Errorf("fields not in Che's order: %s", frame)
@@ -53,18 +62,14 @@ func TestFramesAreJSONRPC(t *testing.T) {
 	}
 }
 
-func jsonEqual(t *testing.T, a, b []byte) bool {
+// paramsOf returns the params of ev's frame.
+func paramsOf(t *testing.T, ev unnumbered) []byte {
 	t.Helper()
-	var x, y any
-	if err := json.Unmarshal(a, &x); err != nil {
-		t.Fatalf("%s: %v", a, err)
+	var req jsonrpc2.Request
+	if err := json.Unmarshal(ev.number(1), &req); err != nil || req.Params == nil {
+		t.Fatalf("%s: %v", ev.number(1), err)
 	}
-	if err := json.Unmarshal(b, &y); err != nil {
-		t.Fatalf("%s: %v", b, err)
-	}
-	xs, _ := json.Marshal(x)
-	ys, _ := json.Marshal(y)
-	return bytes.Equal(xs, ys)
+	return *req.Params
 }
 
 func TestLogEncoding(t *testing.T) {
@@ -80,33 +85,21 @@ func TestLogEncoding(t *testing.T) {
 	}
 	// Invalid UTF-8: U+FFFD per invalid byte in text, the exact bytes in raw.
 	line := []byte("bad \xff\xfe bytes, good é")
-	if err := json.Unmarshal(enc.log(1, StreamStdout, line, false), &p); err != nil {
+	if err := json.Unmarshal(paramsOf(t, enc.log(1, che.StreamStdout, line, false)), &p); err != nil {
 		t.Fatal(err)
 	}
 	if p.Text != "bad \ufffd\ufffd bytes, good é" || !bytes.Equal(p.Raw, line) {
 		t.Fatalf("text %q raw %q", p.Text, p.Raw)
 	}
-	if p.Installer != "inst.b" || p.Stream != StreamStdout || p.Partial || p.BootID != "0123456789abcdef" {
+	if p.Installer != "inst.b" || p.Stream != che.StreamStdout || p.Partial || p.BootID != "0123456789abcdef" {
 		t.Fatalf("params %+v", p)
 	}
 	if _, err := time.Parse(time.RFC3339Nano, p.Time); err != nil {
 		t.Fatal(err)
 	}
 	// Valid UTF-8 has no raw.
-	if b := enc.log(0, StreamStdout, []byte("café"), false); strings.Contains(string(b), `"raw"`) {
+	if b := paramsOf(t, enc.log(0, che.StreamStdout, []byte("café"), false)); strings.Contains(string(b), `"raw"`) {
 		t.Fatalf("raw on a valid line: %s", b)
-	}
-}
-
-func TestParseRuntimeID(t *testing.T) {
-	r, err := ParseRuntimeID("ws:env:owner")
-	if err != nil || r != (RuntimeID{"ws", "env", "owner"}) || r.String() != "ws:env:owner" {
-		t.Fatalf("%+v %v", r, err)
-	}
-	for _, bad := range []string{"", "ws", "ws:env", "ws:env:owner:x"} {
-		if _, err := ParseRuntimeID(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
 	}
 }
 
@@ -117,16 +110,16 @@ func TestStartingAnnouncesPlan(t *testing.T) {
 		{ID: "a", Script: "secret-script"},
 		{ID: "b", Script: "x", Servers: map[string]Server{"web": {Port: "8080/tcp", Protocol: "http", Path: "/p", Attributes: json.RawMessage(`{"internal":"true"}`)}}},
 	})
-	enc, err := newEncoder("m", RuntimeID{"w", "e", "o"}, "0123456789abcdef", plan)
+	enc, err := newEncoder("m", che.RuntimeID{Workspace: "w", Environment: "e", Owner: "o"}, "0123456789abcdef", plan)
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := string(enc.bootstrapperStatus(StatusStarting, ""))
+	start := string(paramsOf(t, enc.bootstrapperStatus(che.StatusStarting, "")))
 	want := `"installers":[{"id":"a"},{"id":"b","servers":{"web":{"port":"8080/tcp","protocol":"http","path":"/p","attributes":{"internal":"true"}}}}]`
 	if !strings.Contains(start, want) || strings.Contains(start, "script") {
 		t.Errorf("STARTING = %s\nwant it to contain %s and no script", start, want)
 	}
-	if done := string(enc.bootstrapperStatus(StatusDone, "")); strings.Contains(done, "installers") {
+	if done := string(paramsOf(t, enc.bootstrapperStatus(che.StatusDone, ""))); strings.Contains(done, "installers") {
 		t.Errorf("DONE repeats the plan: %s", done)
 	}
 }

@@ -29,46 +29,31 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // Params are the params of every bootstrapper event, Che's fields and
-// porthole's, as a master reads them.
-type Params struct {
-	MachineName string `json:"machineName"`
-	RuntimeID   struct {
-		WorkspaceID string `json:"workspaceId"`
-		EnvName     string `json:"envName"`
-		OwnerID     string `json:"ownerId"`
-	} `json:"runtimeId"`
-	Time      string `json:"time"`
-	Status    string `json:"status"`
-	Installer string `json:"installer"`
-	Error     string `json:"error"`
-	Text      string `json:"text"`
-	Stream    string `json:"stream"`
-	Partial   bool   `json:"partial"`
-	Raw       []byte `json:"raw"`
-	Lost      uint64 `json:"lost"`
-	Server    string `json:"server"`
-	Port      string `json:"port"`
-	BootID    string `json:"bootId"`
-	Seq       uint64 `json:"seq"`
-}
+// porthole's, as a master reads them: che.Event.
+type Params = che.Event
 
 // Event is one notification received.
 type Event struct {
 	Method string
 	Params Params
-	Path   string    // the endpoint it came to
-	Conn   int       // the connection, numbered from 1 over the receiver's life
-	Frame  []byte    // the frame as received
-	At     time.Time // when it was read
+	Path   string // the endpoint it came to
+	// Conn is the connection it came on, numbered from 1 per path in the
+	// order their handshakes were accepted (before the client could see
+	// them accepted, so that a client's first connection to a path is 1).
+	Conn  int
+	Frame []byte    // the frame as received
+	At    time.Time // when it was read
 }
 
 func (e Event) String() string {
 	p := e.Params
 	switch {
-	case e.Method == "installer/log":
+	case e.Method == che.MethodInstallerLog:
 		return fmt.Sprintf("%s %s %s %q", e.Method, p.Installer, p.Stream, p.Text)
 	case p.Installer != "":
 		return fmt.Sprintf("%s %s %s %s", e.Method, p.Installer, p.Status, p.Error)
@@ -91,7 +76,8 @@ type Options struct {
 	// path, answers it with 503.
 	Refuse func(path string, n int) bool
 	// Cut, when it returns true after a connection's frames-th frame,
-	// closes the connection abruptly (no close frame).
+	// closes the connection abruptly (no close frame). conn is as in
+	// Event.Conn.
 	Cut func(path string, conn, frames int) bool
 	// Greet is sent to every connection after the handshake.
 	Greet []Frame
@@ -126,8 +112,9 @@ type Receiver struct {
 	replies    []string // responses received (to the Greet requests)
 	violations []string // frames that are not JSON-RPC notifications
 	auth       []string // Authorization headers seen
-	handshakes map[string]int
-	conns      int
+	handshakes map[string]int // attempted, by path
+	accepted   map[string]int // accepted, by path
+	conns      int            // accepted, on every path
 	open       map[*websocket.Conn]bool
 	closed     bool
 	changed    chan struct{} // closed and replaced on every change
@@ -142,7 +129,7 @@ func Start(tb testing.TB, o Options) *Receiver {
 	}
 	r := &Receiver{
 		URL: "ws://" + ln.Addr().String(), o: o, served: make(chan struct{}),
-		handshakes: map[string]int{}, open: map[*websocket.Conn]bool{}, changed: make(chan struct{}),
+		handshakes: map[string]int{}, accepted: map[string]int{}, open: map[*websocket.Conn]bool{}, changed: make(chan struct{}),
 	}
 	if o.TLS {
 		cert, err := selfSigned()
@@ -221,6 +208,13 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "not now", http.StatusServiceUnavailable)
 		return
 	}
+	// The connection is numbered before the handshake's answer is
+	// written: once the client has it, its number is taken.
+	r.mu.Lock()
+	r.conns++
+	r.accepted[path]++
+	conn := r.accepted[path]
+	r.mu.Unlock()
 	ws, err := upgrader.Upgrade(w, req, nil)
 	if err != nil {
 		return
@@ -231,8 +225,6 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		ws.Close()
 		return
 	}
-	r.conns++
-	conn := r.conns
 	r.open[ws] = true
 	r.wg.Add(1)
 	r.notify()
@@ -272,7 +264,7 @@ type message struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
 	Method  string          `json:"method"`
-	Params  *Params         `json:"params"`
+	Params  *che.Event      `json:"params"`
 	Result  json.RawMessage `json:"result"`
 	Error   json.RawMessage `json:"error"`
 }
@@ -396,16 +388,23 @@ func (r *Receiver) Connections() (accepted, open int) {
 	return r.conns, len(r.open)
 }
 
-// Wait returns the events once cond holds for them; it fails tb when
-// timeout passes first.
-func (r *Receiver) Wait(tb testing.TB, timeout time.Duration, what string, cond func([]Event) bool) []Event {
+// Wait waits until an event that match accepts has arrived (since the
+// receiver started) and returns the events received so far; it fails tb
+// when timeout passes first. Each event is looked at once.
+func (r *Receiver) Wait(tb testing.TB, timeout time.Duration, what string, match func(Event) bool) []Event {
 	tb.Helper()
 	var evs []Event
+	next := 0 // the first event not looked at
 	r.waitUntil(tb, timeout, func() bool {
-		evs = slices.Clone(r.events)
-		return cond(evs)
+		for ; next < len(r.events); next++ {
+			if match(r.events[next]) {
+				evs = slices.Clone(r.events)
+				return true
+			}
+		}
+		return false
 	}, func() string {
-		return fmt.Sprintf("%s; %d events:\n%s", what, len(evs), Summary(evs, 40))
+		return fmt.Sprintf("%s; %d events:\n%s", what, len(r.events), Summary(r.events, 40))
 	})
 	return evs
 }
@@ -441,15 +440,11 @@ func (r *Receiver) waitUntil(tb testing.TB, timeout time.Duration, done func() b
 	}
 }
 
-// Has returns a condition: an event of method whose params pass match.
-func Has(method string, match func(Params) bool) func([]Event) bool {
-	return func(evs []Event) bool {
-		for _, e := range evs {
-			if e.Method == method && (match == nil || match(e.Params)) {
-				return true
-			}
-		}
-		return false
+// Has returns a condition for Wait (or slices.ContainsFunc): an event of
+// method whose params pass match (nil: any).
+func Has(method string, match func(Params) bool) func(Event) bool {
+	return func(e Event) bool {
+		return e.Method == method && (match == nil || match(e.Params))
 	}
 }
 
