@@ -24,6 +24,7 @@ type encoder struct {
 	installers []string // ids, by index in the config
 	plan       []che.PlanInstaller
 	envelopes  map[string]envelope
+	now        func() time.Time // the events' time
 }
 
 // envelope is what surrounds the params of one method's notification
@@ -46,7 +47,7 @@ func newEncoder(machine string, rid che.RuntimeID, boot string, plan []che.PlanI
 	for i, in := range plan {
 		installers[i] = in.ID
 	}
-	e := &encoder{machine: machine, runtime: rid, boot: boot, installers: installers, plan: plan, envelopes: map[string]envelope{}}
+	e := &encoder{machine: machine, runtime: rid, boot: boot, installers: installers, plan: plan, envelopes: map[string]envelope{}, now: time.Now}
 	for _, m := range che.Methods {
 		env, err := renderEnvelope(m)
 		if err != nil {
@@ -73,7 +74,7 @@ func renderEnvelope(method string) (envelope, error) {
 }
 
 func (e *encoder) event() che.MachineEvent {
-	return che.MachineEvent{MachineName: e.machine, RuntimeID: e.runtime, Time: time.Now()}
+	return che.MachineEvent{MachineName: e.machine, RuntimeID: e.runtime, Time: e.now()}
 }
 
 func (e *encoder) installer(i int) string {

@@ -3,6 +3,8 @@ package bootstrapper
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -62,14 +64,61 @@ func TestFramesAreJSONRPC(t *testing.T) {
 	}
 }
 
+// The encoder renders the examples of fixtures/che byte for byte (all
+// but installer-log-raw-partial.json, whose text has U+FFFD as a
+// character, where encoding/json writes the invalid byte as \ufffd, and
+// Che's own che-installer-failed.json).
+func TestEncoderRendersGoldens(t *testing.T) {
+	plan := []che.PlanInstaller{
+		{ID: "org.example.web", Servers: map[string]che.Server{"web": {Port: "8080/tcp", Protocol: "http", Path: "/", Attributes: json.RawMessage(`{"internal":"false"}`)}}},
+		{ID: "org.example.tools"},
+	}
+	enc, err := newEncoder("dev", che.RuntimeID{Workspace: "ws1", Environment: "default", Owner: "alice"}, "b-5f2c", plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		file, time string
+		seq        uint64
+		render     func() unnumbered
+	}{
+		{"bootstrapper-starting.json", "2026-11-28T21:00:00.123456789Z", 1, func() unnumbered { return enc.bootstrapperStatus(che.StatusStarting, "") }},
+		{"installer-log.json", "2026-11-28T21:00:00.5Z", 2, func() unnumbered {
+			return enc.log(0, che.StreamStdout, []byte("listening on :8080\r"), false)
+		}},
+		{"installer-status-running.json", "2026-11-28T21:00:01Z", 3, func() unnumbered { return enc.installerStatus(0, che.StatusRunning, "") }},
+		{"installer-log-lost.json", "2026-11-28T21:00:02Z", 5, func() unnumbered { return enc.lost(0, 120) }},
+		{"server-status.json", "2026-11-28T21:00:07Z", 6, func() unnumbered { return enc.serverStatus(0, "web", "8080/tcp", che.StatusStopped) }},
+		{"bootstrapper-failed.json", "2026-11-28T21:00:05Z", 9, func() unnumbered {
+			return enc.bootstrapperStatus(che.StatusFailed, che.ErrExitCode("org.example.tools", 3).Error())
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.file, func(t *testing.T) {
+			want, err := os.ReadFile(filepath.Join("..", "fixtures", "che", c.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			at, err := time.Parse(time.RFC3339Nano, c.time)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc.now = func() time.Time { return at }
+			if got := c.render().number(c.seq); !bytes.Equal(got, bytes.TrimSpace(want)) {
+				t.Errorf("rendered\n %s\nwant\n %s", got, want)
+			}
+		})
+	}
+}
+
 // paramsOf returns the params of ev's frame.
 func paramsOf(t *testing.T, ev unnumbered) []byte {
 	t.Helper()
-	var req jsonrpc2.Request
-	if err := json.Unmarshal(ev.number(1), &req); err != nil || req.Params == nil {
+	var f struct{ Params json.RawMessage }
+	if err := json.Unmarshal(ev.number(1), &f); err != nil || f.Params == nil {
 		t.Fatalf("%s: %v", ev.number(1), err)
 	}
-	return *req.Params
+	return f.Params
 }
 
 func TestLogEncoding(t *testing.T) {

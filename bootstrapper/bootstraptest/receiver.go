@@ -109,9 +109,9 @@ type Receiver struct {
 
 	mu         sync.Mutex
 	events     []Event
-	replies    []string // responses received (to the Greet requests)
-	violations []string // frames that are not JSON-RPC notifications
-	auth       []string // Authorization headers seen
+	replies    []string       // responses received (to the Greet requests)
+	violations []string       // frames that are not JSON-RPC notifications
+	auth       []string       // Authorization headers seen
 	handshakes map[string]int // attempted, by path
 	accepted   map[string]int // accepted, by path
 	conns      int            // accepted, on every path
