@@ -473,23 +473,46 @@ func TestFailedInstallerKillsGroup(t *testing.T) {
 }
 
 // A script that never stops writing still times out on time: reading its
-// output before reporting stops at what was there.
+// output before reporting stops at what was there. The logs connection is
+// cut at its first line and refused until the bootstrapper has FAILED, so
+// lines never wait for the master (the spool drops them when full): when
+// FAILED comes depends on the timeout and on reading what the pipes held,
+// not on how fast this test's receiver digests lines.
 func TestEndlessOutputTimesOut(t *testing.T) {
 	var mu sync.Mutex
-	var statuses []bt.Event
-	r := bt.Start(t, bt.Options{OnEvent: func(e bt.Event) {
-		if e.Method != "installer/log" {
+	refusing := false
+	r := bt.Start(t, bt.Options{
+		Cut: func(path string, conn, frames int) bool {
 			mu.Lock()
-			statuses = append(statuses, e)
-			mu.Unlock()
-		}
-	}})
-	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.yes","script":"yes porthole"}]`), "-installer-timeout", "1"))
-	if code := p.exit(t); code != 1 {
+			defer mu.Unlock()
+			if path == "/logs" && conn == 1 {
+				refusing = true
+				return true
+			}
+			return false
+		},
+		Refuse: func(path string, _ int) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return path == "/logs" && refusing
+		},
+	})
+	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.yes","script":"yes porthole"}]`), "-installer-timeout", "1",
+		"-push-logs-endpoint", r.URL+"/logs", "-logs-endpoint-reconnect-period", "1",
+		"-spool-memory", "64K", "-spool-max", "128K", "-flush-timeout", "1m"))
+	r.Wait(t, wait, "bootstrapper FAILED", bootstrapperDone)
+	mu.Lock()
+	refusing = false // what is left of the lines can go now
+	mu.Unlock()
+	if code := p.exitWithin(t, 4*wait); code != 1 {
 		t.Fatalf("exit code %d", code)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	var statuses []bt.Event
+	for _, e := range r.Events() {
+		if e.Path != "/logs" {
+			statuses = append(statuses, e)
+		}
+	}
 	assertLines(t, statuses, []string{"bootstrapper STARTING", "installer org.yes STARTING", "installer org.yes FAILED", "bootstrapper FAILED"})
 	if msg := statuses[3].Params.Error; msg != "Timeout reached before installation of 'org.yes' completed" {
 		t.Fatalf("error %q", msg)

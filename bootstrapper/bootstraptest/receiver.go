@@ -113,8 +113,8 @@ type Receiver struct {
 	violations []string       // frames that are not JSON-RPC notifications
 	auth       []string       // Authorization headers seen
 	handshakes map[string]int // attempted, by path
-	accepted   map[string]int // accepted, by path
-	conns      int            // accepted, on every path
+	numbered   map[string]int // accepted, by path: the last Event.Conn given
+	conns      int            // upgraded, on every path
 	open       map[*websocket.Conn]bool
 	closed     bool
 	changed    chan struct{} // closed and replaced on every change
@@ -129,7 +129,7 @@ func Start(tb testing.TB, o Options) *Receiver {
 	}
 	r := &Receiver{
 		URL: "ws://" + ln.Addr().String(), o: o, served: make(chan struct{}),
-		handshakes: map[string]int{}, accepted: map[string]int{}, open: map[*websocket.Conn]bool{}, changed: make(chan struct{}),
+		handshakes: map[string]int{}, numbered: map[string]int{}, open: map[*websocket.Conn]bool{}, changed: make(chan struct{}),
 	}
 	if o.TLS {
 		cert, err := selfSigned()
@@ -211,9 +211,8 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	// The connection is numbered before the handshake's answer is
 	// written: once the client has it, its number is taken.
 	r.mu.Lock()
-	r.conns++
-	r.accepted[path]++
-	conn := r.accepted[path]
+	r.numbered[path]++
+	conn := r.numbered[path]
 	r.mu.Unlock()
 	ws, err := upgrader.Upgrade(w, req, nil)
 	if err != nil {
@@ -225,6 +224,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		ws.Close()
 		return
 	}
+	r.conns++
 	r.open[ws] = true
 	r.wg.Add(1)
 	r.notify()
