@@ -6,7 +6,7 @@ MASTER_LDFLAGS := -s -w -X github.com/porthole-dev/porthole/master/mastercli.Ver
 ADDR ?= 127.0.0.1:4444
 MASTER_ADDR ?= 127.0.0.1:8080
 
-.PHONY: build cross test e2e bench run run-agent clean
+.PHONY: build cross test e2e bench run run-agent clean lint stress
 
 # The binaries; porthole-master embeds the dashboard, built first when npm
 # is installed (without npm, porthole-master serves a page saying how to
@@ -36,7 +36,7 @@ web:
 # The dashboard, when its sources or packages changed, if npm is installed.
 NPM := $(shell command -v npm 2>/dev/null)
 DASHBOARD := master/dashboard/dist/index.html
-DASHBOARD_SRC := $(wildcard web/dashboard/src/*) web/dashboard/index.html web/dashboard/build.mjs web/dashboard/package.json
+DASHBOARD_SRC := $(wildcard web/dashboard/src/* web/shared/*) web/dashboard/index.html web/dashboard/build.mjs web/dashboard/package.json
 .PHONY: dashboard
 ifeq ($(NPM),)
 dashboard:
@@ -50,6 +50,18 @@ $(DASHBOARD): $(DASHBOARD_SRC) web/dashboard/node_modules/.package-lock.json
 
 web/dashboard/node_modules/.package-lock.json: web/dashboard/package-lock.json web/dashboard/package.json
 	cd web/dashboard && npm ci
+
+# go vet, staticcheck and govulncheck at pinned versions, fetched through
+# the Go module proxy (scripts/lint.sh).
+lint:
+	./scripts/lint.sh
+
+# The timing-sensitive packages (agent, bootstrapper, cli, entrypoint,
+# internal, master) with -race -count=$(STRESS_COUNT) while busy
+# loops keep every core busy (scripts/stress.sh); .ci/run uses a count of 3.
+STRESS_COUNT ?= 10
+stress:
+	./scripts/stress.sh $(STRESS_COUNT)
 
 bench: build
 	go test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/ | tee bench.out

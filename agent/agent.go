@@ -11,12 +11,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/porthole-dev/porthole/internal/clock"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -39,28 +40,34 @@ type Options struct {
 	// Env is the base environment of children. Default: the agent's own,
 	// without PORTHOLE_TOKEN and PORTHOLE_MACHINE_TOKEN.
 	Env []string
-	// MaxProcesses bounds retained processes, running and exited. Default 512.
+	// MaxProcesses bounds retained processes, running and exited. Default
+	// DefaultMaxProcesses (512).
 	MaxProcesses int
-	// RingBytes is each output stream's ring size (scrollback). Default 1 MiB.
+	// RingBytes is each output stream's ring size (scrollback). Default
+	// DefaultRingBytes (1 MiB).
 	RingBytes int
 	// StallTimeout is how long a viewer that stops reading may hold a
-	// process back before it is demoted. Default 1s.
+	// process back before it is demoted. Default DefaultStallTimeout (1s).
 	StallTimeout time.Duration
-	// Retention is how long exited processes are kept. Default 10m; negative
-	// keeps them until removed.
+	// Retention is how long exited processes are kept. Default
+	// DefaultRetention (10m); negative keeps them until removed.
 	Retention time.Duration
 	// ExitDrain bounds how long output is still read after the process
 	// exited while a background child holds its terminal or pipes. Default 1s.
 	ExitDrain time.Duration
-	// MaxMessageBytes bounds every WebSocket message and HTTP body. Default 1 MiB.
+	// MaxMessageBytes bounds every WebSocket message and HTTP body. Default
+	// DefaultMaxMessageBytes (1 MiB).
 	MaxMessageBytes int
 	// StdinQueue bounds the stdin frames queued per attached client while
 	// the process does not read. Default 64.
 	StdinQueue int
-	// PingInterval is the keepalive period. Default 15s.
+	// PingInterval is the keepalive period. Default DefaultPingInterval (15s).
 	PingInterval time.Duration
 	// WriteTimeout disconnects a client that reads nothing for this long. Default 30s.
 	WriteTimeout time.Duration
+	// Clock measures the stall bound and paces keepalive pings; nil is the
+	// real clock. Tests set a fake one.
+	Clock clock.Clock
 	// WebDir, when set, is served at / without authentication: static
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
@@ -78,11 +85,7 @@ func (o *Options) setDefaults() {
 		}
 	}
 	if o.Env == nil {
-		for _, kv := range os.Environ() {
-			if !strings.HasPrefix(kv, "PORTHOLE_TOKEN=") && !strings.HasPrefix(kv, "PORTHOLE_MACHINE_TOKEN=") {
-				o.Env = append(o.Env, kv)
-			}
-		}
+		o.Env = proc.ChildEnv(os.Environ())
 	}
 	def := func(v *int, d int) {
 		if *v <= 0 {
@@ -94,14 +97,14 @@ func (o *Options) setDefaults() {
 			*v = d
 		}
 	}
-	def(&o.MaxProcesses, 512)
-	def(&o.RingBytes, 1<<20)
-	def(&o.MaxMessageBytes, 1<<20)
+	def(&o.MaxProcesses, DefaultMaxProcesses)
+	def(&o.RingBytes, DefaultRingBytes)
+	def(&o.MaxMessageBytes, DefaultMaxMessageBytes)
 	def(&o.StdinQueue, 64)
-	defDur(&o.StallTimeout, time.Second)
-	defDur(&o.Retention, 10*time.Minute)
+	defDur(&o.StallTimeout, DefaultStallTimeout)
+	defDur(&o.Retention, DefaultRetention)
 	defDur(&o.ExitDrain, time.Second)
-	defDur(&o.PingInterval, 15*time.Second)
+	defDur(&o.PingInterval, DefaultPingInterval)
 	defDur(&o.WriteTimeout, 30*time.Second)
 }
 

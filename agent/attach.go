@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -17,7 +16,7 @@ import (
 // parseOffsets reads ?stdout=N&stderr=N (and ?offset=N for stdout).
 // Absent means 0: everything the ring still holds. "end" means only new
 // output.
-func parseOffsets(r *http.Request, p *Process) ([3]*int64, error) {
+func parseOffsets(r *http.Request, p *process) ([3]*int64, error) {
 	var offs [3]*int64
 	q := r.URL.Query()
 	for _, s := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
@@ -132,7 +131,7 @@ var errClientClosed = errors.New("client closed the connection")
 // runAttach is an attach session's own goroutine: it sends the process to
 // the client, then tears the session down. The agent waits for it through
 // the session's tracking.
-func (s *session) runAttach(p *Process, offs [3]*int64, sk sink, readDone <-chan struct{}) {
+func (s *session) runAttach(p *process, offs [3]*int64, sk sink, readDone <-chan struct{}) {
 	err := follow(s.ctx, p, offs, sk)
 	switch cause := context.Cause(s.ctx); {
 	case err == nil: // exited was sent; the sink closed the socket normally
@@ -146,134 +145,4 @@ func (s *session) runAttach(p *Process, offs [3]*int64, sk sink, readDone <-chan
 	<-readDone
 	s.closeStdinQueues() // the read loop is over
 	s.finish(err)
-}
-
-// queueStdin hands stdin for p to this socket's writer for p, in order. It
-// blocks while the queue is full (the process is not reading), which
-// pushes back on the client's connection, until the session ends. Called
-// only from the read loop.
-func (s *session) queueStdin(p *Process, item stdinItem) error {
-	switch {
-	case item.eof && (p.stdinClosed.Load() || p.hasExited()):
-		return nil // closing a closed stdin is done
-	case p.hasExited():
-		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "process " + p.id + " has exited"}
-	case p.stdinClosed.Load():
-		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "stdin of process " + p.id + " is closed"}
-	}
-	q, ok := s.stdin[p]
-	if !ok {
-		if s.stdin == nil {
-			s.stdin = make(map[*Process]chan stdinItem)
-		}
-		q = make(chan stdinItem, s.a.opts.StdinQueue)
-		s.stdin[p] = q
-		log := s.log
-		// The writer belongs to the process's lifetime: it ends when the
-		// queue is closed and drained, or when the process's stdin is gone.
-		s.a.procs.wg.Go(func() {
-			for item := range q {
-				var err error
-				if item.eof {
-					err = p.CloseStdin()
-				} else {
-					err = p.WriteStdin(item.data)
-				}
-				if err != nil {
-					log.Debug("stdin", "process", p.id, "err", err)
-				}
-			}
-		})
-	}
-	select {
-	case q <- item:
-		return nil
-	case <-s.ctx.Done():
-		return context.Cause(s.ctx)
-	}
-}
-
-// closeStdinQueues ends the writers once the read loop is over.
-func (s *session) closeStdinQueues() {
-	for p, q := range s.stdin {
-		close(q)
-		delete(s.stdin, p)
-	}
-}
-
-func (s *session) subscribe(ctx context.Context, raw json.RawMessage) (any, error) {
-	var sp protocol.SubscribeParams
-	if err := decodeParams(protocol.MethodSubscribe, raw, &sp); err != nil {
-		return nil, err
-	}
-	if s.stream == nil {
-		return nil, &jsonrpc2.Error{Code: protocol.CodeMethodNotFound, Message: "process.subscribe needs a WebSocket control socket"}
-	}
-	p, err := s.process(sp.ID)
-	if err != nil {
-		return nil, err
-	}
-	var offs [3]*int64
-	offs[protocol.Stdout], offs[protocol.Stderr] = sp.Stdout, sp.Stderr
-	for _, st := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
-		if offs[st] == nil || p.Output(st) == nil {
-			continue
-		}
-		if _, end := p.Output(st).Bounds(); *offs[st] < 0 || *offs[st] > end {
-			return nil, invalidParams("%s offset %d: want 0..%d", st, *offs[st], end)
-		}
-	}
-	s.mu.Lock()
-	if _, dup := s.subs[p.id]; dup {
-		s.mu.Unlock()
-		return nil, invalidParams("already subscribed to process %s on this connection", p.id)
-	}
-	const maxSubs = 64
-	if len(s.subs) >= maxSubs {
-		s.mu.Unlock()
-		return nil, &jsonrpc2.Error{Code: protocol.CodeLimit, Message: "subscription limit reached: 64 per connection"}
-	}
-	subCtx, cancel := context.WithCancelCause(s.ctx)
-	s.subs[p.id] = cancel
-	s.mu.Unlock()
-	ready, _ := ctx.Value(readyKey{}).(chan struct{})
-	conn, _ := ctx.Value(connKey{}).(*jsonrpc2.Conn)
-	if conn == nil {
-		return nil, &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: "no connection for events"}
-	}
-	sk := &eventSink{s: s, conn: conn, id: p.id}
-	ok := s.goTracked(func() {
-		defer func() {
-			s.mu.Lock()
-			delete(s.subs, p.id)
-			s.mu.Unlock()
-			cancel(nil)
-		}()
-		if ready != nil {
-			select {
-			case <-ready:
-			case <-subCtx.Done():
-				return
-			}
-		}
-		if err := follow(subCtx, p, offs, sk); err != nil && subCtx.Err() == nil {
-			s.log.Debug("subscription ended", "process", p.id, "err", err)
-		}
-	})
-	if !ok {
-		cancel(nil)
-		return nil, &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: "connection closing"}
-	}
-	return protocol.Empty{}, nil
-}
-
-func (s *session) unsubscribe(_ context.Context, p *Process, _ json.RawMessage) (any, error) {
-	s.mu.Lock()
-	cancel, ok := s.subs[p.id]
-	s.mu.Unlock()
-	if !ok {
-		return nil, invalidParams("not subscribed to process %s", p.id)
-	}
-	cancel(errors.New("unsubscribed"))
-	return protocol.Empty{}, nil
 }

@@ -39,7 +39,7 @@ var framePool = sync.Pool{New: func() any {
 // follow sends process p to sk from the given offsets (nil: that stream is
 // not followed) until the process is done and everything was sent, or ctx
 // ends. It is the one viewer loop behind attach sockets and subscriptions.
-func follow(ctx context.Context, p *Process, offsets [3]*int64, sk sink) error {
+func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 	var readers [3]*ring.Reader
 	for _, s := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
 		out := p.Output(s)

@@ -3,7 +3,6 @@ package agent
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -13,9 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sourcegraph/jsonrpc2"
-
 	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -29,7 +27,7 @@ type manager struct {
 	wg sync.WaitGroup // every process goroutine
 
 	mu      sync.Mutex
-	procs   map[string]*Process
+	procs   map[string]*process
 	timers  map[string]*time.Timer
 	nextID  int
 	closing bool
@@ -40,21 +38,13 @@ func newManager(o *Options) *manager {
 		opts:   o,
 		log:    o.Logger,
 		env:    o.Env,
-		procs:  make(map[string]*Process),
+		procs:  make(map[string]*process),
 		timers: make(map[string]*time.Timer),
 	}
 }
 
-func invalidParams(format string, args ...any) *jsonrpc2.Error {
-	return &jsonrpc2.Error{Code: protocol.CodeInvalidParams, Message: fmt.Sprintf(format, args...)}
-}
-
-func notFound(id string) *jsonrpc2.Error {
-	return &jsonrpc2.Error{Code: protocol.CodeNotFound, Message: fmt.Sprintf("no process with id %q", id)}
-}
-
 // start validates sp, then spawns the process.
-func (m *manager) start(sp protocol.StartParams) (*Process, error) {
+func (m *manager) start(sp protocol.StartParams) (*process, error) {
 	argv := sp.Argv
 	if len(argv) == 0 {
 		argv = []string{m.opts.Shell}
@@ -78,14 +68,14 @@ func (m *manager) start(sp protocol.StartParams) (*Process, error) {
 	}
 	if sp.Cwd != "" {
 		if fi, err := os.Stat(sp.Cwd); err != nil || !fi.IsDir() {
-			return nil, &jsonrpc2.Error{Code: protocol.CodeStartFailed, Message: fmt.Sprintf("cwd %q is not a directory", sp.Cwd)}
+			return nil, protocol.Errorf(protocol.CodeStartFailed, "cwd %q is not a directory", sp.Cwd)
 		}
 	}
 	var cred *syscall.Credential
 	if sp.User != "" {
 		c, err := lookupCredential(sp.User)
 		if err != nil {
-			return nil, &jsonrpc2.Error{Code: protocol.CodeStartFailed, Message: err.Error()}
+			return nil, &protocol.Error{Code: protocol.CodeStartFailed, Message: err.Error()}
 		}
 		cred = c
 	}
@@ -94,23 +84,23 @@ func (m *manager) start(sp protocol.StartParams) (*Process, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closing {
-		return nil, &jsonrpc2.Error{Code: protocol.CodeLimit, Message: "agent is shutting down"}
+		return nil, &protocol.Error{Code: protocol.CodeLimit, Message: "agent is shutting down"}
 	}
 	if len(m.procs) >= m.opts.MaxProcesses && !m.evictOldestExitedLocked() {
-		return nil, &jsonrpc2.Error{Code: protocol.CodeLimit, Message: fmt.Sprintf("process limit reached: %d processes (agent flag -max-processes)", m.opts.MaxProcesses)}
+		return nil, protocol.Errorf(protocol.CodeLimit, "process limit reached: %d processes (agent flag -max-processes)", m.opts.MaxProcesses)
 	}
 	c, err := spawn(spawnSpec{argv: argv, env: env, dir: sp.Cwd, cred: cred, tty: sp.TTY, size: size})
 	if err != nil {
-		return nil, &jsonrpc2.Error{Code: protocol.CodeStartFailed, Message: fmt.Sprintf("start %q: %v", argv[0], err)}
+		return nil, protocol.Errorf(protocol.CodeStartFailed, "start %q: %v", argv[0], err)
 	}
 	m.nextID++
-	p := &Process{
+	p := &process{
 		id: strconv.Itoa(m.nextID), name: sp.Name, argv: argv, cwd: sp.Cwd, user: sp.User, tty: sp.TTY,
 		child: c, pid: c.cmd.Process.Pid, startedAt: time.Now(), size: size, done: make(chan struct{}),
 	}
-	p.out[protocol.Stdout] = ring.New(m.opts.RingBytes, m.opts.StallTimeout)
+	p.out[protocol.Stdout] = ring.New(ring.Options{Max: m.opts.RingBytes, Stall: m.opts.StallTimeout, Clock: m.opts.Clock})
 	if !sp.TTY {
-		p.out[protocol.Stderr] = ring.New(m.opts.RingBytes, m.opts.StallTimeout)
+		p.out[protocol.Stderr] = ring.New(ring.Options{Max: m.opts.RingBytes, Stall: m.opts.StallTimeout, Clock: m.opts.Clock})
 	}
 	m.procs[p.id] = p
 	m.log.Info("process started", "id", p.id, "pid", p.pid, "argv0", argv[0], "tty", sp.TTY)
@@ -143,7 +133,7 @@ func mergeEnv(base, extra []string, tty bool) []string {
 	return out
 }
 
-func (m *manager) exited(p *Process) {
+func (m *manager) exited(p *process) {
 	info := p.Info(false)
 	m.log.Info("process exited", "id", p.id, "pid", p.pid, "status", exitReason(info))
 	m.mu.Lock()
@@ -156,7 +146,7 @@ func (m *manager) exited(p *Process) {
 
 // evictOldestExitedLocked drops the exited process that ended first.
 func (m *manager) evictOldestExitedLocked() bool {
-	var oldest *Process
+	var oldest *process
 	for _, p := range m.procs {
 		select {
 		case <-p.done:
@@ -174,7 +164,7 @@ func (m *manager) evictOldestExitedLocked() bool {
 	return true
 }
 
-func (p *Process) exitedBefore(q *Process) bool {
+func (p *process) exitedBefore(q *process) bool {
 	p.mu.Lock()
 	a := p.exitedAt
 	p.mu.Unlock()
@@ -184,7 +174,7 @@ func (p *Process) exitedBefore(q *Process) bool {
 	return a.Before(b)
 }
 
-func (m *manager) get(id string) (*Process, error) {
+func (m *manager) get(id string) (*process, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if p, ok := m.procs[id]; ok {
@@ -193,14 +183,14 @@ func (m *manager) get(id string) (*Process, error) {
 	return nil, notFound(id)
 }
 
-func (m *manager) list() []*Process {
+func (m *manager) list() []*process {
 	m.mu.Lock()
-	ps := make([]*Process, 0, len(m.procs))
+	ps := make([]*process, 0, len(m.procs))
 	for _, p := range m.procs {
 		ps = append(ps, p)
 	}
 	m.mu.Unlock()
-	slices.SortFunc(ps, func(a, b *Process) int {
+	slices.SortFunc(ps, func(a, b *process) int {
 		if c := cmp.Compare(len(a.id), len(b.id)); c != 0 {
 			return c
 		}
@@ -226,7 +216,7 @@ func (m *manager) remove(id string) error {
 	select {
 	case <-p.done:
 	default:
-		return &jsonrpc2.Error{Code: protocol.CodeStillRunning, Message: "process " + id + " is still running (or still draining its output); kill it first"}
+		return &protocol.Error{Code: protocol.CodeStillRunning, Message: "process " + id + " is still running (or still draining its output); kill it first"}
 	}
 	m.removeLocked(id)
 	return nil
@@ -250,31 +240,35 @@ func (m *manager) shutdown(ctx context.Context, grace time.Duration) {
 		t.Stop()
 		delete(m.timers, id)
 	}
-	ps := make([]*Process, 0, len(m.procs))
+	ps := make([]proc.Target, 0, len(m.procs))
 	for _, p := range m.procs {
-		ps = append(ps, p)
+		ps = append(ps, stopping{p})
 	}
 	m.mu.Unlock()
 
-	for _, p := range ps {
-		p.Signal(syscall.SIGHUP)
-		p.Signal(syscall.SIGTERM)
-	}
-	timer := time.NewTimer(grace)
-	defer timer.Stop()
-wait:
-	for _, p := range ps {
-		select {
-		case <-p.done:
-		case <-timer.C:
-			break wait
-		case <-ctx.Done():
-			break wait
-		}
-	}
-	for _, p := range ps {
-		p.Signal(syscall.SIGKILL)
-		p.stop()
-	}
+	proc.Stop(ctx, grace, ps, syscall.SIGHUP, syscall.SIGTERM)
 	m.wg.Wait()
+}
+
+// stopping is a process as proc.Stop sees it: signals go to its process
+// group; killing it also releases writers blocked on its rings, so that
+// it can be done.
+type stopping struct{ p *process }
+
+func (s stopping) Signal(sig syscall.Signal) error {
+	err := s.p.Signal(sig)
+	if sig == syscall.SIGKILL {
+		s.p.stop()
+	}
+	return err
+}
+
+// Wait returns once the process has exited and its output has ended.
+func (s stopping) Wait(ctx context.Context) error {
+	select {
+	case <-s.p.done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }

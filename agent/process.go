@@ -8,17 +8,17 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/shirou/gopsutil/v4/process"
-	"github.com/sourcegraph/jsonrpc2"
+	psutil "github.com/shirou/gopsutil/v4/process"
 	"golang.org/x/sys/unix"
 
 	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
-// Process is one child of the agent: its stdio, its output rings and its
+// process is one child of the agent: its stdio, its output rings and its
 // state. It outlives the clients attached to it.
-type Process struct {
+type process struct {
 	id    string
 	name  string
 	argv  []string
@@ -45,15 +45,9 @@ type Process struct {
 	size     protocol.WindowSize
 }
 
-// ID returns the agent-assigned id.
-func (p *Process) ID() string { return p.id }
-
-// Done is closed when the process has exited and all output is in the rings.
-func (p *Process) Done() <-chan struct{} { return p.done }
-
 // Output returns the ring of a stream, or nil when the process has none
 // (stderr of a TTY process).
-func (p *Process) Output(s protocol.Stream) *ring.Buffer {
+func (p *process) Output(s protocol.Stream) *ring.Buffer {
 	if s != protocol.Stdout && s != protocol.Stderr {
 		return nil
 	}
@@ -62,7 +56,7 @@ func (p *Process) Output(s protocol.Stream) *ring.Buffer {
 
 // run owns the process's goroutines: one pump per output stream and the
 // waiter. wg is the manager's.
-func (p *Process) run(wg *sync.WaitGroup, drain time.Duration, onDone func()) {
+func (p *process) run(wg *sync.WaitGroup, drain time.Duration, onDone func()) {
 	var pumps sync.WaitGroup
 	srcs := map[protocol.Stream]*os.File{protocol.Stdout: p.child.master}
 	pool := &ttyBufs
@@ -156,7 +150,7 @@ func pump(f *os.File, out *ring.Buffer, pool *sync.Pool) {
 }
 
 // Info returns a snapshot; sample adds CPU and memory of a running process.
-func (p *Process) Info(sample bool) protocol.ProcessInfo {
+func (p *process) Info(sample bool) protocol.ProcessInfo {
 	info := protocol.ProcessInfo{
 		ID: p.id, Name: p.name, Argv: p.argv, Cwd: p.cwd, User: p.user, TTY: p.tty,
 		PID: p.pid, StartedAt: p.startedAt, Clients: int(p.clients.Load()),
@@ -187,7 +181,7 @@ func (p *Process) Info(sample bool) protocol.ProcessInfo {
 	} else {
 		info.State = protocol.StateRunning
 		if sample {
-			if ps, err := process.NewProcess(int32(p.pid)); err == nil {
+			if ps, err := psutil.NewProcess(int32(p.pid)); err == nil {
 				if t, err := ps.Times(); err == nil {
 					info.CPUSeconds = t.User + t.System
 				}
@@ -200,7 +194,7 @@ func (p *Process) Info(sample bool) protocol.ProcessInfo {
 	return info
 }
 
-func (p *Process) hasExited() bool {
+func (p *process) hasExited() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.exited
@@ -208,22 +202,19 @@ func (p *Process) hasExited() bool {
 
 // Signal sends sig to the process group while the process has not been
 // reaped (so its pid cannot have been reused).
-func (p *Process) Signal(sig syscall.Signal) error {
+func (p *process) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.exited {
-		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "process " + p.id + " has exited"}
+		return exitedError(p.id)
 	}
-	if err := unix.Kill(-p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-		return err
-	}
-	return nil
+	return proc.Group(p.pid).Signal(sig)
 }
 
 // Resize sets the terminal size; the kernel sends SIGWINCH.
-func (p *Process) Resize(s protocol.WindowSize) error {
+func (p *process) Resize(s protocol.WindowSize) error {
 	if !p.tty {
-		return &jsonrpc2.Error{Code: protocol.CodeNotTTY, Message: "process " + p.id + " has no terminal to resize"}
+		return &protocol.Error{Code: protocol.CodeNotTTY, Message: "process " + p.id + " has no terminal to resize"}
 	}
 	if err := checkSize(s); err != nil {
 		return err
@@ -231,7 +222,7 @@ func (p *Process) Resize(s protocol.WindowSize) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.exited {
-		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "process " + p.id + " has exited"}
+		return exitedError(p.id)
 	}
 	p.size = s
 	return setWinsize(p.child.master, s)
@@ -239,12 +230,12 @@ func (p *Process) Resize(s protocol.WindowSize) error {
 
 func checkSize(s protocol.WindowSize) error {
 	if s.Rows == 0 || s.Cols == 0 || s.Rows > protocol.MaxWindowDimension || s.Cols > protocol.MaxWindowDimension {
-		return &jsonrpc2.Error{Code: protocol.CodeInvalidParams, Message: "size: rows and cols must be 1..10000"}
+		return &protocol.Error{Code: protocol.CodeInvalidParams, Message: "size: rows and cols must be 1..10000"}
 	}
 	return nil
 }
 
-func (p *Process) stdinFile() *os.File {
+func (p *process) stdinFile() *os.File {
 	if p.tty {
 		return p.child.master
 	}
@@ -253,13 +244,13 @@ func (p *Process) stdinFile() *os.File {
 
 // WriteStdin writes to the process's stdin; it blocks while the process
 // does not read (as a pipe or terminal does).
-func (p *Process) WriteStdin(b []byte) error {
+func (p *process) WriteStdin(b []byte) error {
 	if p.stdinClosed.Load() {
-		return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "stdin of process " + p.id + " is closed"}
+		return stdinClosedError(p.id)
 	}
 	if _, err := p.stdinFile().Write(b); err != nil {
 		if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.EIO) {
-			return &jsonrpc2.Error{Code: protocol.CodeNotRunning, Message: "stdin of process " + p.id + " is closed"}
+			return stdinClosedError(p.id)
 		}
 		return err
 	}
@@ -269,7 +260,7 @@ func (p *Process) WriteStdin(b []byte) error {
 // CloseStdin half-closes stdin: the pipe is closed, so the process reads
 // EOF. A terminal cannot be half-closed; there the terminal's EOF character
 // (^D) is written, which a reading process sees as end of input.
-func (p *Process) CloseStdin() error {
+func (p *process) CloseStdin() error {
 	if p.tty {
 		return p.WriteStdin([]byte{veof(p.child.master)})
 	}
@@ -284,7 +275,7 @@ func (p *Process) CloseStdin() error {
 }
 
 // stop releases the rings' blocked writers at shutdown.
-func (p *Process) stop() {
+func (p *process) stop() {
 	for _, r := range p.out {
 		if r != nil {
 			r.Stop()

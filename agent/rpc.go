@@ -9,100 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"syscall"
 
-	"github.com/gorilla/websocket"
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/protocol"
 )
-
-// session is one client connection: a control socket, an attach socket, or
-// a single HTTP request. It owns the goroutines it starts.
-type session struct {
-	a      *Agent
-	seq    uint64
-	log    *slog.Logger
-	stream *wsrpc.Stream // nil for HTTP requests
-	conn   *jsonrpc2.Conn
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-
-	// proc is the attached process (attach sockets).
-	proc *Process
-	// stdin holds one ordered queue per process this socket writes to
-	// (stdin frames, process.write, process.closeStdin), so a process that
-	// does not read blocks neither this socket's other requests nor anyone
-	// else, until its queue is full. Used only by the read loop.
-	stdin map[*Process]chan stdinItem
-
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
-	subs   map[string]context.CancelCauseFunc
-}
-
-type stdinItem struct {
-	data []byte
-	eof  bool
-}
-
-func (a *Agent) newSession(r *http.Request, kind string) *session {
-	ctx, cancel := context.WithCancelCause(a.ctx)
-	s := &session{a: a, ctx: ctx, cancel: cancel, subs: make(map[string]context.CancelCauseFunc)}
-	if !a.track(s) {
-		cancel(ErrShutdown)
-		return nil
-	}
-	s.log = a.log.With("conn", s.seq, "kind", kind, "remote", r.RemoteAddr)
-	return s
-}
-
-// goTracked runs fn on a goroutine the session waits for; it refuses once
-// the session is closing.
-func (s *session) goTracked(fn func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Go(fn)
-	return true
-}
-
-// finish cancels everything the session started and waits for it.
-func (s *session) finish(cause error) {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	s.cancel(cause)
-	s.wg.Wait()
-	if s.stream != nil {
-		s.stream.Close()
-	}
-	s.a.untrack(s)
-	s.log.Debug("connection closed", "cause", cause)
-}
-
-func (a *Agent) upgrade(w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
-	u := a.upgrader
-	u.Subprotocols = subprotocols
-	h := http.Header{}
-	h.Set(protocol.HeaderProtocol, protocol.Version)
-	h.Set(protocol.HeaderAgentVersion, a.opts.Version)
-	return u.Upgrade(w, r, h)
-}
-
-func (a *Agent) streamOptions(onBinary func([]byte) error) wsrpc.Options {
-	return wsrpc.Options{
-		Limit:        int64(a.opts.MaxMessageBytes),
-		OnBinary:     onBinary,
-		PingInterval: a.opts.PingInterval,
-		WriteTimeout: a.opts.WriteTimeout,
-	}
-}
 
 // serveRPCSocket serves the control socket.
 func (a *Agent) serveRPCSocket(w http.ResponseWriter, r *http.Request) {
@@ -193,7 +106,7 @@ func (a *Agent) serveRPCPost(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	defer context.AfterFunc(r.Context(), cancel)()
-	res, err := s.call(ctx, &req)
+	res, err := s.call(ctx, newCall(&req, nil))
 	if req.Notif {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -220,45 +133,65 @@ func errorResponse(id *json.RawMessage, code int, msg string) any {
 	}{"2.0", id, jsonrpc2.Error{Code: int64(code), Message: msg}}
 }
 
+// toRPCError puts an error of the process model on the wire: a
+// *protocol.Error keeps its code; anything else is an internal error.
 func toRPCError(err error) *jsonrpc2.Error {
-	var e *jsonrpc2.Error
+	var e *protocol.Error
 	if errors.As(err, &e) {
-		return e
+		return &jsonrpc2.Error{Code: int64(e.Code), Message: e.Message}
 	}
 	return &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: err.Error()}
+}
+
+// errClosing refuses a request that arrives while its connection closes.
+var errClosing = &protocol.Error{Code: protocol.CodeInternalError, Message: "connection closing"}
+
+// call is one request as a method sees it.
+type call struct {
+	method string
+	params json.RawMessage // "{}" when the request has none
+	// conn is the control socket the request came on (nil for an HTTP
+	// request): a subscription sends its events there. s.conn may not be
+	// set yet when the first request arrives.
+	conn *jsonrpc2.Conn
+	// replied, when set, is closed once the reply is on the wire, so that
+	// a subscription's events never precede it.
+	replied <-chan struct{}
+}
+
+func newCall(req *jsonrpc2.Request, conn *jsonrpc2.Conn) *call {
+	c := &call{method: req.Method, params: json.RawMessage("{}"), conn: conn}
+	if req.Params != nil && string(*req.Params) != "null" {
+		c.params = *req.Params
+	}
+	return c
 }
 
 // Handle implements jsonrpc2.Handler. It runs on the connection's read
 // loop, so requests are handled in order; process.wait runs on a tracked
 // goroutine so that it blocks nothing else.
 func (s *session) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	c := newCall(req, conn)
 	if req.Method == protocol.MethodWait {
-		if !s.goTracked(func() { s.reply(conn, req, nil)(s.call(s.ctx, req)) }) {
-			s.reply(conn, req, nil)(nil, &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: "connection closing"})
+		if !s.goTracked(func() { s.reply(conn, req, nil)(s.call(s.ctx, c)) }) {
+			s.reply(conn, req, nil)(nil, errClosing)
 		}
 		return
 	}
-	var ready chan struct{}
+	var replied chan struct{}
 	if req.Method == protocol.MethodSubscribe {
-		ready = make(chan struct{})
-		ctx = context.WithValue(ctx, readyKey{}, ready)
-		ctx = context.WithValue(ctx, connKey{}, conn) // s.conn may not be set yet
+		replied = make(chan struct{})
+		c.replied = replied
 	}
-	s.reply(conn, req, ready)(s.call(ctx, req))
+	s.reply(conn, req, replied)(s.call(ctx, c))
 }
 
-type (
-	readyKey struct{}
-	connKey  struct{}
-)
-
-// reply returns a func that sends the result or error of req; ready, when
-// set, is closed once the reply is on the wire, so that subscription
-// events never precede it.
-func (s *session) reply(conn *jsonrpc2.Conn, req *jsonrpc2.Request, ready chan struct{}) func(any, error) {
+// reply returns a func that sends the result or error of req; replied,
+// when set, is closed once the reply is on the wire.
+func (s *session) reply(conn *jsonrpc2.Conn, req *jsonrpc2.Request, replied chan struct{}) func(any, error) {
 	return func(res any, err error) {
-		if ready != nil {
-			defer close(ready)
+		if replied != nil {
+			defer close(replied)
 		}
 		if req.Notif {
 			if err != nil {
@@ -274,43 +207,35 @@ func (s *session) reply(conn *jsonrpc2.Conn, req *jsonrpc2.Request, ready chan s
 	}
 }
 
-type method func(s *session, ctx context.Context, params json.RawMessage) (any, error)
+type method func(s *session, ctx context.Context, c *call) (any, error)
 
 // methods is the JSON-RPC method table.
-var methods map[string]method
-
-func init() {
-	methods = map[string]method{
-		protocol.MethodAgentInfo: func(s *session, _ context.Context, _ json.RawMessage) (any, error) { return s.a.info(), nil },
-		protocol.MethodStart:     (*session).start,
-		protocol.MethodList:      (*session).list,
-		protocol.MethodGet: withProcess(func(_ *session, _ context.Context, p *Process, _ json.RawMessage) (any, error) {
-			return p.Info(true), nil
-		}),
-		protocol.MethodSignal: (*session).signal,
-		protocol.MethodKill: withProcess(func(_ *session, _ context.Context, p *Process, _ json.RawMessage) (any, error) {
-			return protocol.Empty{}, p.Signal(syscall.SIGKILL)
-		}),
-		protocol.MethodResize:      (*session).resize,
-		protocol.MethodCloseStdin:  withProcess((*session).closeStdin),
-		protocol.MethodWrite:       (*session).write,
-		protocol.MethodWait:        withProcess((*session).wait),
-		protocol.MethodSubscribe:   (*session).subscribe,
-		protocol.MethodUnsubscribe: withProcess((*session).unsubscribe),
-		protocol.MethodRemove:      (*session).remove,
-	}
+var methods = map[string]method{
+	protocol.MethodAgentInfo: func(s *session, _ context.Context, _ *call) (any, error) { return s.a.info(), nil },
+	protocol.MethodStart:     (*session).start,
+	protocol.MethodList:      (*session).list,
+	protocol.MethodGet: withProcess(func(_ *session, _ context.Context, p *process, _ *call) (any, error) {
+		return p.Info(true), nil
+	}),
+	protocol.MethodSignal: (*session).signal,
+	protocol.MethodKill: withProcess(func(_ *session, _ context.Context, p *process, _ *call) (any, error) {
+		return protocol.Empty{}, p.Signal(syscall.SIGKILL)
+	}),
+	protocol.MethodResize:      (*session).resize,
+	protocol.MethodCloseStdin:  withProcess((*session).closeStdin),
+	protocol.MethodWrite:       (*session).write,
+	protocol.MethodWait:        withProcess((*session).wait),
+	protocol.MethodSubscribe:   (*session).subscribe,
+	protocol.MethodUnsubscribe: withProcess((*session).unsubscribe),
+	protocol.MethodRemove:      (*session).remove,
 }
 
-func (s *session) call(ctx context.Context, req *jsonrpc2.Request) (any, error) {
-	m, ok := methods[req.Method]
+func (s *session) call(ctx context.Context, c *call) (any, error) {
+	m, ok := methods[c.method]
 	if !ok {
-		return nil, &jsonrpc2.Error{Code: protocol.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.Method)}
+		return nil, protocol.Errorf(protocol.CodeMethodNotFound, "method %q not found", c.method)
 	}
-	params := json.RawMessage("{}")
-	if req.Params != nil && string(*req.Params) != "null" {
-		params = *req.Params
-	}
-	return m(s, ctx, params)
+	return m(s, ctx, c)
 }
 
 // decodeParams decodes strictly: an unknown field is an error that names it.
@@ -323,9 +248,9 @@ func decodeParams(method string, raw json.RawMessage, v any) error {
 	return nil
 }
 
-// process resolves an id; on an attach socket an empty id is the attached
+// lookup resolves an id; on an attach socket an empty id is the attached
 // process.
-func (s *session) process(id string) (*Process, error) {
+func (s *session) lookup(id string) (*process, error) {
 	if id == "" {
 		if s.proc != nil {
 			return s.proc, nil
@@ -335,23 +260,23 @@ func (s *session) process(id string) (*Process, error) {
 	return s.a.procs.get(id)
 }
 
-func withProcess(fn func(*session, context.Context, *Process, json.RawMessage) (any, error)) method {
-	return func(s *session, ctx context.Context, raw json.RawMessage) (any, error) {
+func withProcess(fn func(*session, context.Context, *process, *call) (any, error)) method {
+	return func(s *session, ctx context.Context, c *call) (any, error) {
 		var p protocol.IDParams
-		if err := decodeParams("process", raw, &p); err != nil {
+		if err := decodeParams("process", c.params, &p); err != nil {
 			return nil, err
 		}
-		proc, err := s.process(p.ID)
+		proc, err := s.lookup(p.ID)
 		if err != nil {
 			return nil, err
 		}
-		return fn(s, ctx, proc, raw)
+		return fn(s, ctx, proc, c)
 	}
 }
 
-func (s *session) start(_ context.Context, raw json.RawMessage) (any, error) {
+func (s *session) start(_ context.Context, c *call) (any, error) {
 	var sp protocol.StartParams
-	if err := decodeParams(protocol.MethodStart, raw, &sp); err != nil {
+	if err := decodeParams(protocol.MethodStart, c.params, &sp); err != nil {
 		return nil, err
 	}
 	p, err := s.a.procs.start(sp)
@@ -361,7 +286,7 @@ func (s *session) start(_ context.Context, raw json.RawMessage) (any, error) {
 	return p.Info(false), nil
 }
 
-func (s *session) list(context.Context, json.RawMessage) (any, error) {
+func (s *session) list(context.Context, *call) (any, error) {
 	ps := s.a.procs.list()
 	res := protocol.ListResult{Processes: make([]protocol.ProcessInfo, 0, len(ps))}
 	for _, p := range ps {
@@ -370,35 +295,35 @@ func (s *session) list(context.Context, json.RawMessage) (any, error) {
 	return res, nil
 }
 
-func (s *session) signal(_ context.Context, raw json.RawMessage) (any, error) {
+func (s *session) signal(_ context.Context, c *call) (any, error) {
 	var sp protocol.SignalParams
-	if err := decodeParams(protocol.MethodSignal, raw, &sp); err != nil {
+	if err := decodeParams(protocol.MethodSignal, c.params, &sp); err != nil {
 		return nil, err
 	}
 	sig, err := protocol.ParseSignal(sp.Signal)
 	if err != nil {
 		return nil, invalidParams("signal: %v", err)
 	}
-	p, err := s.process(sp.ID)
+	p, err := s.lookup(sp.ID)
 	if err != nil {
 		return nil, err
 	}
 	return protocol.Empty{}, p.Signal(sig)
 }
 
-func (s *session) resize(_ context.Context, raw json.RawMessage) (any, error) {
+func (s *session) resize(_ context.Context, c *call) (any, error) {
 	var rp protocol.ResizeParams
-	if err := decodeParams(protocol.MethodResize, raw, &rp); err != nil {
+	if err := decodeParams(protocol.MethodResize, c.params, &rp); err != nil {
 		return nil, err
 	}
-	p, err := s.process(rp.ID)
+	p, err := s.lookup(rp.ID)
 	if err != nil {
 		return nil, err
 	}
 	return protocol.Empty{}, p.Resize(rp.WindowSize)
 }
 
-func (s *session) closeStdin(ctx context.Context, p *Process, _ json.RawMessage) (any, error) {
+func (s *session) closeStdin(ctx context.Context, p *process, _ *call) (any, error) {
 	if s.stream != nil {
 		// In order after the stdin already received on this socket.
 		return protocol.Empty{}, s.queueStdin(p, stdinItem{eof: true})
@@ -406,30 +331,15 @@ func (s *session) closeStdin(ctx context.Context, p *Process, _ json.RawMessage)
 	return protocol.Empty{}, s.directStdin(ctx, p.CloseStdin)
 }
 
-// directStdin runs a stdin operation of an HTTP request. The write itself
-// may block while the process does not read; it runs on a goroutine owned
-// by the process's lifetime, so that the request (and the agent's shutdown)
-// can give up waiting for it.
-func (s *session) directStdin(ctx context.Context, op func() error) error {
-	done := make(chan error, 1)
-	s.a.procs.wg.Go(func() { done <- op() })
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: "stopped waiting for the process to read its stdin: " + context.Cause(ctx).Error()}
-	}
-}
-
-func (s *session) write(ctx context.Context, raw json.RawMessage) (any, error) {
+func (s *session) write(ctx context.Context, c *call) (any, error) {
 	var wp protocol.WriteParams
-	if err := decodeParams(protocol.MethodWrite, raw, &wp); err != nil {
+	if err := decodeParams(protocol.MethodWrite, c.params, &wp); err != nil {
 		return nil, err
 	}
 	if (wp.Text == "") == (len(wp.Data) == 0) {
 		return nil, invalidParams("%s params: set exactly one of text and data", protocol.MethodWrite)
 	}
-	p, err := s.process(wp.ID)
+	p, err := s.lookup(wp.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -443,18 +353,18 @@ func (s *session) write(ctx context.Context, raw json.RawMessage) (any, error) {
 	return protocol.Empty{}, s.directStdin(ctx, func() error { return p.WriteStdin(data) })
 }
 
-func (s *session) wait(ctx context.Context, p *Process, _ json.RawMessage) (any, error) {
+func (s *session) wait(ctx context.Context, p *process, _ *call) (any, error) {
 	select {
 	case <-p.done:
 		return p.Info(false), nil
 	case <-ctx.Done():
-		return nil, &jsonrpc2.Error{Code: protocol.CodeInternalError, Message: "wait abandoned: " + context.Cause(ctx).Error()}
+		return nil, protocol.Errorf(protocol.CodeInternalError, "wait abandoned: %v", context.Cause(ctx))
 	}
 }
 
-func (s *session) remove(_ context.Context, raw json.RawMessage) (any, error) {
+func (s *session) remove(_ context.Context, c *call) (any, error) {
 	var ip protocol.IDParams
-	if err := decodeParams(protocol.MethodRemove, raw, &ip); err != nil {
+	if err := decodeParams(protocol.MethodRemove, c.params, &ip); err != nil {
 		return nil, err
 	}
 	if ip.ID == "" {

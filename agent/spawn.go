@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +11,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -34,26 +34,21 @@ type child struct {
 	stdin, stdout, stderr *os.File
 }
 
-// spawn is the single place where the agent starts processes. Every child
-// gets its own session (setsid), so that signals can address its whole
-// process group and it never shares the agent's controlling terminal. A TTY
-// child gets a fresh PTY as its controlling terminal, at its initial size,
-// with IUTF8 set; a pipe child gets three pipes.
+// spawn is the single place where the agent starts processes, through
+// proc.Start: every child gets its own session (setsid), so that signals
+// can address its whole process group and it never shares the agent's
+// controlling terminal. A TTY child gets a fresh PTY as its controlling
+// terminal, at its initial size, with IUTF8 set; a pipe child gets three
+// pipes.
 func spawn(s spawnSpec) (*child, error) {
-	if len(s.argv) == 0 {
-		return nil, errors.New("empty argv")
-	}
-	cmd := exec.Command(s.argv[0], s.argv[1:]...)
-	cmd.Env = s.env
-	cmd.Dir = s.dir
-	attr := &syscall.SysProcAttr{Setsid: true, Credential: s.cred}
+	c := proc.Command{Argv: s.argv, Env: s.env, Dir: s.dir, Cred: s.cred}
 	if s.tty {
-		return spawnTTY(cmd, attr, s.size)
+		return spawnTTY(c, s.size)
 	}
-	return spawnPipes(cmd, attr)
+	return spawnPipes(c)
 }
 
-func spawnTTY(cmd *exec.Cmd, attr *syscall.SysProcAttr, size protocol.WindowSize) (*child, error) {
+func spawnTTY(c proc.Command, size protocol.WindowSize) (*child, error) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
 		return nil, fmt.Errorf("open pty: %w", err)
@@ -74,11 +69,9 @@ func spawnTTY(cmd *exec.Cmd, attr *syscall.SysProcAttr, size protocol.WindowSize
 		master.Close()
 		return nil, err
 	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
-	attr.Setctty = true
-	attr.Ctty = 0 // the child's stdin
-	cmd.SysProcAttr = attr
-	if err := cmd.Start(); err != nil {
+	c.Stdin, c.Stdout, c.Stderr, c.Ctty = tty, tty, tty, true
+	cmd, err := proc.Start(c)
+	if err != nil {
 		master.Close()
 		return nil, err
 	}
@@ -143,7 +136,7 @@ func veof(master *os.File) byte {
 	return c
 }
 
-func spawnPipes(cmd *exec.Cmd, attr *syscall.SysProcAttr) (*child, error) {
+func spawnPipes(c proc.Command) (*child, error) {
 	var files []*os.File // every end, for cleanup on failure
 	closeAll := func() {
 		for _, f := range files {
@@ -171,9 +164,9 @@ func spawnPipes(cmd *exec.Cmd, attr *syscall.SysProcAttr) (*child, error) {
 		closeAll()
 		return nil, err
 	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-	cmd.SysProcAttr = attr
-	if err := cmd.Start(); err != nil {
+	c.Stdin, c.Stdout, c.Stderr = inR, outW, errW
+	cmd, err := proc.Start(c)
+	if err != nil {
 		closeAll()
 		return nil, err
 	}

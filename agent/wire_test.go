@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/client"
 	"github.com/porthole-dev/porthole/internal/agenttest"
+	"github.com/porthole-dev/porthole/internal/clock/clocktest"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -479,37 +479,51 @@ func TestProcessLimit(t *testing.T) {
 	}
 }
 
+// The agent pings an idle socket every interval, on its clock: each
+// interval the test moves the clock by brings exactly one ping.
 func TestKeepalivePings(t *testing.T) {
-	ta := startAgent(t, agent.Options{PingInterval: 20 * time.Millisecond})
+	const interval = 15 * time.Second
+	clk := clocktest.New()
+	ta := startAgent(t, agent.Options{PingInterval: interval, Clock: clk})
 	ws, _, err := rawDial(t, ta.url+"/v1/rpc", bearer(token), protocol.SubprotocolRPC)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pings atomic.Int32
-	got3 := make(chan struct{})
+	pings := make(chan struct{}, 8)
 	ws.SetPingHandler(func(data string) error {
-		if pings.Add(1) == 3 {
-			close(got3)
-		}
+		pings <- struct{}{}
 		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
+	read := make(chan struct{})
 	go func() {
+		defer close(read)
 		for {
 			if _, _, err := ws.ReadMessage(); err != nil {
 				return
 			}
 		}
 	}()
-	select {
-	case <-got3:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%d pings in 10s", pings.Load())
+	for i := 1; i <= 3; i++ {
+		clk.WaitPending(t, 1) // the socket's keepalive is armed
+		clk.Advance(interval - 1)
+		select {
+		case <-pings:
+			t.Fatalf("ping %d came before the interval had passed", i)
+		default:
+		}
+		clk.Advance(1)
+		select {
+		case <-pings:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("ping %d did not arrive", i)
+		}
 	}
-	// Answering pings keeps the socket open past several read deadlines.
-	c := ta.dial(t)
-	if _, err := c.List(ctxT(t)); err != nil {
+	// The socket that answered its pings is still served.
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"jsonrpc":"2.0","id":1,"method":"agent.info"}`)); err != nil {
 		t.Fatal(err)
 	}
+	ws.Close()
+	<-read
 }
 
 // Shutdown hangs up children that ignore SIGHUP and SIGTERM, then kills them.

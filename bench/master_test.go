@@ -37,6 +37,7 @@ import (
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/store"
 	"github.com/porthole-dev/porthole/protocol"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // benchMaster is porthole-master served on a loopback port of this
@@ -136,7 +137,7 @@ func (bm *benchMaster) machineSeq(ctx context.Context, clientTok, rid, name stri
 		return 0, err
 	}
 	defer resp.Body.Close()
-	var m master.Machine
+	var m masterapi.Machine
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("GET machine %s of %s: %s", name, rid, resp.Status)
 	}
@@ -404,16 +405,16 @@ func storeAlone(machines, lines int) (float64, error) {
 	seqs := make([]uint64, machines)
 	for i := range keys {
 		keys[i] = store.Key{Runtime: "bench:ingest:owner", Machine: fmt.Sprintf("m%03d", i)}
-		doc, _ := json.Marshal(master.Machine{RuntimeID: keys[i].Runtime, Name: keys[i].Machine, Status: master.MachineStarting,
-			BootID: "0123456789abcdef", Installers: []master.Installer{{ID: "org.bench.build", Status: "RUNNING"}},
-			Servers: []master.Server{}, Bootstrapper: master.BootstrapperState{Connected: true, Status: "STARTING", Since: time.Now()},
+		doc, _ := json.Marshal(masterapi.Machine{RuntimeID: keys[i].Runtime, Name: keys[i].Machine, Status: masterapi.MachineStarting,
+			BootID: "0123456789abcdef", Installers: []masterapi.Installer{{ID: "org.bench.build", Status: "RUNNING"}},
+			Servers: []masterapi.Server{}, Bootstrapper: masterapi.BootstrapperState{Connected: true, Status: "STARTING", Since: time.Now()},
 			Seq: uint64(lines / machines), Updated: time.Now(), Cursors: map[string]uint64{"0123456789abcdef /api/websocket": uint64(lines / machines)}})
 		docs[i] = doc
 	}
 	now := time.Now()
 	data := make([][]byte, lines)
 	for i := range data {
-		data[i], _ = json.Marshal(master.Entry{Seq: uint64(i/machines + 1), Time: now, Type: master.EntryLog,
+		data[i], _ = json.Marshal(masterapi.Entry{Seq: uint64(i/machines + 1), Time: now, Type: masterapi.EntryLog,
 			Installer: "org.bench.build", Text: logText(i), Stream: "STDOUT", BootID: "0123456789abcdef"})
 	}
 	batches := make([]*store.Batch, 0, lines/storeBatch+1)
@@ -787,8 +788,8 @@ func newFanSubscriber(ctx context.Context, bm *benchMaster, tok string) (*fanSub
 	}
 	s := &fanSubscriber{ws: ws, read: make(chan struct{}), last: map[string]uint64{}, count: map[string]int{},
 		changed: make(chan struct{}), lat: make([]fanSample, 0, 50_000)}
-	req, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": master.MethodRuntimeSubscribe,
-		"params": master.SubscribeParams{RuntimeID: "*"}})
+	req, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": masterapi.MethodRuntimeSubscribe,
+		"params": masterapi.SubscribeParams{RuntimeID: "*"}})
 	if err := ws.WriteMessage(websocket.TextMessage, req); err != nil {
 		ws.Close()
 		return nil, err
@@ -833,7 +834,7 @@ func (s *fanSubscriber) handle(now time.Time, msg []byte) {
 		s.problem(fmt.Sprintf("notification: %v", err))
 		return
 	}
-	if n.Method != master.NotifyEntries {
+	if n.Method != masterapi.NotifyEntries {
 		return
 	}
 	s.notifications.Add(1)
@@ -848,7 +849,7 @@ func (s *fanSubscriber) handle(now time.Time, msg []byte) {
 		s.last[k] = e.Seq
 		sent := e.Time.UnixNano()
 		switch e.Type {
-		case master.EntryLog:
+		case masterapi.EntryLog:
 			i := strings.LastIndexByte(e.Text, ' ')
 			v, err := strconv.ParseInt(e.Text[i+1:], 10, 64)
 			if err != nil {
@@ -856,7 +857,7 @@ func (s *fanSubscriber) handle(now time.Time, msg []byte) {
 				continue
 			}
 			sent = v
-		case master.EntryInstaller, master.EntryBootstrapper:
+		case masterapi.EntryInstaller, masterapi.EntryBootstrapper:
 		default:
 			continue // not an event a machine sent
 		}

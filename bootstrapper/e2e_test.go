@@ -988,13 +988,14 @@ func TestLivenessAfterDone(t *testing.T) {
 	port := strconv.Itoa(freePort(t))
 	var ln net.Listener
 	listen := func() { // the server: accepts and drops the checks' connections
-		var err error
-		if ln, err = net.Listen("tcp", "127.0.0.1:"+port); err != nil {
+		l, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err != nil {
 			t.Fatal(err)
 		}
+		ln = l // its goroutine keeps its own: the next listen replaces ln
 		go func() {
 			for {
-				c, err := ln.Accept()
+				c, err := l.Accept()
 				if err != nil {
 					return
 				}

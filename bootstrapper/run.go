@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol/che"
 )
 
@@ -250,8 +251,8 @@ func (r *runner) install(ctx context.Context, i int) error {
 		select {
 		case <-s.exited:
 			r.out.sync(s.out)
-			if s.code != 0 {
-				return che.ErrExitCode(in.ID, s.code)
+			if s.code() != 0 {
+				return che.ErrExitCode(in.ID, s.code())
 			}
 			r.installerStatus(i, che.StatusDone, "")
 			return nil
@@ -277,7 +278,7 @@ func (r *runner) install(ctx context.Context, i int) error {
 				r.installerStatus(i, che.StatusRunning, "")
 				return nil
 			}
-			if scriptDone && (sched.fixed || !groupAlive(s.pgid)) {
+			if scriptDone && (sched.fixed || !s.pgid.Alive()) {
 				// Nothing is left that could open the ports.
 				r.out.sync(s.out)
 				return che.ErrServersNotAvailable(in.ID)
@@ -285,9 +286,9 @@ func (r *runner) install(ctx context.Context, i int) error {
 			check.Reset(sched.next(time.Since(start)))
 		case <-exited:
 			exited = nil
-			if s.code != 0 {
+			if s.code() != 0 {
 				r.out.sync(s.out)
-				return che.ErrScriptFailed(in.ID, s.code)
+				return che.ErrScriptFailed(in.ID, s.code())
 			}
 			// Exit 0: check at once; porthole goes on checking while
 			// something the script started is still running.
@@ -382,11 +383,11 @@ func (r *runner) liveness() {
 // SIGTERM, StopGrace, then SIGKILL; then their output is read to its end.
 // (outputs.stop closes what a process outside the groups still holds.)
 func (r *runner) stop() {
-	var pgids []int
+	var groups []proc.Target
 	for _, s := range r.scripts {
-		pgids = append(pgids, s.pgid)
+		groups = append(groups, s.pgid)
 	}
-	stopGroups(pgids, r.o.StopGrace)
+	proc.Stop(context.Background(), r.o.StopGrace, groups)
 	ended := time.After(time.Second) // a process outside the group may still hold a pipe
 	for _, s := range r.scripts {
 		<-s.exited

@@ -3,12 +3,10 @@ package cli
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -17,8 +15,6 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent"
-	"github.com/porthole-dev/porthole/internal/tunnel"
-	"github.com/porthole-dev/porthole/protocol"
 )
 
 // listFlag collects a repeatable string flag.
@@ -37,8 +33,8 @@ type agentFlags struct {
 
 	// The tunnel to porthole-master.
 	master, machineTokenFile, runtimeID, machineName string
-	// tun is set by options when -master is given; its Handler is not.
-	tun *tunnel.AgentOptions
+	// tun is set by options when -master is given.
+	tun *agent.MasterOptions
 }
 
 // noListener reports whether -listen asks for no local listener.
@@ -50,13 +46,13 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.insecure, "insecure-no-auth", false, "serve without a token (trusted loopback tests only)")
 	fs.Var(&f.origins, "allow-origin", "browser origin allowed to connect, e.g. https://ide.example.com (repeatable; * for any)")
 	fs.StringVar(&f.shell, "shell", "", "command run when a start request has no argv (default $SHELL or /bin/sh)")
-	fs.IntVar(&f.o.MaxProcesses, "max-processes", 512, "processes kept at once, running and exited")
-	fs.IntVar(&f.o.RingBytes, "ring", 1<<20, "bytes of output kept per stream (scrollback for reattach)")
-	fs.IntVar(&f.o.MaxMessageBytes, "max-message", 1<<20, "largest WebSocket message or HTTP body accepted, bytes")
-	fs.DurationVar(&f.o.Retention, "retention", 10*time.Minute, "how long exited processes are kept")
-	fs.DurationVar(&f.o.StallTimeout, "stall-timeout", time.Second, "how long a viewer that stops reading may hold a process back")
-	fs.DurationVar(&f.o.PingInterval, "ping", 15*time.Second, "keepalive ping interval")
-	fs.DurationVar(&f.grace, "grace", 5*time.Second, "on SIGTERM, how long children get after SIGHUP/SIGTERM before SIGKILL")
+	fs.IntVar(&f.o.MaxProcesses, "max-processes", agent.DefaultMaxProcesses, "processes kept at once, running and exited")
+	fs.IntVar(&f.o.RingBytes, "ring", agent.DefaultRingBytes, "bytes of output kept per stream (scrollback for reattach)")
+	fs.IntVar(&f.o.MaxMessageBytes, "max-message", agent.DefaultMaxMessageBytes, "largest WebSocket message or HTTP body accepted, bytes")
+	fs.DurationVar(&f.o.Retention, "retention", agent.DefaultRetention, "how long exited processes are kept")
+	fs.DurationVar(&f.o.StallTimeout, "stall-timeout", agent.DefaultStallTimeout, "how long a viewer that stops reading may hold a process back")
+	fs.DurationVar(&f.o.PingInterval, "ping", agent.DefaultPingInterval, "keepalive ping interval")
+	fs.DurationVar(&f.grace, "grace", agent.DefaultGrace, "on SIGTERM, how long children get after SIGHUP/SIGTERM before SIGKILL")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
 	fs.StringVar(&f.master, "master", "", "porthole-master to serve through, ws://HOST:PORT or wss://HOST:PORT: the agent keeps a tunnel open to URL/api/agent")
@@ -114,22 +110,20 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	o.Version = Version
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if f.master != "" {
-		if f.tun, err = f.tunnelOptions(e); err != nil {
+		if f.tun, err = f.masterOptions(e); err != nil {
 			return o, err
 		}
-		f.tun.Logger = o.Logger.With("component", "tunnel")
 	}
 	return o, nil
 }
 
-// tunnelOptions validates the -master flags and builds the tunnel's
-// options, all but the handler.
-func (f *agentFlags) tunnelOptions(e env) (*tunnel.AgentOptions, error) {
+// masterOptions validates the -master flags and builds the agent's
+// options for the tunnel to the master.
+func (f *agentFlags) masterOptions(e env) (*agent.MasterOptions, error) {
 	u, err := url.Parse(f.master)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" || u.RawQuery != "" || u.User != nil {
 		return nil, usageError{fmt.Sprintf("-master %q: want ws://HOST[:PORT] or wss://HOST[:PORT]", f.master)}
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/api/agent"
 	var tok string
 	if f.machineTokenFile != "" {
 		if tok, err = readSecretFile("-machine-token-file", f.machineTokenFile); err != nil {
@@ -144,14 +138,7 @@ func (f *agentFlags) tunnelOptions(e env) (*tunnel.AgentOptions, error) {
 	if f.machineName == "" {
 		return nil, usageError{"-master needs -machine-name"}
 	}
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+tok)
-	h.Set(tunnel.HeaderRuntimeID, f.runtimeID)
-	h.Set(tunnel.HeaderMachineName, f.machineName)
-	h.Set(tunnel.HeaderAgentVersion, Version)
-	h.Set(tunnel.HeaderProtocol, protocol.Version)
-	h.Set(protocol.HeaderProtocol, protocol.Version) // as on every agent request
-	return &tunnel.AgentOptions{URL: u.String(), Header: h, Trust: agent.TrustedContext}, nil
+	return &agent.MasterOptions{URL: f.master, Token: tok, RuntimeID: f.runtimeID, MachineName: f.machineName}, nil
 }
 
 // listen opens the local listener, or none for -listen none.
@@ -176,22 +163,29 @@ func runAgent(ctx context.Context, args []string, e env, stderr *os.File) error 
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("agent takes no arguments; got %q", fs.Args())}
 	}
-	o, err := f.options(e, stderr)
-	if err != nil {
-		return err
-	}
-	a, err := agent.New(o)
-	if err != nil {
-		return err
-	}
-	ln, err := f.listener()
+	o, err := f.runOptions(e, stderr)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	o.Logger.Info("agent started", "addr", addrOf(ln), "master", f.master, "version", Version)
-	return serve(ctx, a, ln, f.tun, f.grace, o.Logger)
+	o.Logger.Info("agent started", "addr", addrOf(o.Listener), "master", f.master, "version", Version)
+	return agent.Run(ctx, o)
+}
+
+// runOptions validates the flags and opens the listener: the options of
+// agent.Run, also those of the entrypoint's agent. The agent serves on the
+// listener (unless -listen none) and through the master (with -master).
+func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error) {
+	o, err := f.options(e, stderr)
+	if err != nil {
+		return agent.RunOptions{}, err
+	}
+	ln, err := f.listener()
+	if err != nil {
+		return agent.RunOptions{}, err
+	}
+	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace}}, nil
 }
 
 // addrOf is ln's address for logs.
@@ -200,54 +194,4 @@ func addrOf(ln net.Listener) string {
 		return "none"
 	}
 	return ln.Addr().String()
-}
-
-// serve runs the agent on ln (unless nil) and through the master's tunnel
-// (unless tun is nil) until ctx ends, then shuts down: connections closed,
-// children hung up, a grace period, then killed; then the tunnel and the
-// listener are closed.
-func serve(ctx context.Context, a *agent.Agent, ln net.Listener, tun *tunnel.AgentOptions, grace time.Duration, log *slog.Logger) error {
-	var srv *http.Server
-	served := make(chan error, 1)
-	if ln != nil {
-		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { served <- srv.Serve(ln) }()
-	}
-	tunCtx, stopTunnel := context.WithCancel(context.Background())
-	defer stopTunnel()
-	tunneled := make(chan error, 1)
-	if tun != nil {
-		o := *tun
-		o.Handler = a.Handler()
-		go func() { tunneled <- tunnel.Serve(tunCtx, o) }()
-	}
-	var err error
-	select {
-	case err = <-served:
-		srv = nil // already ended
-	case err = <-tunneled: // only for invalid options
-		tun = nil
-	case <-ctx.Done():
-		log.Info("shutting down", "grace", grace)
-	}
-	// The agent first: it refuses new requests, ends every session (also
-	// long HTTP calls such as process.wait, and those through the tunnel)
-	// and gives children their grace period; then the tunnel and the
-	// server have nothing left to wait for.
-	actx, cancel := context.WithTimeout(context.Background(), grace+5*time.Second)
-	defer cancel()
-	a.Shutdown(actx, grace)
-	if tun != nil {
-		stopTunnel()
-		<-tunneled
-	}
-	if srv != nil {
-		sctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel2()
-		srv.Shutdown(sctx)
-		if serr := <-served; err == nil && !errors.Is(serr, http.ErrServerClosed) {
-			err = serr
-		}
-	}
-	return err
 }

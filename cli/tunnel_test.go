@@ -137,7 +137,6 @@ func TestAgentThroughMaster(t *testing.T) {
 				tunnel.HeaderRuntimeID:    "ws1:env:owner",
 				tunnel.HeaderMachineName:  "dev",
 				tunnel.HeaderProtocol:     protocol.Version,
-				protocol.HeaderProtocol:   protocol.Version,
 				tunnel.HeaderAgentVersion: "dev",
 			} {
 				if got := h.Get(k); got != want {

@@ -5,8 +5,9 @@
 // Coder both broke exit codes that way, and both moved to two processes).
 // So porthole splits the job. The first process, PID 1 (or, outside a PID
 // namespace, a child subreaper), only reaps and forwards signals; it
-// re-executes itself as the worker, which serves the agent and runs the
-// chained command with ordinary exec.Cmd.Wait calls on its own children.
+// re-executes itself as the worker (RunInit), which serves the agent, runs
+// the bootstrapper and runs the chained command (Work) with ordinary
+// exec.Cmd.Wait calls on its own children.
 // Orphans are reparented to the first process, never to the worker, so
 // the worker's waits can never race a reaper.
 package entrypoint
@@ -21,6 +22,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/porthole-dev/porthole/internal/proc"
 )
 
 // EnvRole marks the re-executed worker process.
@@ -33,13 +36,19 @@ const RoleWorker = "worker"
 // the chained command.
 var Forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
-// ExitCode is the shell's view of a wait status: the exit code, or 128
-// plus the signal that killed the process.
-func ExitCode(ws syscall.WaitStatus) int {
-	if ws.Signaled() {
-		return 128 + int(ws.Signal())
+// RunInit is the first process of `porthole entrypoint ARGS`: it
+// re-executes this binary as `porthole entrypoint ARGS` in the worker role
+// (EnvRole), with the container's stdio, and runs Reaper on it. It
+// returns the worker's exit code.
+func RunInit(args []string) (int, error) {
+	exe, err := proc.Executable()
+	if err != nil {
+		return 1, err
 	}
-	return ws.ExitStatus()
+	worker := exec.Command(exe, append([]string{"entrypoint"}, args...)...)
+	worker.Env = append(os.Environ(), EnvRole+"="+RoleWorker)
+	worker.Stdin, worker.Stdout, worker.Stderr = os.Stdin, os.Stdout, os.Stderr
+	return Reaper(worker)
 }
 
 // Reaper runs the first process's loop: it starts worker, reaps every
@@ -60,20 +69,9 @@ func Reaper(worker *exec.Cmd) (int, error) {
 		return 1, fmt.Errorf("start the worker: %w", err)
 	}
 	pid := worker.Process.Pid
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(stop)
-	wg.Go(func() {
-		for {
-			select {
-			case s := <-sigs:
-				unix.Kill(pid, s.(syscall.Signal))
-			case <-stop:
-				return
-			}
-		}
-	})
+	// The loop below reaps the worker behind os.Process's back: signals go
+	// by pid, which stays the worker's until this loop has reaped it.
+	defer forward(sigs, func(sig os.Signal) { unix.Kill(pid, sig.(syscall.Signal)) })()
 	for {
 		var ws unix.WaitStatus
 		got, err := unix.Wait4(-1, &ws, 0, nil)
@@ -84,7 +82,7 @@ func Reaper(worker *exec.Cmd) (int, error) {
 			return 1, fmt.Errorf("wait: %w", err)
 		case got == pid:
 			reapAll()
-			return ExitCode(syscall.WaitStatus(ws)), nil
+			return proc.StatusCode(syscall.WaitStatus(ws)), nil
 		}
 	}
 }
@@ -107,23 +105,32 @@ func Chain(cmd *exec.Cmd, sigs <-chan os.Signal) (syscall.WaitStatus, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
+	stop := forward(sigs, func(sig os.Signal) { cmd.Process.Signal(sig) })
+	err := cmd.Wait()
+	stop()
+	if cmd.ProcessState == nil {
+		return 0, err
+	}
+	return cmd.ProcessState.Sys().(syscall.WaitStatus), nil
+}
+
+// forward passes every signal from sigs to send, in a goroutine of its
+// own, until stop is called; stop returns once that goroutine has ended.
+func forward(sigs <-chan os.Signal, send func(os.Signal)) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
 			select {
-			case s := <-sigs:
-				cmd.Process.Signal(s)
+			case sig := <-sigs:
+				send(sig)
 			case <-done:
 				return
 			}
 		}
 	})
-	err := cmd.Wait()
-	close(done)
-	wg.Wait()
-	if cmd.ProcessState == nil {
-		return 0, err
+	return func() {
+		close(done)
+		wg.Wait()
 	}
-	return cmd.ProcessState.Sys().(syscall.WaitStatus), nil
 }

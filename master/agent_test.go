@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // A real agent connects out to the master; `porthole exec` through the
@@ -21,7 +22,7 @@ func TestAgentThroughMaster(t *testing.T) {
 	tm := startMaster(t, t.TempDir(), "")
 	const rid = "w:e:o"
 	client := tm.clientToken(t)
-	sub := subscribe(t, tm, client, master.SubscribeParams{RuntimeID: rid})
+	sub := subscribe(t, tm, client, masterapi.SubscribeParams{RuntimeID: rid})
 	tokFile := filepath.Join(t.TempDir(), "machine.token")
 	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, "dev")), 0o600)
 	ag := exec.Command(porthole, "agent", "-listen", "none", "-master", tm.WS, "-machine-token-file", tokFile,
@@ -40,7 +41,7 @@ func TestAgentThroughMaster(t *testing.T) {
 			t.Logf("agent output:\n%s", agentOut.String())
 		}
 	})
-	sub.until(t, "the agent connected", func(ms map[string]*master.Machine, _ map[string][]master.Entry) bool {
+	sub.until(t, "the agent connected", func(ms map[string]*masterapi.Machine, _ map[string][]masterapi.Entry) bool {
 		m := ms[rid+"/dev"]
 		return m != nil && m.Agent.Connected && m.Agent.Via == "tunnel" && m.Agent.Protocol != ""
 	})
@@ -69,10 +70,10 @@ func TestAgentThroughMaster(t *testing.T) {
 
 	ag.Process.Signal(os.Interrupt)
 	<-exited
-	sub.until(t, "the agent disconnected", func(ms map[string]*master.Machine, es map[string][]master.Entry) bool {
+	sub.until(t, "the agent disconnected", func(ms map[string]*masterapi.Machine, es map[string][]masterapi.Entry) bool {
 		m := ms[rid+"/dev"]
 		n := len(es[rid+"/dev"])
-		return m != nil && !m.Agent.Connected && n >= 2 && es[rid+"/dev"][n-1].Status == "DISCONNECTED"
+		return m != nil && !m.Agent.Connected && n >= 2 && es[rid+"/dev"][n-1].Status == masterapi.AgentDisconnected
 	})
 	if st, body := get(t, tm.URL+"/api/runtimes/"+rid+"/machines/dev/agent/v1/rpc", client, nil); st != http.StatusBadGateway || !strings.Contains(body, "not connected") {
 		t.Errorf("proxy to a gone agent: %d %s", st, body)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/master/store"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // Headers an agent announces itself with on /api/agent (the others are
@@ -67,29 +68,22 @@ func (a *agents) closeAll() {
 	}
 }
 
-// serveAgent accepts an agent's tunnel: its machine token says which
-// machine it is; the announced runtime id and machine name, when sent,
-// must match it.
-func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request) {
-	c, e := m.machineAuth(r)
-	if e != nil {
-		m.refuse(w, r, e)
-		return
-	}
+// agentHeaders refuses an agent announcing another runtime or machine
+// than its token's.
+func agentHeaders(r *http.Request, c *Claims) *httpError {
 	if rid := r.Header.Get(HeaderRuntimeID); rid != "" && rid != c.Runtime {
-		m.refuse(w, r, &httpError{http.StatusForbidden, HeaderRuntimeID + " " + rid + " is not the token's runtime " + c.Runtime})
-		return
+		return &httpError{http.StatusForbidden, HeaderRuntimeID + " " + rid + " is not the token's runtime " + c.Runtime}
 	}
 	if name := r.Header.Get(HeaderMachineName); name != "" && name != c.Machine {
-		m.refuse(w, r, &httpError{http.StatusForbidden, HeaderMachineName + " " + name + " is not the token's machine " + c.Machine})
-		return
+		return &httpError{http.StatusForbidden, HeaderMachineName + " " + name + " is not the token's machine " + c.Machine}
 	}
-	done, ok := m.track()
-	if !ok {
-		writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
-		return
-	}
-	defer done()
+	return nil
+}
+
+// serveAgent accepts an agent's tunnel: its machine token says which
+// machine it is; the announced runtime id and machine name, when sent,
+// must match it (agentHeaders).
+func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
 	sess, err := tunnel.Accept(w, r, &m.upgrader)
 	if err != nil {
 		m.log.Warn("agent tunnel refused", "remote", r.RemoteAddr, "err", err)
@@ -105,8 +99,8 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request) {
 	if addr == "" {
 		addr, _, _ = net.SplitHostPort(r.RemoteAddr)
 	}
-	m.state.agentConn(k, &AgentState{Connected: true, Version: r.Header.Get(HeaderAgentVersion),
-		Protocol: r.Header.Get(tunnel.HeaderProtocol), Via: "tunnel", Since: time.Now()}, addr)
+	m.state.agentConn(k, &masterapi.AgentState{Connected: true, Version: r.Header.Get(HeaderAgentVersion),
+		Protocol: r.Header.Get(tunnel.HeaderProtocol), Via: masterapi.ViaTunnel, Since: time.Now()}, addr)
 	log.Info("agent connected", "version", r.Header.Get(HeaderAgentVersion))
 	select {
 	case <-sess.Done():
@@ -124,27 +118,13 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request) {
 // the agent's /PATH (its control socket, attach sockets, HTTP JSON-RPC),
 // byte for byte, so offsets, reattach, exit statuses and resizes behave
 // as on a direct connection.
-func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request) {
-	if _, e := m.clientAuth(r, false); e != nil {
-		m.refuse(w, r, e)
-		return
-	}
-	if !sameOrigin(r) {
-		m.refuse(w, r, &httpError{http.StatusForbidden, "Origin " + r.Header.Get("Origin") + " is not the master's"})
-		return
-	}
+func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, _ *Claims) {
 	k := store.Key{Runtime: r.PathValue("rid"), Machine: r.PathValue("name")}
 	sess := m.agents.get(k)
 	if sess == nil {
 		writeJSONError(w, http.StatusBadGateway, "the agent of machine "+k.Machine+" of runtime "+k.Runtime+" is not connected")
 		return
 	}
-	done, ok := m.track()
-	if !ok {
-		writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
-		return
-	}
-	defer done()
 	r2 := r.Clone(r.Context())
 	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("path"), ""
 	sess.Proxy("").ServeHTTP(w, r2)

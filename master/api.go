@@ -8,39 +8,17 @@ import (
 
 	"github.com/porthole-dev/porthole/master/store"
 	"github.com/porthole-dev/porthole/protocol"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
-// MaxLogsPage bounds the entries one GET .../logs returns.
-const MaxLogsPage = 10000
+// The JSON HTTP API (readers: see scope).
 
-// scope authenticates a reader: a client sees every runtime without its
-// internal servers; a machine sees only its own runtime, internal servers
-// included. only is the runtime a machine token is restricted to.
-func (m *Master) scope(w http.ResponseWriter, r *http.Request) (internal bool, only string, ok bool) {
-	c, e := m.clientAuth(r, true)
-	if e != nil {
-		m.refuse(w, r, e)
-		return false, "", false
-	}
-	if c.Kind == KindMachine {
-		return true, c.Runtime, true
-	}
-	return false, "", true
+func (m *Master) serveRuntimes(w http.ResponseWriter, r *http.Request, c *Claims) {
+	writeJSON(w, m.state.runtimes(scope(c)))
 }
 
-func (m *Master) serveRuntimes(w http.ResponseWriter, r *http.Request) {
-	internal, only, ok := m.scope(w, r)
-	if !ok {
-		return
-	}
-	writeJSON(w, m.state.runtimes(internal, only))
-}
-
-func (m *Master) serveRuntime(w http.ResponseWriter, r *http.Request) {
-	internal, only, ok := m.scope(w, r)
-	if !ok {
-		return
-	}
+func (m *Master) serveRuntime(w http.ResponseWriter, r *http.Request, c *Claims) {
+	internal, only := scope(c)
 	rid := r.PathValue("rid")
 	if only != "" && rid != only {
 		m.refuse(w, r, &httpError{http.StatusForbidden, "a machine token reads only its own runtime"})
@@ -54,13 +32,11 @@ func (m *Master) serveRuntime(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, rts[0])
 }
 
-// machineKey authenticates and returns the machine of the path.
-func (m *Master) machineKey(w http.ResponseWriter, r *http.Request) (store.Key, bool, bool) {
-	internal, only, ok := m.scope(w, r)
-	if !ok {
-		return store.Key{}, false, false
-	}
-	k := store.Key{Runtime: r.PathValue("rid"), Machine: r.PathValue("name")}
+// machineKey returns the machine of the path, when c may read it and it
+// exists; otherwise it answers.
+func (m *Master) machineKey(w http.ResponseWriter, r *http.Request, c *Claims) (k store.Key, internal, ok bool) {
+	internal, only := scope(c)
+	k = store.Key{Runtime: r.PathValue("rid"), Machine: r.PathValue("name")}
 	if only != "" && k.Runtime != only {
 		m.refuse(w, r, &httpError{http.StatusForbidden, "a machine token reads only its own runtime"})
 		return k, false, false
@@ -72,8 +48,8 @@ func (m *Master) machineKey(w http.ResponseWriter, r *http.Request) (store.Key, 
 	return k, internal, true
 }
 
-func (m *Master) serveMachine(w http.ResponseWriter, r *http.Request) {
-	k, internal, ok := m.machineKey(w, r)
+func (m *Master) serveMachine(w http.ResponseWriter, r *http.Request, c *Claims) {
+	k, internal, ok := m.machineKey(w, r, c)
 	if !ok {
 		return
 	}
@@ -82,17 +58,17 @@ func (m *Master) serveMachine(w http.ResponseWriter, r *http.Request) {
 
 // serveLogs returns a machine's journal entries (logs and events) after
 // seq ?after= (default 0: from the oldest kept), or from time ?since=
-// (RFC 3339), at most ?limit= (default and maximum MaxLogsPage), as
-// {"entries": [...], "next": SEQ}; next is the ?after= of the next page.
-func (m *Master) serveLogs(w http.ResponseWriter, r *http.Request) {
-	k, _, ok := m.machineKey(w, r)
+// (RFC 3339), at most ?limit= (default and maximum masterapi.MaxLogsPage),
+// as a masterapi.LogsPage; next is the ?after= of the next page.
+func (m *Master) serveLogs(w http.ResponseWriter, r *http.Request, c *Claims) {
+	k, _, ok := m.machineKey(w, r, c)
 	if !ok {
 		return
 	}
 	q := r.URL.Query()
 	var after uint64
 	var since time.Time
-	limit := MaxLogsPage
+	limit := masterapi.MaxLogsPage
 	var err error
 	if v := q.Get("after"); v != "" {
 		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
@@ -107,26 +83,25 @@ func (m *Master) serveLogs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if v := q.Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit <= 0 || limit > MaxLogsPage {
-			writeJSONError(w, http.StatusBadRequest, "limit "+strconv.Quote(v)+": want 1 to "+strconv.Itoa(MaxLogsPage))
+		if limit, err = strconv.Atoi(v); err != nil || limit <= 0 || limit > masterapi.MaxLogsPage {
+			writeJSONError(w, http.StatusBadRequest, "limit "+strconv.Quote(v)+": want 1 to "+strconv.Itoa(masterapi.MaxLogsPage))
 			return
 		}
 	}
-	out := []json.RawMessage{}
-	next := after
+	page := masterapi.LogsPage{Entries: []json.RawMessage{}, Next: after}
 	err = m.state.entries(r.Context(), k, after, 0, func(seq uint64, data []byte) bool {
-		next = seq
+		page.Next = seq
 		if !since.IsZero() && entryTime(data).Before(since) {
 			return true
 		}
-		out = append(out, json.RawMessage(append([]byte(nil), data...)))
-		return len(out) < limit
+		page.Entries = append(page.Entries, json.RawMessage(append([]byte(nil), data...)))
+		return len(page.Entries) < limit
 	})
 	if err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	writeJSON(w, map[string]any{"entries": out, "next": next})
+	writeJSON(w, page)
 }
 
 // entryTime reads an entry's time.
@@ -139,9 +114,6 @@ func entryTime(data []byte) time.Time {
 }
 
 // serveInfo tells clients (the dashboard) what they talk to.
-func (m *Master) serveInfo(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := m.scope(w, r); !ok {
-		return
-	}
-	writeJSON(w, map[string]any{"version": m.opts.Version, "protocolVersion": protocol.Version})
+func (m *Master) serveInfo(w http.ResponseWriter, r *http.Request, _ *Claims) {
+	writeJSON(w, masterapi.Info{Version: m.opts.Version, ProtocolVersion: protocol.Version})
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/protocol/che"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // Browsers get a short-lived ticket for WebSocket URLs; long-lived
@@ -131,29 +133,29 @@ func TestSubscriptionReplay(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		p.send(logEvent("m", rid, "b", i, string(rune('a'+i-1))))
 	}
-	p.send(`{"jsonrpc":"2.0","method":"bootstrapper/statusChanged","params":{"machineName":"m","runtimeId":{"workspaceId":"w","envName":"e","ownerId":"o"},"time":"2026-11-22T10:00:01Z","status":"DONE","bootId":"b","seq":6}}`)
+	p.send(`{"jsonrpc":"2.0","method":"bootstrapper/statusChanged","params":{"machineName":"m","runtimeId":{"workspaceId":"w","envName":"e","ownerId":"o"},"time":"2026-11-22T10:00:01Z","status":"` + che.StatusDone + `","bootId":"b","seq":6}}`)
 	p.ack()
 	client := tm.clientToken(t)
 	since, _ := time.Parse(time.RFC3339, "2026-11-22T10:00:01Z")
 	for _, c := range []struct {
 		name string
-		p    master.SubscribeParams
+		p    masterapi.SubscribeParams
 		want string
 	}{
-		{"after 3", master.SubscribeParams{RuntimeID: rid, After: map[string]uint64{"m": 3}}, "d,e,DONE"},
-		{"all without logs", master.SubscribeParams{RuntimeID: rid, All: true, Logs: new(bool)}, "DONE"},
-		{"since", master.SubscribeParams{RuntimeID: "*", Since: &since}, "DONE"},
+		{"after 3", masterapi.SubscribeParams{RuntimeID: rid, After: map[string]uint64{"m": 3}}, "d,e," + che.StatusDone},
+		{"all without logs", masterapi.SubscribeParams{RuntimeID: rid, All: true, Logs: new(bool)}, che.StatusDone},
+		{"since", masterapi.SubscribeParams{RuntimeID: "*", Since: &since}, che.StatusDone},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := subscribe(t, tm, client, c.p)
 			want := strings.Split(c.want, ",")
-			s.until(t, c.want, func(_ map[string]*master.Machine, es map[string][]master.Entry) bool {
+			s.until(t, c.want, func(_ map[string]*masterapi.Machine, es map[string][]masterapi.Entry) bool {
 				return len(es[rid+"/m"]) >= len(want)
 			})
 			s.mu.Lock()
 			var got []string
 			for _, e := range s.entries[rid+"/m"] {
-				if e.Type == master.EntryLog {
+				if e.Type == masterapi.EntryLog {
 					got = append(got, e.Text)
 				} else {
 					got = append(got, e.Status)
@@ -166,25 +168,25 @@ func TestSubscriptionReplay(t *testing.T) {
 		})
 	}
 	// Bad params name the problem.
-	s := subscribe(t, tm, client, master.SubscribeParams{RuntimeID: "*"})
+	s := subscribe(t, tm, client, masterapi.SubscribeParams{RuntimeID: "*"})
 	var res any
 	for params, msg := range map[string]string{
 		`{}`:                          "runtimeId missing",
 		`{"runtimeId":"*","bogus":1}`: `unknown field "bogus"`,
 	} {
 		raw := jsonRaw(params)
-		err := s.conn.Call(t.Context(), master.MethodRuntimeSubscribe, raw, &res)
+		err := s.conn.Call(t.Context(), masterapi.MethodRuntimeSubscribe, raw, &res)
 		if err == nil || !strings.Contains(err.Error(), msg) {
 			t.Errorf("subscribe %s: %v, want %q", params, err, msg)
 		}
 	}
-	err := s.conn.Call(t.Context(), master.MethodRuntimeUnsubscribe, map[string]string{"subscription": "nope"}, &res)
+	err := s.conn.Call(t.Context(), masterapi.MethodRuntimeUnsubscribe, map[string]string{"subscription": "nope"}, &res)
 	if err == nil || !strings.Contains(err.Error(), `subscription "nope" not found`) {
 		t.Errorf("unsubscribe nope: %v", err)
 	}
 	// A machine token subscribes to its own runtime only.
-	ms := subscribe(t, tm, tm.machineToken(t, rid, "m"), master.SubscribeParams{RuntimeID: rid})
-	err = ms.conn.Call(t.Context(), master.MethodRuntimeSubscribe, master.SubscribeParams{RuntimeID: "*"}, &res)
+	ms := subscribe(t, tm, tm.machineToken(t, rid, "m"), masterapi.SubscribeParams{RuntimeID: rid})
+	err = ms.conn.Call(t.Context(), masterapi.MethodRuntimeSubscribe, masterapi.SubscribeParams{RuntimeID: "*"}, &res)
 	if err == nil || !strings.Contains(err.Error(), "only to its own runtime") {
 		t.Errorf("machine token subscribing to *: %v", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // httpError is a refusal: an HTTP status and a message naming what is
@@ -79,6 +81,81 @@ func (m *Master) clientAuth(r *http.Request, machine bool) (*Claims, *httpError)
 	return nil, &httpError{http.StatusForbidden, "a " + c.Kind + " token cannot do this; use a client token (porthole-master token -client)"}
 }
 
+// access is who may call an endpoint (docs/master.md, Endpoints).
+type access int
+
+const (
+	// machineOnly: a machine token (Che's forms: raw or Bearer
+	// Authorization, ?token=).
+	machineOnly access = iota
+	// clientOnly: a client token or a ticket.
+	clientOnly
+	// reader: a client token, a ticket, or a machine token, which reads
+	// only its own runtime (see scope).
+	reader
+)
+
+func (m *Master) authenticate(r *http.Request, a access) (*Claims, *httpError) {
+	switch a {
+	case machineOnly:
+		return m.machineAuth(r)
+	case clientOnly:
+		return m.clientAuth(r, false)
+	default:
+		return m.clientAuth(r, true)
+	}
+}
+
+// endpoint is what the prologue of an authenticated handler checks.
+type endpoint struct {
+	access access
+	// check, when set, refuses more (a header, the origin) once the
+	// caller is known.
+	check func(*http.Request, *Claims) *httpError
+	// conn: the handler holds a connection (a WebSocket, a proxied
+	// request), which Shutdown closes and waits for: refused with 503
+	// once shutting down.
+	conn bool
+}
+
+// authedFunc is an authenticated handler: c is who calls.
+type authedFunc func(w http.ResponseWriter, r *http.Request, c *Claims)
+
+// guard is the one prologue of the master's authenticated handlers: it
+// authenticates the request, refuses what ep refuses (logged, never the
+// token), registers a connection with Shutdown, then calls h.
+func (m *Master) guard(ep endpoint, h authedFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, e := m.authenticate(r, ep.access)
+		if e == nil && ep.check != nil {
+			e = ep.check(r, c)
+		}
+		if e != nil {
+			m.refuse(w, r, e)
+			return
+		}
+		if ep.conn {
+			done, ok := m.track()
+			if !ok {
+				writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
+				return
+			}
+			defer done()
+		}
+		h(w, r, c)
+	}
+}
+
+// scope is what a reader sees: a client every runtime without their
+// internal servers; a machine only its own runtime (only), internal
+// servers included.
+func scope(c *Claims) (internal bool, only string) {
+	if c.Kind == KindMachine {
+		return true, c.Runtime
+	}
+	return false, ""
+}
+
 // refuse answers e and logs it with the request, never the token.
 func (m *Master) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
 	m.log.Warn("request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "status", e.status, "reason", e.msg)
@@ -88,7 +165,15 @@ func (m *Master) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
 func writeJSONError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	json.NewEncoder(w).Encode(masterapi.Error{Error: msg})
+}
+
+// checkOrigin refuses a browser's request from another origin.
+func checkOrigin(r *http.Request, _ *Claims) *httpError {
+	if !sameOrigin(r) {
+		return &httpError{http.StatusForbidden, "Origin " + r.Header.Get("Origin") + " is not the master's"}
+	}
+	return nil
 }
 
 // sameOrigin lets browsers open WebSockets from the master's own pages
@@ -102,23 +187,22 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
-// serveTicket issues a ticket to a client (its token as Bearer).
-func (m *Master) serveTicket(w http.ResponseWriter, r *http.Request) {
-	c, e := m.clientAuth(r, false)
-	if e != nil {
-		m.refuse(w, r, e)
-		return
-	}
+// notTicket refuses a ticket where a client token is needed.
+func notTicket(_ *http.Request, c *Claims) *httpError {
 	if c.Kind == KindTicket {
-		m.refuse(w, r, &httpError{http.StatusForbidden, "a ticket cannot get another ticket"})
-		return
+		return &httpError{http.StatusForbidden, "a ticket cannot get another ticket"}
 	}
+	return nil
+}
+
+// serveTicket issues a ticket to a client (its token as Bearer).
+func (m *Master) serveTicket(w http.ResponseWriter, r *http.Request, _ *Claims) {
 	t, exp, err := m.signer.Ticket(time.Now())
 	if err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	writeJSON(w, map[string]any{"ticket": t, "expires": exp})
+	writeJSON(w, masterapi.Ticket{Ticket: t, Expires: exp})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/protocol/che"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // masterProc is porthole-master run as a process (so it can be killed).
@@ -90,7 +91,7 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 	es := logs(t, tm, client, rid, "m")
 	var got []string
 	for _, e := range es {
-		if e.Type == master.EntryLog {
+		if e.Type == masterapi.EntryLog {
 			got = append(got, e.Text)
 		}
 	}
@@ -102,7 +103,7 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 			t.Fatalf("line %d is %q, want %q", i, l, want)
 		}
 	}
-	want := []string{"bootstrapper STARTING", "installer org.lines STARTING", "installer org.lines DONE", "bootstrapper DONE"}
+	want := []string{"bootstrapper " + che.StatusStarting, "installer org.lines " + che.StatusStarting, "installer org.lines " + che.StatusDone, "bootstrapper " + che.StatusDone}
 	var statuses []string
 	for _, s := range render(es) {
 		if s[:4] != "log " {

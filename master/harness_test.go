@@ -24,6 +24,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/store"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // The binaries TestMain built: porthole (bootstrapper, agent) and
@@ -163,14 +164,14 @@ func get(t *testing.T, url, token string, v any) (int, string) {
 
 // logs reads a machine's whole journal through the HTTP API, page by
 // page.
-func logs(t *testing.T, tm *testMaster, token, rid, name string) []master.Entry {
+func logs(t *testing.T, tm *testMaster, token, rid, name string) []masterapi.Entry {
 	t.Helper()
-	var all []master.Entry
+	var all []masterapi.Entry
 	after := uint64(0)
 	for {
 		var page struct {
-			Entries []master.Entry `json:"entries"`
-			Next    uint64         `json:"next"`
+			Entries []masterapi.Entry `json:"entries"`
+			Next    uint64            `json:"next"`
 		}
 		url := fmt.Sprintf("%s/api/runtimes/%s/machines/%s/logs?after=%d", tm.URL, rid, name, after)
 		if st, body := get(t, url, token, &page); st != 200 {
@@ -190,26 +191,26 @@ type subscriber struct {
 	mu   sync.Mutex
 	// machines: the last state per machine; entries: per machine, in
 	// the order received.
-	machines map[string]*master.Machine
-	entries  map[string][]master.Entry
+	machines map[string]*masterapi.Machine
+	entries  map[string][]masterapi.Entry
 	changed  chan struct{}
 }
 
-func subscribe(t *testing.T, tm *testMaster, token string, p master.SubscribeParams) *subscriber {
+func subscribe(t *testing.T, tm *testMaster, token string, p masterapi.SubscribeParams) *subscriber {
 	t.Helper()
 	h := http.Header{"Authorization": {"Bearer " + token}}
 	ws, resp, err := websocket.DefaultDialer.Dial(tm.WS+"/api/rpc", h)
 	if err != nil {
 		t.Fatalf("dial /api/rpc: %v (%v)", err, resp)
 	}
-	s := &subscriber{machines: map[string]*master.Machine{}, entries: map[string][]master.Entry{}, changed: make(chan struct{})}
+	s := &subscriber{machines: map[string]*masterapi.Machine{}, entries: map[string][]masterapi.Entry{}, changed: make(chan struct{})}
 	stream := wsrpc.New(ws, wsrpc.Options{})
 	s.conn = jsonrpc2.NewConn(context.Background(), stream, jsonrpc2.HandlerWithError(s.handle))
 	t.Cleanup(func() { s.conn.Close(); <-s.conn.DisconnectNotify() })
 	var res struct {
 		Subscription string `json:"subscription"`
 	}
-	if err := s.conn.Call(context.Background(), master.MethodRuntimeSubscribe, p, &res); err != nil {
+	if err := s.conn.Call(context.Background(), masterapi.MethodRuntimeSubscribe, p, &res); err != nil {
 		t.Fatalf("subscribe: %v", err)
 	}
 	return s
@@ -219,15 +220,15 @@ func (s *subscriber) handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch req.Method {
-	case master.NotifyMachine:
-		var n master.MachineNotification
+	case masterapi.NotifyMachine:
+		var n masterapi.MachineNotification
 		json.Unmarshal(*req.Params, &n)
 		s.machines[n.Machine.RuntimeID+"/"+n.Machine.Name] = n.Machine
-	case master.NotifyEntries:
-		var n master.EntriesNotification
+	case masterapi.NotifyEntries:
+		var n masterapi.EntriesNotification
 		json.Unmarshal(*req.Params, &n)
 		for _, raw := range n.Entries {
-			var e master.Entry
+			var e masterapi.Entry
 			json.Unmarshal(raw, &e)
 			k := n.RuntimeID + "/" + n.MachineName
 			s.entries[k] = append(s.entries[k], e)
@@ -239,7 +240,7 @@ func (s *subscriber) handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2
 }
 
 // until waits for cond (called under the subscriber's lock) to hold.
-func (s *subscriber) until(t *testing.T, what string, cond func(machines map[string]*master.Machine, entries map[string][]master.Entry) bool) {
+func (s *subscriber) until(t *testing.T, what string, cond func(machines map[string]*masterapi.Machine, entries map[string][]masterapi.Entry) bool) {
 	t.Helper()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()

@@ -15,6 +15,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/protocol/che"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // pusher is a hand-driven bootstrapper connection; a goroutine reads
@@ -112,11 +114,11 @@ func (p *pusher) reply() (code int, msg string) {
 func logEvent(machine, rid, boot string, seq int, text string) string {
 	parts := strings.SplitN(rid, ":", 3)
 	env, owner := parts[1], parts[2]
-	return fmt.Sprintf(`{"jsonrpc":"2.0","method":"installer/log","params":{"machineName":%q,"runtimeId":{"workspaceId":%q,"envName":%q,"ownerId":%q},"time":"2026-11-22T10:00:00Z","text":%q,"installer":"i","stream":"STDOUT","bootId":%q,"seq":%d}}`,
-		machine, parts[0], env, owner, text, boot, seq)
+	return fmt.Sprintf(`{"jsonrpc":"2.0","method":"installer/log","params":{"machineName":%q,"runtimeId":{"workspaceId":%q,"envName":%q,"ownerId":%q},"time":"2026-11-22T10:00:00Z","text":%q,"installer":"i","stream":%q,"bootId":%q,"seq":%d}}`,
+		machine, parts[0], env, owner, text, che.StreamStdout, boot, seq)
 }
 
-func texts(es []master.Entry) []string {
+func texts(es []masterapi.Entry) []string {
 	var out []string
 	for _, e := range es {
 		out = append(out, e.Text)
@@ -195,10 +197,10 @@ func TestIngestBadFrames(t *testing.T) {
 		{"unknown request", `{"jsonrpc":"2.0","id":7,"method":"rm -rf","params":{}}`, -32601, `method "rm -rf" not found`},
 		{"no params", `{"jsonrpc":"2.0","method":"installer/log"}`, -32602, "params missing"},
 		{"bad status", strings.Replace(logEvent("m", rid, "b", 1, "x"), `"installer/log"`, `"bootstrapper/statusChanged"`, 1), -32602, `status "": want STARTING, DONE or FAILED`},
-		{"bad stream", strings.Replace(logEvent("m", rid, "b", 1, "x"), "STDOUT", "STDWHAT", 1), -32602, `stream "STDWHAT"`},
+		{"bad stream", strings.Replace(logEvent("m", rid, "b", 1, "x"), che.StreamStdout, "STDWHAT", 1), -32602, `stream "STDWHAT"`},
 		{"params of the wrong type", `{"jsonrpc":"2.0","method":"installer/log","params":{"seq":"one"}}`, -32602, "invalid params"},
-		{"another machine", logEvent("n", rid, "b", 1, "x"), master.CodeForbidden, `event for machine "n" of runtime "w:e:o" refused: the token is for machine "m"`},
-		{"another runtime", logEvent("m", "x:y:z", "b", 1, "x"), master.CodeForbidden, `runtime "x:y:z" refused`},
+		{"another machine", logEvent("n", rid, "b", 1, "x"), masterapi.CodeForbidden, `event for machine "n" of runtime "w:e:o" refused: the token is for machine "m"`},
+		{"another runtime", logEvent("m", "x:y:z", "b", 1, "x"), masterapi.CodeForbidden, `runtime "x:y:z" refused`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p.t = t
@@ -275,7 +277,7 @@ func TestStuckMachineDoesNotBlockOthers(t *testing.T) {
 	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.WriteTimeout = time.Minute })
 	const rid = "w:e:o"
 	client := tm.clientToken(t)
-	sub := subscribe(t, tm, client, master.SubscribeParams{RuntimeID: rid})
+	sub := subscribe(t, tm, client, masterapi.SubscribeParams{RuntimeID: rid})
 	stuck := push(t, tm, tm.machineToken(t, rid, "stuck"))
 	// Frames that each get an error reply, never read: the master's
 	// writes to this connection block once the socket buffers are full.
@@ -304,7 +306,7 @@ func TestStuckMachineDoesNotBlockOthers(t *testing.T) {
 	ok := push(t, tm, tm.machineToken(t, rid, "ok"))
 	ok.send(logEvent("ok", rid, "b", 1, "still served"))
 	ok.ack()
-	sub.until(t, "the other machine's event delivered", func(_ map[string]*master.Machine, es map[string][]master.Entry) bool {
+	sub.until(t, "the other machine's event delivered", func(_ map[string]*masterapi.Machine, es map[string][]masterapi.Entry) bool {
 		return len(es[rid+"/ok"]) == 1 && es[rid+"/ok"][0].Text == "still served"
 	})
 	t.Logf("%d unanswered frames backed up on the stuck connection", n)

@@ -34,24 +34,35 @@ type Options struct {
 	// directory.
 	BinariesDir string
 	// MaxEventBytes bounds every message a bootstrapper or client sends.
-	// Default 1 MiB.
+	// Default DefaultMaxEventBytes.
 	MaxEventBytes int
 	// ConnPendingBytes bounds what one bootstrapper connection may have
 	// accepted and not yet committed; beyond, its reads wait for the
-	// commit. Default 1 MiB.
+	// commit. Default DefaultConnPendingBytes.
 	ConnPendingBytes int
 	// PingInterval is the keepalive of every WebSocket the master
-	// serves; a peer silent for two intervals is disconnected. Default 30s.
+	// serves; a peer silent for two intervals is disconnected. Default
+	// DefaultPingInterval.
 	PingInterval time.Duration
 	// WriteTimeout disconnects a peer that reads nothing for this long.
-	// Default 30s.
+	// Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// SubscriptionsPerConn bounds the subscriptions of one client socket.
-	// Default 1024.
+	// Default DefaultSubscriptionsPerConn.
 	SubscriptionsPerConn int
 	// Web, when set, serves the dashboard at / (see master/dashboard).
 	Web http.Handler
 }
+
+// The defaults of Options, the one source of them (porthole-master's
+// flags show them).
+const (
+	DefaultMaxEventBytes        = 1 << 20
+	DefaultConnPendingBytes     = 1 << 20
+	DefaultSubscriptionsPerConn = 1024
+	DefaultPingInterval         = 30 * time.Second
+	DefaultWriteTimeout         = 30 * time.Second
+)
 
 func (o *Options) setDefaults() {
 	if o.Logger == nil {
@@ -62,14 +73,14 @@ func (o *Options) setDefaults() {
 			*v = d
 		}
 	}
-	def(&o.MaxEventBytes, 1<<20)
-	def(&o.ConnPendingBytes, 1<<20)
-	def(&o.SubscriptionsPerConn, 1024)
+	def(&o.MaxEventBytes, DefaultMaxEventBytes)
+	def(&o.ConnPendingBytes, DefaultConnPendingBytes)
+	def(&o.SubscriptionsPerConn, DefaultSubscriptionsPerConn)
 	if o.PingInterval <= 0 {
-		o.PingInterval = 30 * time.Second
+		o.PingInterval = DefaultPingInterval
 	}
 	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = 30 * time.Second
+		o.WriteTimeout = DefaultWriteTimeout
 	}
 }
 
@@ -132,7 +143,9 @@ func (m *Master) track() (done func(), ok bool) {
 
 // Shutdown closes every connection (close code 1001: bootstrappers and
 // agents reconnect to the next master), commits what was accepted, and
-// waits for every goroutine. It does not close the Store.
+// waits for every goroutine, all within ctx: when ctx ends first (a
+// connection that does not end, a store whose commits keep failing), it
+// returns an error saying what was left. It does not close the Store.
 func (m *Master) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	m.cancel(ErrShutdown)
@@ -141,34 +154,47 @@ func (m *Master) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if !waitFor(ctx, done) {
 		err = fmt.Errorf("connections still open: %w", context.Cause(ctx))
 	}
-	m.state.close()
-	return err
+	return errors.Join(err, m.state.close(ctx))
 }
 
 // Handler returns the master's HTTP handler: every endpoint on one address.
 func (m *Master) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	// Che's default endpoints for bootstrapper events.
-	mux.HandleFunc("GET /api/websocket", m.serveIngest)
-	mux.HandleFunc("GET /api/websocket-minor", m.serveIngest)
-	mux.HandleFunc("GET /api/agent", m.serveAgent)
-	mux.HandleFunc("GET /api/rpc", m.serveRPC)
-	mux.HandleFunc("GET /api/runtimes", m.serveRuntimes)
-	mux.HandleFunc("GET /api/runtimes/{rid}", m.serveRuntime)
-	mux.HandleFunc("GET /api/runtimes/{rid}/machines/{name}", m.serveMachine)
-	mux.HandleFunc("GET /api/runtimes/{rid}/machines/{name}/logs", m.serveLogs)
-	mux.HandleFunc("/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.serveAgentProxy)
-	mux.HandleFunc("POST /api/tickets", m.serveTicket)
-	mux.HandleFunc("GET /api/info", m.serveInfo)
+	// The prologue of every authenticated endpoint: guard (auth.go).
+	ingest := m.guard(endpoint{access: machineOnly, conn: true}, m.serveIngest)
+	mux.Handle("GET /api/websocket", ingest) // Che's default endpoints for bootstrapper events
+	mux.Handle("GET /api/websocket-minor", ingest)
+	mux.Handle("GET /api/agent", m.guard(endpoint{access: machineOnly, check: agentHeaders, conn: true}, m.serveAgent))
+	mux.Handle("GET /api/rpc", m.guard(endpoint{access: reader, conn: true}, m.serveRPC))
+	mux.Handle("GET /api/runtimes", m.guard(endpoint{access: reader}, m.serveRuntimes))
+	mux.Handle("GET /api/runtimes/{rid}", m.guard(endpoint{access: reader}, m.serveRuntime))
+	mux.Handle("GET /api/runtimes/{rid}/machines/{name}", m.guard(endpoint{access: reader}, m.serveMachine))
+	mux.Handle("GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader}, m.serveLogs))
+	mux.Handle("/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy))
+	mux.Handle("POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket))
+	mux.Handle("GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo))
 	mux.HandleFunc("GET /agent-binaries/{platform}/{name}/{file}", m.bins.serve)
 	if m.opts.Web != nil {
 		mux.Handle("/", m.opts.Web) // any method: "GET /" would conflict with the agent proxy's pattern
 	}
 	return mux
+}
+
+// waitFor waits for done to be closed, or ctx to end first (false).
+func waitFor(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	select {
+	case <-done: // both: done counts
+		return true
+	default:
+		return false
+	}
 }

@@ -6,7 +6,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/protocol/che"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // A real bootstrapper reaches RUNNING, another FAILED; a subscriber sees
@@ -17,7 +18,7 @@ func TestRunningAndFailing(t *testing.T) {
 	tm := startMaster(t, t.TempDir(), "")
 	client := tm.clientToken(t)
 	const rid = "ws1:env:owner"
-	live := subscribe(t, tm, client, master.SubscribeParams{RuntimeID: "*"})
+	live := subscribe(t, tm, client, masterapi.SubscribeParams{RuntimeID: "*"})
 
 	port := freePort(t)
 	okBoot := bootstrap(t, tm.WS, tm.machineToken(t, rid, "web"), rid, "web", serverConfig(t, port))
@@ -27,9 +28,9 @@ func TestRunningAndFailing(t *testing.T) {
 		"-push-logs-endpoint", tm.WS+"/api/websocket")
 	const failure = "Exit code for 'org.demo.failing' installation is '1' while expected to be 0"
 
-	live.until(t, "web RUNNING and broken FAILED", func(ms map[string]*master.Machine, _ map[string][]master.Entry) bool {
+	live.until(t, "web RUNNING and broken FAILED", func(ms map[string]*masterapi.Machine, _ map[string][]masterapi.Entry) bool {
 		w, b := ms[rid+"/web"], ms[rid+"/broken"]
-		return w != nil && w.Status == master.MachineRunning && b != nil && b.Status == master.MachineFailed
+		return w != nil && w.Status == masterapi.MachineRunning && b != nil && b.Status == masterapi.MachineFailed
 	})
 	<-failBoot.done
 	if failBoot.code != 1 {
@@ -41,7 +42,7 @@ func TestRunningAndFailing(t *testing.T) {
 	if st, body := get(t, tm.URL+"/api/runtimes", client, &raw); st != 200 {
 		t.Fatalf("GET /api/runtimes: %d %s", st, body)
 	}
-	var rts []master.Runtime
+	var rts []masterapi.Runtime
 	b, _ := json.Marshal(raw)
 	json.Unmarshal(b, &rts)
 	if len(rts) != 1 || rts[0].ID != rid || len(rts[0].Machines) != 2 {
@@ -53,22 +54,22 @@ func TestRunningAndFailing(t *testing.T) {
 		}
 	}
 	broken, web := rts[0].Machines[0], rts[0].Machines[1]
-	if broken.Name != "broken" || broken.Status != master.MachineFailed || broken.Error != failure {
+	if broken.Name != "broken" || broken.Status != masterapi.MachineFailed || broken.Error != failure {
 		t.Errorf("broken = %+v", broken)
 	}
-	if want := []master.Installer{{ID: "org.demo.failing", Status: "FAILED", Error: failure}}; !slices.Equal(broken.Installers, want) {
+	if want := []masterapi.Installer{{ID: "org.demo.failing", Status: che.StatusFailed, Error: failure}}; !slices.Equal(broken.Installers, want) {
 		t.Errorf("broken installers = %+v, want %+v", broken.Installers, want)
 	}
-	if web.Status != master.MachineRunning || len(web.Installers) != 1 || web.Installers[0].Status != "RUNNING" {
+	if web.Status != masterapi.MachineRunning || len(web.Installers) != 1 || web.Installers[0].Status != che.StatusRunning {
 		t.Errorf("web = %+v", web)
 	}
 	// The client sees the public server only, RUNNING, with its URL.
 	wantURL := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
-	if len(web.Servers) != 1 || web.Servers[0].Name != "web" || web.Servers[0].Status != master.ServerRunning || web.Servers[0].URL != wantURL {
+	if len(web.Servers) != 1 || web.Servers[0].Name != "web" || web.Servers[0].Status != masterapi.ServerRunning || web.Servers[0].URL != wantURL {
 		t.Errorf("web servers seen by a client = %+v, want only web RUNNING at %s", web.Servers, wantURL)
 	}
 	// The machine's own token sees the internal one too.
-	var own master.Runtime
+	var own masterapi.Runtime
 	if st, body := get(t, tm.URL+"/api/runtimes/"+rid, tm.machineToken(t, rid, "web"), &own); st != 200 {
 		t.Fatalf("GET runtime with a machine token: %d %s", st, body)
 	}
@@ -81,10 +82,10 @@ func TestRunningAndFailing(t *testing.T) {
 	}
 
 	// A late subscriber replays the failure, event by event.
-	late := subscribe(t, tm, client, master.SubscribeParams{RuntimeID: rid, All: true})
-	want := []string{"bootstrapper STARTING", "installer org.demo.failing STARTING", "log STDOUT 1", "log STDERR error",
-		"installer org.demo.failing FAILED " + failure, "bootstrapper FAILED " + failure}
-	late.until(t, "the failure replayed", func(_ map[string]*master.Machine, es map[string][]master.Entry) bool {
+	late := subscribe(t, tm, client, masterapi.SubscribeParams{RuntimeID: rid, All: true})
+	want := []string{"bootstrapper " + che.StatusStarting, "installer org.demo.failing " + che.StatusStarting, "log " + che.StreamStdout + " 1", "log " + che.StreamStderr + " error",
+		"installer org.demo.failing " + che.StatusFailed + " " + failure, "bootstrapper " + che.StatusFailed + " " + failure}
+	late.until(t, "the failure replayed", func(_ map[string]*masterapi.Machine, es map[string][]masterapi.Entry) bool {
 		return len(es[rid+"/broken"]) >= len(want)
 	})
 	late.mu.Lock()
@@ -106,13 +107,13 @@ func TestRunningAndFailing(t *testing.T) {
 	okBoot.cmd.Process.Kill()
 }
 
-func render(es []master.Entry) []string {
+func render(es []masterapi.Entry) []string {
 	var out []string
 	for _, e := range es {
 		switch e.Type {
-		case master.EntryLog:
+		case masterapi.EntryLog:
 			out = append(out, "log "+e.Stream+" "+e.Text)
-		case master.EntryInstaller:
+		case masterapi.EntryInstaller:
 			s := "installer " + e.Installer + " " + e.Status
 			if e.Error != "" {
 				s += " " + e.Error

@@ -17,66 +17,11 @@ import (
 	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/master/store"
 	"github.com/porthole-dev/porthole/protocol"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
-
-// Client JSON-RPC methods and notifications (docs/master.md).
-const (
-	MethodRuntimeList        = "runtime.list"
-	MethodRuntimeSubscribe   = "runtime.subscribe"
-	MethodRuntimeUnsubscribe = "runtime.unsubscribe"
-	NotifyMachine            = "runtime.machine"
-	NotifyEntries            = "runtime.entries"
-)
-
-// entriesPerNotification bounds the entries of one runtime.entries.
-const entriesPerNotification = 256
-
-// SubscribeParams are runtime.subscribe's params.
-type SubscribeParams struct {
-	// RuntimeID is the runtime, or "*" for every runtime.
-	RuntimeID string `json:"runtimeId"`
-	// Replay: with none of After, Since and All, only what happens from
-	// now on is sent. After gives, per machine name, the last seq the
-	// client has (machines not named: from their oldest kept entry);
-	// Since replays entries from that time; All replays every kept entry.
-	After map[string]uint64 `json:"after,omitempty"`
-	Since *time.Time        `json:"since,omitempty"`
-	All   bool              `json:"all,omitempty"`
-	// After's keys are machine names, or "runtimeId/machineName" (exact
-	// when RuntimeID is "*": names may repeat across runtimes).
-	// Logs: false leaves installer/log entries out. Default true.
-	Logs *bool `json:"logs,omitempty"`
-}
-
-// MachineNotification is runtime.machine's params: a machine's state,
-// sent at subscription and whenever it changes.
-type MachineNotification struct {
-	Subscription string   `json:"subscription"`
-	Machine      *Machine `json:"machine"`
-}
-
-// EntriesNotification is runtime.entries's params: a machine's journal
-// entries in order, none skipped except by retention.
-type EntriesNotification struct {
-	Subscription string            `json:"subscription"`
-	RuntimeID    string            `json:"runtimeId"`
-	MachineName  string            `json:"machineName"`
-	Entries      []json.RawMessage `json:"entries"`
-}
 
 // serveRPC serves a client's JSON-RPC socket.
-func (m *Master) serveRPC(w http.ResponseWriter, r *http.Request) {
-	c, e := m.clientAuth(r, true)
-	if e != nil {
-		m.refuse(w, r, e)
-		return
-	}
-	done, ok := m.track()
-	if !ok {
-		writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
-		return
-	}
-	defer done()
+func (m *Master) serveRPC(w http.ResponseWriter, r *http.Request, c *Claims) {
 	ws, err := m.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
@@ -110,15 +55,12 @@ type clientSession struct {
 }
 
 func (cs *clientSession) handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
-	internal, only := false, ""
-	if cs.claims.Kind == KindMachine {
-		internal, only = true, cs.claims.Runtime
-	}
+	internal, only := scope(cs.claims)
 	switch req.Method {
-	case MethodRuntimeList:
+	case masterapi.MethodRuntimeList:
 		return cs.m.state.runtimes(internal, only), nil
-	case MethodRuntimeSubscribe:
-		var p SubscribeParams
+	case masterapi.MethodRuntimeSubscribe:
+		var p masterapi.SubscribeParams
 		if err := params(req, &p); err != nil {
 			return nil, err
 		}
@@ -126,13 +68,11 @@ func (cs *clientSession) handle(ctx context.Context, conn *jsonrpc2.Conn, req *j
 			return nil, invalidParams("runtimeId missing (a runtime id, or \"*\" for every runtime)")
 		}
 		if only != "" && p.RuntimeID != only {
-			return nil, &jsonrpc2.Error{Code: CodeForbidden, Message: "a machine token subscribes only to its own runtime " + strconv.Quote(only)}
+			return nil, &jsonrpc2.Error{Code: masterapi.CodeForbidden, Message: "a machine token subscribes only to its own runtime " + strconv.Quote(only)}
 		}
 		return cs.subscribe(conn, p, internal)
-	case MethodRuntimeUnsubscribe:
-		var p struct {
-			Subscription string `json:"subscription"`
-		}
+	case masterapi.MethodRuntimeUnsubscribe:
+		var p masterapi.UnsubscribeParams
 		if err := params(req, &p); err != nil {
 			return nil, err
 		}
@@ -165,7 +105,7 @@ func invalidParams(msg string) error {
 	return &jsonrpc2.Error{Code: protocol.CodeInvalidParams, Message: msg}
 }
 
-func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p SubscribeParams, internal bool) (any, error) {
+func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p masterapi.SubscribeParams, internal bool) (any, error) {
 	cs.mu.Lock()
 	if len(cs.subs) >= cs.m.opts.SubscriptionsPerConn {
 		cs.mu.Unlock()
@@ -186,7 +126,7 @@ func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p SubscribeParams, inter
 		case live:
 			sub.cursor[ref.key] = ref.seq
 		case p.After != nil:
-			sub.cursor[ref.key] = p.after(ref.key)
+			sub.cursor[ref.key] = after(&p, ref.key)
 		}
 	}
 	cs.wg.Add(1)
@@ -195,11 +135,11 @@ func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p SubscribeParams, inter
 		defer cancel()
 		sub.run(ctx)
 	}()
-	return map[string]string{"subscription": id}, nil
+	return masterapi.SubscribeResult{Subscription: id}, nil
 }
 
-// after returns the replay cursor of k.
-func (p *SubscribeParams) after(k store.Key) uint64 {
+// after returns p's replay cursor of k.
+func after(p *masterapi.SubscribeParams, k store.Key) uint64 {
 	if v, ok := p.After[k.Runtime+"/"+k.Machine]; ok {
 		return v
 	}
@@ -210,7 +150,7 @@ type subscription struct {
 	cs       *clientSession
 	conn     *jsonrpc2.Conn
 	id       string
-	p        SubscribeParams
+	p        masterapi.SubscribeParams
 	internal bool
 	logs     bool
 	cursor   map[store.Key]uint64
@@ -227,8 +167,8 @@ func (sub *subscription) run(ctx context.Context) {
 		changed := st.changes()
 		for _, ref := range st.watch(sub.p.RuntimeID) {
 			if ref.rev != sub.sentRev[ref.key] {
-				n := MachineNotification{Subscription: sub.id, Machine: ref.doc.view(sub.internal)}
-				if err := sub.conn.Notify(ctx, NotifyMachine, n); err != nil {
+				n := masterapi.MachineNotification{Subscription: sub.id, Machine: view(ref.doc, sub.internal)}
+				if err := sub.conn.Notify(ctx, masterapi.NotifyMachine, n); err != nil {
 					return
 				}
 				sub.sentRev[ref.key] = ref.rev
@@ -249,14 +189,14 @@ func (sub *subscription) run(ctx context.Context) {
 }
 
 func (sub *subscription) sendEntries(ctx context.Context, ref machineRef) error {
-	if _, seen := sub.cursor[ref.key]; !seen && sub.p.After != nil {
+	if _, known := sub.cursor[ref.key]; !known && sub.p.After != nil {
 		// A machine that appeared after the subscription.
-		sub.cursor[ref.key] = sub.p.after(ref.key)
+		sub.cursor[ref.key] = after(&sub.p, ref.key)
 	}
 	for sub.cursor[ref.key] < ref.seq {
-		batch := make([]json.RawMessage, 0, entriesPerNotification)
+		batch := make([]json.RawMessage, 0, masterapi.EntriesPerNotification)
 		last := sub.cursor[ref.key]
-		err := sub.cs.m.state.entries(ctx, ref.key, last, entriesPerNotification, func(seq uint64, data []byte) bool {
+		err := sub.cs.m.state.entries(ctx, ref.key, last, masterapi.EntriesPerNotification, func(seq uint64, data []byte) bool {
 			last = seq
 			if (!sub.logs || sub.p.Since != nil) && skip(data, sub.logs, sub.p.Since) {
 				return true
@@ -274,8 +214,8 @@ func (sub *subscription) sendEntries(ctx context.Context, ref machineRef) error 
 		if len(batch) == 0 {
 			continue
 		}
-		n := EntriesNotification{Subscription: sub.id, RuntimeID: ref.key.Runtime, MachineName: ref.key.Machine, Entries: batch}
-		if err := sub.conn.Notify(ctx, NotifyEntries, n); err != nil {
+		n := masterapi.EntriesNotification{Subscription: sub.id, RuntimeID: ref.key.Runtime, MachineName: ref.key.Machine, Entries: batch}
+		if err := sub.conn.Notify(ctx, masterapi.NotifyEntries, n); err != nil {
 			return err
 		}
 	}
@@ -290,33 +230,10 @@ func skip(data []byte, logs bool, since *time.Time) bool {
 		Time time.Time `json:"time"`
 	}
 	json.Unmarshal(data, &e)
-	if !logs && e.Type == EntryLog {
+	if !logs && e.Type == masterapi.EntryLog {
 		return true
 	}
 	return since != nil && e.Time.Before(*since)
-}
-
-// machineRef is a machine's committed state as a subscription sees it.
-type machineRef struct {
-	key store.Key
-	rev uint64
-	seq uint64
-	doc *Machine
-}
-
-// watch returns the committed state of the machines of runtime rid
-// ("*": all).
-func (s *state) watch(rid string) []machineRef {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []machineRef
-	for k, m := range s.machines {
-		if m.pub == nil || (rid != "*" && k.Runtime != rid) {
-			continue
-		}
-		out = append(out, machineRef{key: k, rev: m.pubRev, seq: m.pub.Seq, doc: m.pub})
-	}
-	return out
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -1,5 +1,7 @@
 package protocol
 
+import "fmt"
+
 // JSON-RPC error codes. The -327xx and -326xx codes are JSON-RPC 2.0's own;
 // the -320xx codes are porthole's.
 const (
@@ -42,3 +44,18 @@ const (
 	// CloseIdle (4008): no pong within the keepalive deadline.
 	CloseIdle = 4008
 )
+
+// Error is an error of the agent's protocol: one of the codes above and a
+// message that names what is wrong. The agent's process model returns it;
+// the JSON-RPC layer sends Code and Message as the response's error.
+type Error struct {
+	Code    int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error with code and a formatted message.
+func Errorf(code int, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}

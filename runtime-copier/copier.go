@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+
+	"github.com/porthole-dev/porthole/internal/proc"
 )
 
 // EnvDir names the environment variable that gives the destination
@@ -83,7 +85,7 @@ func Copy(o Options) (Result, error) {
 	}
 	src := o.Source
 	if src == "" {
-		exe, err := os.Executable()
+		exe, err := proc.Executable()
 		if err != nil {
 			return Result{}, fmt.Errorf("find the running binary: %w", err)
 		}

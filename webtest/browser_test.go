@@ -161,10 +161,7 @@ func webDist(t *testing.T) string {
 	for _, f := range []string{"dist/index.html", "dist/xterm.css"} {
 		fresh = fresh && !mtime(filepath.Join(dir, f)).IsZero()
 	}
-	for _, f := range []string{"src/main.js", "index.html", "package.json", "package-lock.json"} {
-		fresh = fresh && !mtime(filepath.Join(dir, f)).After(built)
-	}
-	if fresh {
+	if fresh && !sourcesNewer(t, dir, built, "index.html", "package.json", "package-lock.json") {
 		return dist
 	}
 	npm, err := exec.LookPath("npm")
@@ -182,6 +179,25 @@ func webDist(t *testing.T) string {
 	}
 	runNPM(t, dir, npm, "run", "build")
 	return dist
+}
+
+// sourcesNewer reports whether a page's sources changed after built: the
+// page's src/*, the named files in dir, and web/shared/*, which both pages
+// import.
+func sourcesNewer(t *testing.T, dir string, built time.Time, files ...string) bool {
+	t.Helper()
+	srcs, _ := filepath.Glob(filepath.Join(dir, "src", "*"))
+	shared, _ := filepath.Glob(filepath.Join(repoRoot(t), "web", "shared", "*"))
+	srcs = append(srcs, shared...)
+	for _, f := range files {
+		srcs = append(srcs, filepath.Join(dir, f))
+	}
+	for _, f := range srcs {
+		if mtime(f).After(built) {
+			return true
+		}
+	}
+	return false
 }
 
 func runNPM(t *testing.T, dir, npm string, args ...string) {

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/porthole-dev/porthole/protocol/che"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
 // TestDashboard runs porthole-master with the dashboard built in, a
@@ -46,9 +49,9 @@ func TestDashboard(t *testing.T) {
 	startBootstrap(t, bins, m, machineToken, rid, name, cfg)
 
 	card := machineJS(rid, name)
-	p.wait("the machine RUNNING", card+`?.querySelector('.machine-status')?.dataset.status === 'RUNNING'`)
-	p.wait("the installer RUNNING", card+`.querySelector('tr.installer[data-installer="org.example.web"] .badge').dataset.status === 'RUNNING'`)
-	p.wait("the server with its URL", card+`.querySelector('tr.server[data-server="web"] .badge').dataset.status === 'RUNNING' && `+
+	p.wait("the machine RUNNING", card+`?.querySelector('.machine-status')?.dataset.status === `+jsString(masterapi.MachineRunning))
+	p.wait("the installer RUNNING", card+`.querySelector('tr.installer[data-installer="org.example.web"] .badge').dataset.status === `+jsString(che.StatusRunning))
+	p.wait("the server with its URL", card+`.querySelector('tr.server[data-server="web"] .badge').dataset.status === `+jsString(masterapi.ServerRunning)+` && `+
 		card+`.querySelector('tr.server[data-server="web"] a')?.getAttribute('href') === `+jsString(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
 	p.wait("the installer's stdout", logLines(card, ".stdout")+`.some(l => l.endsWith('installing'))`)
 	p.wait("the installer's stderr, marked", logLines(card, ".stderr")+`.some(l => l.endsWith('warming up'))`)
@@ -104,9 +107,9 @@ func TestDashboardFailedInstaller(t *testing.T) {
 	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + m.token(t, "-client")))
 	card := machineJS(rid, name)
 	const msg = "Exit code for 'org.example.failing' installation is '3' while expected to be 0"
-	p.wait("the machine FAILED", card+`?.querySelector('.machine-status')?.dataset.status === 'FAILED'`)
+	p.wait("the machine FAILED", card+`?.querySelector('.machine-status')?.dataset.status === `+jsString(masterapi.MachineFailed))
 	p.wait("the machine's error", card+`.querySelector('.machine-error').textContent.includes(`+jsString(msg)+`)`)
-	p.wait("the installer FAILED with its error", card+`.querySelector('tr.installer[data-installer="org.example.failing"] .badge').dataset.status === 'FAILED' && `+
+	p.wait("the installer FAILED with its error", card+`.querySelector('tr.installer[data-installer="org.example.failing"] .badge').dataset.status === `+jsString(che.StatusFailed)+` && `+
 		card+`.querySelector('tr.installer[data-installer="org.example.failing"] .installer-error').textContent.includes(`+jsString(msg)+`)`)
 	// Text, never HTML: the <wrong> of the output stays text.
 	p.wait("the installer's stderr", logLines(card, ".stderr")+`.some(l => l.endsWith('it went <wrong>'))`)
@@ -150,7 +153,7 @@ func TestDashboardReconnect(t *testing.T) {
 	}
 	p.wait("the page back", `document.getElementById('conn').dataset.state === 'live'`)
 	p.wait("the second line", logLines(card, ".stdout")+`.some(l => l.endsWith('second'))`)
-	p.wait("the machine RUNNING or STOPPED", `['RUNNING', 'STOPPED'].includes(`+card+`.querySelector('.machine-status').dataset.status)`)
+	p.wait("the machine RUNNING or STOPPED", `[`+jsString(masterapi.MachineRunning)+`, `+jsString(masterapi.MachineStopped)+`].includes(`+card+`.querySelector('.machine-status').dataset.status)`)
 	if n := eval[int](p, logLines(card, ".stdout")+`.filter(l => l.endsWith('first')).length`); n != 1 {
 		t.Errorf("the first line shows %d times, want once", n)
 	}
@@ -188,14 +191,7 @@ func dashboardDist(t *testing.T) {
 	for _, f := range []string{"main.js", "main.css"} {
 		fresh = fresh && !mtime(filepath.Join(dist, f)).IsZero()
 	}
-	srcs, _ := filepath.Glob(filepath.Join(dir, "src", "*"))
-	for _, f := range append(srcs, "index.html", "build.mjs", "package.json", "package-lock.json") {
-		if !filepath.IsAbs(f) {
-			f = filepath.Join(dir, f)
-		}
-		fresh = fresh && !mtime(f).After(built)
-	}
-	if fresh {
+	if fresh && !sourcesNewer(t, dir, built, "index.html", "build.mjs", "package.json", "package-lock.json") {
 		return
 	}
 	npm, err := exec.LookPath("npm")

@@ -22,6 +22,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/porthole-dev/porthole/internal/clock"
 )
 
 // ErrClosed is returned by Write after CloseWrite.
@@ -42,6 +44,7 @@ const minAlloc = 1024
 type Buffer struct {
 	max   int
 	stall time.Duration
+	clock clock.Clock
 
 	mu      sync.Mutex
 	buf     []byte // len(buf) is the current capacity, <= max
@@ -51,20 +54,31 @@ type Buffer struct {
 	closed  bool
 	readers map[*Reader]struct{}
 	waiting bool          // the writer waits for space
-	space   chan struct{} // cap 1: a paced reader advanced, left or was demoted
+	space   chan struct{} // cap 1: a paced reader advanced or left, or a stall bound passed
 	stopped chan struct{} // closed by Stop: a blocked Write returns
 	demoted int64         // readers demoted so far (for tests and metrics)
 }
 
-// New returns a ring that keeps at most max bytes and waits at most stall
-// for a paced reader that makes no progress. max must be positive.
-func New(max int, stall time.Duration) *Buffer {
-	if max <= 0 {
+// Options configure a Buffer.
+type Options struct {
+	// Max is the most bytes the ring keeps. It must be positive.
+	Max int
+	// Stall is how long the writer waits for a paced reader that makes no
+	// progress before demoting it; 0 never waits.
+	Stall time.Duration
+	// Clock measures Stall; nil is the real clock.
+	Clock clock.Clock
+}
+
+// New returns a ring. It panics if o.Max is not positive.
+func New(o Options) *Buffer {
+	if o.Max <= 0 {
 		panic("ring: max must be positive")
 	}
 	return &Buffer{
-		max:     max,
-		stall:   stall,
+		max:     o.Max,
+		stall:   o.Stall,
+		clock:   clock.Or(o.Clock),
 		readers: make(map[*Reader]struct{}),
 		space:   make(chan struct{}, 1),
 		stopped: make(chan struct{}),
@@ -124,7 +138,6 @@ func (b *Buffer) writeChunk(p []byte) error {
 		b.mu.Unlock()
 		return ErrClosed
 	}
-	var timer *time.Timer
 	for {
 		wait, ok := b.blockedLocked(int64(len(p)))
 		if !ok {
@@ -132,26 +145,22 @@ func (b *Buffer) writeChunk(p []byte) error {
 		}
 		b.waiting = true
 		b.mu.Unlock()
-		if timer == nil {
-			timer = time.NewTimer(wait)
-		} else {
-			timer.Reset(wait)
-		}
+		// The next check is due when a reader advances or leaves, or when
+		// the first stall bound passes.
+		stopTimer := b.clock.AfterFunc(wait, b.wake)
+		var stopped bool
 		select {
 		case <-b.space:
-		case <-timer.C:
 		case <-b.stopped:
-			timer.Stop()
-			b.mu.Lock()
-			b.waiting = false
+			stopped = true
+		}
+		stopTimer()
+		b.mu.Lock()
+		b.waiting = false
+		if stopped {
 			b.mu.Unlock()
 			return ErrClosed
 		}
-		b.mu.Lock()
-		b.waiting = false
-	}
-	if timer != nil {
-		timer.Stop()
 	}
 	b.appendLocked(p)
 	for r := range b.readers {
@@ -179,7 +188,7 @@ func (b *Buffer) blockedLocked(n int64) (time.Duration, bool) {
 			continue
 		}
 		if now.IsZero() {
-			now = time.Now()
+			now = b.clock.Now()
 		}
 		if r.progress != r.seenProgress || r.blockedSince.IsZero() {
 			r.seenProgress = r.progress
@@ -373,10 +382,16 @@ func (r *Reader) Read(p []byte) (int, error) {
 func (r *Reader) advancedLocked() {
 	r.progress++
 	if r.b.waiting {
-		select {
-		case r.b.space <- struct{}{}:
-		default:
-		}
+		r.b.wake()
+	}
+}
+
+// wake makes a waiting writer check again. A stale wake-up only costs the
+// writer one more check.
+func (b *Buffer) wake() {
+	select {
+	case b.space <- struct{}{}:
+	default:
 	}
 }
 
@@ -391,9 +406,6 @@ func (r *Reader) Close() {
 	r.closed = true
 	delete(b.readers, r)
 	if b.waiting {
-		select {
-		case b.space <- struct{}{}:
-		default:
-		}
+		b.wake()
 	}
 }

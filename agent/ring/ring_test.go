@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/porthole-dev/porthole/internal/clock/clocktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -38,7 +40,7 @@ func readAll(t *testing.T, r *Reader, chunk int) []byte {
 }
 
 func TestWriteReadOffsets(t *testing.T) {
-	b := New(16, time.Second)
+	b := New(Options{Max: 16, Stall: time.Second})
 	r, err := b.NewReader(0)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +69,7 @@ func TestWriteReadOffsets(t *testing.T) {
 }
 
 func TestNewReaderOffsets(t *testing.T) {
-	b := New(8, time.Second)
+	b := New(Options{Max: 8, Stall: time.Second})
 	b.Write([]byte("0123456789")) // no readers: drains, keeps "23456789"
 	cases := []struct {
 		name    string
@@ -114,10 +116,11 @@ func TestNewReaderOffsets(t *testing.T) {
 }
 
 // A paced reader that keeps up, however slowly, gets every byte: the writer
-// waits for it instead of evicting.
+// waits for it instead of evicting. (The clock never moves, so the reader
+// cannot be demoted whatever the machine's load.)
 func TestPacedReaderGetsEverything(t *testing.T) {
 	const max = 4096
-	b := New(max, 5*time.Second)
+	b := New(Options{Max: max, Stall: time.Second, Clock: clocktest.New()})
 	r, _ := b.NewReader(0)
 	defer r.Close()
 	src := make([]byte, 1<<20)
@@ -149,12 +152,29 @@ func TestPacedReaderGetsEverything(t *testing.T) {
 // then is told exactly which bytes it lost, and is paced again once it has
 // caught up.
 func TestStalledReaderIsDemotedAndToldOfGap(t *testing.T) {
-	const max = 1024
-	b := New(max, 20*time.Millisecond)
+	const max, stall = 1024, time.Second
+	clk := clocktest.New()
+	b := New(Options{Max: max, Stall: stall, Clock: clk})
 	stalled, _ := b.NewReader(0)
 	defer stalled.Close()
 	data := bytes.Repeat([]byte("abcdefgh"), 1024) // 8 KiB = 8 rings
-	if _, err := b.Write(data); err != nil {
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := b.Write(data)
+		wrote <- err
+	}()
+	clk.WaitPending(t, 1) // the writer waits for the stalled reader
+	select {
+	case err := <-wrote:
+		t.Fatalf("Write returned (%v) before the stall bound passed", err)
+	default:
+	}
+	clk.Advance(stall - 1)
+	if d := b.Demoted(); d != 0 {
+		t.Fatalf("Demoted = %d before the stall bound; want 0", d)
+	}
+	clk.Advance(1)
+	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
 	if d := b.Demoted(); d != 1 {
@@ -182,25 +202,52 @@ func TestStalledReaderIsDemotedAndToldOfGap(t *testing.T) {
 }
 
 // One stalled reader does not stop another reader from getting every byte.
+// The clock moves once, by the stall bound, while the live reader has
+// read everything written and the writer waits for the stalled one; the
+// live reader can then never be demoted, however slowly it runs.
 func TestStalledReaderDoesNotStallOthers(t *testing.T) {
-	const max = 2048
-	b := New(max, 10*time.Millisecond)
+	const max, stall = 2048, time.Second
+	clk := clocktest.New()
+	b := New(Options{Max: max, Stall: stall, Clock: clk})
 	stalled, _ := b.NewReader(0)
 	defer stalled.Close()
 	live, _ := b.NewReader(0)
 	defer live.Close()
 	src := bytes.Repeat([]byte("0123456789"), 50000)
+	wrote := make(chan error, 1)
 	go func() {
-		b.Write(src)
+		_, err := b.Write(src)
 		b.CloseWrite()
+		wrote <- err
 	}()
-	if got := readAll(t, live, 4096); !bytes.Equal(got, src) {
+	// The ring is full and the writer waits for both readers.
+	clk.WaitPending(t, 1)
+	// The live reader catches up; the writer, held by the stalled reader,
+	// cannot write more until the stall bound passes.
+	p := make([]byte, 4096)
+	var got []byte
+	for len(got) < max {
+		n, err := live.Read(p)
+		if err != nil {
+			t.Fatalf("live Read at %d: %v", len(got), err)
+		}
+		got = append(got, p[:n]...)
+	}
+	clk.Advance(stall)
+	got = append(got, readAll(t, live, 4096)...)
+	if !bytes.Equal(got, src) {
 		t.Fatalf("live reader got %d bytes, want %d identical", len(got), len(src))
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if d := b.Demoted(); d != 1 {
+		t.Fatalf("Demoted = %d; want 1 (the stalled reader only)", d)
 	}
 }
 
 func TestCloseReaderReleasesWriter(t *testing.T) {
-	b := New(16, time.Hour)
+	b := New(Options{Max: 16, Stall: time.Hour})
 	r, _ := b.NewReader(0)
 	b.Write(make([]byte, 16))
 	done := make(chan struct{})
@@ -217,7 +264,7 @@ func TestCloseReaderReleasesWriter(t *testing.T) {
 }
 
 func TestStopReleasesWriter(t *testing.T) {
-	b := New(16, time.Hour)
+	b := New(Options{Max: 16, Stall: time.Hour})
 	r, _ := b.NewReader(0)
 	defer r.Close()
 	b.Write(make([]byte, 16))
@@ -238,7 +285,7 @@ func TestStopReleasesWriter(t *testing.T) {
 }
 
 func TestGrowsOnDemand(t *testing.T) {
-	b := New(1<<20, time.Second)
+	b := New(Options{Max: 1 << 20, Stall: time.Second})
 	if got := b.Allocated(); got != 0 {
 		t.Fatalf("new ring allocated %d bytes; want 0", got)
 	}
@@ -262,7 +309,7 @@ func TestRandomAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for iter := 0; iter < 200; iter++ {
 		max := 1 + rng.IntN(300)
-		b := New(max, 0) // a stall bound of 0 never waits
+		b := New(Options{Max: max, Stall: 0}) // a stall bound of 0 never waits
 		var all []byte
 		r, _ := b.NewReader(0)
 		var got []byte

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -48,6 +49,13 @@ type Options struct {
 	// WriteTimeout bounds each write; a peer that does not read for that
 	// long is disconnected.
 	WriteTimeout time.Duration
+	// Clock paces the pings; nil is the real clock. The socket's read and
+	// write deadlines are always in real time.
+	Clock clock.Clock
+	// HardLimit, when > 0, replaces HardLimitFactor*Limit (errors.go).
+	HardLimit int64
+	// Decode, when set, replaces Decode for text messages (errors.go).
+	Decode func(data []byte, v any) error
 }
 
 // Stream is a jsonrpc2.ObjectStream over a WebSocket.
@@ -66,9 +74,9 @@ type Stream struct {
 
 	// The keepalive is a self-rearming timer, not a goroutine: an idle
 	// connection costs no stack.
-	pingMu    sync.Mutex
-	pingTimer *time.Timer
-	stopped   bool
+	pingMu   sync.Mutex
+	stopPing func() bool // stops the armed timer
+	stopped  bool
 }
 
 // New wraps ws. The caller must eventually Close the stream.
@@ -79,14 +87,15 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
+	opts.Clock = clock.Or(opts.Clock)
 	s := &Stream{ws: ws, opts: opts}
-	ws.SetReadLimit(opts.Limit * HardLimitFactor)
+	ws.SetReadLimit(opts.hardLimit())
 	if opts.PingInterval > 0 {
 		deadline := func() time.Time { return time.Now().Add(2*opts.PingInterval + time.Second) }
 		ws.SetReadDeadline(deadline())
 		ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
 		s.pingMu.Lock()
-		s.pingTimer = time.AfterFunc(opts.PingInterval, s.ping)
+		s.stopPing = opts.Clock.AfterFunc(opts.PingInterval, s.ping)
 		s.pingMu.Unlock()
 	}
 	return s
@@ -102,7 +111,7 @@ func (s *Stream) ping() {
 	if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
 		return
 	}
-	s.pingTimer.Reset(s.opts.PingInterval)
+	s.stopPing = s.opts.Clock.AfterFunc(s.opts.PingInterval, s.ping)
 }
 
 // ReadObject implements jsonrpc2.ObjectStream. Binary messages go to
@@ -170,7 +179,7 @@ func (s *Stream) readObject(v any) error {
 			}
 			continue
 		}
-		if err := Decode(data, v); err != nil {
+		if err := s.decode(data, v); err != nil {
 			var re *Error
 			if errors.As(err, &re) {
 				s.replyError(re.ID, re.Code, re.Message)
@@ -225,14 +234,7 @@ func Decode(data []byte, v any) error {
 	return nil
 }
 
-func (s *Stream) replyError(id *json.RawMessage, code int, msg string) {
-	resp := struct {
-		JSONRPC string           `json:"jsonrpc"`
-		ID      *json.RawMessage `json:"id"`
-		Error   any              `json:"error"`
-	}{"2.0", id, map[string]any{"code": code, "message": msg}}
-	s.WriteObject(resp)
-}
+func (s *Stream) replyError(id *json.RawMessage, code int, msg string) { s.WriteError(id, code, msg) }
 
 // fail sends a close frame with code and reason and returns an error that
 // ends the read loop.
@@ -287,8 +289,8 @@ func (s *Stream) Close() error {
 		// Taking pingMu waits for a ping in progress; none starts after.
 		s.pingMu.Lock()
 		s.stopped = true
-		if s.pingTimer != nil {
-			s.pingTimer.Stop()
+		if s.stopPing != nil {
+			s.stopPing()
 		}
 		s.pingMu.Unlock()
 	})

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/master/dashboard"
 	"github.com/porthole-dev/porthole/master/store"
 )
 
@@ -151,11 +152,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", ":8080", "address to serve everything on")
 	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
 	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
-	keep := fs.Int("keep-entries", 100000, "journal entries (log lines and events) kept per machine")
+	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var o master.Options
-	fs.IntVar(&o.MaxEventBytes, "max-message", 1<<20, "largest WebSocket message accepted from a bootstrapper or client, bytes")
-	fs.DurationVar(&o.PingInterval, "ping", 30*time.Second, "keepalive ping interval of every WebSocket")
+	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
+	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -186,7 +187,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer st.Close()
 	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir = log, st, signer, Version, *bins
-	o.Web = webHandler()
+	o.Web = dashboard.Handler()
 	m, err := master.New(o)
 	if err != nil {
 		return err

@@ -58,7 +58,7 @@ type Options struct {
 	KeepEntries int
 }
 
-// Bolt is a Store in one bbolt file. It is safe for concurrent use.
+// Bolt is the store in one bbolt file. It is safe for concurrent use.
 type Bolt struct {
 	db   *bbolt.DB
 	path string
@@ -71,8 +71,6 @@ type Bolt struct {
 	// succeeded.
 	counts map[string]int
 }
-
-var _ Store = (*Bolt)(nil)
 
 // Open opens the store file at path, creating it (mode 0600) if it does not
 // exist. The directory must exist. If another process (or another Bolt) holds

@@ -60,7 +60,7 @@ func entries(k Key, from, to uint64) []KeyedEntry {
 }
 
 // scanSeqs returns the seqs of k from from, checking each entry's data.
-func scanSeqs(t *testing.T, s Store, k Key, from uint64) []uint64 {
+func scanSeqs(t *testing.T, s *Bolt, k Key, from uint64) []uint64 {
 	t.Helper()
 	var seqs []uint64
 	err := s.Scan(k, from, func(e Entry) bool {
@@ -84,14 +84,14 @@ func seqRange(from, to uint64) []uint64 {
 	return seqs
 }
 
-func mustCommit(t *testing.T, s Store, b *Batch) {
+func mustCommit(t *testing.T, s *Bolt, b *Batch) {
 	t.Helper()
 	if err := s.Commit(b); err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
 }
 
-func checkLastSeq(t *testing.T, s Store, k Key, want uint64) {
+func checkLastSeq(t *testing.T, s *Bolt, k Key, want uint64) {
 	t.Helper()
 	got, err := s.LastSeq(k)
 	if err != nil {
@@ -102,7 +102,7 @@ func checkLastSeq(t *testing.T, s Store, k Key, want uint64) {
 	}
 }
 
-func checkMachines(t *testing.T, s Store, want map[Key][]byte) {
+func checkMachines(t *testing.T, s *Bolt, want map[Key][]byte) {
 	t.Helper()
 	got, err := s.Machines()
 	if err != nil {

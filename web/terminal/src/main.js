@@ -11,6 +11,11 @@
 import { Terminal } from "@xterm/xterm";
 import { AttachAddon } from "@xterm/addon-attach";
 import { FitAddon } from "@xterm/addon-fit";
+import { PROTOCOL_HEADER, PROTOCOL_VERSION, RAW_SUBPROTOCOL, tokenSubprotocol } from "../../shared/agent.js";
+import { rpcRequest, rpcResult } from "../../shared/jsonrpc.js";
+import { resizeQueue } from "../../shared/resize.js";
+import { disconnected, wsURL } from "../../shared/socket.js";
+import { fragmentParam } from "../../shared/token.js";
 
 const statusEl = document.getElementById("status");
 function status(text) {
@@ -22,27 +27,6 @@ const query = new URLSearchParams(location.search);
 const agent = new URL(query.get("agent") || location.origin);
 const token = fragmentParam("token") || window.prompt("porthole agent token") || "";
 
-// fragmentParam reads name=value from the fragment. Unlike URLSearchParams,
-// it keeps "+" as it is: tokens are often base64.
-function fragmentParam(name) {
-  for (const kv of location.hash.slice(1).split("&")) {
-    const i = kv.indexOf("=");
-    if (i < 0 || kv.slice(0, i) !== name) continue;
-    try {
-      return decodeURIComponent(kv.slice(i + 1));
-    } catch {
-      return kv.slice(i + 1);
-    }
-  }
-  return "";
-}
-
-// base64url without padding of the token's UTF-8 bytes (docs/protocol.md §4.1).
-function b64url(s) {
-  const bin = String.fromCharCode(...new TextEncoder().encode(s));
-  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
 let rpcSeq = 0;
 async function rpc(method, params) {
   let res;
@@ -52,9 +36,9 @@ async function rpc(method, params) {
       headers: {
         "Authorization": "Bearer " + token,
         "Content-Type": "application/json",
-        "Porthole-Protocol": "1.0",
+        [PROTOCOL_HEADER]: PROTOCOL_VERSION,
       },
-      body: JSON.stringify({ jsonrpc: "2.0", id: ++rpcSeq, method, params }),
+      body: rpcRequest(++rpcSeq, method, params),
     });
   } catch (e) {
     // The browser hides why; from another origin, it is often -allow-origin.
@@ -68,8 +52,7 @@ async function rpc(method, params) {
   } catch {
     throw new Error(`${method}: HTTP ${res.status}: ${body.trim()}`);
   }
-  if (msg.error) throw new Error(`${method}: ${msg.error.message}`);
-  return msg.result;
+  return rpcResult(method, msg);
 }
 
 const term = new Terminal({ cursorBlink: true, scrollback: 10000 });
@@ -84,22 +67,9 @@ let id = query.get("id");
 let closed = false;
 
 // Resizes go out one at a time, and the last size wins.
-let pendingSize = null;
-let resizing = false;
-async function sendResize() {
-  pendingSize = { rows: term.rows, cols: term.cols };
-  if (resizing) return;
-  resizing = true;
-  while (pendingSize && !closed) {
-    const size = pendingSize;
-    pendingSize = null;
-    try {
-      await rpc("process.resize", { id, ...size });
-    } catch (e) {
-      console.warn(e);
-    }
-  }
-  resizing = false;
+const resize = resizeQueue((size) => rpc("process.resize", { id, ...size }), () => closed);
+function sendResize() {
+  resize({ rows: term.rows, cols: term.cols });
 }
 
 async function main() {
@@ -119,9 +89,8 @@ async function main() {
   window.processId = id;
   status(`process ${id}: connecting`);
 
-  const url = new URL(`/v1/processes/${encodeURIComponent(id)}/attach`, agent);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(url, ["porthole.raw.v1", "porthole.token." + b64url(token)]);
+  const url = wsURL(`/v1/processes/${encodeURIComponent(id)}/attach`, agent);
+  const ws = new WebSocket(url, [RAW_SUBPROTOCOL, tokenSubprotocol(token)]);
   term.loadAddon(new AttachAddon(ws));
   ws.addEventListener("open", () => {
     status(`process ${id}`);
@@ -129,7 +98,7 @@ async function main() {
   });
   ws.addEventListener("close", (e) => {
     closed = true;
-    const why = e.code === 1000 ? e.reason : `disconnected (code ${e.code}${e.reason ? ": " + e.reason : ""})`;
+    const why = e.code === 1000 ? e.reason : disconnected(e);
     status(`process ${id}: ${why}`);
   });
   term.onResize(sendResize);

@@ -1,13 +1,22 @@
-package master
+// Package masterapi is porthole-master's client API: the runtimes,
+// machines and journal entries the master publishes (GET /api/runtimes…,
+// JSON-RPC over /api/rpc), the JSON-RPC methods, their params and
+// notifications, and the master's error codes. docs/master.md describes
+// it; fixtures/masterapi holds one example of each message.
+//
+// A Go program reads the master importing this package only: it does no
+// I/O and imports the standard library and protocol packages alone (a test
+// keeps it so).
+package masterapi
 
 import (
-	"encoding/json"
-	"slices"
 	"strings"
 	"time"
 )
 
-// Machine statuses, as Che publishes them.
+// Machine statuses, as Che publishes them: STARTING (bootstrapper
+// STARTING), RUNNING (bootstrapper DONE), FAILED (bootstrapper FAILED),
+// STOPPED (the bootstrapper closed normally after DONE).
 const (
 	MachineStarting = "STARTING"
 	MachineRunning  = "RUNNING"
@@ -15,7 +24,8 @@ const (
 	MachineFailed   = "FAILED"
 )
 
-// Server statuses, as Che publishes them.
+// Server statuses, as Che publishes them: UNKNOWN until the server's
+// installer is RUNNING.
 const (
 	ServerRunning = "RUNNING"
 	ServerStopped = "STOPPED"
@@ -24,7 +34,8 @@ const (
 
 // InstallerPending is the status of an installer announced by the
 // bootstrapper's plan that has not started yet (porthole's; Che has no
-// such status).
+// such status). The others are Che's installer statuses
+// (protocol/che: STARTING, RUNNING, DONE, FAILED).
 const InstallerPending = "PENDING"
 
 // Runtime is a workspace runtime: its machines.
@@ -54,7 +65,8 @@ type Machine struct {
 	Seq     uint64    `json:"seq"`
 	Updated time.Time `json:"updated"`
 	// Cursors are the highest bootstrapper seq accepted per boot and
-	// endpoint ("bootId path"): deduplication, persisted with the rest.
+	// endpoint ("bootId path"): deduplication, persisted with the rest;
+	// never sent to clients.
 	Cursors map[string]uint64 `json:"cursors,omitempty"`
 }
 
@@ -86,14 +98,17 @@ type AgentState struct {
 	Connected bool      `json:"connected"`
 	Version   string    `json:"version,omitempty"`
 	Protocol  string    `json:"protocol,omitempty"`
-	Via       string    `json:"via,omitempty"` // "tunnel": the agent's outbound connection
+	Via       string    `json:"via,omitempty"` // ViaTunnel: the agent's outbound connection
 	Since     time.Time `json:"since,omitzero"`
 }
+
+// ViaTunnel is AgentState.Via for an agent connected through its tunnel.
+const ViaTunnel = "tunnel"
 
 // BootstrapperState is the machine's bootstrapper connection.
 type BootstrapperState struct {
 	Connected bool      `json:"connected"`
-	Status    string    `json:"status,omitempty"` // STARTING, DONE or FAILED
+	Status    string    `json:"status,omitempty"` // the bootstrapper's last: STARTING, DONE or FAILED
 	Since     time.Time `json:"since,omitzero"`
 }
 
@@ -116,73 +131,19 @@ type Entry struct {
 	BootID    string    `json:"bootId,omitempty"`
 }
 
-// Entry types.
+// Entry types: which event an entry records. The first four are the
+// bootstrapper's (protocol/che methods), with its status, stream and
+// fields as it sent them.
 const (
 	EntryBootstrapper = "bootstrapper" // bootstrapper/statusChanged
 	EntryInstaller    = "installer"    // installer/statusChanged
 	EntryLog          = "log"          // installer/log
 	EntryServer       = "server"       // installer/serverStatusChanged
-	EntryAgent        = "agent"        // the agent connected (status CONNECTED) or not (DISCONNECTED)
+	EntryAgent        = "agent"        // the agent connected (AgentConnected) or not (AgentDisconnected)
 )
 
-// view returns a copy of m fit for a client: internal servers and the
-// cursors removed.
-func (m *Machine) view(internal bool) *Machine {
-	c := *m
-	c.Cursors = nil
-	c.Installers = slices.Clone(m.Installers)
-	c.Servers = nil
-	for _, s := range m.Servers {
-		if internal || !s.Internal() {
-			c.Servers = append(c.Servers, s)
-		}
-	}
-	if c.Installers == nil {
-		c.Installers = []Installer{}
-	}
-	if c.Servers == nil {
-		c.Servers = []Server{}
-	}
-	return &c
-}
-
-func (m *Machine) installer(id string) *Installer {
-	for i := range m.Installers {
-		if m.Installers[i].ID == id {
-			return &m.Installers[i]
-		}
-	}
-	m.Installers = append(m.Installers, Installer{ID: id})
-	return &m.Installers[len(m.Installers)-1]
-}
-
-// attributes reads config.json's attributes (strings in Che's; other
-// JSON values are kept as their text).
-func attributes(raw json.RawMessage) map[string]string {
-	if len(raw) == 0 {
-		return nil
-	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(raw, &m) != nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		var s string
-		if json.Unmarshal(v, &s) == nil {
-			out[k] = s
-		} else {
-			out[k] = string(v)
-		}
-	}
-	return out
-}
-
-// splitRuntimeID splits "workspace:env:owner".
-func splitRuntimeID(id string) (ws, env, owner string) {
-	parts := strings.SplitN(id, ":", 3)
-	for len(parts) < 3 {
-		parts = append(parts, "")
-	}
-	return parts[0], parts[1], parts[2]
-}
+// Statuses of an EntryAgent entry.
+const (
+	AgentConnected    = "CONNECTED"
+	AgentDisconnected = "DISCONNECTED"
+)

@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/gorilla/websocket"
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/porthole-dev/porthole/internal/wsrpc"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// session is one client connection: a control socket, an attach socket, or
+// a single HTTP request. It owns the goroutines it starts.
+type session struct {
+	a      *Agent
+	seq    uint64
+	log    *slog.Logger
+	stream *wsrpc.Stream // nil for HTTP requests
+	conn   *jsonrpc2.Conn
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	// proc is the attached process (attach sockets).
+	proc *process
+	// stdin holds one ordered queue per process this socket writes to
+	// (stdin frames, process.write, process.closeStdin), so a process that
+	// does not read blocks neither this socket's other requests nor anyone
+	// else, until its queue is full. Used only by the read loop.
+	stdin map[*process]chan stdinItem
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+	subs   map[string]context.CancelCauseFunc
+}
+
+// stdinItem is one write to a process's stdin, or its end.
+type stdinItem struct {
+	data []byte
+	eof  bool
+}
+
+func (a *Agent) newSession(r *http.Request, kind string) *session {
+	ctx, cancel := context.WithCancelCause(a.ctx)
+	s := &session{a: a, ctx: ctx, cancel: cancel, subs: make(map[string]context.CancelCauseFunc)}
+	if !a.track(s) {
+		cancel(ErrShutdown)
+		return nil
+	}
+	s.log = a.log.With("conn", s.seq, "kind", kind, "remote", r.RemoteAddr)
+	return s
+}
+
+// upgrade completes a WebSocket handshake with the agent's headers.
+func (a *Agent) upgrade(w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
+	u := a.upgrader
+	u.Subprotocols = subprotocols
+	h := http.Header{}
+	h.Set(protocol.HeaderProtocol, protocol.Version)
+	h.Set(protocol.HeaderAgentVersion, a.opts.Version)
+	return u.Upgrade(w, r, h)
+}
+
+// streamOptions are the options of every session's socket.
+func (a *Agent) streamOptions(onBinary func([]byte) error) wsrpc.Options {
+	return wsrpc.Options{
+		Limit:        int64(a.opts.MaxMessageBytes),
+		OnBinary:     onBinary,
+		PingInterval: a.opts.PingInterval,
+		WriteTimeout: a.opts.WriteTimeout,
+		Clock:        a.opts.Clock,
+	}
+}
+
+// goTracked runs fn on a goroutine the session waits for; it refuses once
+// the session is closing.
+func (s *session) goTracked(fn func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Go(fn)
+	return true
+}
+
+// finish cancels everything the session started and waits for it.
+func (s *session) finish(cause error) {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel(cause)
+	s.wg.Wait()
+	if s.stream != nil {
+		s.stream.Close()
+	}
+	s.a.untrack(s)
+	s.log.Debug("connection closed", "cause", cause)
+}
+
+// queueStdin hands stdin for p to this socket's writer for p, in order. It
+// blocks while the queue is full (the process is not reading), which
+// pushes back on the client's connection, until the session ends. Called
+// only from the read loop.
+func (s *session) queueStdin(p *process, item stdinItem) error {
+	switch {
+	case item.eof && (p.stdinClosed.Load() || p.hasExited()):
+		return nil // closing a closed stdin is done
+	case p.hasExited():
+		return exitedError(p.id)
+	case p.stdinClosed.Load():
+		return stdinClosedError(p.id)
+	}
+	q, ok := s.stdin[p]
+	if !ok {
+		if s.stdin == nil {
+			s.stdin = make(map[*process]chan stdinItem)
+		}
+		q = make(chan stdinItem, s.a.opts.StdinQueue)
+		s.stdin[p] = q
+		log := s.log
+		// The writer belongs to the process's lifetime: it ends when the
+		// queue is closed and drained, or when the process's stdin is gone.
+		s.a.procs.wg.Go(func() {
+			for item := range q {
+				var err error
+				if item.eof {
+					err = p.CloseStdin()
+				} else {
+					err = p.WriteStdin(item.data)
+				}
+				if err != nil {
+					log.Debug("stdin", "process", p.id, "err", err)
+				}
+			}
+		})
+	}
+	select {
+	case q <- item:
+		return nil
+	case <-s.ctx.Done():
+		return context.Cause(s.ctx)
+	}
+}
+
+// closeStdinQueues ends the writers once the read loop is over.
+func (s *session) closeStdinQueues() {
+	for p, q := range s.stdin {
+		close(q)
+		delete(s.stdin, p)
+	}
+}
+
+// directStdin runs a stdin operation of an HTTP request. The write itself
+// may block while the process does not read; it runs on a goroutine owned
+// by the process's lifetime, so that the request (and the agent's shutdown)
+// can give up waiting for it.
+func (s *session) directStdin(ctx context.Context, op func() error) error {
+	done := make(chan error, 1)
+	s.a.procs.wg.Go(func() { done <- op() })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return protocol.Errorf(protocol.CodeInternalError, "stopped waiting for the process to read its stdin: %v", context.Cause(ctx))
+	}
+}

@@ -1,0 +1,40 @@
+package wsrpc
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// AckPings makes the pong to each of the peer's pings an acknowledgement:
+// it is sent only once ack returns nil, and ack runs on the reading
+// goroutine (inside ReadObject), after every message read before the ping
+// was handled. porthole-master answers a bootstrapper's ping once what it
+// read is committed (docs/bootstrapper.md 5.2). An error from ack ends the
+// reads with it. Call it before reading.
+func (s *Stream) AckPings(ack func() error) {
+	s.ws.SetPingHandler(func(data string) error {
+		s.extendReadDeadline() // a ping is a sign of life
+		if err := ack(); err != nil {
+			return err
+		}
+		err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.opts.WriteTimeout))
+		// As gorilla's own ping handler: a pong that cannot be sent
+		// because the socket is closing, or timed out, is not a read error.
+		var ne net.Error
+		if errors.Is(err, websocket.ErrCloseSent) || (errors.As(err, &ne) && ne.Timeout()) {
+			return nil
+		}
+		return err
+	})
+}
+
+// extendReadDeadline gives the peer two more ping intervals (and a second)
+// to send something, when the stream keeps alive.
+func (s *Stream) extendReadDeadline() {
+	if s.opts.PingInterval > 0 {
+		s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
+	}
+}

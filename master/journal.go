@@ -1,0 +1,395 @@
+package master
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/porthole-dev/porthole/master/store"
+	"github.com/porthole-dev/porthole/protocol/che"
+	"github.com/porthole-dev/porthole/protocol/masterapi"
+)
+
+// Store is what the master needs of its persistence (master/store.Bolt is
+// the embedded one). It keeps machine documents and, per machine, a
+// journal of entries numbered from 1.
+type Store interface {
+	Machines() (map[store.Key][]byte, error)
+	Commit(b *store.Batch) error
+	Scan(k store.Key, from uint64, fn func(store.Entry) bool) error
+	Close() error
+}
+
+var _ Store = (*store.Bolt)(nil)
+
+// Limits of the state.
+const (
+	// tailEntries: the last entries of each machine kept in memory for
+	// subscribers; older ones are read from the store.
+	tailEntries = 512
+	// maxPendingBytes: entries waiting for the next commit, all machines
+	// together; beyond, ingestion waits for the commit (backpressure).
+	maxPendingBytes = 32 << 20
+	// reorderWindow: a commit waits until its oldest entry is this old,
+	// and a machine's entries are ordered by their time before they are
+	// numbered. A bootstrapper with separate status and log endpoints
+	// sends over two connections, whose events may arrive out of order by
+	// a few milliseconds; within the window the journal has them in the
+	// order they happened.
+	reorderWindow = 10 * time.Millisecond
+)
+
+var errClosed = errors.New("master is shutting down")
+
+// state is the master's model: machines in memory, made durable by a
+// committer goroutine that writes everything changed since its last
+// commit in one transaction (group commit), then makes it visible to
+// subscribers (views.go). Nothing is visible before it is durable.
+type state struct {
+	log *slog.Logger
+	st  Store
+
+	mu       sync.Mutex
+	cond     *sync.Cond // committed advanced or closed
+	machines map[store.Key]*machine
+	pending  []pendingEntry
+	pendN    int       // bytes in pending (approximately)
+	pendAt   time.Time // when the oldest pending entry arrived
+	dirty    map[store.Key]bool
+	gen      uint64 // the generation being filled; committed when committed >= gen
+	commit   uint64 // last committed generation
+	closed   bool
+	kick     chan struct{}
+	changed  chan struct{} // closed and replaced after each commit
+	done     chan struct{} // the committer ended
+
+	abandonOnce sync.Once
+	abandon     chan struct{} // closed: the committer stops retrying (close's context ended)
+}
+
+// machine is one machine's live state.
+type machine struct {
+	doc masterapi.Machine // the latest, possibly not yet durable
+	// What subscribers may see: committed.
+	pub     *masterapi.Machine // snapshot as of the last commit
+	pubRev  uint64
+	rev     uint64 // bumped on every change of doc
+	tail    []tailEntry
+	bsConns int // open bootstrapper connections
+}
+
+// pendingEntry is an entry accepted and not yet numbered nor committed.
+type pendingEntry struct {
+	key store.Key
+	e   masterapi.Entry
+}
+
+type tailEntry struct {
+	seq  uint64
+	data []byte
+}
+
+func newState(st Store, log *slog.Logger) (*state, error) {
+	docs, err := st.Machines()
+	if err != nil {
+		return nil, fmt.Errorf("load machines: %w", err)
+	}
+	s := &state{
+		log: log, st: st,
+		machines: map[store.Key]*machine{},
+		dirty:    map[store.Key]bool{},
+		gen:      1,
+		kick:     make(chan struct{}, 1),
+		changed:  make(chan struct{}),
+		done:     make(chan struct{}),
+		abandon:  make(chan struct{}),
+	}
+	s.cond = sync.NewCond(&s.mu)
+	for k, b := range docs {
+		m := &machine{}
+		if err := json.Unmarshal(b, &m.doc); err != nil {
+			return nil, fmt.Errorf("load machine %s/%s: %w", k.Runtime, k.Machine, err)
+		}
+		// Connections did not survive the restart; they are reconciled
+		// as agents and bootstrappers reconnect.
+		m.doc.Agent.Connected = false
+		m.doc.Bootstrapper.Connected = false
+		m.rev, m.pubRev = 1, 1
+		m.pub = view(&m.doc, true)
+		s.machines[k] = m
+	}
+	go s.committer()
+	return s, nil
+}
+
+// close stops the committer after a last commit of what is pending, and
+// releases whoever waits for a commit (errClosed). When ctx ends first
+// (a store that keeps failing), the committer gives up: what it held was
+// never acknowledged, so the bootstrappers re-send it to the next master.
+func (s *state) close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.wake()
+	if waitFor(ctx, s.done) {
+		return nil
+	}
+	s.abandonOnce.Do(func() { close(s.abandon) })
+	<-s.done // a Commit in progress ends; none starts after
+	return fmt.Errorf("the last commit was abandoned: %w", context.Cause(ctx))
+}
+
+func (s *state) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// get returns k's machine, creating it; mu held.
+func (s *state) get(k store.Key) *machine {
+	m := s.machines[k]
+	if m == nil {
+		m = &machine{doc: masterapi.Machine{RuntimeID: k.Runtime, Name: k.Machine, Status: masterapi.MachineStarting}}
+		s.machines[k] = m
+	}
+	return m
+}
+
+// touch records a change of m's document; mu held.
+func (s *state) touch(k store.Key, m *machine, now time.Time) {
+	m.rev++
+	m.doc.Updated = now
+	s.dirty[k] = true
+	s.wake()
+}
+
+// append journals e for k (numbered at commit); mu held.
+func (s *state) append(k store.Key, e *masterapi.Entry) {
+	if len(s.pending) == 0 {
+		s.pendAt = time.Now()
+	}
+	s.pending = append(s.pending, pendingEntry{k, *e})
+	s.pendN += 200 + len(e.Text) + len(e.Error) + 2*len(e.Raw)
+	s.dirty[k] = true
+	s.wake()
+}
+
+// ingest applies one valid bootstrapper event of machine k received on
+// endpoint path from host (reduce.go). It returns the generation that
+// makes it durable, or dup when the event was accepted before (same boot,
+// endpoint and seq or lower). It waits while too much waits for a commit.
+func (s *state) ingest(k store.Key, path, host, method string, ev *che.Event) (gen uint64, dup bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.waitRoom(); err != nil {
+		return 0, false, err
+	}
+	m := s.get(k)
+	if seen(&m.doc, path, ev) {
+		return s.gen, true, nil
+	}
+	now := time.Now()
+	e := apply(&m.doc, method, ev, host, now)
+	if e.Type != masterapi.EntryLog {
+		s.touch(k, m, now)
+	}
+	s.append(k, &e)
+	return s.gen, false, nil
+}
+
+// bootstrapperConn records a bootstrapper connection of k opening or
+// closing (normalEnd: with close code 1000).
+func (s *state) bootstrapperConn(k store.Key, open, normalEnd bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.get(k)
+	if open {
+		m.bsConns++
+	} else if m.bsConns > 0 {
+		m.bsConns--
+	}
+	now := time.Now()
+	bootstrapperConn(&m.doc, m.bsConns > 0, !open && normalEnd, now)
+	s.touch(k, m, now)
+}
+
+// agentConn records k's agent connecting (a = its announcement) or
+// disconnecting (a == nil), with a journal entry.
+func (s *state) agentConn(k store.Key, a *masterapi.AgentState, address string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.get(k)
+	now := time.Now()
+	e := agentConn(&m.doc, a, address, now)
+	s.touch(k, m, now)
+	s.append(k, &e)
+}
+
+// waitRoom blocks while too much waits for a commit; mu held.
+func (s *state) waitRoom() error {
+	for s.pendN > maxPendingBytes && !s.closed {
+		s.wake()
+		s.cond.Wait()
+	}
+	if s.closed {
+		return errClosed
+	}
+	return nil
+}
+
+// waitCommitted blocks until generation gen is durable.
+func (s *state) waitCommitted(gen uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.commit < gen {
+		s.wake()
+	}
+	for s.commit < gen && !s.closed {
+		s.cond.Wait()
+	}
+	if s.commit < gen {
+		return errClosed
+	}
+	return nil
+}
+
+// batch is one commit: the store's batch and what it publishes.
+type batch struct {
+	gen   uint64
+	b     *store.Batch
+	snaps map[store.Key]*masterapi.Machine // the documents committed, as machines see them
+	revs  map[store.Key]uint64
+}
+
+// committer writes what changed, one transaction at a time, and publishes
+// it once durable, until close.
+func (s *state) committer() {
+	defer close(s.done)
+	for {
+		b := s.next()
+		if b == nil || !s.write(b.b) {
+			return
+		}
+		s.publish(b)
+	}
+}
+
+// next waits for something to commit and takes it, numbering the
+// entries; nil when closed with nothing left.
+func (s *state) next() *batch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.pending) == 0 && len(s.dirty) == 0 && !s.closed {
+		s.mu.Unlock()
+		<-s.kick
+		s.mu.Lock()
+	}
+	if len(s.pending) == 0 && len(s.dirty) == 0 && s.closed {
+		return nil
+	}
+	if age := time.Since(s.pendAt); len(s.pending) > 0 && age < reorderWindow && s.pendN < maxPendingBytes/2 && !s.closed {
+		s.mu.Unlock()
+		time.Sleep(reorderWindow - age)
+		s.mu.Lock()
+	}
+	b := &batch{gen: s.gen, b: &store.Batch{Machines: make(map[store.Key][]byte, len(s.dirty)), Entries: s.number(s.pending)},
+		snaps: make(map[store.Key]*masterapi.Machine, len(s.dirty)), revs: make(map[store.Key]uint64, len(s.dirty))}
+	for k := range s.dirty {
+		m := s.machines[k]
+		doc, err := json.Marshal(&m.doc)
+		if err != nil {
+			panic(fmt.Sprintf("master: marshal machine: %v", err))
+		}
+		b.b.Machines[k] = doc
+		b.snaps[k] = view(&m.doc, true)
+		b.revs[k] = m.rev
+	}
+	s.gen++
+	s.pending, s.pendN, s.dirty = nil, 0, map[store.Key]bool{}
+	s.cond.Broadcast() // room again
+	return b
+}
+
+// number orders each machine's pending entries by time (stable: arrival
+// order among equal times), assigns their seq and renders them; mu held.
+func (s *state) number(pending []pendingEntry) []store.KeyedEntry {
+	byKey := map[store.Key][]int{}
+	var keys []store.Key
+	for i, p := range pending {
+		if _, ok := byKey[p.key]; !ok {
+			keys = append(keys, p.key)
+		}
+		byKey[p.key] = append(byKey[p.key], i)
+	}
+	out := make([]store.KeyedEntry, 0, len(pending))
+	for _, k := range keys {
+		idx := byKey[k]
+		sort.SliceStable(idx, func(a, b int) bool { return pending[idx[a]].e.Time.Before(pending[idx[b]].e.Time) })
+		m := s.machines[k]
+		for _, i := range idx {
+			e := &pending[i].e
+			m.doc.Seq++
+			e.Seq = m.doc.Seq
+			b, err := json.Marshal(e)
+			if err != nil { // Entry cannot fail to marshal
+				panic(fmt.Sprintf("master: marshal entry: %v", err))
+			}
+			out = append(out, store.KeyedEntry{Key: k, Entry: store.Entry{Seq: e.Seq, Data: b}})
+		}
+	}
+	return out
+}
+
+// write commits b. A failure is retried with backoff (the store may be
+// full for a while); ingestion meanwhile waits (backpressure), and nothing
+// is acknowledged, so bootstrappers keep their spools. It gives up,
+// returning false, when close's context ends.
+func (s *state) write(b *store.Batch) bool {
+	backoff := 10 * time.Millisecond
+	for {
+		err := s.st.Commit(b)
+		if err == nil {
+			return true
+		}
+		s.log.Error("commit failed; retrying", "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-s.abandon:
+			t.Stop()
+			s.log.Error("shutting down: the last commit is abandoned (nothing in it was acknowledged)", "err", err)
+			return false
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// publish makes a committed batch visible: documents, tails, and the
+// generation that waiters and subscribers wait for.
+func (s *state) publish(b *batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, snap := range b.snaps {
+		m := s.machines[k]
+		m.pub, m.pubRev = snap, b.revs[k]
+	}
+	for _, e := range b.b.Entries {
+		m := s.machines[e.Key]
+		if len(m.tail) >= tailEntries {
+			n := copy(m.tail, m.tail[len(m.tail)-tailEntries/2:])
+			m.tail = m.tail[:n]
+		}
+		m.tail = append(m.tail, tailEntry{e.Seq, e.Data})
+	}
+	s.commit = b.gen
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.cond.Broadcast()
+}

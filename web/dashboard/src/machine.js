@@ -1,0 +1,178 @@
+// Runtimes and their machines: a section per runtime, and per machine a
+// card with its status, installers, servers, installer logs and terminal.
+import { badge, h, insertSorted, link } from "./dom.js";
+import { TerminalView } from "./terminal.js";
+
+// MAX_LOG_LINES bounds the log lines kept in the page per machine; older
+// ones are removed from the DOM.
+const MAX_LOG_LINES = 2000;
+
+const runtimesEl = document.getElementById("runtimes");
+const emptyEl = document.getElementById("empty");
+const runtimes = new Map(); // runtime id → {el, list, machines: Map name → MachineView}
+
+function runtime(rid) {
+  let rt = runtimes.get(rid);
+  if (rt) return rt;
+  const [ws = "", env = "", owner = ""] = rid.split(":");
+  const list = h("div", { class: "machines" });
+  const el = h("section", { class: "runtime", dataset: { runtime: rid } },
+    h("h2", {}, ws || rid, h("span", { class: "muted" }, `env ${env} · owner ${owner} · ${rid}`)),
+    list);
+  rt = { el, list, machines: new Map() };
+  runtimes.set(rid, rt);
+  emptyEl.hidden = true;
+  insertSorted(runtimesEl, el, "runtime");
+  return rt;
+}
+
+// machine returns the view of a runtime's machine, added to the page the
+// first time.
+export function machine(rid, name) {
+  const rt = runtime(rid);
+  let mv = rt.machines.get(name);
+  if (!mv) {
+    mv = new MachineView(rid, name);
+    rt.machines.set(name, mv);
+    insertSorted(rt.list, mv.el, "machine");
+  }
+  return mv;
+}
+
+// machines yields every machine's view in the page.
+export function* machines() {
+  for (const rt of runtimes.values()) yield* rt.machines.values();
+}
+
+class MachineView {
+  constructor(rid, name) {
+    this.rid = rid;
+    this.name = name;
+    this.doc = null;
+    this.lastSeq = 0; // the last journal entry shown
+    this.logLines = 0;
+    this.partial = null; // the line a partial log entry left open: {key, el}
+    this.term = null; // TerminalView
+
+    this.statusEl = h("span", { class: "machine-status badge" });
+    this.agentEl = h("span", { class: "agent-status" });
+    this.bootEl = h("span", { class: "boot-status muted" });
+    this.termButton = h("button", { class: "open-terminal", disabled: true, onclick: () => this.openTerminal() }, "Terminal");
+    this.errorEl = h("div", { class: "machine-error", hidden: true });
+    this.installersEl = h("tbody");
+    this.serversEl = h("tbody");
+    this.logEl = h("div", { class: "log", role: "log" });
+    this.logCountEl = h("span", { class: "muted" });
+    this.el = h("article", { class: "machine", dataset: { runtime: rid, machine: name } },
+      h("div", { class: "machine-head" },
+        h("h3", {}, name), this.statusEl, this.agentEl, this.bootEl, h("span", { class: "spacer" }), this.termButton),
+      this.errorEl,
+      h("table", { class: "installers" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Installer"), h("th", {}, "Status"), h("th", {}, "Error"))),
+        this.installersEl),
+      h("table", { class: "servers" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Server"), h("th", {}, "Port"), h("th", {}, "Status"), h("th", {}, "URL"))),
+        this.serversEl),
+      h("details", { class: "logs", open: true }, h("summary", {}, "Installer logs ", this.logCountEl), this.logEl));
+  }
+
+  update(doc) {
+    this.doc = doc;
+    const st = doc.status || "UNKNOWN";
+    this.statusEl.textContent = st;
+    this.statusEl.dataset.status = st;
+    this.errorEl.textContent = doc.error || "";
+    this.errorEl.hidden = !doc.error;
+    const agent = doc.agent || {};
+    this.agentEl.replaceChildren("agent ", badge(agent.connected ? "CONNECTED" : "DISCONNECTED"),
+      agent.connected && agent.version ? " " + agent.version : "");
+    const bs = doc.bootstrapper || {};
+    this.bootEl.textContent = `bootstrapper ${bs.status || "–"}${bs.connected ? " (connected)" : ""}`;
+    this.termButton.disabled = !agent.connected;
+    this.termButton.title = agent.connected ? "open a shell on this machine" : "the machine's agent is not connected to the master";
+
+    this.installersEl.replaceChildren(...(doc.installers || []).map((i) =>
+      h("tr", { class: "installer", dataset: { installer: i.id } },
+        h("td", { class: "mono" }, i.id), h("td", {}, badge(i.status, "installer-status")),
+        h("td", { class: "error installer-error" }, i.error || ""))));
+    if (!this.installersEl.children.length) this.installersEl.append(h("tr", {}, h("td", { class: "muted", colspan: 3 }, "none")));
+
+    this.serversEl.replaceChildren(...(doc.servers || []).map((s) =>
+      h("tr", { class: "server", dataset: { server: s.name } },
+        h("td", { class: "mono" }, s.name), h("td", { class: "mono" }, s.port || ""),
+        h("td", {}, badge(s.status, "server-status")), h("td", { class: "mono" }, link(s.url)))));
+    if (!this.serversEl.children.length) this.serversEl.append(h("tr", {}, h("td", { class: "muted", colspan: 4 }, "none")));
+  }
+
+  // addEntries shows journal entries in order; those already shown
+  // (seq <= lastSeq, after a resubscription) are skipped.
+  addEntries(entries) {
+    const log = this.logEl;
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 4;
+    for (const e of entries) {
+      if (typeof e.seq !== "number" || e.seq <= this.lastSeq) continue;
+      this.lastSeq = e.seq;
+      this.addEntry(e);
+    }
+    while (this.logLines > MAX_LOG_LINES && log.firstChild) {
+      log.firstChild.remove();
+      this.logLines--;
+    }
+    this.logCountEl.textContent = `(${this.logLines} line${this.logLines === 1 ? "" : "s"}${this.lastSeq ? ", seq " + this.lastSeq : ""})`;
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  addEntry(e) {
+    const time = e.time ? new Date(e.time).toLocaleString() : "";
+    if (e.type === "log") {
+      const stderr = e.stream === "STDERR";
+      const key = `${e.installer}\n${e.stream}`;
+      if (this.partial && this.partial.key === key) {
+        this.partial.el.append(e.text || ""); // the line goes on
+      } else {
+        const el = h("div", { class: [stderr ? "stderr" : "stdout", e.lost ? "lost" : ""].join(" ").trim(), title: time },
+          e.installer ? h("span", { class: "installer" }, e.installer) : null, e.text || "");
+        this.line(el);
+        this.partial = e.partial ? { key, el } : null;
+        return;
+      }
+      if (!e.partial) this.partial = null;
+      return;
+    }
+    this.partial = null;
+    let text;
+    switch (e.type) {
+      case "installer":
+        text = `installer ${e.installer}: ${e.status}`;
+        break;
+      case "bootstrapper":
+        text = `bootstrapper: ${e.status}`;
+        break;
+      case "server":
+        text = `server ${e.server} (${e.port}) of ${e.installer}: ${e.status}`;
+        break;
+      case "agent":
+        text = `agent: ${e.status}`;
+        break;
+      default:
+        text = `${e.type}: ${e.status || ""}`;
+    }
+    if (e.error) text += ` — ${e.error}`;
+    this.line(h("div", { class: "event" + (e.status === "FAILED" ? " error" : ""), title: time }, text));
+  }
+
+  line(el) {
+    this.logEl.append(el);
+    this.logLines++;
+  }
+
+  openTerminal() {
+    if (this.term) {
+      this.term.focus();
+      return;
+    }
+    this.term = new TerminalView(this);
+    this.el.append(this.term.el);
+    this.term.start().catch((e) => this.term && this.term.status(String(e.message || e)));
+  }
+}
