@@ -69,6 +69,12 @@ type spoolOptions struct {
 // saying how many. Lines written on a connection that broke are kept (the
 // window bounds them) and written again, since the receiver may or may not
 // have them: so the count is exact.
+//
+// The spill file is written and read under mu. It is used only once
+// memory has filled while the master could not be reached, until it is
+// empty again; its writes go out 1 MiB at a time, its reads are as large
+// at most. Doing them outside the lock would need an "in flight" state
+// for the bytes between memory and file, which ordering would depend on.
 type spool struct {
 	// lost renders the event that stands for n dropped log lines, the
 	// first from installer inst.
