@@ -479,31 +479,13 @@ func TestFailedInstallerKillsGroup(t *testing.T) {
 // FAILED comes depends on the timeout and on reading what the pipes held,
 // not on how fast this test's receiver digests lines.
 func TestEndlessOutputTimesOut(t *testing.T) {
-	var mu sync.Mutex
-	refusing := false
-	r := bt.Start(t, bt.Options{
-		Cut: func(path string, conn, frames int) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			if path == "/logs" && conn == 1 {
-				refusing = true
-				return true
-			}
-			return false
-		},
-		Refuse: func(path string, _ int) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return path == "/logs" && refusing
-		},
-	})
+	o, reopen := cutAndRefuse("/logs", 1)
+	r := bt.Start(t, o)
 	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.yes","script":"yes porthole"}]`), "-installer-timeout", "1",
 		"-push-logs-endpoint", r.URL+"/logs", "-logs-endpoint-reconnect-period", "1",
 		"-spool-memory", "64K", "-spool-max", "128K", "-flush-timeout", "1m"))
 	r.Wait(t, wait, "bootstrapper FAILED", bootstrapperDone)
-	mu.Lock()
-	refusing = false // what is left of the lines can go now
-	mu.Unlock()
+	reopen() // what is left of the lines can go now
 	if code := p.exitWithin(t, 4*wait); code != 1 {
 		t.Fatalf("exit code %d", code)
 	}
@@ -855,37 +837,46 @@ func sameElements(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
+// cutAndRefuse returns a receiver's options that cut the first connection
+// to path after its frames-th frame and refuse every handshake on path
+// from then on, until reopen is called.
+func cutAndRefuse(path string, frames int) (o bt.Options, reopen func()) {
+	var mu sync.Mutex
+	refusing := false
+	o.Cut = func(p string, conn, n int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if p == path && conn == 1 && n == frames {
+			refusing = true
+			return true
+		}
+		return false
+	}
+	o.Refuse = func(p string, _ int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return p == path && refusing
+	}
+	return o, func() {
+		mu.Lock()
+		refusing = false
+		mu.Unlock()
+	}
+}
+
 // While the master cannot be reached, the spool fills; the oldest lines
 // give way to one event that says how many were lost, the rest arrive in
 // order once it can be reached again.
 func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	const n = 20_000
-	var mu sync.Mutex
-	refusing := false
-	r := bt.Start(t, bt.Options{
-		Cut: func(path string, conn, frames int) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			if path == "/logs" && conn == 1 && frames == 10 {
-				refusing = true // refuse to reconnect until the lines are all out
-				return true
-			}
-			return false
-		},
-		Refuse: func(path string, _ int) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return path == "/logs" && refusing
-		},
-	})
+	o, reopen := cutAndRefuse("/logs", 10) // until every line is in the spool
+	r := bt.Start(t, o)
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.lines","script":"seq 1 %d"}]`, n))
 	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/logs",
 		"-spool-memory", "64K", "-spool-max", "128K", "-flush-timeout", "1m")
 	p := start(t, "", args)
 	r.Wait(t, wait, "installer DONE", bt.Has("installer/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" }))
-	mu.Lock()
-	refusing = false
-	mu.Unlock()
+	reopen()
 	if code := p.exitWithin(t, 4*wait); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
