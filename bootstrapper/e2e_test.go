@@ -908,6 +908,9 @@ func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	if markers != 1 || lost == 0 || next != n+1 {
 		t.Fatalf("%d lost events for %d lines; lines end at %d; want one event and the count to add up to %d", markers, lost, next-1, n)
 	}
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("frames that are not well-formed notifications: %q", v)
+	}
 	t.Logf("%d of %d lines lost, reported in one event", lost, n)
 }
 
@@ -1033,6 +1036,9 @@ func TestLivenessAfterDone(t *testing.T) {
 		if e.Method == "installer/serverStatusChanged" && e.Params.Port != port+"/tcp" {
 			t.Fatalf("port %q", e.Params.Port)
 		}
+	}
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("frames that are not well-formed notifications: %q", v)
 	}
 }
 

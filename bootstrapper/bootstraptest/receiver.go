@@ -1,6 +1,7 @@
 // Package bootstraptest stands in for a Che master in tests and benchmarks
 // of the bootstrapper: a WebSocket server on loopback that records the
-// JSON-RPC 2.0 notifications it receives, checks that each is one, and on
+// JSON-RPC 2.0 notifications it receives as protocol/che events, checks
+// that each is one (a notification, its params well formed), and on
 // request refuses handshakes, cuts connections and sends what a master
 // should not.
 package bootstraptest
@@ -110,7 +111,7 @@ type Receiver struct {
 	mu         sync.Mutex
 	events     []Event
 	replies    []string       // responses received (to the Greet requests)
-	violations []string       // frames that are not JSON-RPC notifications
+	violations []string       // frames that are not JSON-RPC notifications or che events
 	auth       []string       // Authorization headers seen
 	handshakes map[string]int // attempted, by path
 	numbered   map[string]int // accepted, by path: the last Event.Conn given
@@ -304,13 +305,20 @@ func (r *Receiver) frame(path string, conn, typ int, data []byte) {
 		bad = "no params"
 	}
 	if bad != "" {
-		r.mu.Lock()
-		r.violations = append(r.violations, fmt.Sprintf("%s: %s: %.200s", path, bad, data))
-		r.notify()
-		r.mu.Unlock()
+		r.violate(path, bad, data)
 		return
 	}
+	if err := che.Validate(m.Method, m.Params); err != nil {
+		r.violate(path, "not a well-formed event of protocol/che: "+err.Error(), data) // and delivered all the same
+	}
 	r.deliver(Event{Method: m.Method, Params: *m.Params, Path: path, Conn: conn, Frame: data, At: at})
+}
+
+func (r *Receiver) violate(path, what string, data []byte) {
+	r.mu.Lock()
+	r.violations = append(r.violations, fmt.Sprintf("%s: %s: %.200s", path, what, data))
+	r.notify()
+	r.mu.Unlock()
 }
 
 func (r *Receiver) deliver(ev Event) {
@@ -353,7 +361,8 @@ func field(data []byte, key string) string {
 func (r *Receiver) Events() []Event { return snapshot(r, &r.events) }
 
 // Violations returns the frames received that were not JSON-RPC
-// notifications.
+// notifications, or whose params che.Validate refuses (those are
+// delivered as events all the same).
 func (r *Receiver) Violations() []string { return snapshot(r, &r.violations) }
 
 // Replies returns the JSON-RPC responses received.
