@@ -27,6 +27,7 @@ import (
 	bt "github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
 	"github.com/porthole-dev/porthole/cli"
 	"github.com/porthole-dev/porthole/internal/testutil"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // porthole is cmd/porthole's main: run as "bootstrapper" (a link, as
@@ -183,9 +184,7 @@ func lines(evs []bt.Event) []string {
 	return out
 }
 
-func bootstrapperDone(evs []bt.Event) bool {
-	return bt.Has("bootstrapper/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" || p.Status == "FAILED" })(evs)
-}
+var bootstrapperDone = bt.Has("bootstrapper/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" || p.Status == "FAILED" })
 
 func assertLines(t *testing.T, got []bt.Event, want []string) {
 	t.Helper()
@@ -220,11 +219,11 @@ func TestCheOrder(t *testing.T) {
 	assertLines(t, evs, twoScripts())
 	for i, e := range evs {
 		p := e.Params
-		if p.MachineName != "dev-machine" || p.RuntimeID.WorkspaceID != "workspace123" || p.RuntimeID.EnvName != "default" || p.RuntimeID.OwnerID != "user1" {
+		if p.MachineName != "dev-machine" || p.RuntimeID != (che.RuntimeID{Workspace: "workspace123", Environment: "default", Owner: "user1"}) {
 			t.Errorf("event %d: machine %q runtime %+v", i, p.MachineName, p.RuntimeID)
 		}
-		if _, err := time.Parse(time.RFC3339Nano, p.Time); err != nil {
-			t.Errorf("event %d: time %q: %v", i, p.Time, err)
+		if p.Time.IsZero() { // a time that is not RFC 3339 would be a violation
+			t.Errorf("event %d: no time", i)
 		}
 		if p.Seq != uint64(i+1) || len(p.BootID) != 16 || p.BootID != evs[0].Params.BootID {
 			t.Errorf("event %d: seq %d bootId %q", i, p.Seq, p.BootID)
@@ -358,6 +357,30 @@ func assertGroupGone(t *testing.T, g int) {
 	}
 }
 
+// testMark returns an environment variable unique to t, which a
+// bootstrapper started with it passes on to its installers.
+func testMark(t *testing.T) string {
+	return fmt.Sprintf("PORTHOLE_TEST_MARK=%s/%d", t.Name(), time.Now().UnixNano())
+}
+
+// assertNoneLeft fails if a live (not zombie) process has mark in its
+// environment: what survived of the installers of a bootstrapper started
+// with it, whatever their group, found without having had to see them
+// running (an installer killed by a 1 s timeout may be gone before a test
+// under load has looked for it).
+func assertNoneLeft(t *testing.T, mark string) {
+	t.Helper()
+	for _, st := range processes(t) {
+		if st.state == "Z" || st.state == "X" {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", st.pid))
+		if err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00"+mark+"\x00")) {
+			t.Errorf("process %d (state %s, group %d) survived", st.pid, st.state, st.pgrp)
+		}
+	}
+}
+
 // The timeout fails the installer with Che's text, and nothing of its
 // process group survives, even what ignores SIGTERM.
 func TestTimeoutKillsGroup(t *testing.T) {
@@ -371,8 +394,8 @@ func TestTimeoutKillsGroup(t *testing.T) {
 			if c.config != "" {
 				file = config(t, c.config)
 			}
-			p := start(t, "", bootArgs(t, r, file, "-installer-timeout", "1"))
-			g := installerGroup(t, p)
+			mark := testMark(t)
+			p := start(t, "", bootArgs(t, r, file, "-installer-timeout", "1"), mark)
 			r.Wait(t, wait, "the script's output", bt.Has("installer/log", nil))
 			if code := p.exit(t); code != 1 {
 				t.Fatalf("exit code %d", code)
@@ -384,7 +407,7 @@ func TestTimeoutKillsGroup(t *testing.T) {
 			if evs[3].Params.Error != msg || evs[4].Params.Error != msg {
 				t.Fatalf("error %q", evs[3].Params.Error)
 			}
-			assertGroupGone(t, g)
+			assertNoneLeft(t, mark)
 		})
 	}
 }
@@ -424,23 +447,28 @@ func TestFailedInstallerKillsGroup(t *testing.T) {
 }
 
 // A script that never stops writing still times out on time: reading its
-// output before reporting stops at what was there.
+// output before reporting stops at what was there. The logs connection is
+// cut at its first line and refused until the bootstrapper has FAILED, so
+// lines never wait for the master (the spool drops them when full): when
+// FAILED comes depends on the timeout and on reading what the pipes held,
+// not on how fast this test's receiver digests lines.
 func TestEndlessOutputTimesOut(t *testing.T) {
-	var mu sync.Mutex
-	var statuses []bt.Event
-	r := bt.Start(t, bt.Options{OnEvent: func(e bt.Event) {
-		if e.Method != "installer/log" {
-			mu.Lock()
-			statuses = append(statuses, e)
-			mu.Unlock()
-		}
-	}})
-	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.yes","script":"yes porthole"}]`), "-installer-timeout", "1"))
-	if code := p.exit(t); code != 1 {
+	o, reopen := cutAndRefuse("/logs", 1)
+	r := bt.Start(t, o)
+	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.yes","script":"yes porthole"}]`), "-installer-timeout", "1",
+		"-push-logs-endpoint", r.URL+"/logs", "-logs-endpoint-reconnect-period", "1",
+		"-spool-memory", "64K", "-spool-max", "128K", "-flush-timeout", "1m"))
+	r.Wait(t, wait, "bootstrapper FAILED", bootstrapperDone)
+	reopen() // what is left of the lines can go now
+	if code := p.exitWithin(t, 4*wait); code != 1 {
 		t.Fatalf("exit code %d", code)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	var statuses []bt.Event
+	for _, e := range r.Events() {
+		if e.Path != "/logs" {
+			statuses = append(statuses, e)
+		}
+	}
 	assertLines(t, statuses, []string{"bootstrapper STARTING", "installer org.yes STARTING", "installer org.yes FAILED", "bootstrapper FAILED"})
 	if msg := statuses[3].Params.Error; msg != "Timeout reached before installation of 'org.yes' completed" {
 		t.Fatalf("error %q", msg)
@@ -725,20 +753,17 @@ func TestReconnectExactlyOnce(t *testing.T) {
 		"/api/websocket-minor": {7_000, 20_000, 1, 15_000, 30_000},
 	}
 	var mu sync.Mutex
-	conns := map[int]string{}
-	seen := map[string]int{}
+	seen := map[string]int{} // connections that received a frame, by path
 	r := bt.Start(t, bt.Options{Cut: func(path string, conn, frames int) bool {
 		mu.Lock()
 		defer mu.Unlock()
-		if _, ok := conns[conn]; !ok {
-			conns[conn] = path
-			seen[path]++
-		}
-		k := seen[path] - 1
+		seen[path] = max(seen[path], conn)
+		k := conn - 1 // connections are numbered per path
 		return k < len(cuts[path]) && frames == cuts[path][k]
 	}})
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.a","script":"echo a"},{"id":"org.lines","script":"seq 1 %d"},{"id":"org.b","script":"echo b"}]`, n))
-	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/api/websocket-minor")
+	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/api/websocket-minor",
+		"-flush-timeout", "1m") // delivering what is left at DONE is bounded by the test's wait, not by the default 10 s
 	p := start(t, "", args)
 	if code := p.exitWithin(t, 4*wait); code != 0 { // 100,000 lines with the race detector on a busy machine
 		t.Fatalf("exit code %d", code)
@@ -786,38 +811,47 @@ func sameElements(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
+// cutAndRefuse returns a receiver's options that cut the first connection
+// to path after its frames-th frame and refuse every handshake on path
+// from then on, until reopen is called.
+func cutAndRefuse(path string, frames int) (o bt.Options, reopen func()) {
+	var mu sync.Mutex
+	refusing := false
+	o.Cut = func(p string, conn, n int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if p == path && conn == 1 && n == frames {
+			refusing = true
+			return true
+		}
+		return false
+	}
+	o.Refuse = func(p string, _ int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return p == path && refusing
+	}
+	return o, func() {
+		mu.Lock()
+		refusing = false
+		mu.Unlock()
+	}
+}
+
 // While the master cannot be reached, the spool fills; the oldest lines
 // give way to one event that says how many were lost, the rest arrive in
 // order once it can be reached again.
 func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	const n = 20_000
-	var mu sync.Mutex
-	refusing := false
-	r := bt.Start(t, bt.Options{
-		Cut: func(path string, conn, frames int) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			if path == "/logs" && conn == 2 && frames == 10 {
-				refusing = true // refuse to reconnect until the lines are all out
-				return true
-			}
-			return false
-		},
-		Refuse: func(path string, _ int) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return path == "/logs" && refusing
-		},
-	})
+	o, reopen := cutAndRefuse("/logs", 10) // until every line is in the spool
+	r := bt.Start(t, o)
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.lines","script":"seq 1 %d"}]`, n))
 	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/logs",
-		"-spool-memory", "64K", "-spool-max", "128K")
+		"-spool-memory", "64K", "-spool-max", "128K", "-flush-timeout", "1m")
 	p := start(t, "", args)
 	r.Wait(t, wait, "installer DONE", bt.Has("installer/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" }))
-	mu.Lock()
-	refusing = false
-	mu.Unlock()
-	if code := p.exit(t); code != 0 {
+	reopen()
+	if code := p.exitWithin(t, 4*wait); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 	kept, _, err := bt.Dedup(r.Events())
@@ -848,6 +882,9 @@ func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	if markers != 1 || lost == 0 || next != n+1 {
 		t.Fatalf("%d lost events for %d lines; lines end at %d; want one event and the count to add up to %d", markers, lost, next-1, n)
 	}
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("frames that are not well-formed notifications: %q", v)
+	}
 	t.Logf("%d of %d lines lost, reported in one event", lost, n)
 }
 
@@ -868,7 +905,7 @@ func TestGarbageFromMaster(t *testing.T) {
 	if code := p.exit(t); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	if evs := r.Events(); len(evs) != 26 || !bootstrapperDone(evs) {
+	if evs := r.Events(); len(evs) != 26 || !slices.ContainsFunc(evs, bootstrapperDone) {
 		t.Fatalf("events:\n%s", bt.Summary(evs, 30))
 	}
 	replies := strings.Join(r.Replies(), "\n")
@@ -943,7 +980,7 @@ func TestLivenessAfterDone(t *testing.T) {
 	listen() // the server comes up
 	r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
 
-	stopped := func(status string) func([]bt.Event) bool {
+	stopped := func(status string) func(bt.Event) bool {
 		return bt.Has("installer/serverStatusChanged", func(p bt.Params) bool { return p.Status == status })
 	}
 	ln.Close()
@@ -973,6 +1010,9 @@ func TestLivenessAfterDone(t *testing.T) {
 		if e.Method == "installer/serverStatusChanged" && e.Params.Port != port+"/tcp" {
 			t.Fatalf("port %q", e.Params.Port)
 		}
+	}
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("frames that are not well-formed notifications: %q", v)
 	}
 }
 
