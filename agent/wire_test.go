@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -280,7 +281,7 @@ func TestHTTPPostRPC(t *testing.T) {
 	if st != 200 || m["error"] != nil {
 		t.Fatalf("resize: %d %v", st, m)
 	}
-	if st, m = post(`{"jsonrpc":"2.0","id":3,"method":"process.get","params":{"id":"`+id+`"}}`, token); m["result"].(map[string]any)["size"].(map[string]any)["cols"] != 120.0 {
+	if _, m = post(`{"jsonrpc":"2.0","id":3,"method":"process.get","params":{"id":"`+id+`"}}`, token); m["result"].(map[string]any)["size"].(map[string]any)["cols"] != 120.0 {
 		t.Fatalf("get after resize: %v", m)
 	}
 	if st, m = post(`{bad`, token); st != 400 {
@@ -351,11 +352,38 @@ func compact(seq []string) []string {
 	return out
 }
 
+// countWriter counts the bytes written to it and signals each write.
+type countWriter struct {
+	n     atomic.Int64
+	wrote chan struct{} // cap 1
+}
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	w.n.Add(int64(len(p)))
+	select {
+	case w.wrote <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
 // A viewer that stops reading holds the process back for the stall bound
 // only; another viewer still gets every byte; memory stays bounded.
+//
+// The agent's clock moves only by half the stall bound at a time, and only
+// when the live viewer has everything the process wrote and the ring's
+// writer waits. A viewer is demoted once it made no progress across a
+// whole stall bound, so across two such moves: the stalled viewer is,
+// once its socket is full; the live viewer never is, since before each
+// move it has read up to the end, past wherever it lagged before the
+// previous one. No real interval matters, however slow the machine.
 func TestStalledViewerDoesNotStallOthers(t *testing.T) {
 	const total = 32 << 20
-	ta := startAgent(t, agent.Options{RingBytes: 256 << 10, StallTimeout: 50 * time.Millisecond})
+	const stall = time.Second
+	clk := clocktest.New()
+	// Pings are an hour apart: every timer due within the stall bound is
+	// the ring's.
+	ta := startAgent(t, agent.Options{RingBytes: 256 << 10, StallTimeout: stall, PingInterval: time.Hour, Clock: clk})
 	c := ta.dial(t)
 	ctx := ctxT(t)
 	var info protocol.ProcessInfo
@@ -379,10 +407,59 @@ func TestStalledViewerDoesNotStallOthers(t *testing.T) {
 	}
 	defer live.Close()
 	go io.Copy(io.Discard, live.Stderr)
+	got := &countWriter{wrote: make(chan struct{}, 1)}
+	copied := make(chan error, 1)
+	go func() {
+		n, err := io.Copy(got, live.Stdout)
+		if err == nil && n != total {
+			err = fmt.Errorf("live viewer got %d bytes; want %d", n, total)
+		}
+		copied <- err
+	}()
 	live.Stdin.Write([]byte("go\n"))
-	n, err := io.Copy(io.Discard, live.Stdout)
-	if err != nil || n != total {
-		t.Fatalf("live viewer got %d bytes, %v; want %d", n, err, total)
+
+	end := func() int64 {
+		var p protocol.ProcessInfo
+		if err := c.Call(ctx, protocol.MethodGet, protocol.IDParams{ID: info.ID}, &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Stdout.End
+	}
+	deadline := time.After(30 * time.Second)
+	for done := false; !done; {
+		if clk.Due(stall) > 0 {
+			e := end()
+			for got.n.Load() < e && !done {
+				select {
+				case <-got.wrote:
+				case err := <-copied:
+					if err != nil {
+						t.Fatal(err)
+					}
+					done = true
+				case <-deadline:
+					t.Fatalf("the live viewer did not catch up in 30s (%d of %d bytes; gaps %v; end now %d)", got.n.Load(), e, live.Gaps(), end())
+				}
+			}
+			if !done && got.n.Load() == e && clk.Due(stall) > 0 && end() == e {
+				clk.Advance(stall / 2)
+				continue // the writer may still wait: look again
+			}
+		}
+		if done {
+			break
+		}
+		select {
+		case err := <-copied:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		case <-clk.Armed():
+		case <-got.wrote:
+		case <-deadline:
+			t.Fatalf("the live viewer got %d of %d bytes in 30s", got.n.Load(), total)
+		}
 	}
 	if err := live.Wait(); err != nil {
 		t.Fatal(err)

@@ -312,7 +312,6 @@ func TestRandomAgainstModel(t *testing.T) {
 		b := New(Options{Max: max, Stall: 0}) // a stall bound of 0 never waits
 		var all []byte
 		r, _ := b.NewReader(0)
-		var got []byte
 		off := int64(0)
 		for step := 0; step < 50; step++ {
 			if rng.IntN(2) == 0 {
@@ -337,7 +336,6 @@ func TestRandomAgainstModel(t *testing.T) {
 			if !bytes.Equal(p[:n], all[off:off+int64(n)]) {
 				t.Fatalf("iter %d: bytes at %d differ", iter, off)
 			}
-			got = append(got, p[:n]...)
 			off += int64(n)
 		}
 		r.Close()

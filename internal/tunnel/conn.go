@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/internal/clock"
 )
 
 // chunkSize is the largest piece of a message the reader hands over at
@@ -67,7 +69,11 @@ type chunk struct {
 // NewConn starts one goroutine that reads the socket (so pings are
 // answered even while nothing calls Read); Close waits for it. The caller
 // must not use ws any more, except for its Subprotocol and addresses.
-func NewConn(ws *websocket.Conn) net.Conn {
+func NewConn(ws *websocket.Conn) net.Conn { return newConn(ws, nil) }
+
+// newConn is NewConn with read deadlines measured by clk (nil: the real
+// clock). Write deadlines are the socket's, in real time.
+func newConn(ws *websocket.Conn, clk clock.Clock) *conn {
 	c := &conn{
 		ws:       ws,
 		closed:   make(chan struct{}),
@@ -75,6 +81,7 @@ func NewConn(ws *websocket.Conn) net.Conn {
 		pumpDone: make(chan struct{}),
 	}
 	c.readDL.cancel = make(chan struct{})
+	c.readDL.clock = clock.Or(clk)
 	go c.pump()
 	return c
 }
@@ -252,19 +259,20 @@ func isClosed(ch <-chan struct{}) bool {
 // deadline is a settable timer whose wait channel is closed once the
 // deadline passes (net.Pipe's pipeDeadline).
 type deadline struct {
-	mu     sync.Mutex
-	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline passes
+	clock     clock.Clock
+	mu        sync.Mutex
+	stopTimer func() bool   // stops the armed timer, if any
+	cancel    chan struct{} // closed when the deadline passes
 }
 
 // set sets the deadline; the zero time clears it.
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
+	if d.stopTimer != nil && !d.stopTimer() {
 		<-d.cancel // the timer's func has closed it; wait to be sure
 	}
-	d.timer = nil
+	d.stopTimer = nil
 	closed := isClosed(d.cancel)
 	if t.IsZero() {
 		if closed {
@@ -272,12 +280,12 @@ func (d *deadline) set(t time.Time) {
 		}
 		return
 	}
-	if dur := time.Until(t); dur > 0 {
+	if dur := t.Sub(d.clock.Now()); dur > 0 {
 		if closed {
 			d.cancel = make(chan struct{})
 		}
 		cancel := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(cancel) })
+		d.stopTimer = d.clock.AfterFunc(dur, func() { close(cancel) })
 		return
 	}
 	if !closed {
@@ -294,7 +302,7 @@ func (d *deadline) wait() chan struct{} {
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
+	if d.stopTimer != nil {
+		d.stopTimer()
 	}
 }

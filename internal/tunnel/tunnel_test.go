@@ -31,6 +31,7 @@ import (
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/agent/agenttest"
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/clock/clocktest"
 	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/protocol"
@@ -199,17 +200,15 @@ func dialClient(t *testing.T, m *testMaster) *client.Client {
 }
 
 // A terminal through the master: output, resize seen by stty, stdin, the
-// exit code; the agent's WebSocket pings (every 50ms, a connection
-// silent for 1.1s is dropped) are answered through the tunnel while the
-// process is quiet for 1.5s.
+// exit code.
 func TestTerminalThroughTunnel(t *testing.T) {
 	m := startMaster(t)
-	startTunnelAgent(t, m, agent.Options{PingInterval: 50 * time.Millisecond}, tunnel.AgentOptions{})
+	startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{})
 	m.next(t)
 	c := dialClient(t, m)
 	ctx := ctxT(t)
 	p, err := c.Start(ctx, protocol.StartParams{
-		Argv: []string{"sh", "-c", "stty size; echo ready; read x; stty size; echo \"got=$x\"; sleep 1.5; echo quiet-done; exit 7"},
+		Argv: []string{"sh", "-c", "stty size; echo ready; read x; stty size; echo \"got=$x\"; exit 7"},
 		TTY:  true, Size: protocol.WindowSize{Rows: 33, Cols: 101},
 	})
 	if err != nil {
@@ -227,10 +226,64 @@ func TestTerminalThroughTunnel(t *testing.T) {
 	}
 	r.Expect(t, "50 132")
 	r.Expect(t, "got=hello")
-	r.Expect(t, "quiet-done")
 	var ee *client.ExitError
 	if err := p.Wait(); !errors.As(err, &ee) || ee.Code != 7 {
 		t.Fatalf("Wait = %v; want exit code 7", err)
+	}
+}
+
+// Keepalive pings cross the tunnel both ways: the agent's reach the
+// client, and the client's are answered by the agent. The agent pings on
+// a fake clock, so no real interval matters.
+func TestPingsThroughTunnel(t *testing.T) {
+	const interval = 15 * time.Second
+	clk := clocktest.New()
+	m := startMaster(t)
+	startTunnelAgent(t, m, agent.Options{PingInterval: interval, Clock: clk}, tunnel.AgentOptions{})
+	m.next(t)
+	d := websocket.Dialer{Subprotocols: []string{protocol.SubprotocolRPC}}
+	ws, _, err := d.DialContext(ctxT(t), m.url+prefix+"/v1/rpc", http.Header{"Authorization": {"Bearer " + clientToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pings, pongs := make(chan struct{}, 8), make(chan struct{}, 8)
+	ws.SetPingHandler(func(data string) error {
+		pings <- struct{}{}
+		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
+	})
+	ws.SetPongHandler(func(string) error {
+		pongs <- struct{}{}
+		return nil
+	})
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		ws.Close()
+		<-read
+	}()
+	await := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s did not cross the tunnel in 30s", what)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		clk.WaitPending(t, 1) // the socket's keepalive is armed
+		clk.Advance(interval)
+		await(pings, fmt.Sprintf("the agent's ping %d", i))
+		if err := ws.WriteControl(websocket.PingMessage, []byte("client"), time.Now().Add(10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		await(pongs, fmt.Sprintf("the pong to the client's ping %d", i))
 	}
 }
 

@@ -4,6 +4,7 @@
 package clocktest
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -78,24 +79,44 @@ func (c *Fake) Advance(d time.Duration) {
 	}
 }
 
+// Armed returns a channel that receives when a timer was armed since the
+// last receive.
+func (c *Fake) Armed() <-chan struct{} { return c.armed }
+
 // Pending returns how many timers are armed and not yet due or stopped.
-func (c *Fake) Pending() int {
+func (c *Fake) Pending() int { return c.Due(math.MaxInt64) }
+
+// Due returns how many armed timers are due within d from now.
+func (c *Fake) Due(d time.Duration) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.timers)
+	n := 0
+	for _, t := range c.timers {
+		if t.at.Sub(c.now) <= d {
+			n++
+		}
+	}
+	return n
 }
 
 // WaitPending waits until at least n timers are armed, failing tb after
 // 30 seconds.
 func (c *Fake) WaitPending(tb testing.TB, n int) {
 	tb.Helper()
+	c.WaitDue(tb, math.MaxInt64, n)
+}
+
+// WaitDue waits until at least n armed timers are due within d, failing
+// tb after 30 seconds.
+func (c *Fake) WaitDue(tb testing.TB, d time.Duration, n int) {
+	tb.Helper()
 	deadline := time.NewTimer(30 * time.Second)
 	defer deadline.Stop()
-	for c.Pending() < n {
+	for c.Due(d) < n {
 		select {
 		case <-c.armed:
 		case <-deadline.C:
-			tb.Fatalf("clocktest: %d timers armed after 30s; want %d", c.Pending(), n)
+			tb.Fatalf("clocktest: %d timers due within %s after 30s; want %d", c.Due(d), d, n)
 		}
 	}
 }
