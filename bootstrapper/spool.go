@@ -94,7 +94,6 @@ type spool struct {
 	inflight  int64 // bytes of head[:sent]
 	spill     *spillFile
 	connected bool
-	closed    bool
 	dropped   uint64 // log lines dropped so far
 }
 
@@ -134,7 +133,7 @@ func (s *spool) add(kind byte, inst int, ev unnumbered) {
 	defer s.mu.Unlock()
 	if kind == kindLog {
 		n := int64(len(ev.head)+len(ev.tail)) + 20 // the frame's size, or about
-		for s.connected && !s.closed && s.total() > 0 && s.total()+n > s.o.memory {
+		for s.connected && s.total() > 0 && s.total()+n > s.o.memory {
 			s.room.Wait()
 		}
 	}
@@ -291,14 +290,6 @@ func (s *spool) setConnected(up bool) {
 		s.inflight = 0
 		s.room.Broadcast()
 	}
-}
-
-// close stops producers from waiting; events can still be added.
-func (s *spool) close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	s.room.Broadcast()
 }
 
 // release frees the spill file.

@@ -147,7 +147,7 @@ func TestDashboardReconnect(t *testing.T) {
 
 	m.stop(t)
 	p.wait("the page to see the master gone", `document.getElementById('conn').dataset.state !== 'live'`)
-	m = startMasterAt(t, bins, m.addr, m.data)
+	startMasterAt(t, bins, m.addr, m.data) // stopped at cleanup
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
