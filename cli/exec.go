@@ -111,12 +111,9 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	var cf clientFlags
 	cf.register(fs, e)
 	from := fs.String("from", "start", "where output starts: start (everything the agent kept) or end (new output only)")
-	pos, err := parseInterleaved(fs, args)
+	id, err := parseID(fs, args, "attach needs one process id: porthole attach [flags] ID")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"attach needs one process id: porthole attach [flags] ID"}
 	}
 	sigs := catchSignals()
 	defer signal.Stop(sigs)
@@ -125,7 +122,6 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 		return err
 	}
 	defer c.Close()
-	id := pos[0]
 	info, err := c.Get(ctx, id)
 	if err != nil {
 		return err
@@ -278,6 +274,19 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 	return tw.Flush()
 }
 
+// parseID parses the flags and the one process id of attach and kill;
+// usage is the error when there is not exactly one.
+func parseID(fs *flag.FlagSet, args []string, usage string) (string, error) {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", usageError{usage}
+	}
+	return pos[0], nil
+}
+
 // parseInterleaved parses flags that may also follow the positional
 // arguments (`porthole kill 3 -s TERM`) and returns the positionals.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -303,12 +312,9 @@ func runKill(ctx context.Context, args []string, e env, stderr *os.File) error {
 	var cf clientFlags
 	cf.register(fs, e)
 	sig := fs.String("s", "KILL", "signal name or number")
-	pos, err := parseInterleaved(fs, args)
+	id, err := parseID(fs, args, "kill needs one process id: porthole kill [-s SIGNAL] ID")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"kill needs one process id: porthole kill [-s SIGNAL] ID"}
 	}
 	if _, err := protocol.ParseSignal(*sig); err != nil {
 		return usageError{"-s: " + err.Error()}
@@ -318,5 +324,5 @@ func runKill(ctx context.Context, args []string, e env, stderr *os.File) error {
 		return err
 	}
 	defer c.Close()
-	return c.Signal(ctx, pos[0], *sig)
+	return c.Signal(ctx, id, *sig)
 }
