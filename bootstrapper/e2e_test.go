@@ -9,6 +9,7 @@ package bootstrapper_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -165,18 +166,22 @@ var (
 )
 
 // lines renders events as the Che tests compare them: method, status,
-// installer, stream and text.
+// installer, stream and text. The tests' want lists are this rendering:
+// they spell statuses and streams as the wire does ("installer org.a
+// DONE"), since what they check is Che's exact sequence, as one reads it.
 func lines(evs []bt.Event) []string {
 	var out []string
 	for _, e := range evs {
 		p := e.Params
 		switch e.Method {
-		case "bootstrapper/statusChanged":
+		case che.MethodBootstrapperStatus:
 			out = append(out, "bootstrapper "+p.Status)
-		case "installer/statusChanged":
+		case che.MethodInstallerStatus:
 			out = append(out, "installer "+p.Installer+" "+p.Status)
-		case "installer/log":
+		case che.MethodInstallerLog:
 			out = append(out, "log "+p.Installer+" "+p.Stream+" "+p.Text)
+		case che.MethodServerStatus:
+			out = append(out, "server "+p.Installer+" "+p.Server+" "+p.Status)
 		default:
 			out = append(out, e.Method+" "+p.Installer+" "+p.Server+" "+p.Status)
 		}
@@ -184,7 +189,7 @@ func lines(evs []bt.Event) []string {
 	return out
 }
 
-var bootstrapperDone = bt.Has("bootstrapper/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" || p.Status == "FAILED" })
+var bootstrapperDone = bt.Has(che.MethodBootstrapperStatus, func(p bt.Params) bool { return p.Status == che.StatusDone || p.Status == che.StatusFailed })
 
 func assertLines(t *testing.T, got []bt.Event, want []string) {
 	t.Helper()
@@ -244,7 +249,7 @@ func TestCheFailOrder(t *testing.T) {
 		if code := p.exit(t); code != 1 {
 			t.Fatalf("exit code %d; want 1", code)
 		}
-		const msg = "Exit code for 'org.example.failing' installation is '1' while expected to be 0"
+		msg := che.ErrExitCode("org.example.failing", 1).Error()
 		evs := r.Events()
 		assertLines(t, evs, []string{
 			"bootstrapper STARTING", "installer org.example.failing STARTING",
@@ -273,13 +278,13 @@ func TestSeparateEndpoints(t *testing.T) {
 	seq := map[string]uint64{}
 	logs := 0
 	for _, e := range r.Events() {
-		if (e.Method == "installer/log") != (e.Path == "/api/websocket-minor") {
+		if (e.Method == che.MethodInstallerLog) != (e.Path == "/api/websocket-minor") {
 			t.Errorf("%s arrived at %s", e, e.Path)
 		}
 		if seq[e.Path]++; e.Params.Seq != seq[e.Path] {
 			t.Errorf("%s: seq %d; want %d", e.Path, e.Params.Seq, seq[e.Path])
 		}
-		if e.Method == "installer/log" {
+		if e.Method == che.MethodInstallerLog {
 			logs++
 		}
 	}
@@ -396,11 +401,11 @@ func TestTimeoutKillsGroup(t *testing.T) {
 			}
 			mark := testMark(t)
 			p := start(t, "", bootArgs(t, r, file, "-installer-timeout", "1"), mark)
-			r.Wait(t, wait, "the script's output", bt.Has("installer/log", nil))
+			r.Wait(t, wait, "the script's output", bt.Has(che.MethodInstallerLog, nil))
 			if code := p.exit(t); code != 1 {
 				t.Fatalf("exit code %d", code)
 			}
-			const msg = "Timeout reached before installation of 'org.example.slow' completed"
+			msg := che.ErrTimeoutCompleted("org.example.slow").Error()
 			evs := r.Events()
 			assertLines(t, evs, []string{"bootstrapper STARTING", "installer org.example.slow STARTING",
 				"log org.example.slow STDOUT starting", "installer org.example.slow FAILED", "bootstrapper FAILED"})
@@ -417,11 +422,13 @@ func TestTimeoutKillsGroup(t *testing.T) {
 // installer whose script exits 0 is given until the timeout while
 // something of its group runs, since that could still open the port.
 func TestFailedInstallerKillsGroup(t *testing.T) {
-	cases := []struct{ name, config, want string }{
-		{"exit 2", `[{"id":"org.f","script":"sleep 600 &\necho $$\nexit 2"}]`,
-			"Exit code for 'org.f' installation is '2' while expected to be 0"},
+	cases := []struct {
+		name, config string
+		want         error
+	}{
+		{"exit 2", `[{"id":"org.f","script":"sleep 600 &\necho $$\nexit 2"}]`, che.ErrExitCode("org.f", 2)},
 		{"exit 0, no server yet", `[{"id":"org.f","script":"sleep 600 &\necho $$","servers":{"s":{"port":"PORT"}}}]`,
-			"Process of installation 'org.f' exit code is 0 but servers are not available"},
+			che.ErrServersNotAvailable("org.f")},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -434,7 +441,7 @@ func TestFailedInstallerKillsGroup(t *testing.T) {
 			evs := r.Events()
 			assertLines(t, evs, []string{"bootstrapper STARTING", "installer org.f STARTING",
 				"log org.f STDOUT " + evs[2].Params.Text, "installer org.f FAILED", "bootstrapper FAILED"})
-			if evs[4].Params.Error != c.want {
+			if evs[4].Params.Error != c.want.Error() {
 				t.Fatalf("error %q; want %q", evs[4].Params.Error, c.want)
 			}
 			g, err := strconv.Atoi(evs[2].Params.Text)
@@ -470,7 +477,7 @@ func TestEndlessOutputTimesOut(t *testing.T) {
 		}
 	}
 	assertLines(t, statuses, []string{"bootstrapper STARTING", "installer org.yes STARTING", "installer org.yes FAILED", "bootstrapper FAILED"})
-	if msg := statuses[3].Params.Error; msg != "Timeout reached before installation of 'org.yes' completed" {
+	if msg := statuses[3].Params.Error; msg != che.ErrTimeoutCompleted("org.yes").Error() {
 		t.Fatalf("error %q", msg)
 	}
 }
@@ -486,7 +493,7 @@ func TestInterrupted(t *testing.T) {
 	if code := p.exit(t); code != 128+int(syscall.SIGTERM) {
 		t.Fatalf("exit code %d", code)
 	}
-	const msg = "Installation of 'org.b' interrupted: the bootstrapper received SIGTERM"
+	msg := che.ErrInterrupted("org.b", errors.New("the bootstrapper received SIGTERM")).Error()
 	evs := r.Events()
 	assertLines(t, evs, []string{"bootstrapper STARTING",
 		"installer org.a STARTING", "log org.a STDOUT a", "installer org.a DONE",
@@ -501,7 +508,7 @@ func TestInterrupted(t *testing.T) {
 // returns its process group.
 func installerGroupOf(t *testing.T, p *proc, r *bt.Receiver, id string) int {
 	t.Helper()
-	r.Wait(t, wait, id+"'s output", bt.Has("installer/log", func(p bt.Params) bool { return p.Installer == id }))
+	r.Wait(t, wait, id+"'s output", bt.Has(che.MethodInstallerLog, func(p bt.Params) bool { return p.Installer == id }))
 	return installerGroup(t, p)
 }
 
@@ -515,7 +522,7 @@ func TestServerDelayed(t *testing.T) {
 	evs := r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
 	var status []string
 	for _, e := range evs {
-		if e.Method != "installer/log" {
+		if e.Method != che.MethodInstallerLog {
 			status = append(status, lines([]bt.Event{e})...)
 		}
 	}
@@ -546,11 +553,14 @@ func TestServerDelayed(t *testing.T) {
 
 // Che's error texts for installers with servers.
 func TestServerFailures(t *testing.T) {
-	cases := []struct{ name, config, flags, want string }{
-		{"exit 0, never up", "@server-never.json", "", "Process of installation 'org.example.noserver' exit code is 0 but servers are not available"},
-		{"exit non-zero", `[{"id":"org.s","script":"exit 3","servers":{"s":{"port":"45871"}}}]`, "", "Installation 'org.s' failed, script exit code is 3"},
-		{"timeout", `[{"id":"org.s","script":"sleep 600","servers":{"s":{"port":"45871/tcp"}}}]`, "-installer-timeout 1", "Timeout reached before installation of 'org.s' finished"},
-		{"killed by a signal", `[{"id":"org.s","script":"kill -KILL $$","servers":{"s":{"port":"45871/tcp"}}}]`, "", "Installation 'org.s' failed, script exit code is 137"},
+	cases := []struct {
+		name, config, flags string
+		want                error
+	}{
+		{"exit 0, never up", "@server-never.json", "", che.ErrServersNotAvailable("org.example.noserver")},
+		{"exit non-zero", `[{"id":"org.s","script":"exit 3","servers":{"s":{"port":"45871"}}}]`, "", che.ErrScriptFailed("org.s", 3)},
+		{"timeout", `[{"id":"org.s","script":"sleep 600","servers":{"s":{"port":"45871/tcp"}}}]`, "-installer-timeout 1", che.ErrTimeoutFinished("org.s")},
+		{"killed by a signal", `[{"id":"org.s","script":"kill -KILL $$","servers":{"s":{"port":"45871/tcp"}}}]`, "", che.ErrScriptFailed("org.s", 137)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -568,7 +578,7 @@ func TestServerFailures(t *testing.T) {
 			}
 			evs := r.Events()
 			last := evs[len(evs)-1]
-			if last.Method != "bootstrapper/statusChanged" || last.Params.Status != "FAILED" || last.Params.Error != c.want {
+			if last.Method != che.MethodBootstrapperStatus || last.Params.Status != che.StatusFailed || last.Params.Error != c.want.Error() {
 				t.Fatalf("last event %s; want bootstrapper FAILED %q", last, c.want)
 			}
 		})
@@ -690,7 +700,7 @@ func TestBootstrapperAlias(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	evs := r.Events()
-	if len(evs) != 6 || evs[5].Params.Status != "DONE" { // statuses only: no -push-logs-endpoint
+	if len(evs) != 6 || evs[5].Params.Status != che.StatusDone { // statuses only: no -push-logs-endpoint
 		t.Fatalf("events:\n%s", bt.Summary(evs, 10))
 	}
 	if auth := r.Auth(); len(auth) != 1 || auth[0] != token {
@@ -738,7 +748,7 @@ func TestCheInvocation(t *testing.T) {
 		t.Fatalf("Authorization %q", auth)
 	}
 	log, err := os.ReadFile(filepath.Join(dir, "logs", "bootstrapper", "bootstrapper.log"))
-	if err != nil || !strings.Contains(string(log), "status=DONE") {
+	if err != nil || !strings.Contains(string(log), "status="+che.StatusDone) {
 		t.Fatalf("bootstrapper.log: %v\n%s", err, log)
 	}
 }
@@ -780,7 +790,7 @@ func TestReconnectExactlyOnce(t *testing.T) {
 	var got []string
 	next := 1
 	for _, e := range kept {
-		if e.Method == "installer/log" && e.Params.Installer == "org.lines" {
+		if e.Method == che.MethodInstallerLog && e.Params.Installer == "org.lines" {
 			if e.Params.Text != strconv.Itoa(next) {
 				t.Fatalf("line %d is %q", next, e.Params.Text)
 			}
@@ -849,7 +859,7 @@ func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/logs",
 		"-spool-memory", "64K", "-spool-max", "128K", "-flush-timeout", "1m")
 	p := start(t, "", args)
-	r.Wait(t, wait, "installer DONE", bt.Has("installer/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" }))
+	r.Wait(t, wait, "installer DONE", bt.Has(che.MethodInstallerStatus, func(p bt.Params) bool { return p.Status == che.StatusDone }))
 	reopen()
 	if code := p.exitWithin(t, 4*wait); code != 0 {
 		t.Fatalf("exit code %d", code)
@@ -862,14 +872,14 @@ func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	var markers int
 	next := 1
 	for _, e := range kept {
-		if e.Method != "installer/log" {
+		if e.Method != che.MethodInstallerLog {
 			continue
 		}
 		if e.Params.Lost > 0 {
 			markers++
 			lost += e.Params.Lost
 			next += int(e.Params.Lost)
-			if !strings.Contains(e.Params.Text, fmt.Sprintf("%d log line(s) lost", e.Params.Lost)) || e.Params.Installer != "org.lines" {
+			if e.Params.Text != che.LostText(e.Params.Lost) || e.Params.Installer != "org.lines" {
 				t.Fatalf("lost event %+v", e.Params)
 			}
 			continue
@@ -925,7 +935,7 @@ func TestLongLinesAndUTF8(t *testing.T) {
 	}
 	var logs []bt.Params
 	for _, e := range r.Events() {
-		if e.Method == "installer/log" {
+		if e.Method == che.MethodInstallerLog {
 			logs = append(logs, e.Params)
 		}
 	}
@@ -976,17 +986,17 @@ func TestLivenessAfterDone(t *testing.T) {
 	script := fmt.Sprintf(`echo up; while [ ! -e %s ]; do sleep 0.05; done; echo after done`, flag)
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.srv","script":"%s","servers":{"web":{"port":"%s/tcp"}}}]`, script, port))
 	p := start(t, "", bootArgs(t, r, cfg, "-liveness-period", "50ms"))
-	r.Wait(t, wait, "the script's first line", bt.Has("installer/log", nil))
+	r.Wait(t, wait, "the script's first line", bt.Has(che.MethodInstallerLog, nil))
 	listen() // the server comes up
 	r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
 
 	stopped := func(status string) func(bt.Event) bool {
-		return bt.Has("installer/serverStatusChanged", func(p bt.Params) bool { return p.Status == status })
+		return bt.Has(che.MethodServerStatus, func(p bt.Params) bool { return p.Status == status })
 	}
 	ln.Close()
-	r.Wait(t, wait, "server STOPPED", stopped("STOPPED"))
+	r.Wait(t, wait, "server STOPPED", stopped(che.StatusStopped))
 	listen()
-	r.Wait(t, wait, "server RUNNING again", stopped("RUNNING"))
+	r.Wait(t, wait, "server RUNNING again", stopped(che.StatusRunning))
 
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -1001,13 +1011,13 @@ func TestLivenessAfterDone(t *testing.T) {
 		}
 	}
 	want := []string{"bootstrapper STARTING", "installer org.srv STARTING", "log org.srv STDOUT up", "installer org.srv RUNNING",
-		"bootstrapper DONE", "installer/serverStatusChanged org.srv web STOPPED", "installer/serverStatusChanged org.srv web RUNNING",
+		"bootstrapper DONE", "server org.srv web STOPPED", "server org.srv web RUNNING",
 		"log org.srv STDOUT after done"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("events:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 	for _, e := range r.Events() {
-		if e.Method == "installer/serverStatusChanged" && e.Params.Port != port+"/tcp" {
+		if e.Method == che.MethodServerStatus && e.Params.Port != port+"/tcp" {
 			t.Fatalf("port %q", e.Params.Port)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
 	"github.com/porthole-dev/porthole/internal/testutil"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // porthole entrypoint -bootstrap runs the bootstrapper beside the agent and
@@ -39,8 +40,8 @@ func TestEntrypointRunsBootstrapper(t *testing.T) {
 		cmd.Process.Kill()
 		<-exited
 	})
-	r.Wait(t, testutil.Wait, "bootstrapper DONE", bootstraptest.Has("bootstrapper/statusChanged", func(p bootstraptest.Params) bool {
-		return p.Status == "DONE" && p.MachineName == "dev"
+	r.Wait(t, testutil.Wait, "bootstrapper DONE", bootstraptest.Has(che.MethodBootstrapperStatus, func(p bootstraptest.Params) bool {
+		return p.Status == che.StatusDone && p.MachineName == "dev"
 	}))
 	testutil.WaitFor(t, "the agent", func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")

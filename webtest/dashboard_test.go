@@ -106,7 +106,7 @@ func TestDashboardFailedInstaller(t *testing.T) {
 	p := startBrowser(t, chromium)
 	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + m.token(t, "-client")))
 	card := machineJS(rid, name)
-	const msg = "Exit code for 'org.example.failing' installation is '3' while expected to be 0"
+	msg := che.ErrExitCode("org.example.failing", 3).Error()
 	p.wait("the machine FAILED", card+`?.querySelector('.machine-status')?.dataset.status === `+jsString(masterapi.MachineFailed))
 	p.wait("the machine's error", card+`.querySelector('.machine-error').textContent.includes(`+jsString(msg)+`)`)
 	p.wait("the installer FAILED with its error", card+`.querySelector('tr.installer[data-installer="org.example.failing"] .badge').dataset.status === `+jsString(che.StatusFailed)+` && `+
