@@ -79,15 +79,11 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 			spec.Size = protocol.WindowSize{Rows: uint16(rows), Cols: uint16(cols)}
 		}
 	}
-	// Signals are caught from here on: one that arrives while connecting is
-	// forwarded once attached, instead of leaving a started process alone.
-	sigs := catchSignals()
-	defer signal.Stop(sigs)
-	c, err := cf.dial(ctx, e)
+	sigs, c, done, err := dialSession(ctx, &cf, e)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer done()
 	var info protocol.ProcessInfo
 	if err := c.Call(ctx, protocol.MethodStart, spec, &info); err != nil {
 		return err
@@ -97,6 +93,19 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 		return err
 	}
 	return session(ctx, sigs, p, cf.url, *interactive, *tty, stdin, stdout, stderr)
+}
+
+// dialSession starts catching the signals a session forwards, then dials
+// the agent: a signal that arrives while connecting is forwarded once
+// attached, instead of leaving a started process alone. done closes the
+// client and stops catching.
+func dialSession(ctx context.Context, cf *clientFlags, e env) (sigs chan os.Signal, c *client.Client, done func(), err error) {
+	sigs = catchSignals()
+	if c, err = cf.dial(ctx, e); err != nil {
+		signal.Stop(sigs)
+		return nil, nil, nil, err
+	}
+	return sigs, c, func() { c.Close(); signal.Stop(sigs) }, nil
 }
 
 // catchSignals starts catching the signals a session forwards.
@@ -115,13 +124,11 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	sigs := catchSignals()
-	defer signal.Stop(sigs)
-	c, err := cf.dial(ctx, e)
+	sigs, c, done, err := dialSession(ctx, &cf, e)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer done()
 	info, err := c.Get(ctx, id)
 	if err != nil {
 		return err
