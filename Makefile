@@ -19,7 +19,9 @@ cross: build
 	GOARCH=arm64 $(GOBUILD) -o bin/porthole-linux-arm64 ./cmd/porthole
 
 # go vet, the race-enabled unit and end-to-end tests (the end-to-end tests
-# build bin/porthole and drive it through real PTYs, WebSockets and tmux).
+# run porthole and porthole-master as the test binary re-executed, so under
+# the race detector too, and drive them through real PTYs, WebSockets and
+# tmux).
 test: build
 	go vet ./...
 	go test -race -count=1 ./...

@@ -158,13 +158,18 @@ func New(o Options) (*Agent, error) {
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.serveHealth)
-	mux.HandleFunc("GET /v1/rpc", a.serveRPCSocket)
-	mux.HandleFunc("POST /v1/rpc", a.serveRPCPost)
+	mux.HandleFunc("GET /v1/rpc", a.guard("rpc", a.serveRPCSocket))
+	post := a.guard("http", a.serveRPCPost)
+	mux.HandleFunc("POST /v1/rpc", func(w http.ResponseWriter, r *http.Request) {
+		if a.cors(w, r) {
+			post(w, r)
+		}
+	})
 	mux.HandleFunc("OPTIONS /v1/rpc", a.servePreflight)
 	if a.opts.WebDir != "" {
 		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
 	}
-	mux.HandleFunc("GET /v1/processes/{id}/attach", a.serveAttach)
+	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On refusals too; a 101 gets them from upgrade().
 		w.Header().Set(protocol.HeaderProtocol, protocol.Version)

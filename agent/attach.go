@@ -50,27 +50,20 @@ func parseOffsets(r *http.Request, p *process) ([3]*int64, error) {
 
 // serveAttach attaches a client to a process: framed (porthole.attach.v1,
 // the default) or raw (porthole.raw.v1, for stock terminal widgets).
-func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
-	if e := a.authorize(r); e != nil {
-		a.refuse(w, r, e)
-		return
-	}
+func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) {
 	p, err := a.procs.get(r.PathValue("id"))
 	if err != nil {
+		s.finish(err)
 		http.Error(w, toRPCError(err).Message, http.StatusNotFound)
 		return
 	}
 	offs, err := parseOffsets(r, p)
 	if err != nil {
+		s.finish(err)
 		http.Error(w, toRPCError(err).Message, http.StatusBadRequest)
 		return
 	}
 	raw := slices.Contains(websocketProtocols(r), protocol.SubprotocolRaw) || r.URL.Query().Get("mode") == "raw"
-	s := a.newSession(r, "attach")
-	if s == nil {
-		http.Error(w, ErrShutdown.Error(), http.StatusServiceUnavailable)
-		return
-	}
 	s.proc = p
 	s.log = s.log.With("process", p.id)
 	onInput := func(b []byte) error {

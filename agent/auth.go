@@ -161,3 +161,22 @@ func (a *Agent) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
 	a.log.Warn("request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "status", e.status, "reason", e.msg)
 	http.Error(w, e.msg, e.status)
 }
+
+// guard is the prologue of every endpoint that needs the token: authorize
+// the request (a refusal is logged without the token), then open a session
+// the agent tracks (503 once it is shutting down) and hand it to h, which
+// ends it with s.finish.
+func (a *Agent) guard(kind string, h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if e := a.authorize(r); e != nil {
+			a.refuse(w, r, e)
+			return
+		}
+		s := a.newSession(r, kind)
+		if s == nil {
+			http.Error(w, ErrShutdown.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		h(w, r, s)
+	}
+}

@@ -18,16 +18,7 @@ import (
 )
 
 // serveRPCSocket serves the control socket.
-func (a *Agent) serveRPCSocket(w http.ResponseWriter, r *http.Request) {
-	if e := a.authorize(r); e != nil {
-		a.refuse(w, r, e)
-		return
-	}
-	s := a.newSession(r, "rpc")
-	if s == nil {
-		http.Error(w, ErrShutdown.Error(), http.StatusServiceUnavailable)
-		return
-	}
+func (a *Agent) serveRPCSocket(w http.ResponseWriter, r *http.Request, s *session) {
 	ws, err := a.upgrade(w, r, protocol.SubprotocolRPC)
 	if err != nil {
 		s.finish(err)
@@ -64,19 +55,7 @@ func (l quietLogger) Printf(format string, v ...any) { l.log.Debug(fmt.Sprintf(f
 
 // serveRPCPost serves one JSON-RPC request per HTTP POST, for browsers
 // and scripts that need no events (resize from a web page, curl).
-func (a *Agent) serveRPCPost(w http.ResponseWriter, r *http.Request) {
-	if !a.cors(w, r) {
-		return
-	}
-	if e := a.authorize(r); e != nil {
-		a.refuse(w, r, e)
-		return
-	}
-	s := a.newSession(r, "http")
-	if s == nil {
-		http.Error(w, ErrShutdown.Error(), http.StatusServiceUnavailable)
-		return
-	}
+func (a *Agent) serveRPCPost(w http.ResponseWriter, r *http.Request, s *session) {
 	defer s.finish(errors.New("request done"))
 	w.Header().Set("Content-Type", "application/json")
 	writeResp := func(status int, resp any) {

@@ -20,8 +20,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/agent/agenttest"
 	"github.com/porthole-dev/porthole/client"
-	"github.com/porthole-dev/porthole/internal/agenttest"
 	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/internal/clock/clocktest"
 	"github.com/porthole-dev/porthole/protocol"

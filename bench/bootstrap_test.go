@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -9,14 +10,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sourcegraph/jsonrpc2"
 
 	bt "github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // bootstrap starts `porthole bootstrap` with config against the
@@ -109,10 +113,10 @@ func (c *lineCheck) event(e bt.Event) {
 		return
 	}
 	switch {
-	case e.Method == "installer/statusChanged" && e.Params.Status == "STARTING":
+	case e.Method == che.MethodInstallerStatus && e.Params.Status == che.StatusStarting:
 		c.from = e.At
 		return
-	case e.Method != "installer/log":
+	case e.Method != che.MethodInstallerLog:
 		return
 	case e.Params.Seq != 0 && e.Params.Seq <= c.seq:
 		return // a duplicate after a reconnection
@@ -170,8 +174,10 @@ func bareLines(ctx context.Context, b *testing.B, n int) (float64, error) {
 		return 0, err
 	}
 	defer ws.Close()
-	const head = `{"jsonrpc":"2.0","method":"installer/log","params":{"machineName":"bench","runtimeId":{"workspaceId":"ws","envName":"env","ownerId":"owner"},"time":"2026-01-02T03:04:05.123456789Z","text":"`
-	const mid = `","installer":"bench.lines","stream":"STDOUT","bootId":"0123456789abcdef","seq":`
+	head, mid, tail, err := lineFrame()
+	if err != nil {
+		return 0, err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		var f []byte
@@ -180,7 +186,7 @@ func bareLines(ctx context.Context, b *testing.B, n int) (float64, error) {
 			f = strconv.AppendInt(f, int64(i), 10)
 			f = append(f, mid...)
 			f = strconv.AppendInt(f, int64(i), 10)
-			f = append(f, "}}"...)
+			f = append(f, tail...)
 			if err := ws.WriteMessage(websocket.TextMessage, f); err != nil {
 				errc <- err
 				return
@@ -237,6 +243,33 @@ func BenchmarkBootstrapReadiness(b *testing.B) {
 	verdict(b, "readiness, port open to RUNNING at the master (worst of the delays), ms", percentile(fast, 100), "<=", 50)
 }
 
+// lineFrame renders an installer/log frame once, from che's types and
+// as the bootstrapper lays it out (jsonrpc2's envelope, seq last), and
+// splits it around its text and its seq: line i's frame is head, i, mid,
+// i, tail, so that the sending loop only appends digits.
+func lineFrame() (head, mid, tail string, err error) {
+	const textMark, seqMark = "porthole-text-mark", 987654321987654321
+	params, err := json.Marshal(che.InstallerLog{
+		MachineEvent: che.MachineEvent{MachineName: "bench", RuntimeID: che.RuntimeID{Workspace: "ws", Environment: "env", Owner: "owner"},
+			Time: time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)},
+		Text: textMark, Installer: "bench.lines", Stream: che.StreamStdout, BootID: "0123456789abcdef", Seq: seqMark,
+	})
+	if err != nil {
+		return "", "", "", err
+	}
+	raw := json.RawMessage(params)
+	f, err := json.Marshal(&jsonrpc2.Request{Method: che.MethodInstallerLog, Params: &raw, Notif: true})
+	if err != nil {
+		return "", "", "", err
+	}
+	head, rest, ok := strings.Cut(string(f), textMark)
+	mid, tail, ok2 := strings.Cut(rest, strconv.FormatUint(seqMark, 10))
+	if !ok || !ok2 {
+		return "", "", "", fmt.Errorf("render the installer/log frame: text or seq not found in %s", f)
+	}
+	return head, mid, tail, nil
+}
+
 // readiness runs one installer whose server port the benchmark opens
 // delay after the installer's STARTING arrived, and returns the
 // milliseconds from the port opening to RUNNING arriving.
@@ -250,8 +283,8 @@ func readiness(ctx context.Context, b *testing.B, bin string, delay time.Duratio
 	r := bt.Start(b, bt.Options{})
 	config := fmt.Sprintf(`[{"id":"bench.server","script":"exec sleep 600","servers":{"s":{"port":"%d/tcp"}}}]`, port)
 	stop := bootstrap(b, bin, r.URL+"/api/websocket", config, append([]string{"-liveness-period", "0"}, extra...)...)
-	isStarting := func(p bt.Params) bool { return p.Status == "STARTING" }
-	started := find(r.Wait(b, time.Minute, "installer STARTING", bt.Has("installer/statusChanged", isStarting)), isStarting)
+	isStarting := func(p bt.Params) bool { return p.Status == che.StatusStarting }
+	started := find(r.Wait(b, time.Minute, "installer STARTING", bt.Has(che.MethodInstallerStatus, isStarting)), isStarting)
 	time.Sleep(time.Until(started.At.Add(delay)))
 	ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
@@ -268,8 +301,8 @@ func readiness(ctx context.Context, b *testing.B, bin string, delay time.Duratio
 			c.Close()
 		}
 	}()
-	isRunning := func(p bt.Params) bool { return p.Status == "RUNNING" }
-	at := find(r.Wait(b, time.Minute, "installer RUNNING", bt.Has("installer/statusChanged", isRunning)), isRunning).At
+	isRunning := func(p bt.Params) bool { return p.Status == che.StatusRunning }
+	at := find(r.Wait(b, time.Minute, "installer RUNNING", bt.Has(che.MethodInstallerStatus, isRunning)), isRunning).At
 	if err := stop(); err != nil && !errors.As(err, new(*exec.ExitError)) {
 		return 0, err
 	}
@@ -279,7 +312,7 @@ func readiness(ctx context.Context, b *testing.B, bin string, delay time.Duratio
 // find returns the first installer status event whose params match.
 func find(evs []bt.Event, match func(bt.Params) bool) bt.Event {
 	for _, e := range evs {
-		if e.Method == "installer/statusChanged" && match(e.Params) {
+		if e.Method == che.MethodInstallerStatus && match(e.Params) {
 			return e
 		}
 	}

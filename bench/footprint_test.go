@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -82,7 +82,7 @@ func BenchmarkIdleSessions(b *testing.B) {
 // agentFootprint runs `porthole agent` and attaches 1,000 TTY sessions
 // through the Go client.
 func agentFootprint(ctx context.Context, b *testing.B) (footprint, error) {
-	srv, f, err := startIdle(ctx, porthole(b), func(addr string) []string {
+	srv, f, err := startIdle(ctx, b, porthole(b), func(addr string) []string {
 		return []string{"agent", "-listen", addr, "-insecure-no-auth", "-log-level", "warn", "-grace", "2s",
 			"-max-processes", strconv.Itoa(idleSessions + 100)}
 	})
@@ -121,9 +121,9 @@ func agentFootprint(ctx context.Context, b *testing.B) (footprint, error) {
 // startIdle starts a server and measures its idle RSS once it has
 // settled (half a second after it answered: its start-up garbage is then
 // collected and the figure stops moving).
-func startIdle(ctx context.Context, bin string, args func(addr string) []string) (*server, footprint, error) {
+func startIdle(ctx context.Context, tb testing.TB, bin string, args func(addr string) []string) (*server, footprint, error) {
 	var f footprint
-	srv, err := startServer(ctx, bin, args)
+	srv, err := startServer(ctx, tb, bin, args)
 	if err != nil {
 		return nil, f, err
 	}
@@ -134,7 +134,7 @@ func startIdle(ctx context.Context, bin string, args func(addr string) []string)
 
 // floorFootprint runs bench/floor and opens 1,000 terminal sockets on it.
 func floorFootprint(ctx context.Context, b *testing.B) (footprint, error) {
-	srv, f, err := startIdle(ctx, floor(b), func(addr string) []string { return []string{"-listen", addr} })
+	srv, f, err := startIdle(ctx, b, floor(b), func(addr string) []string { return []string{"-listen", addr} })
 	if srv != nil {
 		defer srv.stop(b)
 	}
@@ -212,22 +212,10 @@ type server struct {
 	exited chan struct{}
 }
 
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // startServer runs bin with args(a free loopback address) and waits until
 // its /healthz answers.
-func startServer(ctx context.Context, bin string, args func(addr string) []string) (*server, error) {
-	addr, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+func startServer(ctx context.Context, tb testing.TB, bin string, args func(addr string) []string) (*server, error) {
+	addr := testutil.FreeAddr(tb)
 	cmd := exec.Command(bin, args(addr)...)
 	srv := &server{cmd: cmd, addr: addr, out: &bytes.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = srv.out, srv.out

@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/agent/agenttest"
 	"github.com/porthole-dev/porthole/client"
-	"github.com/porthole-dev/porthole/internal/agenttest"
 )
 
 const (
@@ -43,7 +43,10 @@ func TestMain(m *testing.M) {
 }
 
 // staticBuild builds package pkg (relative to the module root) as a
-// release would: static, trimmed, stripped.
+// release would: static, trimmed, stripped. The benchmarks measure the
+// binary (its size, resident memory, start-up time and throughput), so
+// unlike the tests they cannot re-execute the test binary
+// (testutil.Programs): it is bigger, and slower under -race.
 func staticBuild(ctx context.Context, pkg, out string) error {
 	root, err := moduleRoot()
 	if err != nil {

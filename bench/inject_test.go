@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/testutil"
 	runtimecopier "github.com/porthole-dev/porthole/runtime-copier"
 )
 
@@ -73,10 +74,7 @@ func BenchmarkCopy(b *testing.B) {
 // the port accepts a connection; then it stops the server with SIGTERM.
 func readyTime(b *testing.B, bin string, args ...string) func() error {
 	return func() error {
-		addr, err := freePort()
-		if err != nil {
-			return err
-		}
+		addr := testutil.FreeAddr(b)
 		cmd := exec.Command(bin, append(args, "-listen", addr)...)
 		cmd.Env = append(os.Environ(), "PORTHOLE_TOKEN="+token)
 		if err := cmd.Start(); err != nil {

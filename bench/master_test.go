@@ -31,12 +31,13 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/agent/agenttest"
 	"github.com/porthole-dev/porthole/client"
-	"github.com/porthole-dev/porthole/internal/agenttest"
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/store"
 	"github.com/porthole-dev/porthole/protocol"
+	"github.com/porthole-dev/porthole/protocol/che"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
@@ -197,62 +198,28 @@ func (t *timedStore) summary() string {
 		len(cs), float64(entries)/float64(len(cs)), float64(machines)/float64(len(cs)), percentile(ds, 50), percentile(ds, 99), percentile(ds, 100))
 }
 
-// Bootstrapper events, field for field as bootstrapper/events.go renders
-// them: the JSON-RPC envelope of jsonrpc2.Request, the params of Che's
-// MachineEvent, porthole's bootId, and the spool's seq appended last.
-type (
-	benchRuntimeID struct {
-		Workspace   string `json:"workspaceId"`
-		Environment string `json:"envName"`
-		Owner       string `json:"ownerId"`
-	}
-	benchMachineEvent struct {
-		MachineName string         `json:"machineName"`
-		RuntimeID   benchRuntimeID `json:"runtimeId"`
-		Time        time.Time      `json:"time"`
-	}
-	benchBootstrapperStatus struct {
-		benchMachineEvent
-		Status     string `json:"status"`
-		Installers []struct {
-			ID string `json:"id"`
-		} `json:"installers,omitempty"`
-		BootID string `json:"bootId"`
-	}
-	benchInstallerStatus struct {
-		benchMachineEvent
-		Status    string `json:"status"`
-		Installer string `json:"installer"`
-		BootID    string `json:"bootId"`
-	}
-	benchInstallerLog struct {
-		benchMachineEvent
-		Text      string `json:"text"`
-		Installer string `json:"installer"`
-		Stream    string `json:"stream"`
-		BootID    string `json:"bootId"`
-	}
-)
-
-// eventEncoder renders one machine's events as the bootstrapper does.
+// eventEncoder renders one machine's events as the bootstrapper does:
+// the JSON-RPC envelope of jsonrpc2.Request, rendered once per method,
+// around the params of package che (Che's fields, porthole's bootId, and
+// the spool's seq last).
 type eventEncoder struct {
-	ev        benchMachineEvent
+	ev        che.MachineEvent
 	boot      string
 	installer string
 	envelopes map[string][2][]byte
 }
 
 func newEventEncoder(rid, name string) (*eventEncoder, error) {
-	ws, env, owner, err := splitRID(rid)
+	id, err := che.ParseRuntimeID(rid)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("runtime id: %w", err)
 	}
 	e := &eventEncoder{
-		ev:   benchMachineEvent{MachineName: name, RuntimeID: benchRuntimeID{ws, env, owner}},
+		ev:   che.MachineEvent{MachineName: name, RuntimeID: id},
 		boot: fmt.Sprintf("%016x", rand.Uint64()), installer: "org.bench.build",
 		envelopes: map[string][2][]byte{},
 	}
-	for _, method := range []string{"bootstrapper/statusChanged", "installer/statusChanged", "installer/log"} {
+	for _, method := range []string{che.MethodBootstrapperStatus, che.MethodInstallerStatus, che.MethodInstallerLog} {
 		mark := json.RawMessage(`{"porthole":"params"}`)
 		b, err := json.Marshal(&jsonrpc2.Request{Method: method, Params: &mark, Notif: true})
 		if err != nil {
@@ -267,50 +234,80 @@ func newEventEncoder(rid, name string) (*eventEncoder, error) {
 	return e, nil
 }
 
-func splitRID(rid string) (ws, env, owner string, err error) {
-	parts := strings.Split(rid, ":")
-	if len(parts) != 3 {
-		return "", "", "", fmt.Errorf("runtime id %q: want workspace:env:owner", rid)
-	}
-	return parts[0], parts[1], parts[2], nil
-}
-
-// frame renders method's notification with params and seq.
-func (e *eventEncoder) frame(method string, params any, seq uint64) []byte {
+// frame renders method's notification with params (which carry the seq).
+func (e *eventEncoder) frame(method string, params any) []byte {
 	p, err := json.Marshal(params)
 	if err != nil {
 		panic(fmt.Sprintf("bench: marshal %T: %v", params, err))
 	}
 	env := e.envelopes[method]
-	f := make([]byte, 0, len(env[0])+len(p)+len(env[1])+28)
+	f := make([]byte, 0, len(env[0])+len(p)+len(env[1]))
 	f = append(f, env[0]...)
-	f = append(f, p[:len(p)-1]...)
-	f = append(f, `,"seq":`...)
-	f = strconv.AppendUint(f, seq, 10)
-	f = append(f, '}')
+	f = append(f, p...)
 	return append(f, env[1]...)
 }
 
-func (e *eventEncoder) at(t time.Time) benchMachineEvent {
+func (e *eventEncoder) at(t time.Time) che.MachineEvent {
 	ev := e.ev
 	ev.Time = t
 	return ev
 }
 
 func (e *eventEncoder) bootstrapperStarting(t time.Time, seq uint64) []byte {
-	p := benchBootstrapperStatus{benchMachineEvent: e.at(t), Status: "STARTING", BootID: e.boot}
-	p.Installers = append(p.Installers, struct {
-		ID string `json:"id"`
-	}{e.installer})
-	return e.frame("bootstrapper/statusChanged", p, seq)
+	return e.frame(che.MethodBootstrapperStatus, che.BootstrapperStatus{MachineEvent: e.at(t), Status: che.StatusStarting,
+		Installers: []che.PlanInstaller{{ID: e.installer}}, BootID: e.boot, Seq: seq})
 }
 
 func (e *eventEncoder) installerStatus(t time.Time, status string, seq uint64) []byte {
-	return e.frame("installer/statusChanged", benchInstallerStatus{benchMachineEvent: e.at(t), Status: status, Installer: e.installer, BootID: e.boot}, seq)
+	return e.frame(che.MethodInstallerStatus, che.InstallerStatus{MachineEvent: e.at(t), Status: status, Installer: e.installer, BootID: e.boot, Seq: seq})
 }
 
 func (e *eventEncoder) log(t time.Time, text string, seq uint64) []byte {
-	return e.frame("installer/log", benchInstallerLog{benchMachineEvent: e.at(t), Text: text, Installer: e.installer, Stream: "STDOUT", BootID: e.boot}, seq)
+	return e.frame(che.MethodInstallerLog, che.InstallerLog{MachineEvent: e.at(t), Text: text, Installer: e.installer, Stream: che.StreamStdout, BootID: e.boot, Seq: seq})
+}
+
+// The frames the benchmarks write by hand are events of protocol/che,
+// laid out as the bootstrapper lays them out: well formed, no id, seq
+// last (bootstraptest's Light receiver reads it from there).
+func TestBenchFrames(t *testing.T) {
+	enc, err := newEventEncoder("ws:env:owner", "bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, mid, tail, err := lineFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, c := range []struct {
+		method string
+		frame  []byte
+		seq    uint64
+	}{
+		{che.MethodBootstrapperStatus, enc.bootstrapperStarting(now, 1), 1},
+		{che.MethodInstallerStatus, enc.installerStatus(now, che.StatusRunning, 2), 2},
+		{che.MethodInstallerLog, enc.log(now, logText(3), 3), 3},
+		{che.MethodInstallerLog, []byte(head + "42" + mid + "42" + tail), 42},
+	} {
+		var m struct {
+			JSONRPC string          `json:"jsonrpc"`
+			ID      json.RawMessage `json:"id"`
+			Method  string          `json:"method"`
+			Params  *che.Event      `json:"params"`
+		}
+		if err := json.Unmarshal(c.frame, &m); err != nil {
+			t.Fatalf("%s: %v", c.frame, err)
+		}
+		if m.JSONRPC != "2.0" || m.ID != nil || m.Method != c.method || m.Params == nil || m.Params.Seq != c.seq {
+			t.Fatalf("%s: want a notification %s with seq %d", c.frame, c.method, c.seq)
+		}
+		if err := che.Validate(m.Method, m.Params); err != nil {
+			t.Errorf("%s: %v", c.frame, err)
+		}
+		if want := fmt.Sprintf(`,"seq":%d}}`, c.seq); !bytes.HasSuffix(c.frame, []byte(want)) {
+			t.Errorf("%s: does not end with %s", c.frame, want)
+		}
+	}
 }
 
 // logText is a typical build log line (about 70 characters).
@@ -406,8 +403,8 @@ func storeAlone(machines, lines int) (float64, error) {
 	for i := range keys {
 		keys[i] = store.Key{Runtime: "bench:ingest:owner", Machine: fmt.Sprintf("m%03d", i)}
 		doc, _ := json.Marshal(masterapi.Machine{RuntimeID: keys[i].Runtime, Name: keys[i].Machine, Status: masterapi.MachineStarting,
-			BootID: "0123456789abcdef", Installers: []masterapi.Installer{{ID: "org.bench.build", Status: "RUNNING"}},
-			Servers: []masterapi.Server{}, Bootstrapper: masterapi.BootstrapperState{Connected: true, Status: "STARTING", Since: time.Now()},
+			BootID: "0123456789abcdef", Installers: []masterapi.Installer{{ID: "org.bench.build", Status: che.StatusRunning}},
+			Servers: []masterapi.Server{}, Bootstrapper: masterapi.BootstrapperState{Connected: true, Status: che.StatusStarting, Since: time.Now()},
 			Seq: uint64(lines / machines), Updated: time.Now(), Cursors: map[string]uint64{"0123456789abcdef /api/websocket": uint64(lines / machines)}})
 		docs[i] = doc
 	}
@@ -415,7 +412,7 @@ func storeAlone(machines, lines int) (float64, error) {
 	data := make([][]byte, lines)
 	for i := range data {
 		data[i], _ = json.Marshal(masterapi.Entry{Seq: uint64(i/machines + 1), Time: now, Type: masterapi.EntryLog,
-			Installer: "org.bench.build", Text: logText(i), Stream: "STDOUT", BootID: "0123456789abcdef"})
+			Installer: "org.bench.build", Text: logText(i), Stream: che.StreamStdout, BootID: "0123456789abcdef"})
 	}
 	batches := make([]*store.Batch, 0, lines/storeBatch+1)
 	for i := 0; i < lines; i += storeBatch {
@@ -696,7 +693,7 @@ func connectMachines(ctx context.Context, b *testing.B, bm *benchMaster) ([]*fan
 				return
 			}
 			m.seq++
-			errs[i] = m.write(m.enc.installerStatus(now, "STARTING", m.seq))
+			errs[i] = m.write(m.enc.installerStatus(now, che.StatusStarting, m.seq))
 		})
 	}
 	wg.Wait()
@@ -724,7 +721,7 @@ func (m *fanMachine) run(end time.Time) error {
 		m.seq++
 		var f []byte
 		if m.seq%fanStatusEvery == 0 {
-			f = m.enc.installerStatus(now, "RUNNING", m.seq)
+			f = m.enc.installerStatus(now, che.StatusRunning, m.seq)
 		} else {
 			f = m.enc.log(now, "build step "+strconv.FormatUint(m.seq, 10)+" done; sent at "+strconv.FormatInt(now.UnixNano(), 10), m.seq)
 		}
@@ -801,7 +798,7 @@ func newFanSubscriber(ctx context.Context, bm *benchMaster, tok string) (*fanSub
 	}
 	if err != nil {
 		ws.Close()
-		return nil, fmt.Errorf("runtime.subscribe: %w", err)
+		return nil, fmt.Errorf("%s: %w", masterapi.MethodRuntimeSubscribe, err)
 	}
 	go s.run()
 	return s, nil

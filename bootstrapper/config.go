@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // Installer is one element of the config.json array Che writes (Gson from
@@ -28,14 +30,10 @@ type Installer struct {
 }
 
 // Server is a server an installer starts: RUNNING once its port accepts
-// connections on 127.0.0.1.
-type Server struct {
-	// Port is "4412", "4412/tcp" or "4412/udp" (tcp when omitted).
-	Port       string          `json:"port"`
-	Protocol   string          `json:"protocol,omitempty"` // URL scheme for clients (http, ws, …), not checked
-	Path       string          `json:"path,omitempty"`
-	Attributes json.RawMessage `json:"attributes,omitempty"`
-}
+// connections on 127.0.0.1. It is che.Server, the type STARTING announces
+// in its plan: the config's servers go out verbatim, so the two are one
+// type and cannot drift apart.
+type Server = che.Server
 
 // Endpoint is a server's port split into the network and address dialled
 // to check it.

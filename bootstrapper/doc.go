@@ -4,7 +4,8 @@
 // each installer's servers to accept connections, and pushes the
 // bootstrapper's and installers' statuses and the installers' output lines
 // to the master as JSON-RPC 2.0 notifications over WebSockets, exactly as
-// Che's does (docs/bootstrapper.md, ../shared/che-protocols.md section 2).
+// Che's does (docs/bootstrapper.md, ../shared/che-protocols.md section 2;
+// in Go, package protocol/che).
 //
 // Beyond Che, nothing is lost on the way: both connections are
 // re-established when they break, events wait in a bounded spool (memory,

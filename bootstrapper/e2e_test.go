@@ -1,13 +1,15 @@
 package bootstrapper_test
 
-// End-to-end tests of the real binary: TestMain builds porthole once; each
-// test runs `porthole bootstrap` (or the binary as `bootstrapper`) against
+// End-to-end tests of the real program: the test binary re-executed as
+// porthole (testutil.Programs); each test runs `porthole bootstrap` (or
+// the program as `bootstrapper`) against
 // an in-test master (bootstraptest.Receiver) and asserts the exact events
 // that arrive, the exit code, the errors and what is left of the
 // installers' processes.
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -24,30 +26,33 @@ import (
 	"go.uber.org/goleak"
 
 	bt "github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
+	"github.com/porthole-dev/porthole/cli"
+	"github.com/porthole-dev/porthole/internal/testutil"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
-// bin is the porthole binary TestMain built.
+// porthole is cmd/porthole's main: run as "bootstrapper" (a link, as
+// Che's infrastructures call it), it is `porthole bootstrap`.
+func porthole(argv []string) int {
+	args := argv[1:]
+	if filepath.Base(argv[0]) == "bootstrapper" {
+		args = append([]string{"bootstrap"}, args...)
+	}
+	return cli.Main(args, os.Environ())
+}
+
+// The test binary stands in for porthole, also when a test links it as
+// bootstrapper.
+var programs = testutil.Programs{"porthole": porthole, "bootstrapper": porthole}
+
+// bin runs porthole: a link to the test binary.
 var bin string
 
-const wait = 15 * time.Second // how long any awaited event may take
+const wait = testutil.Wait // how long any awaited event may take
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "porthole-bootstrap-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "porthole")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/porthole")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}))
+	bin = filepath.Join(programs.Setup(), "porthole")
+	goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
 }
 
 // proc is a running bootstrapper.
@@ -79,7 +84,7 @@ func startIn(t *testing.T, dir, argv0 string, args []string, env ...string) *pro
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(testutil.CleanEnv(), env...)
 	out, err := os.CreateTemp(t.TempDir(), "output")
 	if err != nil {
 		t.Fatal(err)
@@ -106,20 +111,6 @@ func startIn(t *testing.T, dir, argv0 string, args []string, env ...string) *pro
 		}
 	})
 	return p
-}
-
-// cleanEnv is this environment without what would change the
-// bootstrapper's behaviour.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "CHE_") || strings.HasPrefix(k, "PORTHOLE_") || strings.Contains(strings.ToLower(k), "proxy") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
 }
 
 // exit waits for the process to end and returns its exit code.
@@ -169,40 +160,28 @@ func fixture(t *testing.T, name string, port int) string {
 	return path
 }
 
-// config writes a config.json and returns its path.
-func config(t *testing.T, json string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(path, []byte(json), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// freePort returns a loopback port nobody listened on a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+var (
+	config   = testutil.Config
+	freePort = testutil.FreePort
+)
 
 // lines renders events as the Che tests compare them: method, status,
-// installer, stream and text.
+// installer, stream and text. The tests' want lists are this rendering:
+// they spell statuses and streams as the wire does ("installer org.a
+// DONE"), since what they check is Che's exact sequence, as one reads it.
 func lines(evs []bt.Event) []string {
 	var out []string
 	for _, e := range evs {
 		p := e.Params
 		switch e.Method {
-		case "bootstrapper/statusChanged":
+		case che.MethodBootstrapperStatus:
 			out = append(out, "bootstrapper "+p.Status)
-		case "installer/statusChanged":
+		case che.MethodInstallerStatus:
 			out = append(out, "installer "+p.Installer+" "+p.Status)
-		case "installer/log":
+		case che.MethodInstallerLog:
 			out = append(out, "log "+p.Installer+" "+p.Stream+" "+p.Text)
+		case che.MethodServerStatus:
+			out = append(out, "server "+p.Installer+" "+p.Server+" "+p.Status)
 		default:
 			out = append(out, e.Method+" "+p.Installer+" "+p.Server+" "+p.Status)
 		}
@@ -210,9 +189,7 @@ func lines(evs []bt.Event) []string {
 	return out
 }
 
-func bootstrapperDone(evs []bt.Event) bool {
-	return bt.Has("bootstrapper/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" || p.Status == "FAILED" })(evs)
-}
+var bootstrapperDone = bt.Has(che.MethodBootstrapperStatus, func(p bt.Params) bool { return p.Status == che.StatusDone || p.Status == che.StatusFailed })
 
 func assertLines(t *testing.T, got []bt.Event, want []string) {
 	t.Helper()
@@ -247,11 +224,11 @@ func TestCheOrder(t *testing.T) {
 	assertLines(t, evs, twoScripts())
 	for i, e := range evs {
 		p := e.Params
-		if p.MachineName != "dev-machine" || p.RuntimeID.WorkspaceID != "workspace123" || p.RuntimeID.EnvName != "default" || p.RuntimeID.OwnerID != "user1" {
+		if p.MachineName != "dev-machine" || p.RuntimeID != (che.RuntimeID{Workspace: "workspace123", Environment: "default", Owner: "user1"}) {
 			t.Errorf("event %d: machine %q runtime %+v", i, p.MachineName, p.RuntimeID)
 		}
-		if _, err := time.Parse(time.RFC3339Nano, p.Time); err != nil {
-			t.Errorf("event %d: time %q: %v", i, p.Time, err)
+		if p.Time.IsZero() { // a time that is not RFC 3339 would be a violation
+			t.Errorf("event %d: no time", i)
 		}
 		if p.Seq != uint64(i+1) || len(p.BootID) != 16 || p.BootID != evs[0].Params.BootID {
 			t.Errorf("event %d: seq %d bootId %q", i, p.Seq, p.BootID)
@@ -272,7 +249,7 @@ func TestCheFailOrder(t *testing.T) {
 		if code := p.exit(t); code != 1 {
 			t.Fatalf("exit code %d; want 1", code)
 		}
-		const msg = "Exit code for 'org.example.failing' installation is '1' while expected to be 0"
+		msg := che.ErrExitCode("org.example.failing", 1).Error()
 		evs := r.Events()
 		assertLines(t, evs, []string{
 			"bootstrapper STARTING", "installer org.example.failing STARTING",
@@ -301,13 +278,13 @@ func TestSeparateEndpoints(t *testing.T) {
 	seq := map[string]uint64{}
 	logs := 0
 	for _, e := range r.Events() {
-		if (e.Method == "installer/log") != (e.Path == "/api/websocket-minor") {
+		if (e.Method == che.MethodInstallerLog) != (e.Path == "/api/websocket-minor") {
 			t.Errorf("%s arrived at %s", e, e.Path)
 		}
 		if seq[e.Path]++; e.Params.Seq != seq[e.Path] {
 			t.Errorf("%s: seq %d; want %d", e.Path, e.Params.Seq, seq[e.Path])
 		}
-		if e.Method == "installer/log" {
+		if e.Method == che.MethodInstallerLog {
 			logs++
 		}
 	}
@@ -361,17 +338,18 @@ func processes(t *testing.T) []procStat {
 // shell, the leader of its process group) and returns its pid.
 func installerGroup(t *testing.T, p *proc) int {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
+	var pid int
+	// Polling /proc: there is no event for a new process.
+	testutil.WaitFor(t, "the installer's shell", func() bool {
 		for _, st := range processes(t) {
 			if st.ppid == p.cmd.Process.Pid && st.pgrp == st.pid {
-				return st.pid
+				pid = st.pid
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond) // polling /proc: there is no event for a new process
-	}
-	t.Fatal("the installer's shell never appeared")
-	return 0
+		return false
+	})
+	return pid
 }
 
 // assertGroupGone fails if group g has a live (not zombie) member.
@@ -380,6 +358,30 @@ func assertGroupGone(t *testing.T, g int) {
 	for _, st := range processes(t) {
 		if st.pgrp == g && st.state != "Z" && st.state != "X" {
 			t.Errorf("process %d of the installer's group %d survived (state %s)", st.pid, g, st.state)
+		}
+	}
+}
+
+// testMark returns an environment variable unique to t, which a
+// bootstrapper started with it passes on to its installers.
+func testMark(t *testing.T) string {
+	return fmt.Sprintf("PORTHOLE_TEST_MARK=%s/%d", t.Name(), time.Now().UnixNano())
+}
+
+// assertNoneLeft fails if a live (not zombie) process has mark in its
+// environment: what survived of the installers of a bootstrapper started
+// with it, whatever their group, found without having had to see them
+// running (an installer killed by a 1 s timeout may be gone before a test
+// under load has looked for it).
+func assertNoneLeft(t *testing.T, mark string) {
+	t.Helper()
+	for _, st := range processes(t) {
+		if st.state == "Z" || st.state == "X" {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", st.pid))
+		if err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00"+mark+"\x00")) {
+			t.Errorf("process %d (state %s, group %d) survived", st.pid, st.state, st.pgrp)
 		}
 	}
 }
@@ -397,20 +399,20 @@ func TestTimeoutKillsGroup(t *testing.T) {
 			if c.config != "" {
 				file = config(t, c.config)
 			}
-			p := start(t, "", bootArgs(t, r, file, "-installer-timeout", "1"))
-			g := installerGroup(t, p)
-			r.Wait(t, wait, "the script's output", bt.Has("installer/log", nil))
+			mark := testMark(t)
+			p := start(t, "", bootArgs(t, r, file, "-installer-timeout", "1"), mark)
+			r.Wait(t, wait, "the script's output", bt.Has(che.MethodInstallerLog, nil))
 			if code := p.exit(t); code != 1 {
 				t.Fatalf("exit code %d", code)
 			}
-			const msg = "Timeout reached before installation of 'org.example.slow' completed"
+			msg := che.ErrTimeoutCompleted("org.example.slow").Error()
 			evs := r.Events()
 			assertLines(t, evs, []string{"bootstrapper STARTING", "installer org.example.slow STARTING",
 				"log org.example.slow STDOUT starting", "installer org.example.slow FAILED", "bootstrapper FAILED"})
 			if evs[3].Params.Error != msg || evs[4].Params.Error != msg {
 				t.Fatalf("error %q", evs[3].Params.Error)
 			}
-			assertGroupGone(t, g)
+			assertNoneLeft(t, mark)
 		})
 	}
 }
@@ -420,11 +422,13 @@ func TestTimeoutKillsGroup(t *testing.T) {
 // installer whose script exits 0 is given until the timeout while
 // something of its group runs, since that could still open the port.
 func TestFailedInstallerKillsGroup(t *testing.T) {
-	cases := []struct{ name, config, want string }{
-		{"exit 2", `[{"id":"org.f","script":"sleep 600 &\necho $$\nexit 2"}]`,
-			"Exit code for 'org.f' installation is '2' while expected to be 0"},
+	cases := []struct {
+		name, config string
+		want         error
+	}{
+		{"exit 2", `[{"id":"org.f","script":"sleep 600 &\necho $$\nexit 2"}]`, che.ErrExitCode("org.f", 2)},
 		{"exit 0, no server yet", `[{"id":"org.f","script":"sleep 600 &\necho $$","servers":{"s":{"port":"PORT"}}}]`,
-			"Process of installation 'org.f' exit code is 0 but servers are not available"},
+			che.ErrServersNotAvailable("org.f")},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -437,7 +441,7 @@ func TestFailedInstallerKillsGroup(t *testing.T) {
 			evs := r.Events()
 			assertLines(t, evs, []string{"bootstrapper STARTING", "installer org.f STARTING",
 				"log org.f STDOUT " + evs[2].Params.Text, "installer org.f FAILED", "bootstrapper FAILED"})
-			if evs[4].Params.Error != c.want {
+			if evs[4].Params.Error != c.want.Error() {
 				t.Fatalf("error %q; want %q", evs[4].Params.Error, c.want)
 			}
 			g, err := strconv.Atoi(evs[2].Params.Text)
@@ -450,25 +454,30 @@ func TestFailedInstallerKillsGroup(t *testing.T) {
 }
 
 // A script that never stops writing still times out on time: reading its
-// output before reporting stops at what was there.
+// output before reporting stops at what was there. The logs connection is
+// cut at its first line and refused until the bootstrapper has FAILED, so
+// lines never wait for the master (the spool drops them when full): when
+// FAILED comes depends on the timeout and on reading what the pipes held,
+// not on how fast this test's receiver digests lines.
 func TestEndlessOutputTimesOut(t *testing.T) {
-	var mu sync.Mutex
-	var statuses []bt.Event
-	r := bt.Start(t, bt.Options{OnEvent: func(e bt.Event) {
-		if e.Method != "installer/log" {
-			mu.Lock()
-			statuses = append(statuses, e)
-			mu.Unlock()
-		}
-	}})
-	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.yes","script":"yes porthole"}]`), "-installer-timeout", "1"))
-	if code := p.exit(t); code != 1 {
+	o, reopen := cutAndRefuse("/logs", 1)
+	r := bt.Start(t, o)
+	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.yes","script":"yes porthole"}]`), "-installer-timeout", "1",
+		"-push-logs-endpoint", r.URL+"/logs", "-logs-endpoint-reconnect-period", "1",
+		"-spool-memory", "64K", "-spool-max", "128K", "-flush-timeout", "1m"))
+	r.Wait(t, wait, "bootstrapper FAILED", bootstrapperDone)
+	reopen() // what is left of the lines can go now
+	if code := p.exitWithin(t, 4*wait); code != 1 {
 		t.Fatalf("exit code %d", code)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	var statuses []bt.Event
+	for _, e := range r.Events() {
+		if e.Path != "/logs" {
+			statuses = append(statuses, e)
+		}
+	}
 	assertLines(t, statuses, []string{"bootstrapper STARTING", "installer org.yes STARTING", "installer org.yes FAILED", "bootstrapper FAILED"})
-	if msg := statuses[3].Params.Error; msg != "Timeout reached before installation of 'org.yes' completed" {
+	if msg := statuses[3].Params.Error; msg != che.ErrTimeoutCompleted("org.yes").Error() {
 		t.Fatalf("error %q", msg)
 	}
 }
@@ -484,7 +493,7 @@ func TestInterrupted(t *testing.T) {
 	if code := p.exit(t); code != 128+int(syscall.SIGTERM) {
 		t.Fatalf("exit code %d", code)
 	}
-	const msg = "Installation of 'org.b' interrupted: the bootstrapper received SIGTERM"
+	msg := che.ErrInterrupted("org.b", errors.New("the bootstrapper received SIGTERM")).Error()
 	evs := r.Events()
 	assertLines(t, evs, []string{"bootstrapper STARTING",
 		"installer org.a STARTING", "log org.a STDOUT a", "installer org.a DONE",
@@ -499,7 +508,7 @@ func TestInterrupted(t *testing.T) {
 // returns its process group.
 func installerGroupOf(t *testing.T, p *proc, r *bt.Receiver, id string) int {
 	t.Helper()
-	r.Wait(t, wait, id+"'s output", bt.Has("installer/log", func(p bt.Params) bool { return p.Installer == id }))
+	r.Wait(t, wait, id+"'s output", bt.Has(che.MethodInstallerLog, func(p bt.Params) bool { return p.Installer == id }))
 	return installerGroup(t, p)
 }
 
@@ -513,7 +522,7 @@ func TestServerDelayed(t *testing.T) {
 	evs := r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
 	var status []string
 	for _, e := range evs {
-		if e.Method != "installer/log" {
+		if e.Method != che.MethodInstallerLog {
 			status = append(status, lines([]bt.Event{e})...)
 		}
 	}
@@ -544,11 +553,14 @@ func TestServerDelayed(t *testing.T) {
 
 // Che's error texts for installers with servers.
 func TestServerFailures(t *testing.T) {
-	cases := []struct{ name, config, flags, want string }{
-		{"exit 0, never up", "@server-never.json", "", "Process of installation 'org.example.noserver' exit code is 0 but servers are not available"},
-		{"exit non-zero", `[{"id":"org.s","script":"exit 3","servers":{"s":{"port":"45871"}}}]`, "", "Installation 'org.s' failed, script exit code is 3"},
-		{"timeout", `[{"id":"org.s","script":"sleep 600","servers":{"s":{"port":"45871/tcp"}}}]`, "-installer-timeout 1", "Timeout reached before installation of 'org.s' finished"},
-		{"killed by a signal", `[{"id":"org.s","script":"kill -KILL $$","servers":{"s":{"port":"45871/tcp"}}}]`, "", "Installation 'org.s' failed, script exit code is 137"},
+	cases := []struct {
+		name, config, flags string
+		want                error
+	}{
+		{"exit 0, never up", "@server-never.json", "", che.ErrServersNotAvailable("org.example.noserver")},
+		{"exit non-zero", `[{"id":"org.s","script":"exit 3","servers":{"s":{"port":"45871"}}}]`, "", che.ErrScriptFailed("org.s", 3)},
+		{"timeout", `[{"id":"org.s","script":"sleep 600","servers":{"s":{"port":"45871/tcp"}}}]`, "-installer-timeout 1", che.ErrTimeoutFinished("org.s")},
+		{"killed by a signal", `[{"id":"org.s","script":"kill -KILL $$","servers":{"s":{"port":"45871/tcp"}}}]`, "", che.ErrScriptFailed("org.s", 137)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -566,7 +578,7 @@ func TestServerFailures(t *testing.T) {
 			}
 			evs := r.Events()
 			last := evs[len(evs)-1]
-			if last.Method != "bootstrapper/statusChanged" || last.Params.Status != "FAILED" || last.Params.Error != c.want {
+			if last.Method != che.MethodBootstrapperStatus || last.Params.Status != che.StatusFailed || last.Params.Error != c.want.Error() {
 				t.Fatalf("last event %s; want bootstrapper FAILED %q", last, c.want)
 			}
 		})
@@ -688,7 +700,7 @@ func TestBootstrapperAlias(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	evs := r.Events()
-	if len(evs) != 6 || evs[5].Params.Status != "DONE" { // statuses only: no -push-logs-endpoint
+	if len(evs) != 6 || evs[5].Params.Status != che.StatusDone { // statuses only: no -push-logs-endpoint
 		t.Fatalf("events:\n%s", bt.Summary(evs, 10))
 	}
 	if auth := r.Auth(); len(auth) != 1 || auth[0] != token {
@@ -722,7 +734,7 @@ func TestCheInvocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(script)
-	cmd.Env = append(cleanEnv(), "BOOTSTRAPPER_DIR="+bdir, "MACHINE_NAME=dev-machine",
+	cmd.Env = append(testutil.CleanEnv(), "BOOTSTRAPPER_DIR="+bdir, "MACHINE_NAME=dev-machine",
 		"WORKSPACE_ID=workspace123", "ENV_NAME=default", "OWNER_ID=user1",
 		"PUSH_ENDPOINT="+r.URL+"/api/websocket", "PUSH_LOGS_ENDPOINT="+r.URL+"/api/websocket",
 		"LOGS_DIR="+dir+"/logs", "CHE_MACHINE_TOKEN="+token)
@@ -736,7 +748,7 @@ func TestCheInvocation(t *testing.T) {
 		t.Fatalf("Authorization %q", auth)
 	}
 	log, err := os.ReadFile(filepath.Join(dir, "logs", "bootstrapper", "bootstrapper.log"))
-	if err != nil || !strings.Contains(string(log), "status=DONE") {
+	if err != nil || !strings.Contains(string(log), "status="+che.StatusDone) {
 		t.Fatalf("bootstrapper.log: %v\n%s", err, log)
 	}
 }
@@ -751,20 +763,17 @@ func TestReconnectExactlyOnce(t *testing.T) {
 		"/api/websocket-minor": {7_000, 20_000, 1, 15_000, 30_000},
 	}
 	var mu sync.Mutex
-	conns := map[int]string{}
-	seen := map[string]int{}
+	seen := map[string]int{} // connections that received a frame, by path
 	r := bt.Start(t, bt.Options{Cut: func(path string, conn, frames int) bool {
 		mu.Lock()
 		defer mu.Unlock()
-		if _, ok := conns[conn]; !ok {
-			conns[conn] = path
-			seen[path]++
-		}
-		k := seen[path] - 1
+		seen[path] = max(seen[path], conn)
+		k := conn - 1 // connections are numbered per path
 		return k < len(cuts[path]) && frames == cuts[path][k]
 	}})
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.a","script":"echo a"},{"id":"org.lines","script":"seq 1 %d"},{"id":"org.b","script":"echo b"}]`, n))
-	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/api/websocket-minor")
+	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/api/websocket-minor",
+		"-flush-timeout", "1m") // delivering what is left at DONE is bounded by the test's wait, not by the default 10 s
 	p := start(t, "", args)
 	if code := p.exitWithin(t, 4*wait); code != 0 { // 100,000 lines with the race detector on a busy machine
 		t.Fatalf("exit code %d", code)
@@ -781,7 +790,7 @@ func TestReconnectExactlyOnce(t *testing.T) {
 	var got []string
 	next := 1
 	for _, e := range kept {
-		if e.Method == "installer/log" && e.Params.Installer == "org.lines" {
+		if e.Method == che.MethodInstallerLog && e.Params.Installer == "org.lines" {
 			if e.Params.Text != strconv.Itoa(next) {
 				t.Fatalf("line %d is %q", next, e.Params.Text)
 			}
@@ -812,38 +821,47 @@ func sameElements(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
+// cutAndRefuse returns a receiver's options that cut the first connection
+// to path after its frames-th frame and refuse every handshake on path
+// from then on, until reopen is called.
+func cutAndRefuse(path string, frames int) (o bt.Options, reopen func()) {
+	var mu sync.Mutex
+	refusing := false
+	o.Cut = func(p string, conn, n int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if p == path && conn == 1 && n == frames {
+			refusing = true
+			return true
+		}
+		return false
+	}
+	o.Refuse = func(p string, _ int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return p == path && refusing
+	}
+	return o, func() {
+		mu.Lock()
+		refusing = false
+		mu.Unlock()
+	}
+}
+
 // While the master cannot be reached, the spool fills; the oldest lines
 // give way to one event that says how many were lost, the rest arrive in
 // order once it can be reached again.
 func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	const n = 20_000
-	var mu sync.Mutex
-	refusing := false
-	r := bt.Start(t, bt.Options{
-		Cut: func(path string, conn, frames int) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			if path == "/logs" && conn == 2 && frames == 10 {
-				refusing = true // refuse to reconnect until the lines are all out
-				return true
-			}
-			return false
-		},
-		Refuse: func(path string, _ int) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return path == "/logs" && refusing
-		},
-	})
+	o, reopen := cutAndRefuse("/logs", 10) // until every line is in the spool
+	r := bt.Start(t, o)
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.lines","script":"seq 1 %d"}]`, n))
 	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+"/logs",
-		"-spool-memory", "64K", "-spool-max", "128K")
+		"-spool-memory", "64K", "-spool-max", "128K", "-flush-timeout", "1m")
 	p := start(t, "", args)
-	r.Wait(t, wait, "installer DONE", bt.Has("installer/statusChanged", func(p bt.Params) bool { return p.Status == "DONE" }))
-	mu.Lock()
-	refusing = false
-	mu.Unlock()
-	if code := p.exit(t); code != 0 {
+	r.Wait(t, wait, "installer DONE", bt.Has(che.MethodInstallerStatus, func(p bt.Params) bool { return p.Status == che.StatusDone }))
+	reopen()
+	if code := p.exitWithin(t, 4*wait); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 	kept, _, err := bt.Dedup(r.Events())
@@ -854,14 +872,14 @@ func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	var markers int
 	next := 1
 	for _, e := range kept {
-		if e.Method != "installer/log" {
+		if e.Method != che.MethodInstallerLog {
 			continue
 		}
 		if e.Params.Lost > 0 {
 			markers++
 			lost += e.Params.Lost
 			next += int(e.Params.Lost)
-			if !strings.Contains(e.Params.Text, fmt.Sprintf("%d log line(s) lost", e.Params.Lost)) || e.Params.Installer != "org.lines" {
+			if e.Params.Text != che.LostText(e.Params.Lost) || e.Params.Installer != "org.lines" {
 				t.Fatalf("lost event %+v", e.Params)
 			}
 			continue
@@ -873,6 +891,9 @@ func TestSpoolOverflowReportsLostLines(t *testing.T) {
 	}
 	if markers != 1 || lost == 0 || next != n+1 {
 		t.Fatalf("%d lost events for %d lines; lines end at %d; want one event and the count to add up to %d", markers, lost, next-1, n)
+	}
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("frames that are not well-formed notifications: %q", v)
 	}
 	t.Logf("%d of %d lines lost, reported in one event", lost, n)
 }
@@ -894,7 +915,7 @@ func TestGarbageFromMaster(t *testing.T) {
 	if code := p.exit(t); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	if evs := r.Events(); len(evs) != 26 || !bootstrapperDone(evs) {
+	if evs := r.Events(); len(evs) != 26 || !slices.ContainsFunc(evs, bootstrapperDone) {
 		t.Fatalf("events:\n%s", bt.Summary(evs, 30))
 	}
 	replies := strings.Join(r.Replies(), "\n")
@@ -914,7 +935,7 @@ func TestLongLinesAndUTF8(t *testing.T) {
 	}
 	var logs []bt.Params
 	for _, e := range r.Events() {
-		if e.Method == "installer/log" {
+		if e.Method == che.MethodInstallerLog {
 			logs = append(logs, e.Params)
 		}
 	}
@@ -965,17 +986,17 @@ func TestLivenessAfterDone(t *testing.T) {
 	script := fmt.Sprintf(`echo up; while [ ! -e %s ]; do sleep 0.05; done; echo after done`, flag)
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.srv","script":"%s","servers":{"web":{"port":"%s/tcp"}}}]`, script, port))
 	p := start(t, "", bootArgs(t, r, cfg, "-liveness-period", "50ms"))
-	r.Wait(t, wait, "the script's first line", bt.Has("installer/log", nil))
+	r.Wait(t, wait, "the script's first line", bt.Has(che.MethodInstallerLog, nil))
 	listen() // the server comes up
 	r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
 
-	stopped := func(status string) func([]bt.Event) bool {
-		return bt.Has("installer/serverStatusChanged", func(p bt.Params) bool { return p.Status == status })
+	stopped := func(status string) func(bt.Event) bool {
+		return bt.Has(che.MethodServerStatus, func(p bt.Params) bool { return p.Status == status })
 	}
 	ln.Close()
-	r.Wait(t, wait, "server STOPPED", stopped("STOPPED"))
+	r.Wait(t, wait, "server STOPPED", stopped(che.StatusStopped))
 	listen()
-	r.Wait(t, wait, "server RUNNING again", stopped("RUNNING"))
+	r.Wait(t, wait, "server RUNNING again", stopped(che.StatusRunning))
 
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -990,15 +1011,18 @@ func TestLivenessAfterDone(t *testing.T) {
 		}
 	}
 	want := []string{"bootstrapper STARTING", "installer org.srv STARTING", "log org.srv STDOUT up", "installer org.srv RUNNING",
-		"bootstrapper DONE", "installer/serverStatusChanged org.srv web STOPPED", "installer/serverStatusChanged org.srv web RUNNING",
+		"bootstrapper DONE", "server org.srv web STOPPED", "server org.srv web RUNNING",
 		"log org.srv STDOUT after done"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("events:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 	for _, e := range r.Events() {
-		if e.Method == "installer/serverStatusChanged" && e.Params.Port != port+"/tcp" {
+		if e.Method == che.MethodServerStatus && e.Params.Port != port+"/tcp" {
 			t.Fatalf("port %q", e.Params.Port)
 		}
+	}
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("frames that are not well-formed notifications: %q", v)
 	}
 }
 
@@ -1016,7 +1040,11 @@ func TestCACert(t *testing.T) {
 	}
 	assertLines(t, r.Events(), twoScripts())
 
-	p = start(t, "", bootArgs(t, r, fixture(t, "two-scripts.json", 0), "-installer-timeout", "1"))
+	// The first connection is given the installer timeout, and the run
+	// lasts that long (a certificate error is retried): 5 s, since on a
+	// busy machine a TLS handshake under the race detector has taken more
+	// than a second to fail on its certificate.
+	p = start(t, "", bootArgs(t, r, fixture(t, "two-scripts.json", 0), "-installer-timeout", "5"))
 	if code := p.exit(t); code != 1 {
 		t.Fatalf("exit code %d without -cacert", code)
 	}

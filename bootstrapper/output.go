@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // outputs reads the stdout and stderr pipes of every installer on one
@@ -68,8 +70,8 @@ func newOutputs(maxLine int, emit func(inst int, stream string, text []byte, par
 // ends; outputs closes them).
 func (o *outputs) add(inst, stdout, stderr int) *pipes {
 	p := &pipes{inst: inst, eof: make(chan struct{}), open: 2}
-	p.streams[0] = &stream{fd: stdout, name: StreamStdout, p: p}
-	p.streams[1] = &stream{fd: stderr, name: StreamStderr, p: p}
+	p.streams[0] = &stream{fd: stdout, name: che.StreamStdout, p: p}
+	p.streams[1] = &stream{fd: stderr, name: che.StreamStderr, p: p}
 	if !o.request(outputRequest{add: p}) {
 		unix.Close(stdout)
 		unix.Close(stderr)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/proc"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // Options configure Run. Zero sizes and durations take the defaults
@@ -19,7 +20,7 @@ import (
 type Options struct {
 	Installers  []Installer // from LoadConfig: checked, in order
 	MachineName string
-	RuntimeID   RuntimeID
+	RuntimeID   che.RuntimeID
 
 	// PushURL receives the status events (ws:// or wss://).
 	PushURL string
@@ -102,23 +103,27 @@ func Run(ctx context.Context, o Options) error {
 	if err := r.connect(ctx); err != nil {
 		return err
 	}
-	if r.out, err = newOutputs(o.MaxLine, r.emitLog); err != nil {
+	emit := r.logOutput // as Che without a logs endpoint
+	if r.logs != nil {
+		emit = logEvents{r.enc, r.logs.sp}.emit
+	}
+	if r.out, err = newOutputs(o.MaxLine, emit); err != nil {
 		r.finish()
 		return err
 	}
 	r.log.Info("bootstrapping", "machine", o.MachineName, "runtime", o.RuntimeID, "boot_id", r.boot, "installers", ids)
 
-	r.bootstrapperStatus(StatusStarting, "")
+	r.bootstrapperStatus(che.StatusStarting, "")
 	for i := range o.Installers {
 		if err = r.install(ctx, i); err != nil {
-			r.installerStatus(i, StatusFailed, err.Error())
-			r.bootstrapperStatus(StatusFailed, err.Error())
+			r.installerStatus(i, che.StatusFailed, err.Error())
+			r.bootstrapperStatus(che.StatusFailed, err.Error())
 			break
 		}
 	}
 	ended := false
 	if err == nil {
-		r.bootstrapperStatus(StatusDone, "")
+		r.bootstrapperStatus(che.StatusDone, "")
 		ended = r.watch(ctx)
 		if !ended {
 			r.log.Info("stopping the installers", "cause", context.Cause(ctx))
@@ -155,7 +160,7 @@ func newBootID() string {
 func (r *runner) connect(ctx context.Context) error {
 	so := spoolOptions{memory: r.o.SpoolMemory, limit: r.o.SpoolLimit, dir: r.o.SpoolDir, window: min(r.o.SpoolMemory/2, 4<<20)}
 	newP := func(flag, url string) (*pusher, error) {
-		sp, err := newSpool(r.enc, so, r.log)
+		sp, err := newSpool(r.enc.lost, so, r.log)
 		if err != nil {
 			return nil, fmt.Errorf("-spool-dir %s: %w", so.dir, err)
 		}
@@ -205,12 +210,12 @@ func (r *runner) finish() {
 
 func (r *runner) bootstrapperStatus(status, errText string) {
 	r.logStatus("bootstrapper status", "status", status, "error", errText)
-	r.status.sp.add(kindStatus, -1, MethodBootstrapperStatus, r.enc.bootstrapperStatus(status, errText))
+	r.status.sp.add(kindStatus, -1, r.enc.bootstrapperStatus(status, errText))
 }
 
 func (r *runner) installerStatus(inst int, status, errText string) {
 	r.logStatus("installer status", "installer", r.enc.installer(inst), "status", status, "error", errText)
-	r.status.sp.add(kindStatus, inst, MethodInstallerStatus, r.enc.installerStatus(inst, status, errText))
+	r.status.sp.add(kindStatus, inst, r.enc.installerStatus(inst, status, errText))
 }
 
 func (r *runner) logStatus(msg string, args ...any) {
@@ -221,23 +226,20 @@ func (r *runner) logStatus(msg string, args ...any) {
 	r.log.Info(msg, args[:len(args)-2]...)
 }
 
-// emitLog is called by outputs, on its goroutine, for each line.
-func (r *runner) emitLog(inst int, stream string, text []byte, partial bool) {
-	if r.logs == nil {
-		r.log.Info("output", "installer", r.enc.installer(inst), "stream", stream, "text", string(text), "partial", partial)
-		return
-	}
-	r.logs.sp.add(kindLog, inst, MethodInstallerLog, r.enc.log(inst, stream, text, partial))
+// logOutput writes an output line to the bootstrapper's own log, when no
+// endpoint receives them (outputs calls it, on its goroutine).
+func (r *runner) logOutput(inst int, stream string, text []byte, partial bool) {
+	r.log.Info("output", "installer", r.enc.installer(inst), "stream", stream, "text", string(text), "partial", partial)
 }
 
 // install runs installer i until it is DONE or RUNNING (nil) or has failed.
 // Its output so far is emitted before it returns.
 func (r *runner) install(ctx context.Context, i int) error {
 	in := r.o.Installers[i]
-	r.installerStatus(i, StatusStarting, "")
+	r.installerStatus(i, che.StatusStarting, "")
 	s, err := startScript(r.out, i, in.Script)
 	if err != nil {
-		return fmt.Errorf("Installation of '%s' could not start: %v", in.ID, err)
+		return che.ErrCouldNotStart(in.ID, err)
 	}
 	r.scripts = append(r.scripts, s)
 	servers := serversOf(i, in)
@@ -250,16 +252,16 @@ func (r *runner) install(ctx context.Context, i int) error {
 		case <-s.exited:
 			r.out.sync(s.out)
 			if s.code() != 0 {
-				return fmt.Errorf("Exit code for '%s' installation is '%d' while expected to be 0", in.ID, s.code())
+				return che.ErrExitCode(in.ID, s.code())
 			}
-			r.installerStatus(i, StatusDone, "")
+			r.installerStatus(i, che.StatusDone, "")
 			return nil
 		case <-timeout.C:
 			r.out.sync(s.out)
-			return fmt.Errorf("Timeout reached before installation of '%s' completed", in.ID)
+			return che.ErrTimeoutCompleted(in.ID)
 		case <-ctx.Done():
 			r.out.sync(s.out)
-			return interrupted(ctx, in.ID)
+			return che.ErrInterrupted(in.ID, context.Cause(ctx))
 		}
 	}
 
@@ -268,28 +270,25 @@ func (r *runner) install(ctx context.Context, i int) error {
 	check := time.NewTimer(sched.first())
 	defer check.Stop()
 	exited, scriptDone := s.exited, false
-	notUp := func() error {
-		return fmt.Errorf("Process of installation '%s' exit code is 0 but servers are not available", in.ID)
-	}
 	for {
 		select {
 		case <-check.C:
 			if allUp(servers) {
 				r.out.sync(s.out)
-				r.installerStatus(i, StatusRunning, "")
+				r.installerStatus(i, che.StatusRunning, "")
 				return nil
 			}
 			if scriptDone && (sched.fixed || !s.pgid.Alive()) {
 				// Nothing is left that could open the ports.
 				r.out.sync(s.out)
-				return notUp()
+				return che.ErrServersNotAvailable(in.ID)
 			}
 			check.Reset(sched.next(time.Since(start)))
 		case <-exited:
 			exited = nil
 			if s.code() != 0 {
 				r.out.sync(s.out)
-				return fmt.Errorf("Installation '%s' failed, script exit code is %d", in.ID, s.code())
+				return che.ErrScriptFailed(in.ID, s.code())
 			}
 			// Exit 0: check at once; porthole goes on checking while
 			// something the script started is still running.
@@ -298,18 +297,14 @@ func (r *runner) install(ctx context.Context, i int) error {
 		case <-timeout.C:
 			r.out.sync(s.out)
 			if scriptDone {
-				return notUp()
+				return che.ErrServersNotAvailable(in.ID)
 			}
-			return fmt.Errorf("Timeout reached before installation of '%s' finished", in.ID)
+			return che.ErrTimeoutFinished(in.ID)
 		case <-ctx.Done():
 			r.out.sync(s.out)
-			return interrupted(ctx, in.ID)
+			return che.ErrInterrupted(in.ID, context.Cause(ctx))
 		}
 	}
-}
-
-func interrupted(ctx context.Context, id string) error {
-	return fmt.Errorf("Installation of '%s' interrupted: %w", id, context.Cause(ctx))
 }
 
 // watch runs after DONE until every installer's script has exited and its
@@ -374,12 +369,12 @@ func (r *runner) liveness() {
 				continue
 			}
 			s.up = up
-			status := StatusStopped
+			status := che.StatusStopped
 			if up {
-				status = StatusRunning
+				status = che.StatusRunning
 			}
 			r.log.Info("server status", "installer", r.enc.installer(s.inst), "server", s.ref, "status", status)
-			r.status.sp.add(kindStatus, s.inst, MethodServerStatus, r.enc.serverStatus(s.inst, s.ref, s.port, status))
+			r.status.sp.add(kindStatus, s.inst, r.enc.serverStatus(s.inst, s.ref, s.port, status))
 		}
 	}
 }

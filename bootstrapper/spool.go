@@ -8,8 +8,20 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 )
+
+// unnumbered is an event ready to be queued but for its sequence number,
+// which the spool gives it under its lock, so that numbers follow the
+// spool's order: its frame is head, the number in decimal, then tail. The
+// encoder renders it (head has room for the rest); the spool completes it
+// once and from then on stores the frame as opaque bytes.
+type unnumbered struct{ head, tail []byte }
+
+func (u unnumbered) number(seq uint64) []byte {
+	return append(strconv.AppendUint(u.head, seq, 10), u.tail...)
+}
 
 // Entry kinds.
 const (
@@ -57,8 +69,16 @@ type spoolOptions struct {
 // saying how many. Lines written on a connection that broke are kept (the
 // window bounds them) and written again, since the receiver may or may not
 // have them: so the count is exact.
+//
+// The spill file is written and read under mu. It is used only once
+// memory has filled while the master could not be reached, until it is
+// empty again; its writes go out 1 MiB at a time, its reads are as large
+// at most. Doing them outside the lock would need an "in flight" state
+// for the bytes between memory and file, which ordering would depend on.
 type spool struct {
-	enc   *encoder
+	// lost renders the event that stands for n dropped log lines, the
+	// first from installer inst.
+	lost  func(inst int, n uint64) unnumbered
 	log   *slog.Logger
 	o     spoolOptions
 	ready chan struct{} // capacity 1: something to send, or an acknowledgement
@@ -74,12 +94,11 @@ type spool struct {
 	inflight  int64 // bytes of head[:sent]
 	spill     *spillFile
 	connected bool
-	closed    bool
 	dropped   uint64 // log lines dropped so far
 }
 
-func newSpool(enc *encoder, o spoolOptions, log *slog.Logger) (*spool, error) {
-	s := &spool{enc: enc, log: log, o: o, ready: make(chan struct{}, 1), next: 1}
+func newSpool(lost func(inst int, n uint64) unnumbered, o spoolOptions, log *slog.Logger) (*spool, error) {
+	s := &spool{lost: lost, log: log, o: o, ready: make(chan struct{}, 1), next: 1}
 	s.room = sync.NewCond(&s.mu)
 	if o.dir != "" {
 		f, err := newSpillFile(o.dir)
@@ -108,17 +127,17 @@ func (s *spool) bound() int64 {
 
 func (s *spool) total() int64 { return s.headBytes + s.spill.size() }
 
-// add appends an event; params come from one of the encoder's methods.
-func (s *spool) add(kind byte, inst int, method string, params []byte) {
+// add numbers ev and appends it.
+func (s *spool) add(kind byte, inst int, ev unnumbered) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if kind == kindLog {
-		n := int64(len(params)) + 64
-		for s.connected && !s.closed && s.total() > 0 && s.total()+n > s.o.memory {
+		n := int64(len(ev.head)+len(ev.tail)) + 20 // the frame's size, or about
+		for s.connected && s.total() > 0 && s.total()+n > s.o.memory {
 			s.room.Wait()
 		}
 	}
-	e := entry{seq: s.next, kind: kind, inst: int32(inst), frame: s.enc.frame(method, params, s.next)}
+	e := entry{seq: s.next, kind: kind, inst: int32(inst), frame: ev.number(s.next)}
 	s.next++
 	n := int64(len(e.frame))
 	if kind == kindLog {
@@ -175,13 +194,13 @@ func (s *spool) dropOne() bool {
 		s.headBytes -= int64(len(m.frame))
 		m.lost++
 		m.seq = e.seq
-		m.frame = s.enc.frame(MethodInstallerLog, s.enc.lost(int(m.inst), m.lost), m.seq)
+		m.frame = s.lost(int(m.inst), m.lost).number(m.seq)
 		s.headBytes += int64(len(m.frame))
 		s.head = slices.Delete(s.head, i, i+1)
 		return true
 	}
 	m := entry{seq: e.seq, kind: kindLost, inst: e.inst, lost: 1}
-	m.frame = s.enc.frame(MethodInstallerLog, s.enc.lost(int(m.inst), 1), m.seq)
+	m.frame = s.lost(int(m.inst), 1).number(m.seq)
 	s.headBytes += int64(len(m.frame))
 	s.head[i] = m
 	return true
@@ -271,14 +290,6 @@ func (s *spool) setConnected(up bool) {
 		s.inflight = 0
 		s.room.Broadcast()
 	}
-}
-
-// close stops producers from waiting; events can still be added.
-func (s *spool) close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	s.room.Broadcast()
 }
 
 // release frees the spill file.

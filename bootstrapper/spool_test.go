@@ -8,28 +8,37 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 func testEncoder(t *testing.T) *encoder {
 	t.Helper()
-	enc, err := newEncoder("m", RuntimeID{"w", "e", "o"}, "0123456789abcdef", []PlanInstaller{{ID: "inst.a"}, {ID: "inst.b"}})
+	enc, err := newEncoder("m", che.RuntimeID{Workspace: "w", Environment: "e", Owner: "o"}, "0123456789abcdef", []che.PlanInstaller{{ID: "inst.a"}, {ID: "inst.b"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return enc
 }
 
-func testSpool(t *testing.T, o spoolOptions) *spool {
+func newTestSpool(t *testing.T, o spoolOptions) *testSpool {
 	t.Helper()
 	if o.window == 0 {
 		o.window = 1 << 30
 	}
-	s, err := newSpool(testEncoder(t), o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	enc := testEncoder(t)
+	s, err := newSpool(enc.lost, o, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.release)
-	return s
+	return &testSpool{s, enc}
+}
+
+// testSpool is a spool with its encoder.
+type testSpool struct {
+	*spool
+	enc *encoder
 }
 
 // decoded is what a test needs of a frame.
@@ -52,14 +61,14 @@ func decode(t *testing.T, f []byte) decoded {
 	return d
 }
 
-func addLines(s *spool, from, to int) {
+func addLines(s *testSpool, from, to int) {
 	for i := from; i <= to; i++ {
-		s.add(kindLog, 0, MethodInstallerLog, s.enc.log(0, StreamStdout, []byte(fmt.Sprint(i)), false))
+		s.add(kindLog, 0, s.enc.log(0, che.StreamStdout, []byte(fmt.Sprint(i)), false))
 	}
 }
 
 // takeAll takes every frame the spool has to send now.
-func takeAll(t *testing.T, s *spool) []decoded {
+func takeAll(t *testing.T, s *testSpool) []decoded {
 	t.Helper()
 	var out []decoded
 	for {
@@ -79,7 +88,7 @@ func texts(ds []decoded) string {
 		switch {
 		case d.Params.Lost > 0:
 			b = append(b, fmt.Sprintf("lost%d@%d", d.Params.Lost, d.Params.Seq))
-		case d.Method == MethodInstallerLog:
+		case d.Method == che.MethodInstallerLog:
 			b = append(b, d.Params.Text)
 		default:
 			b = append(b, d.Params.Status)
@@ -89,8 +98,8 @@ func texts(ds []decoded) string {
 }
 
 func TestSpoolOrderAckResend(t *testing.T) {
-	s := testSpool(t, spoolOptions{memory: 1 << 20, limit: 1 << 20})
-	s.add(kindStatus, -1, MethodBootstrapperStatus, s.enc.bootstrapperStatus(StatusStarting, ""))
+	s := newTestSpool(t, spoolOptions{memory: 1 << 20, limit: 1 << 20})
+	s.add(kindStatus, -1, s.enc.bootstrapperStatus(che.StatusStarting, ""))
 	addLines(s, 1, 4)
 	got := takeAll(t, s)
 	if texts(got) != "STARTING 1 2 3 4" {
@@ -117,7 +126,7 @@ func TestSpoolOrderAckResend(t *testing.T) {
 }
 
 func TestSpoolWindow(t *testing.T) {
-	s := testSpool(t, spoolOptions{memory: 1 << 20, limit: 1 << 20, window: 1000})
+	s := newTestSpool(t, spoolOptions{memory: 1 << 20, limit: 1 << 20, window: 1000})
 	addLines(s, 1, 100)
 	fs, _ := s.take(nil, 1000)
 	n := len(fs)
@@ -134,7 +143,7 @@ func TestSpoolWindow(t *testing.T) {
 }
 
 func TestSpoolSpillsInOrder(t *testing.T) {
-	s := testSpool(t, spoolOptions{memory: 4 << 10, limit: 1 << 20, dir: t.TempDir()})
+	s := newTestSpool(t, spoolOptions{memory: 4 << 10, limit: 1 << 20, dir: t.TempDir()})
 	const n = 2000 // about 500 KiB: most of it goes to the file
 	addLines(s, 1, n)
 	if s.spill.size() == 0 {
@@ -160,10 +169,10 @@ func TestSpoolSpillsInOrder(t *testing.T) {
 func TestSpoolDropsOldestLines(t *testing.T) {
 	for _, dir := range []string{"", t.TempDir()} {
 		t.Run(fmt.Sprintf("dir=%q", dir), func(t *testing.T) {
-			s := testSpool(t, spoolOptions{memory: 8 << 10, limit: 16 << 10, dir: dir})
-			s.add(kindStatus, -1, MethodBootstrapperStatus, s.enc.bootstrapperStatus(StatusStarting, ""))
+			s := newTestSpool(t, spoolOptions{memory: 8 << 10, limit: 16 << 10, dir: dir})
+			s.add(kindStatus, -1, s.enc.bootstrapperStatus(che.StatusStarting, ""))
 			addLines(s, 1, 500)
-			s.add(kindStatus, 0, MethodInstallerStatus, s.enc.installerStatus(0, StatusDone, ""))
+			s.add(kindStatus, 0, s.enc.installerStatus(0, che.StatusDone, ""))
 			_, _, dropped := s.stats()
 			if dropped == 0 {
 				t.Fatal("nothing dropped")
@@ -191,7 +200,7 @@ func TestSpoolDropsOldestLines(t *testing.T) {
 // (the receiver may have them or not); the lost event stands only for
 // lines never written, so its count is exact.
 func TestSpoolDropAfterWrite(t *testing.T) {
-	s := testSpool(t, spoolOptions{memory: 8 << 10, limit: 8 << 10})
+	s := newTestSpool(t, spoolOptions{memory: 8 << 10, limit: 8 << 10})
 	s.setConnected(true)
 	addLines(s, 1, 10)
 	takeAll(t, s) // written, not acknowledged
@@ -207,7 +216,7 @@ func TestSpoolDropAfterWrite(t *testing.T) {
 
 // While connected, a log line waits for room instead of dropping anything.
 func TestSpoolBackpressure(t *testing.T) {
-	s := testSpool(t, spoolOptions{memory: 8 << 10, limit: 8 << 10})
+	s := newTestSpool(t, spoolOptions{memory: 8 << 10, limit: 8 << 10})
 	s.setConnected(true)
 	added := make(chan struct{})
 	go func() {

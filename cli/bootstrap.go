@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porthole-dev/porthole/bootstrapper"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // bootstrapFlags are Che's bootstrapper flags (bootstrapper/cfg/cfg.go),
@@ -85,7 +86,7 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 	if f.runtimeID == "" {
 		return bad("-runtime-id is required: workspace:env:ownerId")
 	}
-	rid, err := bootstrapper.ParseRuntimeID(f.runtimeID)
+	rid, err := che.ParseRuntimeID(f.runtimeID)
 	if err != nil {
 		return bad("-runtime-id %v", err)
 	}

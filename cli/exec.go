@@ -79,15 +79,11 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 			spec.Size = protocol.WindowSize{Rows: uint16(rows), Cols: uint16(cols)}
 		}
 	}
-	// Signals are caught from here on: one that arrives while connecting is
-	// forwarded once attached, instead of leaving a started process alone.
-	sigs := catchSignals()
-	defer signal.Stop(sigs)
-	c, err := cf.dial(ctx, e)
+	sigs, c, done, err := dialSession(ctx, &cf, e)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer done()
 	var info protocol.ProcessInfo
 	if err := c.Call(ctx, protocol.MethodStart, spec, &info); err != nil {
 		return err
@@ -97,6 +93,19 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 		return err
 	}
 	return session(ctx, sigs, p, cf.url, *interactive, *tty, stdin, stdout, stderr)
+}
+
+// dialSession starts catching the signals a session forwards, then dials
+// the agent: a signal that arrives while connecting is forwarded once
+// attached, instead of leaving a started process alone. done closes the
+// client and stops catching.
+func dialSession(ctx context.Context, cf *clientFlags, e env) (sigs chan os.Signal, c *client.Client, done func(), err error) {
+	sigs = catchSignals()
+	if c, err = cf.dial(ctx, e); err != nil {
+		signal.Stop(sigs)
+		return nil, nil, nil, err
+	}
+	return sigs, c, func() { c.Close(); signal.Stop(sigs) }, nil
 }
 
 // catchSignals starts catching the signals a session forwards.
@@ -111,21 +120,15 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	var cf clientFlags
 	cf.register(fs, e)
 	from := fs.String("from", "start", "where output starts: start (everything the agent kept) or end (new output only)")
-	pos, err := parseInterleaved(fs, args)
+	id, err := parseID(fs, args, "attach needs one process id: porthole attach [flags] ID")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usageError{"attach needs one process id: porthole attach [flags] ID"}
-	}
-	sigs := catchSignals()
-	defer signal.Stop(sigs)
-	c, err := cf.dial(ctx, e)
+	sigs, c, done, err := dialSession(ctx, &cf, e)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	id := pos[0]
+	defer done()
 	info, err := c.Get(ctx, id)
 	if err != nil {
 		return err
@@ -278,6 +281,19 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 	return tw.Flush()
 }
 
+// parseID parses the flags and the one process id of attach and kill;
+// usage is the error when there is not exactly one.
+func parseID(fs *flag.FlagSet, args []string, usage string) (string, error) {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", usageError{usage}
+	}
+	return pos[0], nil
+}
+
 // parseInterleaved parses flags that may also follow the positional
 // arguments (`porthole kill 3 -s TERM`) and returns the positionals.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -303,12 +319,9 @@ func runKill(ctx context.Context, args []string, e env, stderr *os.File) error {
 	var cf clientFlags
 	cf.register(fs, e)
 	sig := fs.String("s", "KILL", "signal name or number")
-	pos, err := parseInterleaved(fs, args)
+	id, err := parseID(fs, args, "kill needs one process id: porthole kill [-s SIGNAL] ID")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"kill needs one process id: porthole kill [-s SIGNAL] ID"}
 	}
 	if _, err := protocol.ParseSignal(*sig); err != nil {
 		return usageError{"-s: " + err.Error()}
@@ -318,5 +331,5 @@ func runKill(ctx context.Context, args []string, e env, stderr *os.File) error {
 		return err
 	}
 	defer c.Close()
-	return c.Signal(ctx, pos[0], *sig)
+	return c.Signal(ctx, id, *sig)
 }

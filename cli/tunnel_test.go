@@ -15,27 +15,10 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/protocol"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // tunnelMaster is an in-test master: it checks the agent's handshake
 // headers, accepts its tunnel, and proxies /agent/ to it.
@@ -110,7 +93,7 @@ func TestAgentThroughMaster(t *testing.T) {
 			}
 			cmd := exec.Command(bin, args...)
 			cmd.Env = append(baseEnv(), "PORTHOLE_MACHINE_TOKEN="+machineToken)
-			var out syncBuffer
+			var out testutil.SyncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			if err := cmd.Start(); err != nil {
@@ -181,8 +164,8 @@ func TestAgentThroughMaster(t *testing.T) {
 					t.Fatalf("entrypoint after SIGTERM: %v; want 143 (sleep killed by the forwarded SIGTERM)", err)
 				}
 				exited <- err
-			case <-time.After(20 * time.Second):
-				t.Fatal("no exit within 20s of SIGTERM")
+			case <-time.After(waitTimeout):
+				t.Fatalf("no exit within %s of SIGTERM", waitTimeout)
 			}
 			select {
 			case <-s.Done():

@@ -3,11 +3,9 @@ package entrypoint_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,15 +19,30 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/porthole-dev/porthole/cli"
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The test binary stands in for porthole (testutil.Programs), but for
+// TestInjectIntoBusyboxRoot: see buildPorthole.
+var programs = testutil.Programs{"porthole": func(argv []string) int { return cli.Main(argv[1:], os.Environ()) }}
+
+// bin runs porthole: a link to the test binary.
+var bin string
+
+func TestMain(m *testing.M) {
+	bin = filepath.Join(programs.Setup(), "porthole")
+	goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
+}
 
 const token = "inject-test-token"
 
-// buildPorthole builds the static binary into dir.
+// buildPorthole builds the static binary into dir. TestInjectIntoBusyboxRoot
+// needs a real build, not the test binary: it runs porthole in a root
+// holding nothing but busybox, and a test binary built with -race is
+// dynamically linked (cgo), so it could not start there.
 func buildPorthole(t *testing.T, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "porthole")
@@ -93,45 +106,6 @@ func containerDev(t *testing.T, root string) {
 	if err := os.Symlink("pts/ptmx", filepath.Join(root, "dev/ptmx")); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// waitFor polls cond every 10ms until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and polling readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // children returns the host pids whose parent is ppid, and how many of
@@ -199,7 +173,7 @@ func TestInjectIntoBusyboxRoot(t *testing.T) {
 
 	// The sidecar: its entrypoint overridden to porthole entrypoint, its
 	// original command after --.
-	addr := freePort(t)
+	addr := testutil.FreeAddr(t)
 	original := `echo original-started; trap 'echo got-term; exit 42' TERM; while true; do sleep 0.05; done`
 	chroot, err := exec.LookPath("chroot")
 	if err != nil {
@@ -208,7 +182,7 @@ func TestInjectIntoBusyboxRoot(t *testing.T) {
 	sidecar := exec.Command("unshare", "--pid", "--fork", "--mount-proc="+filepath.Join(root, "proc"),
 		chroot, root, "/porthole/bin/porthole", "entrypoint", "-listen", addr, "-grace", "1s", "--", "/bin/sh", "-c", original)
 	sidecar.Env = []string{"PATH=/bin", "PORTHOLE_TOKEN=" + token}
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	sidecar.Stdout, sidecar.Stderr = &out, &out
 	if err := sidecar.Start(); err != nil {
 		t.Fatal(err)
@@ -220,11 +194,11 @@ func TestInjectIntoBusyboxRoot(t *testing.T) {
 		syscall.Kill(-sidecar.Process.Pid, syscall.SIGKILL)
 		select {
 		case <-exited:
-		case <-time.After(10 * time.Second):
+		case <-time.After(testutil.Wait):
 		}
 	})
-	waitFor(t, "the original command's output", 20*time.Second, func() bool { return strings.Contains(out.String(), "original-started") })
-	waitFor(t, "the agent's health endpoint", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "the original command's output", func() bool { return strings.Contains(out.String(), "original-started") })
+	testutil.WaitFor(t, "the agent's health endpoint", func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
@@ -233,7 +207,7 @@ func TestInjectIntoBusyboxRoot(t *testing.T) {
 	})
 	// porthole is PID 1 of the namespace: unshare's only child.
 	var pid1 int
-	waitFor(t, "PID 1", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "PID 1", func() bool {
 		kids, _ := children(sidecar.Process.Pid)
 		if len(kids) == 1 {
 			pid1 = kids[0]
@@ -244,8 +218,7 @@ func TestInjectIntoBusyboxRoot(t *testing.T) {
 		t.Fatalf("PID 1 is %q, not porthole", comm)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := testutil.Ctx(t)
 	c, err := client.Dial(ctx, client.Options{URL: "ws://" + addr, Token: token})
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +293,7 @@ func TestInjectIntoBusyboxRoot(t *testing.T) {
 		}
 		// PID 1's children are the worker and the orphans still asleep;
 		// none stays a zombie.
-		waitFor(t, "orphans to be reaped", 30*time.Second, func() bool {
+		testutil.WaitFor(t, "orphans to be reaped", func() bool {
 			kids, zombies := children(pid1)
 			return zombies == 0 && len(kids) <= 1
 		})
@@ -337,8 +310,8 @@ func TestInjectIntoBusyboxRoot(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 42 {
 			t.Fatalf("sidecar exit = %v; want 42\n%s", err, out.String())
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("sidecar did not exit after SIGTERM\n%s", out.String())
+	case <-time.After(testutil.Wait):
+		t.Fatalf("sidecar did not exit within %s of SIGTERM\n%s", testutil.Wait, out.String())
 	}
 	if !strings.Contains(out.String(), "got-term") {
 		t.Fatalf("the chained command never saw SIGTERM:\n%s", out.String())

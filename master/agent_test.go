@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
@@ -27,8 +28,8 @@ func TestAgentThroughMaster(t *testing.T) {
 	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, "dev")), 0o600)
 	ag := exec.Command(porthole, "agent", "-listen", "none", "-master", tm.WS, "-machine-token-file", tokFile,
 		"-runtime-id", rid, "-machine-name", "dev")
-	var agentOut bytes.Buffer
-	ag.Stderr = &lockedWriter{w: &agentOut}
+	var agentOut testutil.SyncBuffer
+	ag.Stderr = &agentOut
 	if err := ag.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestAgentThroughMaster(t *testing.T) {
 
 	url := tm.WS + "/api/runtimes/" + rid + "/machines/dev/agent"
 	cmd := exec.Command(porthole, "exec", "-url", url, "--", "sh", "-c", "echo through-the-master; echo err >&2; exit 7")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORTHOLE_TOKEN=" + client}
+	cmd.Env = testutil.CleanEnv("PORTHOLE_TOKEN=" + client)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -57,7 +58,7 @@ func TestAgentThroughMaster(t *testing.T) {
 	}
 	// Without a client token: refused by the master, not the agent.
 	cmd = exec.Command(porthole, "exec", "-url", url, "--", "true")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORTHOLE_TOKEN=" + tm.machineToken(t, rid, "dev")}
+	cmd.Env = testutil.CleanEnv("PORTHOLE_TOKEN=" + tm.machineToken(t, rid, "dev"))
 	b, _ := cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(b), "403") {
 		t.Errorf("exec with a machine token: exit %d, %s", cmd.ProcessState.ExitCode(), b)

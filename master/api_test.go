@@ -133,7 +133,7 @@ func TestSubscriptionReplay(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		p.send(logEvent("m", rid, "b", i, string(rune('a'+i-1))))
 	}
-	p.send(`{"jsonrpc":"2.0","method":"bootstrapper/statusChanged","params":{"machineName":"m","runtimeId":{"workspaceId":"w","envName":"e","ownerId":"o"},"time":"2026-11-22T10:00:01Z","status":"` + che.StatusDone + `","bootId":"b","seq":6}}`)
+	p.send(`{"jsonrpc":"2.0","method":"` + che.MethodBootstrapperStatus + `","params":{"machineName":"m","runtimeId":{"workspaceId":"w","envName":"e","ownerId":"o"},"time":"2026-11-22T10:00:01Z","status":"` + che.StatusDone + `","bootId":"b","seq":6}}`)
 	p.ack()
 	client := tm.clientToken(t)
 	since, _ := time.Parse(time.RFC3339, "2026-11-22T10:00:01Z")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/protocol/che"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
@@ -16,7 +17,7 @@ import (
 // masterProc is porthole-master run as a process (so it can be killed).
 type masterProc struct {
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  testutil.SyncBuffer
 	done chan struct{}
 }
 
@@ -24,7 +25,7 @@ func runMaster(t *testing.T, dir, addr string) *masterProc {
 	t.Helper()
 	p := &masterProc{done: make(chan struct{})}
 	p.cmd = exec.Command(masterBin, "-listen", addr, "-data", dir)
-	p.cmd.Stdout, p.cmd.Stderr = &lockedWriter{w: &p.out}, &lockedWriter{w: &p.out}
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -136,15 +137,4 @@ func waitUp(t *testing.T, url string) {
 	})
 }
 
-// waitFor polls cond (an external process's state has no event to wait
-// on) until it holds, for at most wait.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = testutil.WaitFor

@@ -1,7 +1,6 @@
 package master_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,37 +20,34 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 	"go.uber.org/goleak"
 
+	"github.com/porthole-dev/porthole/cli"
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/master/mastercli"
 	"github.com/porthole-dev/porthole/master/store"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
-// The binaries TestMain built: porthole (bootstrapper, agent) and
-// porthole-master.
+// The programs the tests run as processes: porthole (bootstrapper,
+// agent) and porthole-master, both the test binary re-executed
+// (testutil.Programs), so they run under the race detector when the
+// tests do.
+var programs = testutil.Programs{
+	"porthole":        func(argv []string) int { return cli.Main(argv[1:], os.Environ()) },
+	"porthole-master": func(argv []string) int { return mastercli.Main(argv[1:], os.Stdout, os.Stderr) },
+}
+
+// porthole and masterBin run the programs: links to the test binary in
+// a directory that is also the master's BinariesDir.
 var porthole, masterBin string
 
-const wait = 20 * time.Second // how long anything awaited may take
+const wait = testutil.Wait // how long anything awaited may take
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "porthole-master-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	porthole = filepath.Join(dir, "porthole")
-	masterBin = filepath.Join(dir, "porthole-master")
-	for out, pkg := range map[string]string{porthole: "../cmd/porthole", masterBin: "../cmd/porthole-master"} {
-		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}))
+	dir := programs.Setup()
+	porthole, masterBin = filepath.Join(dir, "porthole"), filepath.Join(dir, "porthole-master")
+	goleak.VerifyTestMain(m, goleak.Cleanup(testutil.Exit))
 }
 
 // testMaster is an in-process master on loopback over a store in dir.
@@ -268,7 +264,7 @@ func (s *subscriber) until(t *testing.T, what string, cond func(machines map[str
 // exit status.
 type bootProc struct {
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  *testutil.SyncBuffer
 	done chan struct{}
 	code int
 }
@@ -280,9 +276,9 @@ func bootstrap(t *testing.T, masterWS, token, rid, name, config string, extra ..
 		"-runtime-id", rid, "-machine-name", name, "-enable-auth", "-spool-dir", t.TempDir(),
 		"-stop-grace", "500ms", "-logs-endpoint-reconnect-period", "1"}, extra...)
 	cmd := exec.Command(porthole, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CHE_MACHINE_TOKEN=" + token}
-	p := &bootProc{cmd: cmd, out: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: p.out}, &lockedWriter{w: p.out}
+	cmd.Env = testutil.CleanEnv("CHE_MACHINE_TOKEN=" + token)
+	p := &bootProc{cmd: cmd, out: &testutil.SyncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -301,36 +297,10 @@ func bootstrap(t *testing.T, masterWS, token, rid, name, config string, extra ..
 	return p
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
-}
-
-// config writes a config.json and returns its path.
-func config(t *testing.T, js string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(path, []byte(js), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+var (
+	config   = testutil.Config
+	freePort = testutil.FreePort
+)
 
 // serverConfig: an installer that starts a TCP server on port (porthole's
 // own agent, the bootstrapper's binary) with a public and an internal

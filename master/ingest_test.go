@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/protocol/che"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
@@ -114,8 +115,8 @@ func (p *pusher) reply() (code int, msg string) {
 func logEvent(machine, rid, boot string, seq int, text string) string {
 	parts := strings.SplitN(rid, ":", 3)
 	env, owner := parts[1], parts[2]
-	return fmt.Sprintf(`{"jsonrpc":"2.0","method":"installer/log","params":{"machineName":%q,"runtimeId":{"workspaceId":%q,"envName":%q,"ownerId":%q},"time":"2026-11-22T10:00:00Z","text":%q,"installer":"i","stream":%q,"bootId":%q,"seq":%d}}`,
-		machine, parts[0], env, owner, text, che.StreamStdout, boot, seq)
+	return fmt.Sprintf(`{"jsonrpc":"2.0","method":%q,"params":{"machineName":%q,"runtimeId":{"workspaceId":%q,"envName":%q,"ownerId":%q},"time":"2026-11-22T10:00:00Z","text":%q,"installer":"i","stream":%q,"bootId":%q,"seq":%d}}`,
+		che.MethodInstallerLog, machine, parts[0], env, owner, text, che.StreamStdout, boot, seq)
 }
 
 func texts(es []masterapi.Entry) []string {
@@ -129,9 +130,8 @@ func texts(es []masterapi.Entry) []string {
 // Handshakes without a valid machine token are refused with 401/403 and
 // a message naming the problem, never echoing the token.
 func TestIngestAuth(t *testing.T) {
-	var logBuf bytes.Buffer
-	logw := &lockedWriter{w: &logBuf}
-	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.Logger = slog.New(slog.NewTextHandler(logw, nil)) })
+	var logw testutil.SyncBuffer
+	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.Logger = slog.New(slog.NewTextHandler(&logw, nil)) })
 	other, err := master.LoadSigner(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -161,9 +161,7 @@ func TestIngestAuth(t *testing.T) {
 			if !strings.Contains(body.String(), c.msg) || (c.auth != "" && strings.Contains(body.String(), c.auth)) {
 				t.Errorf("body %q: want it to say %q and not contain the token", body.String(), c.msg)
 			}
-			logw.mu.Lock()
-			logged := logBuf.String()
-			logw.mu.Unlock()
+			logged := logw.String()
 			if !strings.Contains(logged, "request refused") || (c.auth != "" && strings.Contains(logged, c.auth)) {
 				t.Errorf("log %q: want the refusal logged without the token", logged)
 			}
@@ -193,12 +191,13 @@ func TestIngestBadFrames(t *testing.T) {
 	}{
 		{"not JSON", `{"jsonrpc":"2.0",`, -32700, "parse error"},
 		{"batch", `[` + logEvent("m", rid, "b", 1, "x") + `]`, -32600, "batch"},
-		{"wrong version", `{"jsonrpc":"1.0","method":"installer/log","params":{}}`, -32600, `jsonrpc is "1.0"`},
+		{"wrong version", `{"jsonrpc":"1.0","method":"` + che.MethodInstallerLog + `","params":{}}`, -32600, `jsonrpc is "1.0"`},
 		{"unknown request", `{"jsonrpc":"2.0","id":7,"method":"rm -rf","params":{}}`, -32601, `method "rm -rf" not found`},
-		{"no params", `{"jsonrpc":"2.0","method":"installer/log"}`, -32602, "params missing"},
-		{"bad status", strings.Replace(logEvent("m", rid, "b", 1, "x"), `"installer/log"`, `"bootstrapper/statusChanged"`, 1), -32602, `status "": want STARTING, DONE or FAILED`},
+		{"no params", `{"jsonrpc":"2.0","method":"` + che.MethodInstallerLog + `"}`, -32602, "params missing"},
+		// The message is the master's reply, word for word: it quotes the statuses.
+		{"bad status", strings.Replace(logEvent("m", rid, "b", 1, "x"), strconv.Quote(che.MethodInstallerLog), strconv.Quote(che.MethodBootstrapperStatus), 1), -32602, `status "": want STARTING, DONE or FAILED`},
 		{"bad stream", strings.Replace(logEvent("m", rid, "b", 1, "x"), che.StreamStdout, "STDWHAT", 1), -32602, `stream "STDWHAT"`},
-		{"params of the wrong type", `{"jsonrpc":"2.0","method":"installer/log","params":{"seq":"one"}}`, -32602, "invalid params"},
+		{"params of the wrong type", `{"jsonrpc":"2.0","method":"` + che.MethodInstallerLog + `","params":{"seq":"one"}}`, -32602, "invalid params"},
 		{"another machine", logEvent("n", rid, "b", 1, "x"), masterapi.CodeForbidden, `event for machine "n" of runtime "w:e:o" refused: the token is for machine "m"`},
 		{"another runtime", logEvent("m", "x:y:z", "b", 1, "x"), masterapi.CodeForbidden, `runtime "x:y:z" refused`},
 	} {
@@ -281,7 +280,7 @@ func TestStuckMachineDoesNotBlockOthers(t *testing.T) {
 	stuck := push(t, tm, tm.machineToken(t, rid, "stuck"))
 	// Frames that each get an error reply, never read: the master's
 	// writes to this connection block once the socket buffers are full.
-	bad := []byte(`{"jsonrpc":"2.0","method":"installer/log","params":{"seq":"x"}}`)
+	bad := []byte(`{"jsonrpc":"2.0","method":"` + che.MethodInstallerLog + `","params":{"seq":"x"}}`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	flooding := make(chan int, 1)

@@ -393,3 +393,46 @@ func (s *state) publish(b *batch) {
 	s.changed = make(chan struct{})
 	s.cond.Broadcast()
 }
+
+// entries calls fn with k's committed entries after seq after, in order,
+// at most limit of them (0: no limit), from memory when it still has
+// them, else from the store. fn's slice is valid only during the call.
+func (s *state) entries(ctx context.Context, k store.Key, after uint64, limit int, fn func(seq uint64, data []byte) bool) error {
+	s.mu.Lock()
+	m := s.machines[k]
+	if m == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	var upto uint64
+	if m.pub != nil {
+		upto = m.pub.Seq
+	}
+	var fromTail []tailEntry
+	if len(m.tail) > 0 && m.tail[0].seq <= after+1 {
+		for _, t := range m.tail {
+			if t.seq > after && t.seq <= upto {
+				fromTail = append(fromTail, t)
+				if limit > 0 && len(fromTail) >= limit {
+					break
+				}
+			}
+		}
+		s.mu.Unlock()
+		for _, t := range fromTail {
+			if !fn(t.seq, t.data) {
+				return nil
+			}
+		}
+		return nil
+	}
+	s.mu.Unlock()
+	n := 0
+	return s.st.Scan(k, after+1, func(e store.Entry) bool {
+		if e.Seq > upto || ctx.Err() != nil {
+			return false
+		}
+		n++
+		return fn(e.Seq, e.Data) && (limit <= 0 || n < limit)
+	})
+}

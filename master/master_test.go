@@ -26,7 +26,7 @@ func TestRunningAndFailing(t *testing.T) {
 	// one connection, so the journal's order is exactly the bootstrapper's.
 	failBoot := bootstrap(t, tm.WS, tm.machineToken(t, rid, "broken"), rid, "broken", config(t, failingConfig),
 		"-push-logs-endpoint", tm.WS+"/api/websocket")
-	const failure = "Exit code for 'org.demo.failing' installation is '1' while expected to be 0"
+	failure := che.ErrExitCode("org.demo.failing", 1).Error()
 
 	live.until(t, "web RUNNING and broken FAILED", func(ms map[string]*masterapi.Machine, _ map[string][]masterapi.Entry) bool {
 		w, b := ms[rid+"/web"], ms[rid+"/broken"]

@@ -23,13 +23,22 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/porthole-dev/porthole/agent"
-	"github.com/porthole-dev/porthole/internal/agenttest"
+	"github.com/porthole-dev/porthole/agent/agenttest"
+	"github.com/porthole-dev/porthole/cli"
+	"github.com/porthole-dev/porthole/internal/testutil"
 )
 
+// The test binary stands in for porthole (testutil.Programs); its link
+// is in programsDir.
+var programs = testutil.Programs{"porthole": func(argv []string) int { return cli.Main(argv[1:], os.Environ()) }}
+
+var programsDir string
+
 func TestMain(m *testing.M) {
+	programsDir = programs.Setup()
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
 		removeBinaries() // dashboard_test.go's
-		os.Exit(code)
+		testutil.Exit(code)
 	}))
 }
 
@@ -39,7 +48,7 @@ const (
 	prompt = "ph-test> "
 	// waitFor bounds every wait for the page: generous, since it only
 	// matters when something is broken.
-	waitFor = 30 * time.Second
+	waitFor = testutil.Wait
 )
 
 // screenJS is the text of the terminal's visible rows.

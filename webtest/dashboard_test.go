@@ -3,7 +3,6 @@ package webtest
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/protocol/che"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
@@ -43,7 +43,7 @@ func TestDashboard(t *testing.T) {
 	p.wait("the live subscription", `document.getElementById('conn').dataset.state === 'live'`)
 
 	startAgentProc(t, bins, m, machineToken, rid, name)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfg := fmt.Sprintf(`[{"id":"org.example.web","script":"echo installing\necho warming up >&2\nexec /proc/$PPID/exe agent -insecure-no-auth -listen 127.0.0.1:%d",
 		"servers":{"web":{"port":"%d/tcp","protocol":"http","path":"/healthz"}}}]`, port, port)
 	startBootstrap(t, bins, m, machineToken, rid, name, cfg)
@@ -106,7 +106,7 @@ func TestDashboardFailedInstaller(t *testing.T) {
 	p := startBrowser(t, chromium)
 	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + m.token(t, "-client")))
 	card := machineJS(rid, name)
-	const msg = "Exit code for 'org.example.failing' installation is '3' while expected to be 0"
+	msg := che.ErrExitCode("org.example.failing", 3).Error()
 	p.wait("the machine FAILED", card+`?.querySelector('.machine-status')?.dataset.status === `+jsString(masterapi.MachineFailed))
 	p.wait("the machine's error", card+`.querySelector('.machine-error').textContent.includes(`+jsString(msg)+`)`)
 	p.wait("the installer FAILED with its error", card+`.querySelector('tr.installer[data-installer="org.example.failing"] .badge').dataset.status === `+jsString(che.StatusFailed)+` && `+
@@ -147,7 +147,7 @@ func TestDashboardReconnect(t *testing.T) {
 
 	m.stop(t)
 	p.wait("the page to see the master gone", `document.getElementById('conn').dataset.state !== 'live'`)
-	m = startMasterAt(t, bins, m.addr, m.data)
+	startMasterAt(t, bins, m.addr, m.data) // stopped at cleanup
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func dashboardDist(t *testing.T) {
 	runNPM(t, dir, npm, "run", "build")
 }
 
-// binaries are porthole and porthole-master, built once for the package.
+// binaries are porthole and porthole-master.
 type binaries struct{ porthole, master string }
 
 var (
@@ -215,8 +215,12 @@ var (
 	binsErr  error
 )
 
-// buildBinaries builds both binaries (after dashboardDist: the master
-// embeds the dashboard) into a directory TestMain removes.
+// buildBinaries returns porthole, the test binary re-executed (see
+// TestMain), and porthole-master, built once for the package (after
+// dashboardDist) into a directory TestMain removes. The master is built,
+// not re-executed, because it embeds master/dashboard/dist, which
+// dashboardDist may only have built after this test binary was compiled.
+// It is built with -race when the tests run with it.
 func buildBinaries(t *testing.T) binaries {
 	t.Helper()
 	binsOnce.Do(func() {
@@ -224,14 +228,15 @@ func buildBinaries(t *testing.T) binaries {
 		if binsErr != nil {
 			return
 		}
-		bins = binaries{porthole: filepath.Join(binsDir, "porthole"), master: filepath.Join(binsDir, "porthole-master")}
-		for _, b := range []struct{ out, pkg string }{{bins.porthole, "./cmd/porthole"}, {bins.master, "./cmd/porthole-master"}} {
-			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
-			cmd.Dir = repoRoot(t)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binsErr = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-				return
-			}
+		bins = binaries{porthole: filepath.Join(programsDir, "porthole"), master: filepath.Join(binsDir, "porthole-master")}
+		args := []string{"build", "-o", bins.master}
+		if testutil.Race {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/porthole-master")...)
+		cmd.Dir = repoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binsErr = fmt.Errorf("go build ./cmd/porthole-master: %v\n%s", err, out)
 		}
 	})
 	if binsErr != nil {
@@ -259,10 +264,10 @@ func (p *proc) output() string {
 	return string(b)
 }
 
-// startProc runs path with args in a clean environment plus env. At
-// cleanup it gets SIGTERM (the bootstrapper stops its installers then),
-// and SIGKILL if it is still there after 10 s; its output is logged if
-// the test failed.
+// startProc runs path with args in a clean environment, a known shell
+// and prompt for terminals, plus env. At cleanup it gets SIGTERM (the
+// bootstrapper stops its installers then), and SIGKILL if it is still
+// there after testutil.Wait; its output is logged if the test failed.
 func startProc(t *testing.T, name, path string, args []string, env ...string) *proc {
 	t.Helper()
 	out, err := os.CreateTemp(t.TempDir(), name)
@@ -271,7 +276,7 @@ func startProc(t *testing.T, name, path string, args []string, env ...string) *p
 	}
 	defer out.Close() // the child has its own copy
 	cmd := exec.Command(path, args...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(testutil.CleanEnv("TERM", "SHELL=/bin/sh", "PS1="+prompt), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	p := &proc{name: name, cmd: cmd, out: out.Name(), exited: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
@@ -285,8 +290,8 @@ func startProc(t *testing.T, name, path string, args []string, env ...string) *p
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("%s did not exit within 10 s of SIGTERM: killed", name)
+		case <-time.After(testutil.Wait):
+			t.Errorf("%s did not exit within %s of SIGTERM: killed", name, testutil.Wait)
 			cmd.Process.Kill()
 			<-p.exited
 		}
@@ -295,22 +300,6 @@ func startProc(t *testing.T, name, path string, args []string, env ...string) *p
 		}
 	})
 	return p
-}
-
-// cleanEnv is this environment without what would change the binaries'
-// behaviour, with a known shell and prompt for terminals.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(k, "CHE_"), strings.HasPrefix(k, "PORTHOLE_"), strings.Contains(strings.ToLower(k), "proxy"):
-		case k == "ENV", k == "BASH_ENV", k == "PS1", k == "TERM", k == "SHELL":
-		default:
-			env = append(env, kv)
-		}
-	}
-	return append(env, "SHELL=/bin/sh", "PS1="+prompt)
 }
 
 // testMaster is a running porthole-master.
@@ -325,7 +314,7 @@ type testMaster struct {
 // until it answers.
 func startMaster(t *testing.T, b binaries) *testMaster {
 	t.Helper()
-	return startMasterAt(t, b, "127.0.0.1:"+strconv.Itoa(freePort(t)), t.TempDir())
+	return startMasterAt(t, b, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)), t.TempDir())
 }
 
 // startMasterAt runs porthole-master on addr with data directory data.
@@ -447,15 +436,4 @@ func (m *testMaster) waitSize(t *testing.T, rid, name, id string, want winSize) 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// freePort returns a loopback port nobody listened on a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

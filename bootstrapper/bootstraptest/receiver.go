@@ -1,6 +1,7 @@
 // Package bootstraptest stands in for a Che master in tests and benchmarks
 // of the bootstrapper: a WebSocket server on loopback that records the
-// JSON-RPC 2.0 notifications it receives, checks that each is one, and on
+// JSON-RPC 2.0 notifications it receives as protocol/che events, checks
+// that each is one (a notification, its params well formed), and on
 // request refuses handshakes, cuts connections and sends what a master
 // should not.
 package bootstraptest
@@ -29,46 +30,31 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // Params are the params of every bootstrapper event, Che's fields and
-// porthole's, as a master reads them.
-type Params struct {
-	MachineName string `json:"machineName"`
-	RuntimeID   struct {
-		WorkspaceID string `json:"workspaceId"`
-		EnvName     string `json:"envName"`
-		OwnerID     string `json:"ownerId"`
-	} `json:"runtimeId"`
-	Time      string `json:"time"`
-	Status    string `json:"status"`
-	Installer string `json:"installer"`
-	Error     string `json:"error"`
-	Text      string `json:"text"`
-	Stream    string `json:"stream"`
-	Partial   bool   `json:"partial"`
-	Raw       []byte `json:"raw"`
-	Lost      uint64 `json:"lost"`
-	Server    string `json:"server"`
-	Port      string `json:"port"`
-	BootID    string `json:"bootId"`
-	Seq       uint64 `json:"seq"`
-}
+// porthole's, as a master reads them: che.Event.
+type Params = che.Event
 
 // Event is one notification received.
 type Event struct {
 	Method string
 	Params Params
-	Path   string    // the endpoint it came to
-	Conn   int       // the connection, numbered from 1 over the receiver's life
-	Frame  []byte    // the frame as received
-	At     time.Time // when it was read
+	Path   string // the endpoint it came to
+	// Conn is the connection it came on, numbered from 1 per path in the
+	// order their handshakes were accepted (before the client could see
+	// them accepted, so that a client's first connection to a path is 1).
+	Conn  int
+	Frame []byte    // the frame as received
+	At    time.Time // when it was read
 }
 
 func (e Event) String() string {
 	p := e.Params
 	switch {
-	case e.Method == "installer/log":
+	case e.Method == che.MethodInstallerLog:
 		return fmt.Sprintf("%s %s %s %q", e.Method, p.Installer, p.Stream, p.Text)
 	case p.Installer != "":
 		return fmt.Sprintf("%s %s %s %s", e.Method, p.Installer, p.Status, p.Error)
@@ -91,7 +77,8 @@ type Options struct {
 	// path, answers it with 503.
 	Refuse func(path string, n int) bool
 	// Cut, when it returns true after a connection's frames-th frame,
-	// closes the connection abruptly (no close frame).
+	// closes the connection abruptly (no close frame). conn is as in
+	// Event.Conn.
 	Cut func(path string, conn, frames int) bool
 	// Greet is sent to every connection after the handshake.
 	Greet []Frame
@@ -123,11 +110,12 @@ type Receiver struct {
 
 	mu         sync.Mutex
 	events     []Event
-	replies    []string // responses received (to the Greet requests)
-	violations []string // frames that are not JSON-RPC notifications
-	auth       []string // Authorization headers seen
-	handshakes map[string]int
-	conns      int
+	replies    []string       // responses received (to the Greet requests)
+	violations []string       // frames that are not JSON-RPC notifications or che events
+	auth       []string       // Authorization headers seen
+	handshakes map[string]int // attempted, by path
+	numbered   map[string]int // accepted, by path: the last Event.Conn given
+	conns      int            // upgraded, on every path
 	open       map[*websocket.Conn]bool
 	closed     bool
 	changed    chan struct{} // closed and replaced on every change
@@ -142,7 +130,7 @@ func Start(tb testing.TB, o Options) *Receiver {
 	}
 	r := &Receiver{
 		URL: "ws://" + ln.Addr().String(), o: o, served: make(chan struct{}),
-		handshakes: map[string]int{}, open: map[*websocket.Conn]bool{}, changed: make(chan struct{}),
+		handshakes: map[string]int{}, numbered: map[string]int{}, open: map[*websocket.Conn]bool{}, changed: make(chan struct{}),
 	}
 	if o.TLS {
 		cert, err := selfSigned()
@@ -221,6 +209,12 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "not now", http.StatusServiceUnavailable)
 		return
 	}
+	// The connection is numbered before the handshake's answer is
+	// written: once the client has it, its number is taken.
+	r.mu.Lock()
+	r.numbered[path]++
+	conn := r.numbered[path]
+	r.mu.Unlock()
 	ws, err := upgrader.Upgrade(w, req, nil)
 	if err != nil {
 		return
@@ -232,7 +226,6 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.conns++
-	conn := r.conns
 	r.open[ws] = true
 	r.wg.Add(1)
 	r.notify()
@@ -272,7 +265,7 @@ type message struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
 	Method  string          `json:"method"`
-	Params  *Params         `json:"params"`
+	Params  *che.Event      `json:"params"`
 	Result  json.RawMessage `json:"result"`
 	Error   json.RawMessage `json:"error"`
 }
@@ -312,13 +305,20 @@ func (r *Receiver) frame(path string, conn, typ int, data []byte) {
 		bad = "no params"
 	}
 	if bad != "" {
-		r.mu.Lock()
-		r.violations = append(r.violations, fmt.Sprintf("%s: %s: %.200s", path, bad, data))
-		r.notify()
-		r.mu.Unlock()
+		r.violate(path, bad, data)
 		return
 	}
+	if err := che.Validate(m.Method, m.Params); err != nil {
+		r.violate(path, "not a well-formed event of protocol/che: "+err.Error(), data) // and delivered all the same
+	}
 	r.deliver(Event{Method: m.Method, Params: *m.Params, Path: path, Conn: conn, Frame: data, At: at})
+}
+
+func (r *Receiver) violate(path, what string, data []byte) {
+	r.mu.Lock()
+	r.violations = append(r.violations, fmt.Sprintf("%s: %s: %.200s", path, what, data))
+	r.notify()
+	r.mu.Unlock()
 }
 
 func (r *Receiver) deliver(ev Event) {
@@ -361,7 +361,8 @@ func field(data []byte, key string) string {
 func (r *Receiver) Events() []Event { return snapshot(r, &r.events) }
 
 // Violations returns the frames received that were not JSON-RPC
-// notifications.
+// notifications, or whose params che.Validate refuses (those are
+// delivered as events all the same).
 func (r *Receiver) Violations() []string { return snapshot(r, &r.violations) }
 
 // Replies returns the JSON-RPC responses received.
@@ -396,16 +397,23 @@ func (r *Receiver) Connections() (accepted, open int) {
 	return r.conns, len(r.open)
 }
 
-// Wait returns the events once cond holds for them; it fails tb when
-// timeout passes first.
-func (r *Receiver) Wait(tb testing.TB, timeout time.Duration, what string, cond func([]Event) bool) []Event {
+// Wait waits until an event that match accepts has arrived (since the
+// receiver started) and returns the events received so far; it fails tb
+// when timeout passes first. Each event is looked at once.
+func (r *Receiver) Wait(tb testing.TB, timeout time.Duration, what string, match func(Event) bool) []Event {
 	tb.Helper()
 	var evs []Event
+	next := 0 // the first event not looked at
 	r.waitUntil(tb, timeout, func() bool {
-		evs = slices.Clone(r.events)
-		return cond(evs)
+		for ; next < len(r.events); next++ {
+			if match(r.events[next]) {
+				evs = slices.Clone(r.events)
+				return true
+			}
+		}
+		return false
 	}, func() string {
-		return fmt.Sprintf("%s; %d events:\n%s", what, len(evs), Summary(evs, 40))
+		return fmt.Sprintf("%s; %d events:\n%s", what, len(r.events), Summary(r.events, 40))
 	})
 	return evs
 }
@@ -441,15 +449,11 @@ func (r *Receiver) waitUntil(tb testing.TB, timeout time.Duration, done func() b
 	}
 }
 
-// Has returns a condition: an event of method whose params pass match.
-func Has(method string, match func(Params) bool) func([]Event) bool {
-	return func(evs []Event) bool {
-		for _, e := range evs {
-			if e.Method == method && (match == nil || match(e.Params)) {
-				return true
-			}
-		}
-		return false
+// Has returns a condition for Wait (or slices.ContainsFunc): an event of
+// method whose params pass match (nil: any).
+func Has(method string, match func(Params) bool) func(Event) bool {
+	return func(e Event) bool {
+		return e.Method == method && (match == nil || match(e.Params))
 	}
 }
 

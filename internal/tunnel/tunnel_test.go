@@ -29,9 +29,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/agent/agenttest"
 	"github.com/porthole-dev/porthole/client"
-	"github.com/porthole-dev/porthole/internal/agenttest"
 	"github.com/porthole-dev/porthole/internal/clock/clocktest"
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/protocol"
 )
@@ -49,11 +50,7 @@ const (
 	prefix       = "/m/agent"
 )
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+var ctxT = testutil.Ctx
 
 // testMaster authenticates agents by machine token and clients by client
 // token, as porthole-master does, and proxies clients to the agent.
@@ -138,13 +135,7 @@ func (m *testMaster) setRefuse(status int) {
 // next returns the next session the master accepts.
 func (m *testMaster) next(t *testing.T) *tunnel.Session {
 	t.Helper()
-	select {
-	case s := <-m.sessions:
-		return s
-	case <-time.After(10 * time.Second):
-		t.Fatal("no agent connected to the master within 10s")
-		return nil
-	}
+	return testutil.Recv(t, "an agent to connect to the master", m.sessions)
 }
 
 // tunnelAgent is a real agent kept connected to m by Serve.
@@ -199,8 +190,8 @@ func (ta *tunnelAgent) stop(t *testing.T) {
 			t.Errorf("Serve = %v; want context.Canceled", err)
 		}
 		ta.served <- err // for a second stop
-	case <-time.After(15 * time.Second):
-		t.Fatal("Serve did not return within 15s of cancel")
+	case <-time.After(testutil.Wait):
+		t.Fatalf("Serve did not return within %s of cancel", testutil.Wait)
 	}
 }
 
@@ -302,64 +293,13 @@ func TestPingsThroughTunnel(t *testing.T) {
 	}
 }
 
-func seqOutput(n int) []byte {
-	var b bytes.Buffer
-	for i := 1; i <= n; i++ {
-		fmt.Fprintln(&b, i)
-	}
-	return b.Bytes()
-}
-
-// A client that detaches mid-stream reattaches at its offset through the
-// master and gets every byte exactly once; a new client attaches from an
-// arbitrary offset.
-func TestReattachThroughTunnel(t *testing.T) {
+// TestContract runs the agent's behaviour suite through the tunnel: a
+// client of the master, a real agent behind it.
+func TestContract(t *testing.T) {
 	m := startMaster(t)
 	startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{})
 	m.next(t)
-	c := dialClient(t, m)
-	ctx := ctxT(t)
-	want := seqOutput(20000)
-	p, err := c.Start(ctx, protocol.StartParams{Argv: []string{"seq", "1", "20000"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, p.Stderr)
-	first := make([]byte, 12345)
-	if _, err := io.ReadFull(p.Stdout, first); err != nil {
-		t.Fatal(err)
-	}
-	p.Detach()
-	var de *client.DisconnectedError
-	if err := p.Wait(); !errors.As(err, &de) {
-		t.Fatalf("Wait after detach = %v; want *DisconnectedError", err)
-	}
-	if err := p.Reattach(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rest, err := io.ReadAll(p.Stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
-	if got := append(first, rest...); !bytes.Equal(got, want) {
-		t.Fatalf("got %d bytes, want %d identical", len(got), len(want))
-	}
-	const off = 77777
-	p2, err := c.Attach(ctx, p.ID, client.Offsets{Stdout: off})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, p2.Stderr)
-	got, _ := io.ReadAll(p2.Stdout)
-	p2.Wait()
-	p2.Close()
-	if !bytes.Equal(got, want[off:]) {
-		t.Fatalf("attach at %d: got %d bytes, want %d identical", off, len(got), len(want)-off)
-	}
+	agenttest.Contract(t, func(t *testing.T) *client.Client { return dialClient(t, m) })
 }
 
 // 20 MiB of random bytes through `head -c` arrive sha256-exact.
@@ -409,7 +349,7 @@ func TestReconnectAfterCut(t *testing.T) {
 	m := startMaster(t)
 	ta := startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{})
 	first := m.next(t)
-	if up := <-ta.states; !up {
+	if up := testutil.Recv(t, "the tunnel's state", ta.states); !up {
 		t.Fatal("first state false; want true")
 	}
 	c := dialClient(t, m)
@@ -429,7 +369,7 @@ func TestReconnectAfterCut(t *testing.T) {
 	if err := p.Wait(); !errors.As(err, &de) {
 		t.Fatalf("Wait after the cut = %v; want *DisconnectedError", err)
 	}
-	if up := <-ta.states; up {
+	if up := testutil.Recv(t, "the tunnel's state", ta.states); up {
 		t.Fatal("state after the cut true; want false")
 	}
 	// A request on the dead session answers 502 with a clear message.
@@ -440,7 +380,7 @@ func TestReconnectAfterCut(t *testing.T) {
 	}
 
 	m.next(t)
-	if up := <-ta.states; !up {
+	if up := testutil.Recv(t, "the tunnel's state", ta.states); !up {
 		t.Fatal("state after reconnecting false; want true")
 	}
 	// The process lived on in the agent: the client reattaches at its
@@ -498,7 +438,7 @@ func TestRefusalIsReported(t *testing.T) {
 			m.setRefuse(status)
 			logs := recordHandler{make(chan slog.Record, 256)}
 			startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{Logger: slog.New(logs)})
-			deadline := time.After(10 * time.Second)
+			deadline := time.After(testutil.Wait)
 			for {
 				select {
 				case r := <-logs.ch:
@@ -516,7 +456,7 @@ func TestRefusalIsReported(t *testing.T) {
 					}
 					return
 				case <-deadline:
-					t.Fatal("no error logged for the refusal within 10s")
+					t.Fatalf("no error logged for the refusal within %s", testutil.Wait)
 				}
 			}
 		})
@@ -556,7 +496,7 @@ func TestServeReturnsOnCancel(t *testing.T) {
 		ta.stop(t)
 		select {
 		case <-s.Done():
-		case <-time.After(10 * time.Second):
+		case <-time.After(testutil.Wait):
 			t.Fatal("the master's session did not end after Serve returned")
 		}
 		var de *client.DisconnectedError
@@ -590,8 +530,8 @@ func TestServeReturnsOnCancel(t *testing.T) {
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("Serve = %v; want context.Canceled", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Serve did not return within 10s of cancel")
+		case <-time.After(testutil.Wait):
+			t.Fatalf("Serve did not return within %s of cancel", testutil.Wait)
 		}
 	})
 	t.Run("backing off", func(t *testing.T) {
@@ -603,7 +543,7 @@ func TestServeReturnsOnCancel(t *testing.T) {
 		go func() {
 			served <- tunnel.Serve(ctx, tunnel.AgentOptions{URL: m.url + "/api/agent", Handler: http.NotFoundHandler(), Logger: slog.New(logs), MinBackoff: time.Hour})
 		}()
-		deadline := time.After(10 * time.Second)
+		deadline := time.After(testutil.Wait)
 	wait:
 		for {
 			select {
@@ -612,7 +552,7 @@ func TestServeReturnsOnCancel(t *testing.T) {
 					break wait // the first failure is logged; Serve now waits
 				}
 			case <-deadline:
-				t.Fatal("no failure logged within 10s")
+				t.Fatalf("no failure logged within %s", testutil.Wait)
 			}
 		}
 		cancel()
@@ -621,8 +561,8 @@ func TestServeReturnsOnCancel(t *testing.T) {
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("Serve = %v; want context.Canceled", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Serve did not return within 10s of cancel")
+		case <-time.After(testutil.Wait):
+			t.Fatalf("Serve did not return within %s of cancel", testutil.Wait)
 		}
 	})
 }

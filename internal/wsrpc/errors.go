@@ -18,17 +18,6 @@ func (o *Options) hardLimit() int64 {
 	return o.Limit * HardLimitFactor
 }
 
-// decode reads one text message into v: Options.Decode when set (a reader
-// that decodes its messages in one pass, into its own types), else
-// Decode. A *Error is answered with an error response and the message
-// skipped; any other error ends the reads.
-func (s *Stream) decode(data []byte, v any) error {
-	if s.opts.Decode != nil {
-		return s.opts.Decode(data, v)
-	}
-	return Decode(data, v)
-}
-
 // WriteError sends a JSON-RPC error response. id nil is JSON-RPC's null:
 // the answer to a notification or to a message whose id is unknown
 // (JSON-RPC has no other way to answer them).

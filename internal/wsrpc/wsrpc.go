@@ -296,3 +296,14 @@ func (s *Stream) Close() error {
 	})
 	return err
 }
+
+// decode reads one text message into v: Options.Decode when set (a reader
+// that decodes its messages in one pass, into its own types), else
+// Decode. A *Error is answered with an error response and the message
+// skipped; any other error ends the reads.
+func (s *Stream) decode(data []byte, v any) error {
+	if s.opts.Decode != nil {
+		return s.opts.Decode(data, v)
+	}
+	return Decode(data, v)
+}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/porthole-dev/porthole/internal/testutil"
 )
 
 // LineReader accumulates a process's output and waits for substrings.
@@ -39,11 +41,11 @@ func NewLineReader(r io.Reader) *LineReader {
 	return lr
 }
 
-// Expect waits up to 10 s for s in the output, and consumes the output up
-// to its end.
+// Expect waits for s in the output (at most testutil.Wait), and consumes
+// the output up to its end.
 func (lr *LineReader) Expect(t *testing.T, s string) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(testutil.Wait)
 	for {
 		lr.mu.Lock()
 		i := bytes.Index(lr.buf.Bytes(), []byte(s))

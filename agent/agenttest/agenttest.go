@@ -1,5 +1,7 @@
 // Package agenttest serves agents and handlers on loopback for tests and
-// benchmarks, and stops them when the test ends.
+// benchmarks, and stops them when the test ends, and holds the agent's
+// contract suite (Contract), run against an agent directly and through a
+// master.
 package agenttest
 
 import (

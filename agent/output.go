@@ -1,18 +1,74 @@
 package agent
 
+// A process's output, the whole path of a terminal byte inside the agent:
+// pump reads it from the PTY or pipe into the stream's ring (agent/ring,
+// the one queue, which is also the flow control), and follow, one loop per
+// viewer, reads it out of the ring at the viewer's offset into a frame and
+// hands the frame to the viewer's sink, which writes it to the WebSocket
+// (internal/wsrpc). See docs/architecture.md.
+
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"unicode/utf8"
 
 	"github.com/sourcegraph/jsonrpc2"
+	"golang.org/x/sys/unix"
 
 	"github.com/porthole-dev/porthole/agent/ring"
 	"github.com/porthole-dev/porthole/protocol"
 )
+
+// Read buffers: a PTY read never returns more than the line discipline's
+// 4 KiB; a pipe holds 64 KiB.
+var (
+	ttyBufs  = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+	pipeBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+)
+
+// pump copies one output source into its ring until EOF, EIO (the PTY's
+// EOF), the drain deadline or close, then ends the stream. It holds a read
+// buffer only from the moment data is there until the ring took it, so an
+// idle process holds none.
+func pump(f *os.File, out *ring.Buffer, pool *sync.Pool) {
+	defer out.CloseWrite()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		var (
+			bp   *[]byte
+			n    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			bp = pool.Get().(*[]byte)
+			n, rerr = unix.Read(int(fd), *bp)
+			if rerr == unix.EAGAIN || rerr == unix.EINTR {
+				pool.Put(bp)
+				return false // wait until readable (or the deadline)
+			}
+			return true
+		})
+		if err != nil { // deadline or closed
+			return
+		}
+		if n <= 0 || rerr != nil { // EOF, or EIO: the terminal's EOF
+			pool.Put(bp)
+			return
+		}
+		_, werr := out.Write((*bp)[:n])
+		pool.Put(bp)
+		if werr != nil {
+			return
+		}
+	}
+}
 
 // sink is where a viewer sends a process's life, in the fixed wire order:
 // started, then output, gaps and ends of streams, then exited.
