@@ -65,8 +65,8 @@ type Options struct {
 	PingInterval time.Duration
 	// WriteTimeout disconnects a client that reads nothing for this long. Default 30s.
 	WriteTimeout time.Duration
-	// Clock measures the stall bound and paces keepalive pings; nil is the
-	// real clock. Tests set a fake one.
+	// Clock measures the stall bound and the exit drain and paces
+	// keepalive pings; nil is the real clock. Tests set a fake one.
 	Clock clock.Clock
 	// WebDir, when set, is served at / without authentication: static
 	// pages such as the xterm.js terminal (web/terminal, built by npm).

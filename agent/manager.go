@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
@@ -104,7 +105,7 @@ func (m *manager) start(sp protocol.StartParams) (*process, error) {
 	}
 	m.procs[p.id] = p
 	m.log.Info("process started", "id", p.id, "pid", p.pid, "argv0", argv[0], "tty", sp.TTY)
-	p.run(&m.wg, m.opts.ExitDrain, func() { m.exited(p) })
+	p.run(&m.wg, clock.Or(m.opts.Clock), m.opts.ExitDrain, func() { m.exited(p) })
 	return p, nil
 }
 

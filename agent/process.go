@@ -11,6 +11,7 @@ import (
 	psutil "github.com/shirou/gopsutil/v4/process"
 
 	"github.com/porthole-dev/porthole/agent/ring"
+	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
@@ -55,7 +56,7 @@ func (p *process) Output(s protocol.Stream) *ring.Buffer {
 
 // run owns the process's goroutines: one pump per output stream and the
 // waiter. wg is the manager's.
-func (p *process) run(wg *sync.WaitGroup, drain time.Duration, onDone func()) {
+func (p *process) run(wg *sync.WaitGroup, clk clock.Clock, drain time.Duration, onDone func()) {
 	var pumps sync.WaitGroup
 	srcs := map[protocol.Stream]*os.File{protocol.Stdout: p.child.master}
 	pool := &ttyBufs
@@ -85,11 +86,15 @@ func (p *process) run(wg *sync.WaitGroup, drain time.Duration, onDone func()) {
 		p.mu.Unlock()
 		// Drain what the process wrote before it exited. A background child
 		// that keeps the terminal or a pipe open does not hold the session
-		// beyond the drain bound.
-		for _, f := range srcs {
-			f.SetReadDeadline(time.Now().Add(drain))
-		}
+		// beyond the drain bound, measured by clk: when it passes, a read
+		// deadline in the past ends the pumps' reads.
+		stopDrain := clk.AfterFunc(drain, func() {
+			for _, f := range srcs {
+				f.SetReadDeadline(time.Unix(1, 0))
+			}
+		})
 		pumps.Wait()
+		stopDrain()
 		for _, f := range srcs {
 			f.Close()
 		}
