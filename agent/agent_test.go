@@ -99,13 +99,18 @@ func TestHundredMiBByteExact(t *testing.T) {
 	path, want := bigFile(t, size)
 	ta := startAgent(t, agent.Options{})
 	c := ta.dial(t)
+	// Each process prints only once the client is attached and says go:
+	// output written before the attach would fill the ring with no reader
+	// and be evicted (Start is a start, then an attach).
 	for _, tc := range []struct {
-		name string
-		spec protocol.StartParams
+		name  string
+		spec  protocol.StartParams
+		ready string // printed before the process waits for go
 	}{
-		{"pipes", protocol.StartParams{Argv: []string{"cat", path}}},
-		// raw mode: no output processing, so the bytes are the file's.
-		{"tty", protocol.StartParams{Argv: []string{"sh", "-c", "stty raw -echo; exec cat " + path}, TTY: true}},
+		{"pipes", protocol.StartParams{Argv: []string{"sh", "-c", "read x; exec cat " + path}}, ""},
+		// raw mode: no output processing, so the bytes are the file's;
+		// no echo, so go is not printed.
+		{"tty", protocol.StartParams{Argv: []string{"sh", "-c", "stty raw -echo; printf R; read x; exec cat " + path}, TTY: true}, "R"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := ctxT(t)
@@ -115,6 +120,14 @@ func TestHundredMiBByteExact(t *testing.T) {
 			}
 			defer p.Close()
 			go io.Copy(io.Discard, p.Stderr)
+			if ready := make([]byte, len(tc.ready)); len(ready) > 0 {
+				if _, err := io.ReadFull(p.Stdout, ready); err != nil || string(ready) != tc.ready {
+					t.Fatalf("ready = %q, %v; want %q", ready, err, tc.ready)
+				}
+			}
+			if _, err := p.Stdin.Write([]byte("go\n")); err != nil {
+				t.Fatal(err)
+			}
 			h := sha256.New()
 			n, err := io.Copy(h, p.Stdout)
 			if err != nil {

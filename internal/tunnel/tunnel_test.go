@@ -318,12 +318,17 @@ func TestLargeTransferThroughTunnel(t *testing.T) {
 	m.next(t)
 	c := dialClient(t, m)
 	start := time.Now()
-	p, err := c.Start(ctxT(t), protocol.StartParams{Argv: []string{"head", "-c", fmt.Sprint(n), path}})
+	// The process prints only once the client is attached and says go:
+	// output written before the attach would be evicted from the ring.
+	p, err := c.Start(ctxT(t), protocol.StartParams{Argv: []string{"sh", "-c", fmt.Sprintf("read x; exec head -c %d %s", n, path)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	go io.Copy(io.Discard, p.Stderr)
+	if _, err := p.Stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
 	h := sha256.New()
 	got, err := io.Copy(h, p.Stdout)
 	if err != nil {
