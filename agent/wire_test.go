@@ -382,9 +382,10 @@ func TestStalledViewerDoesNotStallOthers(t *testing.T) {
 	const total = 32 << 20
 	const stall = time.Second
 	clk := clocktest.New()
-	// Pings are an hour apart: every timer due within the stall bound is
-	// the ring's.
-	ta := startAgent(t, agent.Options{RingBytes: 256 << 10, StallTimeout: stall, PingInterval: time.Hour, Clock: clk})
+	// Pings and the exit drain are an hour away: every timer due within
+	// the stall bound is the ring's, and the moves of the clock never end
+	// the draining of the process's last output.
+	ta := startAgent(t, agent.Options{RingBytes: 256 << 10, StallTimeout: stall, PingInterval: time.Hour, ExitDrain: time.Hour, Clock: clk})
 	c := ta.dial(t)
 	ctx := ctxT(t)
 	var info protocol.ProcessInfo
