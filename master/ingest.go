@@ -172,7 +172,7 @@ func (c *ingestConn) handle(f *frame) error {
 	if err != nil {
 		return err
 	}
-	c.gen = gen
+	c.gen = max(c.gen, gen)
 	c.pending += f.size
 	if c.pending >= c.m.opts.ConnPendingBytes {
 		// Bounded per connection: a machine that floods waits for the

@@ -193,7 +193,7 @@ func (s *state) ingest(k store.Key, path, host, method string, ev *che.Event) (g
 	}
 	m := s.get(k)
 	if seen(&m.doc, path, ev) {
-		return s.gen, true, nil
+		return s.lastGen(), true, nil
 	}
 	now := time.Now()
 	e := apply(&m.doc, method, ev, host, now)
@@ -202,6 +202,18 @@ func (s *state) ingest(k store.Key, path, host, method string, ev *che.Event) (g
 	}
 	s.append(k, &e)
 	return s.gen, false, nil
+}
+
+// lastGen returns the generation that makes everything accepted so far
+// durable; mu held. It is the one being filled while something waits in
+// it, else the last one taken by the committer (committed, or being
+// written): a generation with nothing in it would never be committed, and
+// whoever waited for it (a ping after duplicates only) would wait forever.
+func (s *state) lastGen() uint64 {
+	if len(s.pending) > 0 || len(s.dirty) > 0 {
+		return s.gen
+	}
+	return s.gen - 1
 }
 
 // bootstrapperConn records a bootstrapper connection of k opening or
