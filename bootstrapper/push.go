@@ -34,6 +34,12 @@ const (
 	pingEvery = 64 << 10
 	// maxBatch frames are written at most between two flushes.
 	maxBatch = 512
+	// firstWindow: a new connection writes this many frames, then asks
+	// for their acknowledgement; every frame acknowledged on it lets one
+	// more frame be in flight (slow start: the window doubles with every
+	// round trip), up to the spool's window in bytes. So a connection the
+	// peer drops after a handful of frames still advances the spool.
+	firstWindow = 4
 	// corkMax: a corked connection writes once this many bytes wait.
 	corkMax = 256 << 10
 )
@@ -41,6 +47,8 @@ const (
 // pusher owns the connection to one endpoint of the master and writes its
 // spool's events there, in order, reconnecting when the connection
 // breaks: at once for the first retry, then every reconnect period.
+// Each connection starts with a small window of frames in flight that
+// grows as acknowledgements come back (firstWindow).
 //
 // Delivery is acknowledged with WebSocket pings: after frames are
 // written, a ping carries the last frame's sequence number; the master's
@@ -124,6 +132,13 @@ type conn struct {
 	rpc     *jsonrpc2.Conn
 	readEnd chan struct{} // closed when reading has ended
 	pongAt  atomic.Int64  // unix nanoseconds of the last pong
+	acked   atomic.Int64  // frames written on this connection and acknowledged
+}
+
+// window returns how many frames c may have written and not acknowledged:
+// firstWindow, plus one for every frame acknowledged on c.
+func (c *conn) window() int {
+	return int(min(firstWindow+c.acked.Load(), 1<<30))
 }
 
 func (p *pusher) dial(ctx context.Context) (*conn, error) {
@@ -159,7 +174,7 @@ func (p *pusher) dial(ctx context.Context) (*conn, error) {
 	ws.SetPongHandler(func(data string) error {
 		c.pongAt.Store(time.Now().UnixNano())
 		if seq, err := strconv.ParseUint(data, 10, 64); err == nil {
-			p.sp.ack(seq)
+			c.acked.Add(int64(p.sp.ack(seq)))
 		}
 		return nil
 	})
@@ -284,7 +299,7 @@ func (p *pusher) serve(c *conn) error {
 	finish := p.finished
 	for {
 		var seq uint64
-		buf, seq = p.sp.take(buf[:0], maxBatch)
+		buf, seq = p.sp.take(buf[:0], min(maxBatch, c.window()-p.sp.unacked()))
 		if len(buf) > 0 {
 			if err := p.write(c, buf); err != nil {
 				return err

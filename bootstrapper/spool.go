@@ -251,12 +251,21 @@ func (s *spool) take(buf [][]byte, n int) ([][]byte, uint64) {
 	return buf, last
 }
 
-// ack removes every entry up to seq: the receiver has read them.
-func (s *spool) ack(seq uint64) {
+// unacked returns how many frames were written on the current connection
+// and not acknowledged yet.
+func (s *spool) unacked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
+}
+
+// ack removes every entry up to seq: the receiver has read them. It
+// returns how many of them had been written on the current connection.
+func (s *spool) ack(seq uint64) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if seq <= s.acked {
-		return
+		return 0
 	}
 	s.acked = seq
 	n := 0
@@ -270,12 +279,14 @@ func (s *spool) ack(seq uint64) {
 	}
 	clear(s.head[:n])
 	s.head = s.head[n:]
-	s.sent = max(s.sent-n, 0)
+	written := min(n, s.sent)
+	s.sent -= written
 	if len(s.head) == 0 {
 		s.head = nil // let the array go
 	}
 	s.room.Broadcast()
 	s.signal()
+	return written
 }
 
 // setConnected records whether a connection is up. Going down means that

@@ -1,0 +1,69 @@
+package bootstrapper_test
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	bt "github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
+)
+
+// A receiver that drops every logs connection after a few frames still
+// gets every line, in order, once duplicates are dropped, over a bounded
+// number of connections: each connection asks for its first
+// acknowledgement after a few frames and opens its window as they come
+// back, so each one advances the spool. It used to ask only after a full
+// batch (512 frames): against cuts at 400 frames, the first 400 lines went
+// round over thousands of connections, and the rest never arrived.
+func TestShortConnectionsAdvance(t *testing.T) {
+	const n = 3000
+	for _, c := range []struct {
+		cut, maxConns int // frames per logs connection; handshakes allowed (both endpoints)
+	}{
+		{cut: 400, maxConns: 60},  // about 250 lines acknowledged on each logs connection
+		{cut: 20, maxConns: 1000}, // about 12 on each
+	} {
+		t.Run(fmt.Sprintf("cut%d", c.cut), func(t *testing.T) {
+			const logs = "/logs"
+			r := bt.Start(t, bt.Options{Cut: func(path string, _, frames int) bool {
+				return path == logs && frames == c.cut
+			}})
+			cfg := config(t, fmt.Sprintf(`[{"id":"org.lines","script":"seq 1 %d"}]`, n))
+			args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+logs,
+				"-flush-timeout", "1m") // bounded by the test's wait, not by the default
+			p := start(t, "", args)
+			if code := p.exitWithin(t, 4*wait); code != 0 {
+				t.Fatalf("exit code %d", code)
+			}
+			conns := r.Handshakes()
+			if out := p.output(); strings.Contains(out, "not delivered") {
+				t.Fatalf("after %d handshakes, the bootstrapper says events were not delivered:\n%.2000s", conns, out)
+			}
+			kept, dups, err := bt.Dedup(r.Events())
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := 1
+			for _, e := range kept {
+				if e.Path != logs {
+					continue
+				}
+				if e.Params.Lost > 0 || e.Params.Text != strconv.Itoa(next) {
+					t.Fatalf("line %d is %+v", next, e.Params)
+				}
+				next++
+			}
+			if next != n+1 {
+				t.Fatalf("%d lines arrived over %d handshakes; want %d", next-1, conns, n)
+			}
+			if conns > c.maxConns {
+				t.Fatalf("%d handshakes; want at most %d", conns, c.maxConns)
+			}
+			if v := r.Violations(); len(v) > 0 {
+				t.Fatalf("frames that are not well-formed notifications: %q", v)
+			}
+			t.Logf("%d lines over %d handshakes, %d duplicates dropped", n, conns, dups)
+		})
+	}
+}
