@@ -44,6 +44,14 @@ const (
 	corkMax = 256 << 10
 )
 
+// FlushTimeout is the default time given to deliver what is left at the
+// end: three reconnect periods, so that at least three reconnection
+// attempts fit (the first at once, then one every period, the last with a
+// period to deliver), and at least 10 s.
+func FlushTimeout(reconnect time.Duration) time.Duration {
+	return max(10*time.Second, 3*reconnect)
+}
+
 // pusher owns the connection to one endpoint of the master and writes its
 // spool's events there, in order, reconnecting when the connection
 // breaks: at once for the first retry, then every reconnect period.

@@ -44,7 +44,7 @@ type Options struct {
 	// LivenessPeriod is how often servers are checked after DONE; 0: never.
 	LivenessPeriod time.Duration
 	StopGrace      time.Duration // between SIGTERM and SIGKILL of installers' groups (2 s)
-	FlushTimeout   time.Duration // how long to try to deliver what is left at the end (10 s)
+	FlushTimeout   time.Duration // how long to try to deliver what is left at the end (FlushTimeout(ReconnectPeriod))
 
 	SpoolDir    string // spill file directory; "" keeps events in memory only
 	SpoolMemory int64  // bytes of events kept in memory per connection (8 MiB)
@@ -63,7 +63,7 @@ func (o *Options) defaults() {
 	set(&o.InstallerTimeout, 120*time.Second)
 	set(&o.CheckPeriod, 3*time.Second)
 	set(&o.StopGrace, 2*time.Second)
-	set(&o.FlushTimeout, 10*time.Second)
+	set(&o.FlushTimeout, FlushTimeout(o.ReconnectPeriod))
 	if o.SpoolMemory <= 0 {
 		o.SpoolMemory = 8 << 20
 	}

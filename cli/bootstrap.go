@@ -61,7 +61,7 @@ func (f *bootstrapFlags) register(fs *flag.FlagSet, e env) {
 	fs.Var(&f.spoolMax, "spool-max", "bytes of undelivered events per connection, memory and file; beyond, the oldest log lines are dropped")
 	fs.IntVar(&f.maxLine, "max-line", 8<<10, "longer output lines are split into pieces of this many bytes")
 	fs.DurationVar(&f.stopGrace, "stop-grace", 2*time.Second, "how long installers get between SIGTERM and SIGKILL")
-	fs.DurationVar(&f.flushWithin, "flush-timeout", 10*time.Second, "at the end, how long to try to deliver the events left")
+	fs.DurationVar(&f.flushWithin, "flush-timeout", 0, "at the end, how long to try to deliver the events left (default 3 × -logs-endpoint-reconnect-period, at least 10s: three reconnection attempts)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 }
 
@@ -111,8 +111,8 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 	if f.maxLine < 64 {
 		return bad("-max-line %d: must be at least 64", f.maxLine)
 	}
-	if f.stopGrace <= 0 || f.flushWithin <= 0 {
-		return bad("-stop-grace and -flush-timeout must be positive")
+	if f.stopGrace <= 0 || f.flushWithin < 0 {
+		return bad("-stop-grace must be positive and -flush-timeout not negative (0: the default)")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
