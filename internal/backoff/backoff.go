@@ -119,11 +119,12 @@ func (b *Backoff) Failures() int {
 	return b.failures
 }
 
-// Wait waits d on the Backoff's clock. It returns nil once d has passed,
-// or ctx's error (its cause) if ctx ends first.
+// Wait waits d on the Backoff's clock (a timer even for d <= 0, so a
+// fake clock sees every wait). It returns nil once d has passed, or ctx's
+// error (its cause) if ctx ends first.
 func (b *Backoff) Wait(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return context.Cause(ctx)
+	if err := context.Cause(ctx); err != nil {
+		return err
 	}
 	done := make(chan struct{})
 	stop := b.o.Clock.AfterFunc(d, func() { close(done) })

@@ -167,7 +167,13 @@ func TestWait(t *testing.T) {
 	if n := clk.Pending(); n != 0 {
 		t.Fatalf("%d timers left after a cancelled Wait; want 0", n)
 	}
-	if err := b.Wait(context.Background(), 0); err != nil {
+	go func() { done <- b.Wait(context.Background(), 0) }()
+	clk.WaitPending(t, 1) // a zero wait is a timer too
+	clk.Advance(0)
+	if err := <-done; err != nil {
 		t.Fatalf("Wait(0) = %v; want nil", err)
+	}
+	if err := b.Wait(ctx, 0); !errors.Is(err, cause) {
+		t.Fatalf("Wait(0) on an ended ctx = %v; want %v", err, cause)
 	}
 }
