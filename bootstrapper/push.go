@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/sourcegraph/jsonrpc2"
 
+	"github.com/porthole-dev/porthole/internal/backoff"
 	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/protocol"
 )
@@ -42,6 +43,13 @@ const (
 	firstWindow = 4
 	// corkMax: a corked connection writes once this many bytes wait.
 	corkMax = 256 << 10
+	// firstBackoff bounds the wait before a reconnection after a
+	// connection that made no progress; it doubles with each such
+	// failure, up to the reconnect period (backoff.Options.First).
+	firstBackoff = 500 * time.Millisecond
+	// stableConn: a connection that lived this long counts as progress
+	// even if no acknowledgement advanced (an idle one).
+	stableConn = 5 * time.Second
 )
 
 // FlushTimeout is the default time given to deliver what is left at the
@@ -54,7 +62,9 @@ func FlushTimeout(reconnect time.Duration) time.Duration {
 
 // pusher owns the connection to one endpoint of the master and writes its
 // spool's events there, in order, reconnecting when the connection
-// breaks: at once for the first retry, then every reconnect period.
+// breaks: at once after a connection that made progress, else after a
+// backoff (exponential with full jitter up to the reconnect period; see
+// redial).
 // Each connection starts with a small window of frames in flight that
 // grows as acknowledgements come back (firstWindow).
 //
@@ -71,6 +81,7 @@ type pusher struct {
 	tls       *tls.Config
 	sp        *spool
 	reconnect time.Duration // <= 0: never reconnect (as Che with 0)
+	backoff   *backoff.Backoff
 	log       *slog.Logger
 
 	ctx      context.Context // ends the pusher; cancelled at the flush deadline
@@ -88,7 +99,8 @@ func newPusher(flag, url, token string, tlsConf *tls.Config, sp *spool, reconnec
 	ctx, cancel := context.WithCancel(context.Background())
 	return &pusher{
 		flag: flag, url: url, header: h, tls: tlsConf, sp: sp, reconnect: reconnect,
-		log: log.With("endpoint", url), ctx: ctx, cancel: cancel,
+		backoff: backoff.New(backoff.Options{First: min(firstBackoff, max(reconnect, time.Millisecond)), Max: reconnect, Stable: stableConn}),
+		log:     log.With("endpoint", url), ctx: ctx, cancel: cancel,
 		finished: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -115,6 +127,7 @@ func (p *pusher) connect(ctx context.Context, deadline time.Time) (*conn, error)
 	for attempt := 0; ; attempt++ {
 		c, err := p.dial(ctx)
 		if err == nil {
+			p.backoff.Connected()
 			return c, nil
 		}
 		var he *handshakeError
@@ -182,7 +195,10 @@ func (p *pusher) dial(ctx context.Context) (*conn, error) {
 	ws.SetPongHandler(func(data string) error {
 		c.pongAt.Store(time.Now().UnixNano())
 		if seq, err := strconv.ParseUint(data, 10, 64); err == nil {
-			c.acked.Add(int64(p.sp.ack(seq)))
+			if n := p.sp.ack(seq); n > 0 {
+				c.acked.Add(int64(n))
+				p.backoff.Progress()
+			}
 		}
 		return nil
 	})
@@ -238,37 +254,43 @@ func (p *pusher) run(c *conn) {
 			return
 		}
 		p.log.Warn("connection lost", "err", err)
-		if c = p.redial(); c == nil {
+		if c = p.redial(c.acked.Load() > 0); c == nil {
 			return
 		}
 		p.log.Info("reconnected")
 	}
 }
 
-// redial reconnects: at once, then every reconnect period. It returns nil
-// when the pusher ends first, or when it is finishing and there is
-// nothing left to send.
-func (p *pusher) redial() *conn {
+// redial reconnects after a connection ended: at once when it made
+// progress (an acknowledgement advanced on it), else after p.backoff's
+// wait, as after every failed attempt: a connection that ended without
+// progress counts as a failure, so a master that accepts and drops every
+// connection gets a few handshakes per period, not thousands per second.
+// It returns nil when the pusher ends first, or when it is finishing and
+// there is nothing left to send.
+func (p *pusher) redial(progress bool) *conn {
 	if p.reconnect <= 0 {
 		<-p.ctx.Done() // Che's -logs-endpoint-reconnect-period 0: no reconnection
 		return nil
 	}
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-time.After(p.reconnect):
-			case <-p.ctx.Done():
-				return nil
-			}
+	var wait time.Duration
+	if !progress {
+		wait = p.backoff.Next()
+	}
+	for {
+		if wait > 0 && p.backoff.Wait(p.ctx, wait) != nil {
+			return nil
 		}
 		if p.finishing() && p.sp.empty() {
 			return nil
 		}
 		c, err := p.dial(p.ctx)
 		if err == nil {
+			p.backoff.Connected()
 			return c
 		}
-		p.log.Warn("reconnect failed", "err", err, "next_in", p.reconnect)
+		wait = p.backoff.Next()
+		p.log.Warn("reconnect failed", "err", err, "next_in", wait)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	bt "github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
 )
@@ -66,4 +67,32 @@ func TestShortConnectionsAdvance(t *testing.T) {
 			t.Logf("%d lines over %d handshakes, %d duplicates dropped", n, conns, dups)
 		})
 	}
+}
+
+// A receiver that accepts every logs connection and drops it at its first
+// frame, before anything is acknowledged, gets a few handshakes a second,
+// not thousands: a connection that made no progress counts as a failure,
+// and the next attempt waits (exponential backoff with full jitter, from
+// 0.5 s up to the reconnect period). It used to be redialled at once,
+// every time.
+func TestDroppedConnectionsBackOff(t *testing.T) {
+	const logs = "/logs"
+	r := bt.Start(t, bt.Options{Cut: func(path string, _, _ int) bool { return path == logs }})
+	cfg := config(t, `[{"id":"org.a","script":"echo a"}]`)
+	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+logs,
+		"-flush-timeout", "3s")
+	began := time.Now()
+	p := start(t, "", args)
+	p.exitWithin(t, 4*wait) // its exit status is not this test's concern: the line is not delivered
+	elapsed := time.Since(began)
+	// The waits average 0.25 s, then 0.5 s: about 2 handshakes a second.
+	// The bound allows twice that; load only makes them fewer.
+	handshakes := r.Handshakes() - 1 // the statuses' one
+	if limit := 10 + int(4*elapsed.Seconds()); handshakes > limit {
+		t.Fatalf("%d logs handshakes in %s; want at most %d", handshakes, elapsed.Round(time.Millisecond), limit)
+	}
+	if handshakes < 2 {
+		t.Fatalf("%d logs handshakes: the dropped connection was not retried", handshakes)
+	}
+	t.Logf("%d logs handshakes in %s", handshakes, elapsed.Round(time.Millisecond))
 }
