@@ -18,6 +18,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/backoff"
+	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -34,6 +36,29 @@ func (f *clientFlags) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&f.url, "url", def, "agent URL (default $PORTHOLE_URL)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (default $PORTHOLE_TOKEN)")
 }
+
+// reconnect is how a session reattaches after its connection drops: with
+// the shared backoff (internal/backoff), for at most timeout from the
+// drop. clock and rand are the backoff's (nil: real ones; tests inject
+// them).
+type reconnect struct {
+	timeout time.Duration
+	clock   clock.Clock
+	rand    func(n int64) int64
+}
+
+// register adds -reconnect-timeout.
+func (r *reconnect) register(fs *flag.FlagSet) {
+	fs.DurationVar(&r.timeout, "reconnect-timeout", 5*time.Minute, "how long to keep reconnecting after the connection drops (0: give up at once and print the attach command)")
+}
+
+// Backoff of a session's reattach attempts: the first within 500ms, up to
+// one every 10s; a connection that stayed up 5s resets it.
+const (
+	reattachFirst  = 500 * time.Millisecond
+	reattachMax    = 10 * time.Second
+	reattachStable = 5 * time.Second
+)
 
 func (f *clientFlags) dial(ctx context.Context, e env) (*client.Client, error) {
 	tok, err := readToken(f.tokenFile, e)
@@ -61,6 +86,8 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 	cwd := fs.String("w", "", "working directory in the agent")
 	user := fs.String("u", "", "user to run as (the agent must be root)")
 	name := fs.String("name", "", "a label for the process")
+	var rc reconnect
+	rc.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -92,7 +119,7 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 	if err != nil {
 		return err
 	}
-	return session(ctx, sigs, p, cf.url, *interactive, *tty, stdin, stdout, stderr)
+	return session(ctx, sigs, p, cf.url, rc, *interactive, *tty, stdin, stdout, stderr)
 }
 
 // dialSession starts catching the signals a session forwards, then dials
@@ -120,6 +147,10 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	var cf clientFlags
 	cf.register(fs, e)
 	from := fs.String("from", "start", "where output starts: start (everything the agent kept) or end (new output only)")
+	offset := fs.Int64("offset", -1, "stdout offset to continue at (as a reattach hint names; overrides -from)")
+	stderrOffset := fs.Int64("stderr-offset", -1, "stderr offset to continue at (overrides -from)")
+	var rc reconnect
+	rc.register(fs)
 	id, err := parseID(fs, args, "attach needs one process id: porthole attach [flags] ID")
 	if err != nil {
 		return err
@@ -144,19 +175,25 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	default:
 		return usageError{fmt.Sprintf("-from %q: want start or end", *from)}
 	}
+	if *offset >= 0 {
+		off.Stdout = *offset
+	}
+	if *stderrOffset >= 0 {
+		off.Stderr = *stderrOffset
+	}
 	p, err := c.Attach(ctx, id, off)
 	if err != nil {
 		return err
 	}
-	return session(ctx, sigs, p, cf.url, true, info.TTY, stdin, stdout, stderr)
+	return session(ctx, sigs, p, cf.url, rc, true, info.TTY, stdin, stdout, stderr)
 }
 
 // session runs an attached process like docker exec -it: local raw mode
 // while attached (restored on every path out), window size changes and
 // signals forwarded, stdin EOF forwarded, automatic reattach from the
-// exact offset when the connection drops, and the remote exit code as
-// ours (128+signal when killed).
-func session(ctx context.Context, sigs chan os.Signal, p *client.Process, url string, interactive, tty bool, stdin, stdout, stderr *os.File) error {
+// exact offset when the connection drops (see reattach), and the remote
+// exit code as ours (128+signal when killed).
+func session(ctx context.Context, sigs chan os.Signal, p *client.Process, url string, rc reconnect, interactive, tty bool, stdin, stdout, stderr *os.File) error {
 	defer p.Close()
 	// sigs are caught before raw mode: a signal arriving in between would
 	// kill us with the terminal left raw.
@@ -210,7 +247,9 @@ func session(ctx context.Context, sigs chan os.Signal, p *client.Process, url st
 		p.Stdin.Close()
 	}
 
-	for attempt := 0; ; {
+	b := backoff.New(backoff.Options{First: reattachFirst, Max: reattachMax, Stable: reattachStable, Clock: rc.clock, Rand: rc.rand})
+	b.Connected()
+	for {
 		err := p.Wait()
 		var de *client.DisconnectedError
 		if !errors.As(err, &de) {
@@ -226,24 +265,61 @@ func session(ctx context.Context, sigs chan os.Signal, p *client.Process, url st
 			restore()
 			return fmt.Errorf("\r\nthe agent is shutting down; process %s was hung up", p.ID)
 		}
-		attempt++
-		if attempt > 5 {
+		if err := reattach(ctx, p, de, b, rc, stderr); err != nil {
 			restore()
-			return fmt.Errorf("\r\n%v\nreattach with: porthole attach -url %s %s", de, url, p.ID)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("\r\n%v\nreattach with: %s", err, attachCommand(url, p))
+		}
+	}
+}
+
+// reattach reattaches p after its connection dropped (de), at the exact
+// offsets it had received: attempts back off with b, for at most
+// rc.timeout from now on b's clock. It writes one status line on status
+// (stderr, never the terminal's output) before the first wait, and when
+// the time is up returns de with the last attempt's error.
+func reattach(ctx context.Context, p *client.Process, de *client.DisconnectedError, b *backoff.Backoff, rc reconnect, status io.Writer) error {
+	if rc.timeout <= 0 {
+		return de
+	}
+	clk := clock.Or(rc.clock)
+	deadline := clk.Now().Add(rc.timeout)
+	fmt.Fprintf(status, "\r\nporthole: connection to the agent lost (%v); reconnecting for up to %s\r\n", de.Err, rc.timeout)
+	var last error
+	for {
+		left := deadline.Sub(clk.Now())
+		if left <= 0 {
+			if last == nil {
+				return de
+			}
+			return fmt.Errorf("%w; no reconnection within %s, last attempt: %v", de, rc.timeout, last)
+		}
+		if b.Wait(ctx, min(b.Next(), left)) != nil {
+			return ctx.Err()
 		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		rerr := p.Reattach(rctx)
+		last = p.Reattach(rctx)
 		cancel()
-		if rerr == nil {
-			attempt = 0
-			continue
+		if last == nil {
+			b.Connected()
+			return nil
 		}
-		select {
-		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
+}
+
+// attachCommand is the command that continues p exactly where it stopped.
+func attachCommand(url string, p *client.Process) string {
+	off := p.Offsets()
+	cmd := fmt.Sprintf("porthole attach -url %s -offset %d", url, off.Stdout)
+	if off.Stderr > 0 {
+		cmd += fmt.Sprintf(" -stderr-offset %d", off.Stderr)
+	}
+	return cmd + " " + p.ID
 }
 
 func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) error {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,6 +16,9 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/yamux"
+
+	"github.com/porthole-dev/porthole/internal/backoff"
+	"github.com/porthole-dev/porthole/internal/clock"
 )
 
 // AgentOptions configure Serve. Zero values mean the documented defaults.
@@ -37,18 +39,26 @@ type AgentOptions struct {
 	Logger *slog.Logger
 	// TLSConfig is used for wss:// URLs; nil means the system roots.
 	TLSConfig *tls.Config
-	// MinBackoff and MaxBackoff bound the wait between failed attempts:
-	// it doubles from MinBackoff up to MaxBackoff, with jitter (each wait
-	// is between half and all of its step). Defaults 500ms and 30s.
+	// MinBackoff and MaxBackoff bound the wait between attempts (package
+	// internal/backoff): after the n-th consecutive failure (from 0) the
+	// wait is uniform in [0, min(MaxBackoff, MinBackoff·2^n)) (full
+	// jitter). A tunnel that stayed up stableAfter (5s) resets the count.
+	// Defaults 500ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
+	// Clock measures the waits and how long a tunnel stayed up; nil means
+	// the system clock.
+	Clock clock.Clock
+	// Rand is the jitter's random source: a uniform int64 in [0, n); nil
+	// means math/rand/v2.
+	Rand func(n int64) int64
 	// OnState, if set, is called with true once a tunnel is up and with
 	// false once it is down and everything served through it has ended.
 	OnState func(connected bool)
 }
 
-// stableAfter is how long a tunnel must have been up for the next attempt
-// to start at once; a tunnel that ends sooner counts as a failed attempt,
-// so a master that accepts and drops at once is not redialled in a loop.
+// stableAfter is how long a tunnel must have been up for the backoff to
+// start over; a tunnel that ends sooner counts as a failed attempt, so a
+// master that accepts and drops at once is not redialled in a loop.
 const stableAfter = 5 * time.Second
 
 // shutdownTimeout bounds how long Serve waits for the requests of a
@@ -79,9 +89,10 @@ func (e *HandshakeError) Permanent() bool {
 
 // Serve keeps a tunnel to the master open until ctx ends and serves
 // o.Handler through it. A tunnel that ends after being up for a while is
-// redialled at once; failed attempts back off from o.MinBackoff to
-// o.MaxBackoff, and a 401 or 403 from the master (a token problem) waits
-// o.MaxBackoff. Every failure is logged with its status and the master's
+// redialled within o.MinBackoff (jittered, so agents dropped together do
+// not return together); failed attempts and tunnels that end sooner back
+// off with full jitter up to o.MaxBackoff, and a 401 or 403 from the
+// master (a token problem) waits between half and all of o.MaxBackoff. Every failure is logged with its status and the master's
 // message, never the token. Serve returns ctx's error once ctx has ended
 // and every goroutine it started has ended, or at once an error for
 // invalid options.
@@ -114,58 +125,39 @@ func Serve(ctx context.Context, o AgentOptions) error {
 		ReadBufferSize:   bufferSize,
 		WriteBufferSize:  bufferSize,
 	}
-	failures := 0
+	b := backoff.New(backoff.Options{First: o.MinBackoff, Max: o.MaxBackoff, Stable: stableAfter, Clock: o.Clock, Rand: o.Rand})
 	for {
-		start := time.Now()
-		up, err := serveOnce(ctx, d, &o, log)
+		up, err := serveOnce(ctx, d, &o, log, b.Connected)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		var wait time.Duration
 		var he *HandshakeError
 		switch {
-		case up && time.Since(start) >= stableAfter:
-			failures = 0
-			log.Warn("tunnel down; reconnecting", "err", err)
 		case errors.As(err, &he) && he.Permanent():
-			failures++
-			wait = o.MaxBackoff
+			wait = b.Period()
 			log.Error("master refused the tunnel; check the machine token, runtime id and machine name", "status", he.Status, "reason", he.Body, "retry_in", wait)
-		default:
-			failures++
-			wait = backoff(o.MinBackoff, o.MaxBackoff, failures)
-			if up {
-				log.Warn("tunnel down soon after connecting", "err", err, "retry_in", wait)
+		case up:
+			wait = b.Next()
+			if b.Failures() == 1 {
+				log.Warn("tunnel down; reconnecting", "err", err, "retry_in", wait)
 			} else {
-				log.Warn("cannot reach the master", "err", err, "retry_in", wait)
+				log.Warn("tunnel down soon after connecting", "err", err, "retry_in", wait, "failures", b.Failures())
 			}
+		default:
+			wait = b.Next()
+			log.Warn("cannot reach the master", "err", err, "retry_in", wait, "failures", b.Failures())
 		}
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
+		if b.Wait(ctx, wait) != nil {
+			return ctx.Err()
 		}
 	}
-}
-
-// backoff is the wait after the n-th consecutive failure (n >= 1):
-// lo·2^(n-1) capped at hi, of which up to half is taken off at random.
-func backoff(lo, hi time.Duration, n int) time.Duration {
-	step := hi
-	if n <= 32 && lo<<(n-1) > 0 && lo<<(n-1) < hi {
-		step = lo << (n - 1)
-	}
-	return step/2 + rand.N(step/2+1)
 }
 
 // serveOnce dials the master and serves the tunnel until it ends or ctx
-// does. up reports whether the tunnel was established; err says why it
-// ended.
-func serveOnce(ctx context.Context, d *websocket.Dialer, o *AgentOptions, log *slog.Logger) (up bool, err error) {
+// does; connected is called once the tunnel is up. up reports whether the
+// tunnel was established; err says why it ended.
+func serveOnce(ctx context.Context, d *websocket.Dialer, o *AgentOptions, log *slog.Logger, connected func()) (up bool, err error) {
 	// gorilla honours ctx only while connecting, not during the
 	// handshake: close the connection if ctx ends before the handshake is
 	// done.
@@ -195,6 +187,7 @@ func serveOnce(ctx context.Context, d *websocket.Dialer, o *AgentOptions, log *s
 		c.Close()
 		return false, err
 	}
+	connected()
 	log.Info("tunnel up", "remote", ws.RemoteAddr().String())
 	if o.OnState != nil {
 		o.OnState(true)

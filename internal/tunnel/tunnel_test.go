@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -682,4 +683,86 @@ func TestTunnelIsTheOnlyTrustedPath(t *testing.T) {
 	if _, err := c.List(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// draws is a seeded random source for the backoff that remembers its
+// draws, so a test knows each wait exactly.
+type draws struct {
+	mu  sync.Mutex
+	r   *mrand.Rand
+	all []time.Duration
+}
+
+func (d *draws) rand(n int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v := d.r.Int64N(n)
+	d.all = append(d.all, time.Duration(v))
+	return v
+}
+
+func (d *draws) last(t *testing.T, n int) time.Duration {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.all) != n {
+		t.Fatalf("%d backoff draws after %d handshakes; want %d", len(d.all), n, n)
+	}
+	return d.all[n-1]
+}
+
+// A master that accepts the WebSocket and drops it at once is redialled
+// with the backoff, not in a loop: over ten minutes of (fake) time the
+// handshakes stay within the backoff's bound. Each round: the handshake,
+// then the one wait armed on the fake clock, which the test then passes.
+func TestAcceptAndDropBacksOff(t *testing.T) {
+	handshakes := make(chan struct{}, 1024)
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		handshakes <- struct{}{}
+		ws.Close()
+	}))
+	defer srv.Close()
+	clk := clocktest.New()
+	d := &draws{r: mrand.New(mrand.NewPCG(1, 2))}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- tunnel.Serve(ctx, tunnel.AgentOptions{URL: "ws" + strings.TrimPrefix(srv.URL, "http"), Handler: http.NotFoundHandler(), Clock: clk, Rand: d.rand})
+	}()
+	defer func() {
+		cancel()
+		if err := testutil.Recv(t, "Serve to return", served); !errors.Is(err, context.Canceled) {
+			t.Errorf("Serve = %v; want context.Canceled", err)
+		}
+	}()
+	const (
+		first, period = 500 * time.Millisecond, 30 * time.Second // the defaults
+		window        = 10 * time.Minute
+	)
+	var elapsed time.Duration
+	n := 0
+	for elapsed < window {
+		testutil.Recv(t, "a handshake", handshakes)
+		n++
+		clk.WaitPending(t, 1)
+		wait := d.last(t, n)
+		// Full jitter: below min(period, first·2^(n-1)).
+		if bound := min(period, first<<min(n-1, 10)); wait >= bound {
+			t.Fatalf("wait %d = %s; want below %s", n, wait, bound)
+		}
+		clk.Advance(wait)
+		elapsed += wait
+	}
+	// The bound: the doubling rounds up to the period (7), then on average
+	// one round per half period; a loop would be thousands.
+	const ramp = 7
+	if hi, lo := ramp+2*int(window/(period/2)), int(window/period); n > hi || n < lo {
+		t.Fatalf("%d handshakes in %s of fake time; want between %d and %d", n, window, lo, hi)
+	}
+	t.Logf("%d handshakes in %s of fake time (%.3f/s)", n, window, float64(n)/window.Seconds())
 }
