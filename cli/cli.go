@@ -48,7 +48,7 @@ Usage:
                  [-master ws://HOST:PORT -runtime-id W:E:O -machine-name M]
                                                                ... also (or, with -listen none, only) through porthole-master
   porthole exec [-url URL] [-i] [-t] [flags] -- CMD [ARGS...]  run a command in the agent
-  porthole attach [-url URL] ID                                attach to a running process
+  porthole attach [-url URL] [-offset N] ID                    attach to a running process
   porthole ps [-url URL]                                       list processes
   porthole kill [-url URL] [-s SIGNAL] ID                      signal a process (default KILL)
   porthole copy [-to DIR] [-payload FILE]...                   copy this binary into a shared volume

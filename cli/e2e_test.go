@@ -319,11 +319,14 @@ func TestTerminalSession(t *testing.T) {
 		t.Errorf("pane terminal lflag %#x while attached: want raw (no ICANON, ECHO, ISIG)", fl)
 	}
 
+	// Typed ahead of the prompt, a line is echoed by the remote terminal
+	// before the shell prints its prompt, so the output can follow "rsh> "
+	// on the same line: the patterns allow it.
 	s.typeLine("stty size")
-	s.waitFor(`(?m)^30 100\s*$`, waitTimeout)
+	s.waitFor(`(?m)^(?:rsh> )*30 100\s*$`, waitTimeout)
 
 	s.typeLine("echo hel''lo-$((6*7))")
-	s.waitFor(`(?m)^hello-42\s*$`, waitTimeout)
+	s.waitFor(`(?m)^(?:rsh> )*hello-42\s*$`, waitTimeout)
 
 	// Ctrl-C is a byte for the remote terminal, not a signal for the CLI.
 	sleep := uniqueSleep()
@@ -334,7 +337,7 @@ func TestTerminalSession(t *testing.T) {
 		t.Fatalf("remote %q still runs after Ctrl-C", sleep)
 	}
 	s.typeLine("echo intr''-ok")
-	s.waitFor(`(?m)^intr-ok\s*$`, waitTimeout)
+	s.waitFor(`(?m)^(?:rsh> )*intr-ok\s*$`, waitTimeout)
 
 	// Resize the window: SIGWINCH makes the CLI resize the remote terminal.
 	// A detached session has no client to resize (refresh-client -C), so
@@ -351,7 +354,7 @@ func TestTerminalSession(t *testing.T) {
 	if !waitUntil(waitTimeout, func() bool {
 		s.run("send-keys", "-t", pane, "-l", "stty size")
 		s.run("send-keys", "-t", pane, "Enter")
-		return s.tryWaitFor(`(?m)^40 120\s*$`, time.Second) != nil
+		return s.tryWaitFor(`(?m)^(?:rsh> )*40 120\s*$`, time.Second) != nil
 	}) {
 		t.Fatalf("remote terminal never became 40 120:\n%s", s.capture())
 	}

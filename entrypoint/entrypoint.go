@@ -45,6 +45,7 @@ func RunInit(args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	proc.ResetIgnoredSignals()
 	worker := exec.Command(exe, append([]string{"entrypoint"}, args...)...)
 	worker.Env = append(os.Environ(), EnvRole+"="+RoleWorker)
 	worker.Stdin, worker.Stdout, worker.Stderr = os.Stdin, os.Stdout, os.Stderr

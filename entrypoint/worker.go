@@ -109,6 +109,7 @@ func Work(ctx context.Context, o WorkerOptions) (int, error) {
 		}
 		return 0, nil
 	}
+	proc.ResetIgnoredSignals()
 	cmd := exec.Command(o.Command[0], o.Command[1:]...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
@@ -134,6 +135,7 @@ func startBootstrapper(args, env []string, stdout, stderr io.Writer) (*proc.Chil
 	if err != nil {
 		return nil, fmt.Errorf("-bootstrap: %w", err)
 	}
+	proc.ResetIgnoredSignals()
 	cmd := exec.Command(exe, append([]string{"bootstrap"}, args...)...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = stdout, stderr

@@ -31,12 +31,14 @@ type Command struct {
 
 // Start starts c as the leader of a new session (setsid), and so of a new
 // process group whose id is its pid: signals can address everything it
-// starts, and it never shares our controlling terminal. The caller waits
-// for the returned command.
+// starts, and it never shares our controlling terminal. Its signals have
+// their default dispositions even where ours are ignored (signals.go). The
+// caller waits for the returned command.
 func Start(c Command) (*exec.Cmd, error) {
 	if len(c.Argv) == 0 {
 		return nil, errors.New("empty argv")
 	}
+	ResetIgnoredSignals()
 	cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
 	cmd.Env = c.Env
 	cmd.Dir = c.Dir
