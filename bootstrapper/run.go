@@ -37,9 +37,10 @@ type Options struct {
 	// FixedChecks checks servers as Che does: every CheckPeriod, the first
 	// time one period after the start, and once when the script exits 0.
 	FixedChecks bool
-	// ReconnectPeriod is the wait between reconnection attempts after the
-	// first, immediate, one; <= 0 disables reconnection and makes the
-	// first connection a single attempt (Che's 0).
+	// ReconnectPeriod is the longest wait between reconnection attempts
+	// (the first connection's: every period; after a connection broke:
+	// the backoff's bound, docs/bootstrapper.md 5.3); <= 0 disables
+	// reconnection and makes the first connection a single attempt (Che's 0).
 	ReconnectPeriod time.Duration
 	// LivenessPeriod is how often servers are checked after DONE; 0: never.
 	LivenessPeriod time.Duration
