@@ -41,6 +41,10 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// flagError is a usage error the flag package has printed already, with
+// the usage: Main only sets the exit code.
+type flagError struct{ usageError }
+
 const usage = `porthole: an in-container exec agent
 
 Usage:
@@ -67,6 +71,7 @@ func Main(args []string, environ []string) int {
 	err := run(context.Background(), args, parseEnv(environ), os.Stdin, os.Stdout, os.Stderr)
 	var ee exitError
 	var ue usageError
+	var fe flagError
 	switch {
 	case err == nil:
 		return 0
@@ -74,6 +79,8 @@ func Main(args []string, environ []string) int {
 		return ee.code
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &fe):
+		return 2
 	case errors.As(err, &ue):
 		fmt.Fprintln(os.Stderr, "porthole:", ue.msg)
 		return 2
@@ -129,7 +136,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err.Error()}
+		return flagError{usageError{err.Error()}}
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{"exec without command", []string{"exec"}, "exec needs a command"},
 		{"exec with only --", []string{"exec", "-url", "ws://127.0.0.1:1", "--"}, "exec needs a command"},
-		{"unknown flag", []string{"exec", "-no-such-flag", "--", "true"}, "no-such-flag"},
+		{"unknown flag", []string{"exec", "-no-such-flag", "--", "true"}, "flag provided but not defined: -no-such-flag"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"kill without id", []string{"kill"}, "kill needs one process id"},
 		{"kill with bad signal", []string{"kill", "-s", "NOPE", "p1"}, "-s"},
@@ -60,8 +60,8 @@ func TestUsageErrors(t *testing.T) {
 			if r.code != 2 {
 				t.Errorf("porthole %q: exit %d, want 2 (usage)", tc.args, r.code)
 			}
-			if !strings.Contains(r.stderr, tc.want) {
-				t.Errorf("porthole %q: stderr %q, want it to mention %q", tc.args, r.stderr, tc.want)
+			if n := strings.Count(r.stderr, tc.want); n != 1 {
+				t.Errorf("porthole %q: stderr %q, want it to say %q once (%d times)", tc.args, r.stderr, tc.want, n)
 			}
 		})
 	}

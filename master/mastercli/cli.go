@@ -42,13 +42,20 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// flagError is a usage error the flag package has printed already, with
+// the usage: Main only sets the exit code.
+type flagError struct{ usageError }
+
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	err := run(context.Background(), args, stdout, stderr)
 	var ue usageError
+	var fe flagError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &fe):
+		return 2
 	case errors.As(err, &ue):
 		fmt.Fprintln(stderr, "porthole-master:", ue.msg)
 		return 2
@@ -89,7 +96,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err.Error()}
+		return flagError{usageError{err.Error()}}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
