@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -58,8 +60,11 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 	mp := runMaster(t, dir, addr)
 	url := "http://" + addr
 	waitUp(t, url)
-	// The script paces itself a little so that kills land mid-stream.
-	cfg := config(t, `[{"id":"org.lines","script":"i=1; while [ $i -le `+strconv.Itoa(lines)+` ]; do echo line-$i; [ $((i % 1000)) -eq 0 ] && sleep 0.05; i=$((i+1)); done"}]`)
+	// The script paces itself a little, and stops halfway until the test
+	// opens its gate after the last kill, so that kills land mid-stream
+	// however fast the bootstrapper reconnects.
+	gate := filepath.Join(t.TempDir(), "gate")
+	cfg := config(t, `[{"id":"org.lines","script":"i=1; while [ $i -le `+strconv.Itoa(lines)+` ]; do echo line-$i; [ $((i % 1000)) -eq 0 ] && sleep 0.05; if [ $i -eq `+strconv.Itoa(lines/2)+` ]; then while [ ! -e `+gate+` ]; do sleep 0.05; done; fi; i=$((i+1)); done"}]`)
 	boot := bootstrap(t, "ws://"+addr, mtok, rid, "m", cfg, "-installer-timeout", "120")
 	tm := &testMaster{URL: url}
 	for kill := 1; kill <= 2; kill++ {
@@ -80,6 +85,9 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 		<-mp.done
 		mp = runMaster(t, dir, addr)
 		waitUp(t, url)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	select {
 	case <-boot.done:
