@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -118,6 +119,10 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	go s.runAttach(p, offs, sk, readDone)
 }
 
+// closeWait bounds how long an attach socket waits for the client's
+// answer to its close frame.
+const closeWait = 5 * time.Second
+
 // errClientClosed is the cause of a session whose client went away.
 var errClientClosed = errors.New("client closed the connection")
 
@@ -127,7 +132,18 @@ var errClientClosed = errors.New("client closed the connection")
 func (s *session) runAttach(p *process, offs [3]*int64, sk sink, readDone <-chan struct{}) {
 	err := follow(s.ctx, p, offs, sk)
 	switch cause := context.Cause(s.ctx); {
-	case err == nil: // exited was sent; the sink closed the socket normally
+	case err == nil:
+		// exited was sent, then a close frame: the socket closes once the
+		// client answered it (its read loop ended), at most closeWait
+		// later. Closing at once, with the client's last frames unread,
+		// resets the connection, and the reset could reach the client
+		// before the exit status did.
+		t := time.NewTimer(closeWait)
+		select {
+		case <-readDone:
+		case <-t.C:
+		}
+		t.Stop()
 	case cause == errClientClosed:
 	case s.ctx.Err() != nil: // the agent is shutting down
 		s.stream.CloseWith(protocol.CloseGoingAway, cause.Error())

@@ -211,7 +211,7 @@ func (f frameSink) exited(info protocol.ProcessInfo) error {
 	if err := f.notify(protocol.EventExited, info); err != nil {
 		return err
 	}
-	return f.s.stream.CloseWith(protocol.CloseNormal, exitReason(info))
+	return f.s.stream.SendClose(protocol.CloseNormal, exitReason(info))
 }
 
 func exitReason(info protocol.ProcessInfo) string {
@@ -242,7 +242,7 @@ func (r rawSink) gap(_ protocol.Stream, from, to int64) error {
 func (rawSink) eof(protocol.Stream, int64) error { return nil }
 
 func (r rawSink) exited(info protocol.ProcessInfo) error {
-	return r.s.stream.CloseWith(protocol.CloseNormal, exitReason(info))
+	return r.s.stream.SendClose(protocol.CloseNormal, exitReason(info))
 }
 
 // eventSink is a subscription on a control socket: output as JSON text for

@@ -273,12 +273,20 @@ func (s *Stream) write(typ int, b []byte) error {
 
 // CloseWith sends a close frame (best effort, bounded) then closes.
 func (s *Stream) CloseWith(code int, reason string) error {
+	s.SendClose(code, reason)
+	return s.Close()
+}
+
+// SendClose sends a close frame (bounded) and leaves the socket open, so
+// that the peer's answering close frame can be read before Close: closing
+// a TCP connection with the peer's last frames unread resets it, and the
+// reset can reach the peer before it has read what was sent last.
+func (s *Stream) SendClose(code int, reason string) error {
 	if len(reason) > 120 { // a close frame's payload is at most 125 bytes
 		reason = reason[:120]
 	}
 	msg := websocket.FormatCloseMessage(code, reason)
-	s.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-	return s.Close()
+	return s.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 }
 
 // Close implements jsonrpc2.ObjectStream; it also stops the keepalive.
