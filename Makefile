@@ -58,7 +58,7 @@ web/dashboard/node_modules/.package-lock.json: web/dashboard/package-lock.json w
 lint:
 	./scripts/lint.sh
 
-# The timing-sensitive packages (agent, bootstrapper, cli, entrypoint,
+# The timing-sensitive packages (agent, bootstrapper, cli, client, entrypoint,
 # internal, master) with -race -count=$(STRESS_COUNT) while busy
 # loops keep every core busy (scripts/stress.sh); .ci/run uses a count of 3.
 STRESS_COUNT ?= 10

@@ -191,6 +191,14 @@ func (p *Process) connect(ctx context.Context) error {
 	case <-started:
 		return nil
 	case <-ended:
+		// A process that exits at once sends started and exited, and the
+		// socket ends, before this select runs: it was attached all the
+		// same, and its exit is Wait's to report, not Attach's error.
+		select {
+		case <-started:
+			return nil
+		default:
+		}
 		return p.waitErr()
 	case <-ctx.Done():
 		stream.Close()

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-10}
-pkgs=(./agent/... ./bootstrapper/... ./cli/... ./entrypoint/... ./internal/... ./master/...)
+pkgs=(./agent/... ./bootstrapper/... ./cli/... ./client/... ./entrypoint/... ./internal/... ./master/...)
 hogs=()
 stop() { [ ${#hogs[@]} -eq 0 ] || kill "${hogs[@]}" 2>/dev/null || true; }
 trap stop EXIT
