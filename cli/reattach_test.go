@@ -374,7 +374,7 @@ func TestAttachOffsets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		args               []string
+		args              []string
 		wantOut, wantErrs string
 	}{
 		{nil, "0123456789", "abcdefghij"},

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make lint: go vet, staticcheck and govulncheck, at pinned versions
+# make lint: gofmt, go vet, staticcheck and govulncheck, at pinned versions
 # installed from the Go module proxy into a cache directory.
 #
 # govulncheck normally reads https://vuln.go.dev, which CI machines may not
@@ -17,6 +17,12 @@ tools=${XDG_CACHE_HOME:-$HOME/.cache}/porthole/tools
 GOBIN=$tools go install "$STATICCHECK"
 GOBIN=$tools go install "$GOVULNCHECK"
 
+echo "lint: gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "lint: gofmt would change: $unformatted" >&2
+  exit 1
+fi
 echo "lint: go vet"
 go vet ./...
 echo "lint: staticcheck ($STATICCHECK)"
