@@ -19,6 +19,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/backoff"
 	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/protocol"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 const (
@@ -83,6 +84,12 @@ type pusher struct {
 	reconnect time.Duration // <= 0: never reconnect (as Che with 0)
 	backoff   *backoff.Backoff
 	log       *slog.Logger
+
+	// What the master said of itself on the last handshake
+	// (che.HeaderMaxMessage, che.HeaderCapabilities): its largest frame in
+	// bytes (0: not said), and whether it understands serverStatusChanged.
+	maxMessage   atomic.Int64
+	serverStatus atomic.Bool
 
 	ctx      context.Context // ends the pusher; cancelled at the flush deadline
 	cancel   context.CancelFunc
@@ -185,6 +192,7 @@ func (p *pusher) dial(ctx context.Context) (*conn, error) {
 		}
 		return nil, err
 	}
+	p.learn(resp.Header)
 	c := &conn{ws: ws, cork: cork, readEnd: make(chan struct{})}
 	c.stream = wsrpc.New(ws, wsrpc.Options{
 		Limit:        1 << 20,
@@ -211,6 +219,18 @@ func (p *pusher) dial(ctx context.Context) (*conn, error) {
 	c.rpc = jsonrpc2.NewConn(context.Background(), c.stream, h,
 		jsonrpc2.SetLogger(slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)))
 	return c, nil
+}
+
+// learn records what the master says of itself on a handshake's response.
+func (p *pusher) learn(h http.Header) {
+	limit, err := strconv.ParseInt(h.Get(che.HeaderMaxMessage), 10, 64)
+	if err != nil || limit <= 0 {
+		limit = 0
+	}
+	if old := p.maxMessage.Swap(limit); old != limit {
+		p.log.Debug("the master's message limit", "bytes", limit)
+	}
+	p.serverStatus.Store(che.HasCapability(h.Get(che.HeaderCapabilities), che.CapServerStatus))
 }
 
 // close ends the connection, with a normal close frame when graceful, and

@@ -44,8 +44,11 @@ type Options struct {
 	ReconnectPeriod time.Duration
 	// LivenessPeriod is how often servers are checked after DONE; 0: never.
 	LivenessPeriod time.Duration
-	StopGrace      time.Duration // between SIGTERM and SIGKILL of installers' groups (2 s)
-	FlushTimeout   time.Duration // how long to try to deliver what is left at the end (FlushTimeout(ReconnectPeriod))
+	// ServerStatusEvents says when a change found after DONE is pushed as
+	// installer/serverStatusChanged (ServerEvents*; "": auto).
+	ServerStatusEvents string
+	StopGrace          time.Duration // between SIGTERM and SIGKILL of installers' groups (2 s)
+	FlushTimeout       time.Duration // how long to try to deliver what is left at the end (FlushTimeout(ReconnectPeriod))
 
 	SpoolDir    string // spill file directory; "" keeps events in memory only
 	SpoolMemory int64  // bytes of events kept in memory per connection (8 MiB)
@@ -54,6 +57,13 @@ type Options struct {
 
 	Logger *slog.Logger // the bootstrapper's own log (default: slog.Default)
 }
+
+// Values of Options.ServerStatusEvents (the flag -server-status-events).
+const (
+	ServerEventsAuto   = "auto"   // when the master announces che.CapServerStatus
+	ServerEventsAlways = "always" // to any master
+	ServerEventsNever  = "never"  // the wire is exactly Che's three methods
+)
 
 func (o *Options) defaults() {
 	set := func(d *time.Duration, v time.Duration) {
@@ -106,7 +116,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	emit := r.logOutput // as Che without a logs endpoint
 	if r.logs != nil {
-		emit = logEvents{r.enc, r.logs.sp}.emit
+		emit = logEvents{r.enc, r.logs.sp, r.logs.maxMessage.Load}.emit
 	}
 	if r.out, err = newOutputs(o.MaxLine, emit); err != nil {
 		r.finish()
@@ -211,7 +221,13 @@ func (r *runner) finish() {
 
 func (r *runner) bootstrapperStatus(status, errText string) {
 	r.logStatus("bootstrapper status", "status", status, "error", errText)
-	r.status.sp.add(kindStatus, -1, r.enc.bootstrapperStatus(status, errText))
+	u := r.enc.bootstrapperStatus(status, errText, true)
+	if limit := r.status.maxMessage.Load(); limit > 0 && u.size() > limit && status == che.StatusStarting {
+		// The plan is what makes it large: STARTING goes without it.
+		r.log.Warn("the installers' plan is larger than the master accepts: STARTING is sent without it", "bytes", u.size(), "limit", limit)
+		u = r.enc.bootstrapperStatus(status, errText, false)
+	}
+	r.status.sp.add(kindStatus, -1, u)
 }
 
 func (r *runner) installerStatus(inst int, status, errText string) {
@@ -375,9 +391,25 @@ func (r *runner) liveness() {
 				status = che.StatusRunning
 			}
 			r.log.Info("server status", "installer", r.enc.installer(s.inst), "server", s.ref, "status", status)
-			r.status.sp.add(kindStatus, s.inst, r.enc.serverStatus(s.inst, s.ref, s.port, status))
+			if r.serverEvents() {
+				r.status.sp.add(kindStatus, s.inst, r.enc.serverStatus(s.inst, s.ref, s.port, status))
+			}
 		}
 	}
+}
+
+// serverEvents reports whether installer/serverStatusChanged is sent:
+// with ServerStatusEvents "auto", when the master said on the status
+// connection's last handshake that it understands it (porthole-master
+// does, Che's master does not and would log an error for each).
+func (r *runner) serverEvents() bool {
+	switch r.o.ServerStatusEvents {
+	case ServerEventsAlways:
+		return true
+	case ServerEventsNever:
+		return false
+	}
+	return r.status.serverStatus.Load()
 }
 
 // stop stops what is still running: every installer's process group gets

@@ -19,6 +19,9 @@ import (
 // once and from then on stores the frame as opaque bytes.
 type unnumbered struct{ head, tail []byte }
 
+// size bounds the frame's length once numbered (a seq has at most 20 digits).
+func (u unnumbered) size() int64 { return int64(len(u.head) + 20 + len(u.tail)) }
+
 func (u unnumbered) number(seq uint64) []byte {
 	return append(strconv.AppendUint(u.head, seq, 10), u.tail...)
 }

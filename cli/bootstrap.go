@@ -32,6 +32,7 @@ type bootstrapFlags struct {
 
 	backoff                bool
 	liveness               secondsFlag
+	serverEvents           string
 	spoolDir, logLevel     string
 	spoolMemory, spoolMax  byteSize
 	maxLine                int
@@ -63,6 +64,7 @@ func (f *bootstrapFlags) register(fs *flag.FlagSet, e env) {
 	fs.DurationVar(&f.stopGrace, "stop-grace", 2*time.Second, "how long installers get between SIGTERM and SIGKILL")
 	fs.DurationVar(&f.flushWithin, "flush-timeout", 0, "at the end, how long to try to deliver the events left (default 3 × -logs-endpoint-reconnect-period, at least 10s: three reconnection attempts)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.serverEvents, "server-status-events", bootstrapper.ServerEventsAuto, "after DONE, push each server's liveness change as installer/serverStatusChanged: auto (when the master announces it understands it), always or never")
 }
 
 // options validates the flags, naming the one at fault, and reads the
@@ -114,6 +116,11 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 	if f.stopGrace <= 0 || f.flushWithin < 0 {
 		return bad("-stop-grace must be positive and -flush-timeout not negative (0: the default)")
 	}
+	switch f.serverEvents {
+	case bootstrapper.ServerEventsAuto, bootstrapper.ServerEventsAlways, bootstrapper.ServerEventsNever:
+	default:
+		return bad("-server-status-events %q: want auto, always or never", f.serverEvents)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return bad("-log-level %q: want debug, info, warn or error", f.logLevel)
@@ -137,24 +144,25 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 		return o, err
 	}
 	o = bootstrapper.Options{
-		Installers:       installers,
-		MachineName:      f.machine,
-		RuntimeID:        rid,
-		PushURL:          f.push,
-		LogsURL:          f.pushLogs,
-		TLS:              tlsConf,
-		InstallerTimeout: time.Duration(f.installerTimeout) * time.Second,
-		CheckPeriod:      time.Duration(f.checkPeriod) * time.Second,
-		FixedChecks:      !f.backoff,
-		ReconnectPeriod:  time.Duration(f.reconnectPeriod) * time.Second,
-		LivenessPeriod:   time.Duration(f.liveness),
-		StopGrace:        f.stopGrace,
-		FlushTimeout:     f.flushWithin,
-		SpoolDir:         f.spoolDir,
-		SpoolMemory:      int64(f.spoolMemory),
-		SpoolLimit:       int64(f.spoolMax),
-		MaxLine:          f.maxLine,
-		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Installers:         installers,
+		MachineName:        f.machine,
+		RuntimeID:          rid,
+		PushURL:            f.push,
+		LogsURL:            f.pushLogs,
+		TLS:                tlsConf,
+		InstallerTimeout:   time.Duration(f.installerTimeout) * time.Second,
+		CheckPeriod:        time.Duration(f.checkPeriod) * time.Second,
+		FixedChecks:        !f.backoff,
+		ReconnectPeriod:    time.Duration(f.reconnectPeriod) * time.Second,
+		LivenessPeriod:     time.Duration(f.liveness),
+		ServerStatusEvents: f.serverEvents,
+		StopGrace:          f.stopGrace,
+		FlushTimeout:       f.flushWithin,
+		SpoolDir:           f.spoolDir,
+		SpoolMemory:        int64(f.spoolMemory),
+		SpoolLimit:         int64(f.spoolMax),
+		MaxLine:            f.maxLine,
+		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}
 	if f.enableAuth {
 		o.Token = e["CHE_MACHINE_TOKEN"]
