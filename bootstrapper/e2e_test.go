@@ -600,8 +600,9 @@ func TestServerFailures(t *testing.T) {
 	}
 }
 
-// Bad configs: exit 1, a message naming the installer and field, and
-// nothing started: no connection, no script run.
+// Bad configs: exit 1, a message naming the installer and field, pushed
+// to the master as bootstrapper FAILED (it used to learn nothing, and wait
+// for its own start timeout), and nothing started: no script run.
 func TestBadConfigStartsNothing(t *testing.T) {
 	ran := filepath.Join(t.TempDir(), "ran")
 	cases := []struct{ name, file, want string }{
@@ -630,9 +631,7 @@ func TestBadConfigStartsNothing(t *testing.T) {
 			if out := p.output(); !strings.Contains(out, file+": ") || !strings.Contains(out, c.want) {
 				t.Fatalf("stderr %q; want %q after the file's path", out, c.want)
 			}
-			if n := r.Handshakes(); n != 0 {
-				t.Fatalf("%d connection(s) to the master", n)
-			}
+			assertReported(t, r, c.want)
 			if _, err := os.Stat(ran); err == nil {
 				t.Fatal("a script ran")
 			}
@@ -640,34 +639,51 @@ func TestBadConfigStartsNothing(t *testing.T) {
 	}
 }
 
-// Bad flags: exit 2, a message naming the flag, no connection.
-func TestBadFlags(t *testing.T) {
-	r := bt.Start(t, bt.Options{})
-	file := fixture(t, "two-scripts.json", 0)
-	good := map[string]string{
-		"-file": file, "-push-endpoint": r.URL + "/s", "-runtime-id": "w:e:o", "-machine-name": "m",
+// assertReported checks that r received exactly one event, bootstrapper
+// FAILED with an error that contains want.
+func assertReported(t *testing.T, r *bt.Receiver, want string) {
+	t.Helper()
+	evs := r.Events()
+	if len(evs) != 1 || evs[0].Method != che.MethodBootstrapperStatus || evs[0].Params.Status != che.StatusFailed ||
+		!strings.Contains(evs[0].Params.Error, want) || evs[0].Params.Seq != 1 {
+		t.Fatalf("events:\n%s\nwant one: bootstrapper FAILED %q", bt.Summary(evs, 10), want)
 	}
+}
+
+// Bad flags: exit 2 and a message naming the flag. A bad value of a flag
+// other than those saying where and as whom to connect is also pushed to
+// the master as bootstrapper FAILED; a command line the flag package
+// cannot parse, or one without a usable endpoint, runtime or machine, is
+// not (the endpoint may not be known).
+func TestBadFlags(t *testing.T) {
+	file := fixture(t, "two-scripts.json", 0)
 	cases := []struct {
 		flag, value, want string
+		reported          bool
 	}{
-		{"-push-endpoint", "", "-push-endpoint is required"},
-		{"-push-endpoint", "http://127.0.0.1:1/x", `-push-endpoint "http://127.0.0.1:1/x": protocol must be either ws or wss`},
-		{"-push-logs-endpoint", "tcp://x", `-push-logs-endpoint "tcp://x": protocol must be either ws or wss`},
-		{"-runtime-id", "", "-runtime-id is required"},
-		{"-runtime-id", "w:e", `-runtime-id "w:e": want workspace:env:ownerId`},
-		{"-machine-name", "", "-machine-name is required"},
-		{"-installer-timeout", "0", "-installer-timeout 0: must be > 0"},
-		{"-installer-timeout", "ten", `invalid value "ten" for flag -installer-timeout`},
-		{"-server-check-period", "-1", "-server-check-period -1: must be > 0"},
-		{"-cacert", "/no/such.pem", "-cacert /no/such.pem: open /no/such.pem: no such file or directory"},
-		{"-cacert", file, "-cacert " + file + ": no PEM certificate found"},
-		{"-spool-dir", "/no/such/dir", `-spool-dir "/no/such/dir": not a directory`},
-		{"-spool-memory", "1K", "-spool-memory 1024: must be at least 64K"},
-		{"-liveness-period", "soon", `invalid value "soon" for flag -liveness-period`},
-		{"-no-such-flag", "1", "flag provided but not defined: -no-such-flag"},
+		{"-push-endpoint", "", "-push-endpoint is required", false},
+		{"-push-endpoint", "http://127.0.0.1:1/x", `-push-endpoint "http://127.0.0.1:1/x": protocol must be either ws or wss`, false},
+		{"-push-logs-endpoint", "tcp://x", `-push-logs-endpoint "tcp://x": protocol must be either ws or wss`, false},
+		{"-runtime-id", "", "-runtime-id is required", false},
+		{"-runtime-id", "w:e", `-runtime-id "w:e": want workspace:env:ownerId`, false},
+		{"-machine-name", "", "-machine-name is required", false},
+		{"-installer-timeout", "0", "-installer-timeout 0: must be > 0", true},
+		{"-installer-timeout", "ten", `invalid value "ten" for flag -installer-timeout`, false},
+		{"-server-check-period", "-1", "-server-check-period -1: must be > 0", true},
+		{"-cacert", "/no/such.pem", "-cacert /no/such.pem: open /no/such.pem: no such file or directory", true},
+		{"-cacert", file, "-cacert " + file + ": no PEM certificate found", true},
+		{"-spool-dir", "/no/such/dir", `-spool-dir "/no/such/dir": not a directory`, true},
+		{"-spool-memory", "1K", "-spool-memory 1024: must be at least 64K", true},
+		{"-server-status-events", "sometimes", `-server-status-events "sometimes": want auto, always or never`, true},
+		{"-liveness-period", "soon", `invalid value "soon" for flag -liveness-period`, false},
+		{"-no-such-flag", "1", "flag provided but not defined: -no-such-flag", false},
 	}
 	for _, c := range cases {
 		t.Run(c.flag+"="+c.value, func(t *testing.T) {
+			r := bt.Start(t, bt.Options{})
+			good := map[string]string{
+				"-file": file, "-push-endpoint": r.URL + "/s", "-runtime-id": "w:e:o", "-machine-name": "m",
+			}
 			args := []string{"bootstrap"}
 			for k, v := range good {
 				if k != c.flag {
@@ -684,10 +700,12 @@ func TestBadFlags(t *testing.T) {
 			if !strings.Contains(p.output(), c.want) {
 				t.Fatalf("stderr:\n%s\nwant %q", p.output(), c.want)
 			}
+			if c.reported {
+				assertReported(t, r, c.want)
+			} else if n := r.Handshakes(); n != 0 {
+				t.Fatalf("%d connection(s) to the master", n)
+			}
 		})
-	}
-	if n := r.Handshakes(); n != 0 {
-		t.Fatalf("%d connection(s) to the master", n)
 	}
 }
 

@@ -137,6 +137,13 @@ func (e *encoder) lost(inst int, n uint64) unnumbered {
 	return e.render(che.MethodInstallerLog, che.InstallerLog{MachineEvent: e.event(), Text: che.LostText(n), Installer: e.installer(inst), Stream: che.StreamStderr, Lost: n, BootID: e.boot})
 }
 
+// undelivered renders the event that stands for n events not delivered
+// when the bootstrapper ends, the first from installer inst (push.go
+// report).
+func (e *encoder) undelivered(inst int, n uint64) unnumbered {
+	return e.render(che.MethodInstallerLog, che.InstallerLog{MachineEvent: e.event(), Text: che.UndeliveredText(n), Installer: e.installer(inst), Stream: che.StreamStderr, Lost: n, BootID: e.boot})
+}
+
 // logEvents queues output lines on a spool as installer/log events: its
 // emit is what outputs calls with each line, so that a line goes from the
 // pipe (output.go) through its rendering (here) to the spool (spool.go)

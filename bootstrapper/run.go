@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/proc"
@@ -94,7 +95,9 @@ func (o *Options) defaults() {
 // once all are RUNNING or DONE, stays until their processes have ended
 // (or ctx ends), checking their servers' liveness. It returns the error
 // that failed the bootstrap, after stopping every installer's process
-// group; when ctx ends first, that error wraps context.Cause(ctx).
+// group; when ctx ends first, that error wraps context.Cause(ctx). When
+// events could not be delivered by the end, the error also holds an
+// *UndeliveredError (errors.As).
 // Cancelling ctx after DONE stops the installers and returns nil.
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
@@ -119,8 +122,7 @@ func Run(ctx context.Context, o Options) error {
 		emit = logEvents{r.enc, r.logs.sp, r.logs.maxMessage.Load}.emit
 	}
 	if r.out, err = newOutputs(o.MaxLine, emit); err != nil {
-		r.finish()
-		return err
+		return errors.Join(err, r.finish())
 	}
 	r.log.Info("bootstrapping", "machine", o.MachineName, "runtime", o.RuntimeID, "boot_id", r.boot, "installers", ids)
 
@@ -144,8 +146,7 @@ func Run(ctx context.Context, o Options) error {
 		r.stop()
 	}
 	r.out.stop()
-	r.finish()
-	return err
+	return errors.Join(err, r.finish())
 }
 
 // runner is one Run.
@@ -176,6 +177,7 @@ func (r *runner) connect(ctx context.Context) error {
 			return nil, fmt.Errorf("-spool-dir %s: %w", so.dir, err)
 		}
 		p := newPusher(flag, url, r.o.Token, r.o.TLS, sp, r.o.ReconnectPeriod, r.log)
+		p.undelivered = r.enc.undelivered
 		c, err := p.connect(ctx, time.Now().Add(r.o.InstallerTimeout))
 		if err != nil {
 			sp.release()
@@ -201,8 +203,18 @@ func (r *runner) connect(ctx context.Context) error {
 	return nil
 }
 
-// finish delivers what is left and closes the connections.
-func (r *runner) finish() {
+// UndeliveredError: the bootstrapper ended with events the master had not
+// acknowledged (after -flush-timeout). Events is how many.
+type UndeliveredError struct{ Events int }
+
+func (e *UndeliveredError) Error() string {
+	return fmt.Sprintf("%d event(s) not delivered: the master did not acknowledge them within the flush timeout", e.Events)
+}
+
+// finish delivers what is left and closes the connections; it returns an
+// *UndeliveredError when events were not delivered.
+func (r *runner) finish() error {
+	var lost atomic.Int64
 	ps := []*pusher{r.status}
 	if r.logs != nil && r.logs != r.status {
 		ps = append(ps, r.logs)
@@ -212,11 +224,16 @@ func (r *runner) finish() {
 		wg.Go(func() {
 			if n := p.finish(r.o.FlushTimeout); n > 0 {
 				r.log.Error("events not delivered", "endpoint", p.url, "events", n)
+				lost.Add(int64(n))
 			}
 			p.sp.release()
 		})
 	}
 	wg.Wait()
+	if n := lost.Load(); n > 0 {
+		return &UndeliveredError{Events: int(n)}
+	}
+	return nil
 }
 
 func (r *runner) bootstrapperStatus(status, errText string) {

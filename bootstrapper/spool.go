@@ -327,6 +327,17 @@ func (s *spool) stats() (pending int, last uint64, dropped uint64) {
 	return n, s.next - 1, s.dropped
 }
 
+// oldest returns the installer of the oldest event not acknowledged (-1:
+// none, or the bootstrapper's own).
+func (s *spool) oldest() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.head) == 0 {
+		return -1
+	}
+	return int(s.head[0].inst)
+}
+
 // empty reports whether every event has been acknowledged.
 func (s *spool) empty() bool {
 	s.mu.Lock()

@@ -220,6 +220,7 @@ func runBootstrap(ctx context.Context, args []string, e env, stderr *os.File) er
 	}
 	o, err := f.options(e, stderr)
 	if err != nil {
+		f.reportFailure(ctx, e, stderr, err)
 		return err
 	}
 
@@ -245,8 +246,45 @@ func runBootstrap(ctx context.Context, args []string, e env, stderr *os.File) er
 		fmt.Fprintln(stderr, "porthole bootstrap:", err)
 		return exitError{128 + int(sc.sig)}
 	}
+	var ue *bootstrapper.UndeliveredError
+	if errors.As(err, &ue) { // whatever else happened, the master may not know it
+		fmt.Fprintln(stderr, "porthole bootstrap:", err)
+		return exitError{ExitUndelivered}
+	}
 	return err
 }
+
+// reportFailure pushes err, a bad flag value or config, to the master as
+// bootstrapper FAILED (bootstrapper.ReportFailure), when the flags that
+// say where and as whom (-push-endpoint, -push-logs-endpoint, -runtime-id,
+// -machine-name) are usable; nothing has been started.
+func (f *bootstrapFlags) reportFailure(ctx context.Context, e env, stderr *os.File, err error) {
+	if checkWS(f.push) != nil || (f.pushLogs != "" && checkWS(f.pushLogs) != nil) || f.machine == "" {
+		return
+	}
+	rid, rerr := che.ParseRuntimeID(f.runtimeID)
+	if rerr != nil {
+		return
+	}
+	o := bootstrapper.Options{PushURL: f.push, MachineName: f.machine, RuntimeID: rid,
+		ReconnectPeriod: time.Duration(max(f.reconnectPeriod, 0)) * time.Second,
+		Logger:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if f.cacert != "" {
+		o.TLS, _ = loadCACert(f.cacert) // nil when it is the bad flag: the system's roots
+	}
+	if f.enableAuth {
+		o.Token = e["CHE_MACHINE_TOKEN"]
+	}
+	if rerr := bootstrapper.ReportFailure(ctx, o, err); rerr != nil {
+		fmt.Fprintln(stderr, "porthole bootstrap: could not report the failure to the master:", rerr)
+		return
+	}
+	fmt.Fprintln(stderr, "porthole bootstrap: reported to the master as bootstrapper FAILED")
+}
+
+// ExitUndelivered is porthole bootstrap's exit status when events were not
+// delivered to the master by the end (docs/bootstrapper.md section 1).
+const ExitUndelivered = 3
 
 // secondsFlag is a duration given in seconds ("5", as Che's flags) or as
 // a Go duration ("500ms").

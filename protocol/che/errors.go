@@ -54,10 +54,10 @@ func LostText(n uint64) string {
 }
 
 // UndeliveredText is the text of the installer/log event that stands for n
-// events the bootstrapper could not deliver before it exited (porthole's):
-// sent on one last connection, when one can be made.
+// events the bootstrapper could not have acknowledged before it exited
+// (porthole's): sent on one last connection, when one can be made.
 func UndeliveredText(n uint64) string {
-	return fmt.Sprintf("[porthole] %d event(s) not delivered: the master could not be reached (or acknowledge them) before the bootstrapper exited", n)
+	return fmt.Sprintf("[porthole] %d event(s) not delivered: the bootstrapper exited before the master acknowledged them (some may have arrived)", n)
 }
 
 // RefusedText is the text of the journal entry the master writes for an
