@@ -340,3 +340,42 @@ func TestStuckMachineDoesNotBlockOthers(t *testing.T) {
 	})
 	t.Logf("%d unanswered frames backed up on the stuck connection", n)
 }
+
+// No poison frame, end to end: porthole's bootstrapper against a master
+// with a small -max-message gets every line of a long one stored, split
+// below the limit the master announced, none lost, and exits 0. The
+// bootstrapper used to send the line in frames up to -max-line (8 KiB,
+// escaped up to 6 times larger); the master closed each connection with
+// 1009, and the stream stopped there.
+func TestIngestLongLinesBelowLimit(t *testing.T) {
+	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.MaxEventBytes = 4096 })
+	const rid = "w:e:o"
+	cfg := config(t, `[{"id":"org.x","script":"head -c 20000 /dev/zero | tr '\\000' '\\001'; echo; echo end"}]`)
+	boot := bootstrap(t, tm.WS, tm.machineToken(t, rid, "m"), rid, "m", cfg)
+	select {
+	case <-boot.done:
+	case <-time.After(2 * wait):
+		t.Fatal("the bootstrapper did not exit")
+	}
+	if boot.code != 0 {
+		t.Fatalf("exit code %d", boot.code)
+	}
+	var lines []string
+	var line strings.Builder
+	for _, e := range logs(t, tm, tm.clientToken(t), rid, "m") {
+		if e.Type != masterapi.EntryLog {
+			continue
+		}
+		if e.Lost > 0 {
+			t.Fatalf("a lost entry: %+v", e)
+		}
+		line.WriteString(e.Text)
+		if !e.Partial {
+			lines = append(lines, line.String())
+			line.Reset()
+		}
+	}
+	if len(lines) != 2 || lines[0] != strings.Repeat("\x01", 20000) || lines[1] != "end" {
+		t.Fatalf("%d lines stored; want the 20000-byte line and end", len(lines))
+	}
+}
