@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/logging"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/dashboard"
 	"github.com/porthole-dev/porthole/master/store"
@@ -160,16 +160,17 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
 	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
 	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var logFlags logging.Flags
+	logFlags.Register(fs)
 	var o master.Options
 	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
 	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Sprintf("-log-level %q: want debug, info, warn or error", *logLevel)}
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	if *keep <= 0 {
 		return usageError{fmt.Sprintf("-keep-entries %d: must be positive", *keep)}
@@ -183,7 +184,6 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := dataDir(*data); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	signer, err := master.LoadSigner(*data)
 	if err != nil {
 		return err
