@@ -160,6 +160,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
 	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
 	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
+	metricsListen := fs.String("metrics-listen", "", "also serve /metrics on this address without authentication, for a Prometheus scraper ('': only on -listen, to client tokens)")
 	var logFlags logging.Flags
 	logFlags.Register(fs)
 	var o master.Options
@@ -206,8 +207,23 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if *metricsListen != "" {
+		mln, err := net.Listen("tcp", *metricsListen)
+		if err != nil {
+			srv.Close()
+			<-errc
+			return fmt.Errorf("-metrics-listen %s: %w", *metricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		served := make(chan struct{})
+		go func() { defer close(served); msrv.Serve(mln) }()
+		defer func() { msrv.Close(); <-served }()
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
 	log.Info("porthole-master listening", "addr", ln.Addr().String(), "data", *data, "version", Version)
 	select {
 	case err := <-errc:
