@@ -130,7 +130,7 @@ export class Attachment {
     let bytes = payload;
     if (offset > want) this.gap(stream, offset - want);
     else if (offset < want) bytes = payload.subarray(Math.min(payload.length, want - offset));
-    this.offsets[stream] = offset + payload.length;
+    this.offsets[stream] = Math.max(want, offset + payload.length);
     if (bytes.length) {
       this.backoff.progress();
       this.output(stream, bytes);
