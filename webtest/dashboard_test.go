@@ -295,6 +295,43 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	}
 }
 
+// TestDashboardTerminalAgentRestart: when the machine's agent restarts
+// (SIGKILL, a new agent), the shell the panel showed is gone: the panel
+// says so and stops retrying, and forgets it, so a reload does not try
+// it again.
+func TestDashboardTerminalAgentRestart(t *testing.T) {
+	dashboardDist(t)
+	chromium := chromiumPath(t)
+	bins := buildBinaries(t)
+	m := startMaster(t, bins)
+	const rid, name = "ws5:default:owner5", "reborn"
+	machineToken := m.tokenFile(t, "-runtime-id", rid, "-machine-name", name)
+	agent := startAgentProc(t, bins, m, machineToken, rid, name)
+
+	p := startBrowser(t, chromium)
+	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + m.token(t, "-client")))
+	card := machineJS(rid, name)
+	stateJS := card + `?.querySelector('.terminal-status')?.dataset.state`
+	p.wait("the agent connected", card+`?.querySelector('.open-terminal')?.disabled === false`)
+	eval[bool](p, card+`.querySelector('.open-terminal').click() ?? true`)
+	p.wait("attached", stateJS+` === 'open'`)
+	id := eval[string](p, `window.porthole.processId(`+jsString(rid)+`, `+jsString(name)+`)`)
+
+	start := time.Now()
+	agent.cmd.Process.Kill()
+	<-agent.exited
+	p.wait("the bar to say reconnecting", stateJS+` === 'reconnecting'`)
+	startAgentProc(t, bins, m, machineToken, rid, name)
+	p.wait("the panel to say the shell is gone", stateJS+` === 'failed' && `+card+`.querySelector('.terminal-status').textContent.startsWith(`+jsString("process "+id+" is gone")+`)`)
+	t.Logf("%v after the agent's restart: %s", time.Since(start), eval[string](p, card+`.querySelector('.terminal-status').textContent`))
+	if n := eval[int](p, `Object.keys(sessionStorage).filter(k => k.startsWith('porthole-dashboard.terminal')).length`); n != 0 {
+		t.Errorf("sessionStorage keeps %d terminal(s) whose shell is gone", n)
+	}
+	if ex := p.exceptions(); len(ex) > 0 {
+		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
+	}
+}
+
 // TestDashboardSharedJS runs the unit tests of web/shared (the backoff,
 // the framed attach protocol, the attachment's offsets) with node's test
 // runner: web/shared/shared.test.mjs.
