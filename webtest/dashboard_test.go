@@ -240,6 +240,7 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	t.Logf("while the master is down: %s", eval[string](p, card+`.querySelector('.terminal-status').textContent`))
 	// Typing while reconnecting sends nothing (the tty would echo it).
 	p.typeText("zzz")
+	p.screenshot("dashboard-terminal-reconnecting.png")
 	// The shell goes on while the master is down: the page reattaches
 	// behind what it has shown.
 	before := eval[int](p, lastNumber)
