@@ -174,7 +174,8 @@ func TestDashboardReconnect(t *testing.T) {
 // output does not), the page reattaches at the exact offset, and the
 // buffer holds every line once, in order. A reload then reattaches to
 // the same shell (the agent has no second process) and replays it, and
-// Close hangs up that shell.
+// Close hangs up that shell. When the agent restarts, the panel says its
+// shell is gone and stops.
 func TestDashboardTerminalReconnect(t *testing.T) {
 	dashboardDist(t)
 	chromium := chromiumPath(t)
@@ -182,7 +183,7 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	m := startMaster(t, bins)
 	const rid, name = "ws4:default:owner4", "survivor"
 	machineToken := m.tokenFile(t, "-runtime-id", rid, "-machine-name", name)
-	startAgentProc(t, bins, m, machineToken, rid, name)
+	agent := startAgentProc(t, bins, m, machineToken, rid, name)
 	client := m.token(t, "-client")
 
 	p := startBrowser(t, chromium)
@@ -249,8 +250,11 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 		return err == nil && n >= before+30
 	})
+	down := time.Now()
 	startMasterAt(t, bins, m.addr, m.data) // stopped at cleanup
+	t.Logf("the master answers again after %v", time.Since(down).Round(time.Millisecond))
 	p.wait("reattached", stateJS+` === 'open'`)
+	t.Logf("reattached after %v", time.Since(down).Round(time.Millisecond))
 	p.wait("the stream going on live", fmt.Sprintf(`%s >= %d`, lastNumber, before+20))
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -288,44 +292,24 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := eval[int](p, `Object.keys(sessionStorage).filter(k => k.startsWith('porthole-dashboard.terminal')).length`); n != 0 {
+	savedJS := `Object.keys(sessionStorage).filter(k => k.startsWith('porthole-dashboard.terminal')).length`
+	if n := eval[int](p, savedJS); n != 0 {
 		t.Errorf("sessionStorage keeps %d terminal(s) after Close", n)
 	}
-	if ex := p.exceptions(); len(ex) > 0 {
-		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
-	}
-}
 
-// TestDashboardTerminalAgentRestart: when the machine's agent restarts
-// (SIGKILL, a new agent), the shell the panel showed is gone: the panel
-// says so and stops retrying, and forgets it, so a reload does not try
-// it again.
-func TestDashboardTerminalAgentRestart(t *testing.T) {
-	dashboardDist(t)
-	chromium := chromiumPath(t)
-	bins := buildBinaries(t)
-	m := startMaster(t, bins)
-	const rid, name = "ws5:default:owner5", "reborn"
-	machineToken := m.tokenFile(t, "-runtime-id", rid, "-machine-name", name)
-	agent := startAgentProc(t, bins, m, machineToken, rid, name)
-
-	p := startBrowser(t, chromium)
-	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + m.token(t, "-client")))
-	card := machineJS(rid, name)
-	stateJS := card + `?.querySelector('.terminal-status')?.dataset.state`
-	p.wait("the agent connected", card+`?.querySelector('.open-terminal')?.disabled === false`)
+	// The agent restarts (SIGKILL, a new agent): a new shell's panel says
+	// the shell is gone, stops retrying and forgets it.
+	p.wait("the panel closed", card+`.querySelector('.terminal-panel') === null`)
 	eval[bool](p, card+`.querySelector('.open-terminal').click() ?? true`)
-	p.wait("attached", stateJS+` === 'open'`)
-	id := eval[string](p, `window.porthole.processId(`+jsString(rid)+`, `+jsString(name)+`)`)
-
-	start := time.Now()
+	p.wait("a new shell", fmt.Sprintf(`%s !== undefined && %s !== %s && %s === 'open'`, idJS, idJS, jsString(id), stateJS))
+	id = eval[string](p, idJS)
 	agent.cmd.Process.Kill()
 	<-agent.exited
-	p.wait("the bar to say reconnecting", stateJS+` === 'reconnecting'`)
+	p.wait("the bar to say reconnecting after the agent's death", stateJS+` === 'reconnecting'`)
 	startAgentProc(t, bins, m, machineToken, rid, name)
 	p.wait("the panel to say the shell is gone", stateJS+` === 'failed' && `+card+`.querySelector('.terminal-status').textContent.startsWith(`+jsString("process "+id+" is gone")+`)`)
-	t.Logf("%v after the agent's restart: %s", time.Since(start), eval[string](p, card+`.querySelector('.terminal-status').textContent`))
-	if n := eval[int](p, `Object.keys(sessionStorage).filter(k => k.startsWith('porthole-dashboard.terminal')).length`); n != 0 {
+	t.Logf("after the agent's restart: %s", eval[string](p, card+`.querySelector('.terminal-status').textContent`))
+	if n := eval[int](p, savedJS); n != 0 {
 		t.Errorf("sessionStorage keeps %d terminal(s) whose shell is gone", n)
 	}
 	if ex := p.exceptions(); len(ex) > 0 {
