@@ -54,6 +54,9 @@ type ServeOptions struct {
 	// Grace is how long children get after SIGHUP and SIGTERM at shutdown
 	// before they are killed. Default DefaultGrace.
 	Grace time.Duration
+	// MetricsListener, if set, serves MetricsHandler at /metrics, without
+	// authentication (porthole agent -metrics-listen). Serve closes it.
+	MetricsListener net.Listener
 }
 
 // RunOptions configure Run: the agent and where it serves.
@@ -103,6 +106,14 @@ func (a *Agent) Serve(ctx context.Context, o ServeOptions) error {
 	if o.Listener != nil {
 		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug)}
 		go func() { served <- srv.Serve(o.Listener) }()
+	}
+	if o.MetricsListener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.With("component", "metrics").Handler(), slog.LevelDebug)}
+		mserved := make(chan struct{})
+		go func() { defer close(mserved); msrv.Serve(o.MetricsListener) }()
+		defer func() { msrv.Close(); <-mserved }()
 	}
 	tunCtx, stopTunnel := context.WithCancel(context.Background())
 	defer stopTunnel()

@@ -35,6 +35,7 @@ type agentFlags struct {
 	grace                    time.Duration
 	logging                  logging.Flags
 
+	metricsListen string
 	// TLS: the listener's certificate; the CA certificates trusted for a wss:// -master.
 	tlsCert, tlsKey, cacert string
 	// The tunnel to porthole-master.
@@ -67,6 +68,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.machineName, "machine-name", "", "machine name for -master")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve -listen over TLS with this PEM certificate (reloaded when the file changes; needs -tls-key)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics on this address, without authentication ('': none; bind it where only the scraper reaches)")
 	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for a wss:// -master, beside the system's")
 }
 
@@ -210,7 +212,16 @@ func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error
 	if err != nil {
 		return agent.RunOptions{}, err
 	}
-	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace}}, nil
+	var mln net.Listener
+	if f.metricsListen != "" {
+		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return agent.RunOptions{}, fmt.Errorf("-metrics-listen %s: %w", f.metricsListen, err)
+		}
+	}
+	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace, MetricsListener: mln}}, nil
 }
 
 // addrOf is ln's address for logs.
