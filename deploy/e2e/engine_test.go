@@ -44,6 +44,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "deploy/e2e: run as root (rootful podman, namespaces): make e2e-engine")
 		os.Exit(1)
 	}
+	// A run killed before its cleanup may have left the namespaces: start
+	// from nothing.
+	if out, err := exec.Command(engineSh, "down").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "deploy/e2e: engine.sh down (what an earlier run left): %v\n%s", err, out)
+		os.Exit(1)
+	}
 	out, err := exec.Command(engineSh, "up").Output()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "deploy/e2e: engine.sh up: %v\n%s", err, stderrOf(err))

@@ -203,7 +203,7 @@ func TestInjection(t *testing.T) {
 	// Kept for a look after a failure.
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, c := range []string{copierCtr, toolsCtr, desktopCtr, masterCtr} {
+			for _, c := range []string{toolsCtr, desktopCtr, masterCtr} { // podman removes the init container once the pod is up
 				out, errOut, _ := run(nil, "", engineSh, "pm", "logs", c)
 				t.Logf("podman logs %s:\n%s%s", c, out, errOut)
 			}

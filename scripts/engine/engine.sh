@@ -230,6 +230,10 @@ cmd_down() {
     for i in $(seq 100); do [ -e "/proc/$pid" ] || break; sleep 0.05; done
   fi
   rm -f "$PE_WORK/holder.pid" "$PE_WORK/holder.ready"
+  # with the namespace gone, its tmpfs store is gone: only our files are left
+  if ! grep -q " $PE_WORK/store " /proc/self/mounts; then
+    rm -rf "$PE_WORK/store" "$PE_WORK/cgmnt"
+  fi
   cg2=$(cgroup2_root)
   if [ -n "$cg2" ] && [ "$cg2" != /sys/fs/cgroup ] && [ -d "$cg2/$PE_CGROUP" ]; then
     find "$cg2/$PE_CGROUP" -depth -type d -exec rmdir {} \; 2>/dev/null || true
@@ -240,6 +244,8 @@ cmd_down() {
     echo "-$(cat "$PE_WORK/enabled-controller")" > "$cg2/cgroup.subtree_control" 2>/dev/null || true
     rm -f "$PE_WORK/enabled-controller"
   fi
+  rm -f "$PE_WORK"/{containers.conf,storage.conf,detected,holder.log}
+  rmdir "$PE_WORK" 2>/dev/null || true
 }
 
 # A Debian minbase root (glibc, bash, coreutils) as a tarball for `podman
@@ -254,7 +260,8 @@ cmd_debian_rootfs() {
   [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
   mkdir -p "$PE_CACHE"
   root=$(mktemp -d "$PE_CACHE/rootfs.XXXXXX")
-  trap 'rm -rf "$root"' EXIT
+  # expanded now: $root is local, gone when the trap runs at exit
+  trap "rm -rf '$root' '$root.log' '$tar.tmp'" EXIT
   echo "engine.sh: debootstrap --variant=minbase $PE_SUITE from $mirror (once; cached in $tar)" >&2
   debootstrap --variant=minbase "$PE_SUITE" "$root" "$mirror" >"$root.log" 2>&1 ||
     { tail -20 "$root.log" >&2; rm -f "$root.log"; die "debootstrap failed"; }
@@ -262,6 +269,7 @@ cmd_debian_rootfs() {
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" --numeric-owner -cf "$tar.tmp" .
   mv "$tar.tmp" "$tar"
+  rm -rf "$root"
   echo "$tar"
 }
 
