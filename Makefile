@@ -27,9 +27,9 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 IMAGE_BUILDER ?= $(shell command -v podman 2>/dev/null || command -v buildah 2>/dev/null)
 images: build
 	@test -n "$(IMAGE_BUILDER)" || { echo "make images: install podman or buildah"; exit 1; }
-	$(IMAGE_BUILDER) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+	$(IMAGE_BUILDER) build --layers=false --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		-f runtime-copier/Containerfile -t $(IMAGE_PREFIX)porthole-copier:$(IMAGE_TAG) bin/
-	$(IMAGE_BUILDER) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+	$(IMAGE_BUILDER) build --layers=false --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		-f deploy/master/Containerfile -t $(IMAGE_PREFIX)porthole-master:$(IMAGE_TAG) bin/
 
 # The shipped deploy/kubernetes manifests played in a real engine (podman

@@ -80,8 +80,8 @@ func buildImages(t *testing.T) {
 	need(t, "bin/porthole")
 	need(t, "bin/porthole-master")
 	start := time.Now()
-	pm(t, "build", "-q", "--build-arg", "VERSION=e2e", "--build-arg", "REVISION=e2e", "-f", "runtime-copier/Containerfile", "-t", copierImage, "bin/")
-	pm(t, "build", "-q", "--build-arg", "VERSION=e2e", "--build-arg", "REVISION=e2e", "-f", "deploy/master/Containerfile", "-t", masterImage, "bin/")
+	pm(t, "build", "-q", "--layers=false", "--build-arg", "VERSION=e2e", "--build-arg", "REVISION=e2e", "-f", "runtime-copier/Containerfile", "-t", copierImage, "bin/")
+	pm(t, "build", "-q", "--layers=false", "--build-arg", "VERSION=e2e", "--build-arg", "REVISION=e2e", "-f", "deploy/master/Containerfile", "-t", masterImage, "bin/")
 
 	// busybox-static FROM scratch, with the desktop's stand-in entrypoint.
 	ctx := t.TempDir()
