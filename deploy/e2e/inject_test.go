@@ -395,6 +395,11 @@ func TestInjection(t *testing.T) {
 		if strings.Contains(out, podToken) || strings.Contains(out, machineToken) || strings.Contains(out, "PORTHOLE_TOKEN") {
 			t.Errorf("a process started through the agent sees a token:\n%s", out)
 		}
+		// pod.yaml's capabilities are enough for exec -u.
+		out, errOut, code = inNetns([]string{"PORTHOLE_TOKEN=" + clientToken}, "", "bin/porthole", "exec", "-u", "nobody", "-url", url, "--", "id", "-u")
+		if code != 0 || strings.TrimSpace(out) != "65534" {
+			t.Errorf("exec -u nobody: exit %d, %q %q; want uid 65534", code, out, errOut)
+		}
 		for _, tc := range []struct{ name, token, want string }{
 			{"wrong client token", "wrong." + randHex(16), "401"},
 			{"pod token at the master", podToken, "401"},
@@ -459,26 +464,6 @@ func TestInjection(t *testing.T) {
 		t.Logf("saw %d orphans reparented to PID 1 at once; all reaped, no zombie", seen)
 	})
 
-	t.Run("pod stop", func(t *testing.T) {
-		start := time.Now()
-		pm(t, "pod", "stop", "-t", "10", "workspace")
-		stop := time.Since(start)
-		figure("pod stop (SIGTERM, chained command exits 42): %d ms", stop.Milliseconds())
-		if c := exitCode(t, desktopCtr); c != 42 {
-			t.Errorf("desktop exited %d: want 42, the chained command's code after SIGTERM", c)
-		}
-		logs, errOut, _ := run(nil, "", engineSh, "pm", "logs", desktopCtr)
-		if !strings.Contains(logs+errOut, "vnc_startup: got SIGTERM") {
-			t.Errorf("the chained command did not get SIGTERM: %q", logs+errOut)
-		}
-		if c := exitCode(t, toolsCtr); c != 0 {
-			t.Errorf("tools exited %d: want 0 (no chained command, SIGTERM)", c)
-		}
-		if stop > 9*time.Second {
-			t.Errorf("pod stop took %s: the containers waited for the kill", stop)
-		}
-	})
-
 	t.Run("master restart keeps its data", func(t *testing.T) {
 		if pid := pm(t, "inspect", "--format", "{{.State.Pid}}", masterCtr); pid != "0" {
 			if st, err := os.ReadFile("/proc/" + pid + "/status"); err == nil {
@@ -506,8 +491,39 @@ func TestInjection(t *testing.T) {
 		if code != 200 || !strings.Contains(body, `"CONNECTED"`) {
 			t.Errorf("after the restart the journal lacks the agent's connection: %d %q", code, body)
 		}
+		// The agent's tunnel comes back to the new master (a rollout), and
+		// exec through it works again.
+		back := waitFor(t, wait, "the tools agent's tunnel to the new master", func() bool {
+			m, _ := getMachine(clientToken, "tools")
+			return m.Agent.Connected
+		})
+		figure("master replayed: the agent's tunnel back %d ms after the new master answered", back.Milliseconds())
+		out, errOut, code := inNetns([]string{"PORTHOLE_TOKEN=" + clientToken}, "", "bin/porthole", "exec", "-url",
+			"ws://127.0.0.1:8080/api/runtimes/"+runtimeID+"/machines/tools/agent", "--", "sh", "-c", "echo back; exit 5")
+		if code != 5 || out != "back\n" {
+			t.Errorf("exec through the new master: exit %d, %q %q; want 5, back", code, out, errOut)
+		}
 	})
 
+	t.Run("pod stop", func(t *testing.T) {
+		start := time.Now()
+		pm(t, "pod", "stop", "-t", "10", "workspace")
+		stop := time.Since(start)
+		figure("pod stop (SIGTERM, chained command exits 42): %d ms", stop.Milliseconds())
+		if c := exitCode(t, desktopCtr); c != 42 {
+			t.Errorf("desktop exited %d: want 42, the chained command's code after SIGTERM", c)
+		}
+		logs, errOut, _ := run(nil, "", engineSh, "pm", "logs", desktopCtr)
+		if !strings.Contains(logs+errOut, "vnc_startup: got SIGTERM") {
+			t.Errorf("the chained command did not get SIGTERM: %q", logs+errOut)
+		}
+		if c := exitCode(t, toolsCtr); c != 0 {
+			t.Errorf("tools exited %d: want 0 (no chained command, SIGTERM)", c)
+		}
+		if stop > 9*time.Second {
+			t.Errorf("pod stop took %s: the containers waited for the kill", stop)
+		}
+	})
 }
 
 // terminal runs `porthole exec -it` in a real PTY against url, with shell
