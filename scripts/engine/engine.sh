@@ -37,10 +37,13 @@
 #                eBPF program and fails without CAP_SYS_RESOURCE; runc
 #                ignores that error. We install runc and use it everywhere
 #                (the setting is written only when crun would be chosen).
-#  pod-devices   podman < 4.4 with cgroupfs on cgroup v2 attaches a deny-all
+#  pod-devices   podman 4.3 with cgroupfs on cgroup v2 attaches a deny-all
 #                device eBPF program to each pod's cgroup ("open /dev/null:
 #                operation not permitted" for every container of a pod):
 #                runc goes through runc-podfix, which detaches it (see there).
+#                Applied for podman < 4.4 with cgroupfs on v2; seen with
+#                4.3.1, the 4.4 cut is an estimate. Where nothing is
+#                attached the wrapper detaches nothing.
 #  enable-controller  Our cgroup v2 directory has no controller (all are
 #                bound to v1): podman 4.3 then fails writing an empty
 #                cgroup.subtree_control. One controller the v2 root has is
