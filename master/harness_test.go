@@ -2,6 +2,7 @@ package master_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,6 +68,13 @@ type testMaster struct {
 // the test ends or stop.
 func startMaster(t *testing.T, dir, addr string, opts ...func(*master.Options)) *testMaster {
 	t.Helper()
+	return startMasterTLS(t, dir, addr, nil, opts...)
+}
+
+// startMasterTLS is startMaster serving TLS with tlsConf (https, wss) when
+// it is not nil.
+func startMasterTLS(t *testing.T, dir, addr string, tlsConf *tls.Config, opts ...func(*master.Options)) *testMaster {
+	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
@@ -97,8 +105,12 @@ func startMaster(t *testing.T, dir, addr string, opts ...func(*master.Options)) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	scheme := ""
+	if tlsConf != nil {
+		ln, scheme = tls.NewListener(ln, tlsConf), "s"
+	}
 	tm := &testMaster{Master: m, dir: dir, signer: signer, st: st, served: make(chan struct{}),
-		URL: "http://" + ln.Addr().String(), WS: "ws://" + ln.Addr().String(),
+		URL: "http" + scheme + "://" + ln.Addr().String(), WS: "ws" + scheme + "://" + ln.Addr().String(),
 		srv: &http.Server{Handler: m.Handler()}}
 	go func() { defer close(tm.served); tm.srv.Serve(ln) }()
 	t.Cleanup(tm.stop)
@@ -116,7 +128,7 @@ func (tm *testMaster) stop() {
 	})
 }
 
-func (tm *testMaster) addr() string { return strings.TrimPrefix(tm.URL, "http://") }
+func (tm *testMaster) addr() string { return tm.URL[strings.Index(tm.URL, "://")+3:] }
 
 func (tm *testMaster) machineToken(t *testing.T, rid, name string) string {
 	t.Helper()
