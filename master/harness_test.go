@@ -344,3 +344,29 @@ func jsonRaw(s string) *json.RawMessage {
 	r := json.RawMessage(s)
 	return &r
 }
+
+// tunnelAgent runs `porthole agent -listen none -master tm.WS` for machine
+// name of rid (and the flags extra), killed at cleanup; exited is closed
+// when it has exited.
+func tunnelAgent(t *testing.T, tm *testMaster, rid, name string, extra ...string) (ag *exec.Cmd, exited chan struct{}) {
+	t.Helper()
+	tokFile := filepath.Join(t.TempDir(), "machine.token")
+	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, name)), 0o600)
+	ag = exec.Command(porthole, append([]string{"agent", "-listen", "none", "-master", tm.WS, "-machine-token-file", tokFile,
+		"-runtime-id", rid, "-machine-name", name}, extra...)...)
+	var out testutil.SyncBuffer
+	ag.Stderr = &out
+	if err := ag.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan struct{})
+	go func() { ag.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		ag.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("agent output:\n%s", out.String())
+		}
+	})
+	return ag, exited
+}

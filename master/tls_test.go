@@ -3,7 +3,6 @@ package master_test
 import (
 	"crypto/tls"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -30,24 +29,7 @@ func TestTLSWithRotation(t *testing.T) {
 	}
 	tm := startMasterTLS(t, t.TempDir(), "", tlsconf.Server(r))
 	const rid = "w:e:o"
-	tokFile := filepath.Join(t.TempDir(), "machine.token")
-	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, "dev")), 0o600)
-	ag := exec.Command(porthole, "agent", "-listen", "none", "-master", tm.WS, "-cacert", ca.File,
-		"-machine-token-file", tokFile, "-runtime-id", rid, "-machine-name", "dev")
-	var agentOut testutil.SyncBuffer
-	ag.Stderr = &agentOut
-	if err := ag.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { ag.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		ag.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("agent output:\n%s", agentOut.String())
-		}
-	})
+	tunnelAgent(t, tm, rid, "dev", "-cacert", ca.File)
 	url := tm.WS + "/api/runtimes/" + rid + "/machines/dev/agent"
 	client := tm.clientToken(t)
 	execCmd := func(args ...string) *exec.Cmd {
