@@ -72,6 +72,12 @@ type Options struct {
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
 	WebDir string
+	// RecordDir, when set, records every TTY process's session there, an
+	// asciicast v2 file each (record.go), bounded by RecordMax (default
+	// DefaultRecordMax); with RecordInput, what is typed too.
+	RecordDir   string
+	RecordMax   int64
+	RecordInput bool
 }
 
 func (o *Options) setDefaults() {
@@ -102,6 +108,9 @@ func (o *Options) setDefaults() {
 	def(&o.MaxMessageBytes, DefaultMaxMessageBytes)
 	def(&o.StdinQueue, 64)
 	defDur(&o.StallTimeout, DefaultStallTimeout)
+	if o.RecordMax <= 0 {
+		o.RecordMax = DefaultRecordMax
+	}
 	defDur(&o.Retention, DefaultRetention)
 	defDur(&o.ExitDrain, time.Second)
 	defDur(&o.PingInterval, DefaultPingInterval)
@@ -170,6 +179,7 @@ func (a *Agent) Handler() http.Handler {
 		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
 	}
 	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
+	mux.HandleFunc("GET /v1/processes/{id}/recording", a.guard("recording", a.serveRecording))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On refusals too; a 101 gets them from upgrade().
 		w.Header().Set(protocol.HeaderProtocol, protocol.Version)
