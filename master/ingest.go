@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -168,6 +169,9 @@ func (c *ingestConn) handle(f *frame) error {
 		c.stream.WriteError(f.ID, masterapi.CodeForbidden, msg)
 		return nil
 	}
+	if err := c.throttle(f.size); err != nil {
+		return err
+	}
 	gen, _, err := c.m.state.ingest(c.key, c.path, c.host, f.Method, ev)
 	if err != nil {
 		return err
@@ -186,6 +190,23 @@ func (c *ingestConn) handle(f *frame) error {
 		c.stream.WriteObject(result{"2.0", f.ID, nil}) // a failed write ends the reads
 	}
 	return nil
+}
+
+// throttle waits while the machine pushes faster than
+// Options.MachineRate (rate.go), or until the master shuts down.
+func (c *ingestConn) throttle(n int) error {
+	d := c.m.rates.take(c.key, n)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-c.m.ctx.Done():
+		return errClosed
+	}
 }
 
 // result is a JSON-RPC response with a null result.

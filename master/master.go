@@ -50,6 +50,23 @@ type Options struct {
 	// SubscriptionsPerConn bounds the subscriptions of one client socket.
 	// Default DefaultSubscriptionsPerConn.
 	SubscriptionsPerConn int
+	// TailBytes bounds the journal entries (bytes of their JSON) of one
+	// machine kept in memory for subscribers; older ones are read from
+	// the store. Default DefaultTailBytes.
+	TailBytes int
+	// TailTotalBytes bounds the in-memory tails of every machine
+	// together: beyond, the largest tail loses its oldest half. Default
+	// DefaultTailTotalBytes.
+	TailTotalBytes int
+	// MachineRate bounds what one machine's bootstrapper may push, bytes
+	// of events per second over all its connections, so that one machine
+	// cannot take the store from the others: beyond, the master reads
+	// its connections more slowly (the bootstrapper spools). Default
+	// DefaultMachineRate.
+	MachineRate int
+	// MachineBurst is how many bytes a machine may push at once above
+	// MachineRate (at least MaxEventBytes). Default DefaultMachineBurst.
+	MachineBurst int
 	// Web, when set, serves the dashboard at / (see master/dashboard).
 	Web http.Handler
 }
@@ -60,6 +77,10 @@ const (
 	DefaultMaxEventBytes        = 1 << 20
 	DefaultConnPendingBytes     = 1 << 20
 	DefaultSubscriptionsPerConn = 1024
+	DefaultTailBytes            = 1 << 20
+	DefaultTailTotalBytes       = 64 << 20
+	DefaultMachineRate          = 1 << 20
+	DefaultMachineBurst         = 8 << 20
 	DefaultPingInterval         = 30 * time.Second
 	DefaultWriteTimeout         = 30 * time.Second
 )
@@ -76,6 +97,11 @@ func (o *Options) setDefaults() {
 	def(&o.MaxEventBytes, DefaultMaxEventBytes)
 	def(&o.ConnPendingBytes, DefaultConnPendingBytes)
 	def(&o.SubscriptionsPerConn, DefaultSubscriptionsPerConn)
+	def(&o.TailBytes, DefaultTailBytes)
+	def(&o.TailTotalBytes, DefaultTailTotalBytes)
+	def(&o.MachineRate, DefaultMachineRate)
+	def(&o.MachineBurst, DefaultMachineBurst)
+	o.MachineBurst = max(o.MachineBurst, o.MaxEventBytes)
 	if o.PingInterval <= 0 {
 		o.PingInterval = DefaultPingInterval
 	}
@@ -93,6 +119,7 @@ type Master struct {
 	upgrader websocket.Upgrader
 	agents   *agents
 	bins     *binaries
+	rates    *rateLimiter
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -109,7 +136,7 @@ func New(o Options) (*Master, error) {
 		return nil, errors.New("master: Options.Store and Options.Signer are required")
 	}
 	o.setDefaults()
-	st, err := newState(o.Store, o.Logger)
+	st, err := newState(o.Store, o.Logger, o.TailBytes, o.TailTotalBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +146,7 @@ func New(o Options) (*Master, error) {
 		ctx: ctx, cancel: cancel,
 	}
 	m.agents = newAgents()
+	m.rates = newRateLimiter(o.MachineRate, o.MachineBurst, time.Now)
 	m.bins = newBinaries(o.BinariesDir)
 	m.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4 << 10,

@@ -76,6 +76,21 @@ func LoadSigner(dir string) (*Signer, error) {
 	return &Signer{key: key}, nil
 }
 
+// ErrNoSigningKey is ReadSigner's error when the data directory holds no
+// signing key.
+var ErrNoSigningKey = errors.New("no signing key")
+
+// ReadSigner reads dir/signing.key, which must exist: unlike LoadSigner
+// it never creates one, so a mistyped directory is an error
+// (ErrNoSigningKey) rather than a new key whose tokens no master accepts.
+func ReadSigner(dir string) (*Signer, error) {
+	path := filepath.Join(dir, keyFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s does not exist", ErrNoSigningKey, path)
+	}
+	return LoadSigner(dir)
+}
+
 // writeKey creates path exclusively, durably.
 func writeKey(path string, key []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -100,6 +115,9 @@ func writeKey(path string, key []byte) error {
 func (s *Signer) MachineToken(rid, name string) (string, error) {
 	if rid == "" || name == "" {
 		return "", errors.New("a machine token needs a runtime id and a machine name")
+	}
+	if err := checkKey(rid, name); err != nil {
+		return "", err
 	}
 	return s.sign(Claims{Kind: KindMachine, Runtime: rid, Machine: name})
 }
@@ -135,6 +153,9 @@ func (s *Signer) Verify(tok string) (*Claims, error) {
 	case KindMachine:
 		if c.Runtime == "" || c.Machine == "" {
 			return nil, errors.New("invalid token: a machine token without runtime id or machine name")
+		}
+		if err := checkKey(c.Runtime, c.Machine); err != nil {
+			return nil, fmt.Errorf("invalid token: %w", err)
 		}
 	case KindClient:
 	case KindTicket:

@@ -23,6 +23,11 @@ import (
 	"github.com/porthole-dev/porthole/master/store"
 )
 
+// pruneEvery is how often the journal's retention is applied to every
+// machine (-keep-age; a commit applies the others to the machines it
+// writes).
+const pruneEvery = 10 * time.Minute
+
 // Version is set at build time with -ldflags "-X .../mastercli.Version=...".
 var Version = "dev"
 
@@ -121,11 +126,16 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	rid := fs.String("runtime-id", "", "machine token: the runtime id, workspace:env:owner")
 	name := fs.String("machine-name", "", "machine token: the machine name")
 	client := fs.Bool("client", false, "print a client token instead")
+	initKey := fs.Bool("init", false, "create the data directory and its signing key when missing (otherwise a missing key is an error: a mistyped -data would mint tokens no master accepts)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := dataDir(*data); err != nil {
-		return err
+	if *initKey {
+		if err := dataDir(*data); err != nil {
+			return err
+		}
+	} else if *data == "" {
+		return usageError{"-data DIR is required: the directory of the store and the signing key"}
 	}
 	switch {
 	case *client && (*rid != "" || *name != ""):
@@ -134,10 +144,23 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 		return usageError{"a machine token needs -runtime-id and -machine-name (or -client for a client token)"}
 	case !*client && strings.Count(*rid, ":") != 2:
 		return usageError{fmt.Sprintf("-runtime-id %q: want workspace:env:owner (three parts separated by ':')", *rid)}
-	case strings.ContainsRune(*rid+*name, 0):
-		return usageError{"-runtime-id and -machine-name may not contain NUL"}
 	}
-	s, err := master.LoadSigner(*data)
+	if !*client {
+		if err := master.CheckRuntimeID(*rid); err != nil {
+			return usageError{"-runtime-id: " + err.Error()}
+		}
+		if err := master.CheckMachineName(*name); err != nil {
+			return usageError{"-machine-name: " + err.Error()}
+		}
+	}
+	load := master.ReadSigner
+	if *initKey {
+		load = master.LoadSigner
+	}
+	s, err := load(*data)
+	if errors.Is(err, master.ErrNoSigningKey) {
+		return fmt.Errorf("-data %s: %w; is the directory right? The master creates the key when it first starts; -init creates it here", *data, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -160,10 +183,16 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
 	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
 	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
+	keepBytes := fs.Int64("keep-bytes", store.DefaultKeepBytes, "journal bytes kept per machine on disk; the oldest entries beyond are dropped")
+	keepAge := fs.Duration("keep-age", 0, "journal entries older than this are dropped (checked every "+pruneEvery.String()+"); 0 keeps them whatever their age")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var o master.Options
 	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
 	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
+	fs.IntVar(&o.TailBytes, "tail-bytes", master.DefaultTailBytes, "journal bytes per machine kept in memory for subscribers (older ones are read from the store)")
+	fs.IntVar(&o.TailTotalBytes, "tail-total-bytes", master.DefaultTailTotalBytes, "journal bytes kept in memory for every machine together")
+	fs.IntVar(&o.MachineRate, "machine-rate", master.DefaultMachineRate, "bytes of events per second one machine may push (beyond, its connections are read more slowly)")
+	fs.IntVar(&o.MachineBurst, "machine-burst", master.DefaultMachineBurst, "bytes one machine may push at once above -machine-rate (at least -max-message)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -173,6 +202,20 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *keep <= 0 {
 		return usageError{fmt.Sprintf("-keep-entries %d: must be positive", *keep)}
+	}
+	if *keepBytes <= 0 {
+		return usageError{fmt.Sprintf("-keep-bytes %d: must be positive", *keepBytes)}
+	}
+	if *keepAge < 0 {
+		return usageError{fmt.Sprintf("-keep-age %s: must not be negative", *keepAge)}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"tail-bytes", o.TailBytes}, {"tail-total-bytes", o.TailTotalBytes}, {"machine-rate", o.MachineRate}, {"machine-burst", o.MachineBurst}} {
+		if f.v <= 0 {
+			return usageError{fmt.Sprintf("-%s %d: must be positive", f.name, f.v)}
+		}
 	}
 	if o.MaxEventBytes < 4096 {
 		return usageError{fmt.Sprintf("-max-message %d: must be at least 4096", o.MaxEventBytes)}
@@ -188,11 +231,29 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(filepath.Join(*data, "porthole.db"), store.Options{KeepEntries: *keep})
+	st, err := store.Open(filepath.Join(*data, "porthole.db"), store.Options{KeepEntries: *keep, KeepBytes: *keepBytes, KeepAge: *keepAge, Time: master.EntryTime})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	pctx, stopPrune := context.WithCancel(ctx)
+	pruned := make(chan struct{})
+	defer func() { stopPrune(); <-pruned }() // before st.Close
+	go func() {
+		defer close(pruned)
+		for {
+			if n, err := st.Prune(time.Now()); err != nil {
+				log.Error("journal retention", "err", err)
+			} else if n > 0 {
+				log.Info("journal retention: entries dropped", "entries", n)
+			}
+			select {
+			case <-pctx.Done():
+				return
+			case <-time.After(pruneEvery):
+			}
+		}
+	}()
 	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir = log, st, signer, Version, *bins
 	o.Web = dashboard.Handler()
 	m, err := master.New(o)
