@@ -21,6 +21,10 @@ func (m *Master) serveRuntimes(w http.ResponseWriter, r *http.Request, c *Claims
 func (m *Master) serveRuntime(w http.ResponseWriter, r *http.Request, c *Claims) {
 	internal, only := scope(c)
 	rid := r.PathValue("rid")
+	if err := CheckRuntimeID(rid); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if only != "" && rid != only {
 		m.refuse(w, r, &httpError{http.StatusForbidden, "a machine token reads only its own runtime"})
 		return
@@ -38,6 +42,10 @@ func (m *Master) serveRuntime(w http.ResponseWriter, r *http.Request, c *Claims)
 func (m *Master) machineKey(w http.ResponseWriter, r *http.Request, c *Claims) (k store.Key, internal, ok bool) {
 	internal, only := scope(c)
 	k = store.Key{Runtime: r.PathValue("rid"), Machine: r.PathValue("name")}
+	if err := checkKey(k.Runtime, k.Machine); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return k, false, false
+	}
 	if only != "" && k.Runtime != only {
 		m.refuse(w, r, &httpError{http.StatusForbidden, "a machine token reads only its own runtime"})
 		return k, false, false

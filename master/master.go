@@ -11,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +72,12 @@ type Options struct {
 	MachineBurst int
 	// Web, when set, serves the dashboard at / (see master/dashboard).
 	Web http.Handler
+	// AllowedHosts, when set, are the only names the master answers to
+	// (the Host header; IP addresses and localhost are always allowed):
+	// other requests get 421, which stops DNS rebinding (a page of
+	// another site whose name resolves to the master). Entries are host
+	// names without port, "*" allows any. Empty: any Host.
+	AllowedHosts []string
 }
 
 // The defaults of Options, the one source of them (porthole-master's
@@ -120,6 +129,7 @@ type Master struct {
 	agents   *agents
 	bins     *binaries
 	rates    *rateLimiter
+	tickets  tickets
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -209,7 +219,35 @@ func (m *Master) Handler() http.Handler {
 	if m.opts.Web != nil {
 		mux.Handle("/", m.opts.Web) // any method: "GET /" would conflict with the agent proxy's pattern
 	}
-	return mux
+	if len(m.opts.AllowedHosts) == 0 {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hostAllowed(r.Host, m.opts.AllowedHosts) {
+			m.refuse(w, r, &httpError{http.StatusMisdirectedRequest, "host " + strconv.Quote(r.Host) + " is not one of the master's names (porthole-master -allowed-host)"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// hostAllowed reports whether host (a Host header, with or without port)
+// is an IP address, localhost, or one of allowed.
+func hostAllowed(host string, allowed []string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.TrimSuffix(strings.Trim(h, "[]"), ".")
+	if net.ParseIP(h) != nil || strings.EqualFold(h, "localhost") {
+		return true
+	}
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(a, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // waitFor waits for done to be closed, or ctx to end first (false).

@@ -27,7 +27,8 @@ const (
 	KindTicket = "ticket"
 )
 
-// TicketTTL is how long a ticket is valid.
+// TicketTTL is how long a ticket is valid. A ticket is also single-use:
+// the master accepts it once (see tickets).
 const TicketTTL = 60 * time.Second
 
 const issuer = "porthole-master"
@@ -130,6 +131,7 @@ func (s *Signer) Ticket(now time.Time) (string, time.Time, error) {
 	exp := now.Add(TicketTTL)
 	c := Claims{Kind: KindTicket}
 	c.ExpiresAt = jwt.NewNumericDate(exp)
+	c.ID = rand.Text() // single use: the master remembers it until it expires
 	tok, err := s.sign(c)
 	return tok, exp, err
 }
@@ -159,8 +161,8 @@ func (s *Signer) Verify(tok string) (*Claims, error) {
 		}
 	case KindClient:
 	case KindTicket:
-		if c.ExpiresAt == nil {
-			return nil, errors.New("invalid token: a ticket without expiry")
+		if c.ExpiresAt == nil || c.ID == "" {
+			return nil, errors.New("invalid token: a ticket without expiry or id")
 		}
 	default:
 		return nil, fmt.Errorf("invalid token: unknown kind %q", c.Kind)

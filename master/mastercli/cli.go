@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/httpserve"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/dashboard"
 	"github.com/porthole-dev/porthole/master/store"
@@ -189,6 +190,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	var o master.Options
 	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
 	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
+	allowedHosts := fs.String("allowed-host", "", "comma-separated host names the master answers to besides IP addresses and localhost (a request with another Host header gets 421: stops DNS rebinding); empty: any")
+	var ho httpserve.Options
+	fs.IntVar(&ho.MaxPending, "max-pending-conns", httpserve.DefaultMaxPending, "connections not serving a request (before their first, or idle) kept at once; beyond, new ones are closed")
+	fs.IntVar(&ho.MaxPendingPerIP, "max-pending-per-ip", httpserve.DefaultMaxPendingPerIP, "the same, from one IP address (raise it behind a reverse proxy)")
 	fs.IntVar(&o.TailBytes, "tail-bytes", master.DefaultTailBytes, "journal bytes per machine kept in memory for subscribers (older ones are read from the store)")
 	fs.IntVar(&o.TailTotalBytes, "tail-total-bytes", master.DefaultTailTotalBytes, "journal bytes kept in memory for every machine together")
 	fs.IntVar(&o.MachineRate, "machine-rate", master.DefaultMachineRate, "bytes of events per second one machine may push (beyond, its connections are read more slowly)")
@@ -212,7 +217,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"tail-bytes", o.TailBytes}, {"tail-total-bytes", o.TailTotalBytes}, {"machine-rate", o.MachineRate}, {"machine-burst", o.MachineBurst}} {
+	}{{"max-pending-conns", ho.MaxPending}, {"max-pending-per-ip", ho.MaxPendingPerIP}, {"tail-bytes", o.TailBytes}, {"tail-total-bytes", o.TailTotalBytes}, {"machine-rate", o.MachineRate}, {"machine-burst", o.MachineBurst}} {
 		if f.v <= 0 {
 			return usageError{fmt.Sprintf("-%s %d: must be positive", f.name, f.v)}
 		}
@@ -256,6 +261,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir = log, st, signer, Version, *bins
 	o.Web = dashboard.Handler()
+	for _, h := range strings.Split(*allowedHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			o.AllowedHosts = append(o.AllowedHosts, h)
+		}
+	}
 	m, err := master.New(o)
 	if err != nil {
 		return err
@@ -266,7 +276,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := httpserve.New(m.Handler(), ho)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("porthole-master listening", "addr", ln.Addr().String(), "data", *data, "version", Version)
