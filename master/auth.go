@@ -192,6 +192,16 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
+// both runs check a, then b.
+func both(a, b func(*http.Request, *Claims) *httpError) func(*http.Request, *Claims) *httpError {
+	return func(r *http.Request, c *Claims) *httpError {
+		if e := a(r, c); e != nil {
+			return e
+		}
+		return b(r, c)
+	}
+}
+
 // notTicket refuses a ticket where a client token is needed.
 func notTicket(_ *http.Request, c *Claims) *httpError {
 	if c.Kind == KindTicket {

@@ -198,26 +198,45 @@ func (m *Master) Shutdown(ctx context.Context) error {
 	return errors.Join(err, m.state.close(ctx))
 }
 
+// route is one endpoint of the master: a ServeMux pattern and its handler.
+type route struct {
+	pattern string
+	h       http.Handler
+}
+
+// routes are every endpoint of the master, the one list Handler serves
+// (and the auth matrix test walks: an endpoint cannot be left out of it).
+func (m *Master) routes() []route {
+	// The prologue of every authenticated endpoint: guard (auth.go).
+	// Machines are not browsers: a request with another origin's Origin
+	// header is refused before anything else.
+	ingest := m.guard(endpoint{access: machineOnly, check: checkOrigin, conn: true}, m.serveIngest)
+	rs := []route{
+		{"GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })},
+		{"GET /api/websocket", ingest}, // Che's default endpoints for bootstrapper events
+		{"GET /api/websocket-minor", ingest},
+		{"GET /api/agent", m.guard(endpoint{access: machineOnly, check: both(checkOrigin, agentHeaders), conn: true}, m.serveAgent)},
+		{"GET /api/rpc", m.guard(endpoint{access: reader, conn: true}, m.serveRPC)},
+		{"GET /api/runtimes", m.guard(endpoint{access: reader}, m.serveRuntimes)},
+		{"GET /api/runtimes/{rid}", m.guard(endpoint{access: reader}, m.serveRuntime)},
+		{"GET /api/runtimes/{rid}/machines/{name}", m.guard(endpoint{access: reader}, m.serveMachine)},
+		{"GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader}, m.serveLogs)},
+		{"/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy)},
+		{"POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket)},
+		{"GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo)},
+		{"GET /agent-binaries/{platform}/{name}/{file}", http.HandlerFunc(m.bins.serve)},
+	}
+	if m.opts.Web != nil {
+		rs = append(rs, route{"/", m.opts.Web}) // any method: "GET /" would conflict with the agent proxy's pattern
+	}
+	return rs
+}
+
 // Handler returns the master's HTTP handler: every endpoint on one address.
 func (m *Master) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	// The prologue of every authenticated endpoint: guard (auth.go).
-	ingest := m.guard(endpoint{access: machineOnly, conn: true}, m.serveIngest)
-	mux.Handle("GET /api/websocket", ingest) // Che's default endpoints for bootstrapper events
-	mux.Handle("GET /api/websocket-minor", ingest)
-	mux.Handle("GET /api/agent", m.guard(endpoint{access: machineOnly, check: agentHeaders, conn: true}, m.serveAgent))
-	mux.Handle("GET /api/rpc", m.guard(endpoint{access: reader, conn: true}, m.serveRPC))
-	mux.Handle("GET /api/runtimes", m.guard(endpoint{access: reader}, m.serveRuntimes))
-	mux.Handle("GET /api/runtimes/{rid}", m.guard(endpoint{access: reader}, m.serveRuntime))
-	mux.Handle("GET /api/runtimes/{rid}/machines/{name}", m.guard(endpoint{access: reader}, m.serveMachine))
-	mux.Handle("GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader}, m.serveLogs))
-	mux.Handle("/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy))
-	mux.Handle("POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket))
-	mux.Handle("GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo))
-	mux.HandleFunc("GET /agent-binaries/{platform}/{name}/{file}", m.bins.serve)
-	if m.opts.Web != nil {
-		mux.Handle("/", m.opts.Web) // any method: "GET /" would conflict with the agent proxy's pattern
+	for _, rt := range m.routes() {
+		mux.Handle(rt.pattern, rt.h)
 	}
 	if len(m.opts.AllowedHosts) == 0 {
 		return mux
