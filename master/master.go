@@ -130,6 +130,7 @@ type Master struct {
 	bins     *binaries
 	rates    *rateLimiter
 	tickets  tickets
+	metrics  *metrics
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -155,6 +156,8 @@ func New(o Options) (*Master, error) {
 		opts: o, log: o.Logger, state: st, signer: o.Signer,
 		ctx: ctx, cancel: cancel,
 	}
+	m.metrics = newMetrics(m)
+	st.commitSeconds = m.metrics.commitSeconds
 	m.agents = newAgents()
 	m.rates = newRateLimiter(o.MachineRate, o.MachineBurst, time.Now)
 	m.bins = newBinaries(o.BinariesDir)
@@ -224,6 +227,7 @@ func (m *Master) routes() []route {
 		{"/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy)},
 		{"POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket)},
 		{"GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo)},
+		{"GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics)},
 		{"GET /agent-binaries/{platform}/{name}/{file}", http.HandlerFunc(m.bins.serve)},
 	}
 	if m.opts.Web != nil {
