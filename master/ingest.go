@@ -123,6 +123,7 @@ func (c *ingestConn) run() {
 func (c *ingestConn) tooLarge(size int64) {
 	c.log.Warn("event above the limit refused", "bytes", size, "limit", c.m.opts.MaxEventBytes)
 	c.m.metrics.ingestRefused.Inc()
+	c.throttle(int(min(size, int64(c.m.opts.MaxEventBytes)))) // refused bytes count too; a shutdown ends the reads anyway
 	gen, err := c.m.state.refused(c.key, c.lastAt, size, int64(c.m.opts.MaxEventBytes))
 	if err == nil {
 		c.gen = max(c.gen, gen)
