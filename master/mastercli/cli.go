@@ -4,10 +4,13 @@ package mastercli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/porthole-dev/porthole/internal/httpserve"
 	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/dashboard"
 	"github.com/porthole-dev/porthole/master/store"
@@ -186,6 +190,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
 	keepBytes := fs.Int64("keep-bytes", store.DefaultKeepBytes, "journal bytes kept per machine on disk; the oldest entries beyond are dropped")
 	keepAge := fs.Duration("keep-age", 0, "journal entries older than this are dropped (checked every "+pruneEvery.String()+"); 0 keeps them whatever their age")
+	tlsCert := fs.String("tls-cert", "", "serve -listen over TLS (https, wss) with this PEM certificate, reloaded when the file changes (needs -tls-key)")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of -tls-cert")
 	metricsListen := fs.String("metrics-listen", "", "also serve /metrics on this address without authentication, for a Prometheus scraper ('': only on -listen, to client tokens)")
 	var logFlags logging.Flags
 	logFlags.Register(fs)
@@ -271,13 +277,25 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var tlsConf *tls.Config
+	if *tlsCert != "" || *tlsKey != "" {
+		r, err := tlsconf.NewReloader(*tlsCert, *tlsKey, log)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		tlsConf = tlsconf.Server(r)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", *listen, err)
 	}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := httpserve.New(m.Handler(), ho)
+	srv.ErrorLog = serverLog(log)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	if *metricsListen != "" {
@@ -290,6 +308,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.MetricsHandler())
 		msrv := httpserve.New(mux, httpserve.Options{})
+		msrv.ErrorLog = serverLog(log)
 		served := make(chan struct{})
 		go func() { defer close(served); msrv.Serve(mln) }()
 		defer func() { msrv.Close(); <-served }()
@@ -310,4 +329,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return serr
+}
+
+// serverLog routes net/http's own messages (TLS handshake errors, say)
+// into the master's log, at debug level: they name a client's failure,
+// not the master's, and would otherwise break -log-format json.
+func serverLog(log *slog.Logger) *stdlog.Logger {
+	return slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug)
 }
