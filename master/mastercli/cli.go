@@ -44,6 +44,7 @@ Usage:
   porthole-master token -data DIR -runtime-id ID -machine-name NAME
                                                        print a machine token
   porthole-master token -data DIR -client              print a client token
+                                  (DIR must hold the signing key; -init creates it)
   porthole-master version
 `
 
