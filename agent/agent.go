@@ -162,24 +162,41 @@ func New(o Options) (*Agent, error) {
 	return a, nil
 }
 
+// route is one endpoint: a ServeMux pattern and its handler.
+type route struct {
+	pattern string
+	h       http.HandlerFunc
+}
+
+// routes are every endpoint of the agent, the one list Handler serves
+// (and the auth matrix test walks).
+func (a *Agent) routes() []route {
+	post := a.guard("http", a.serveRPCPost)
+	rs := []route{
+		{"GET /healthz", a.serveHealth},
+		{"GET /v1/rpc", a.guard("rpc", a.serveRPCSocket)},
+		{"POST /v1/rpc", func(w http.ResponseWriter, r *http.Request) {
+			if a.cors(w, r) {
+				post(w, r)
+			}
+		}},
+		{"OPTIONS /v1/rpc", a.servePreflight},
+		{"GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach)},
+		{"GET /v1/processes/{id}/recording", a.guard("recording", a.serveRecording)},
+	}
+	if a.opts.WebDir != "" {
+		rs = append(rs, route{"GET /", http.FileServer(http.Dir(a.opts.WebDir)).ServeHTTP})
+	}
+	return rs
+}
+
 // Handler returns the agent's HTTP handler: the control socket, the
 // one-shot HTTP JSON-RPC endpoint, attach sockets and the health check.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", a.serveHealth)
-	mux.HandleFunc("GET /v1/rpc", a.guard("rpc", a.serveRPCSocket))
-	post := a.guard("http", a.serveRPCPost)
-	mux.HandleFunc("POST /v1/rpc", func(w http.ResponseWriter, r *http.Request) {
-		if a.cors(w, r) {
-			post(w, r)
-		}
-	})
-	mux.HandleFunc("OPTIONS /v1/rpc", a.servePreflight)
-	if a.opts.WebDir != "" {
-		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
+	for _, rt := range a.routes() {
+		mux.Handle(rt.pattern, rt.h)
 	}
-	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
-	mux.HandleFunc("GET /v1/processes/{id}/recording", a.guard("recording", a.serveRecording))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On refusals too; a 101 gets them from upgrade().
 		w.Header().Set(protocol.HeaderProtocol, protocol.Version)
