@@ -167,7 +167,7 @@ func (a *Agent) Handler() http.Handler {
 	})
 	mux.HandleFunc("OPTIONS /v1/rpc", a.servePreflight)
 	if a.opts.WebDir != "" {
-		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
+		mux.Handle("GET /", webHandler(a.opts.WebDir))
 	}
 	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1055,3 +1055,19 @@ func TestCACert(t *testing.T) {
 		t.Fatalf("%d events after the refused run", n)
 	}
 }
+
+// TestInstallersGetNoToken (issue 11, H2): the bootstrapper
+// authenticates with $CHE_MACHINE_TOKEN, and its installer scripts run
+// without it, or any other token, in their environment.
+func TestInstallersGetNoToken(t *testing.T) {
+	const token = "che-token-for-installers"
+	r := bt.Start(t, bt.Options{Token: token})
+	file := config(t, `[{"id":"org.example.env","script":"env | grep -c -e `+token+` -e porthole-token -e machine-token || true"}]`)
+	p := start(t, "", bootArgs(t, r, file, "-enable-auth"),
+		"CHE_MACHINE_TOKEN="+token, "PORTHOLE_TOKEN=porthole-token", "PORTHOLE_MACHINE_TOKEN=machine-token")
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, p.output())
+	}
+	assertLines(t, r.Events(), []string{"bootstrapper STARTING", "installer org.example.env STARTING",
+		"log org.example.env STDOUT 0", "installer org.example.env DONE", "bootstrapper DONE"})
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/internal/proc"
 )
 
 // listFlag collects a repeatable string flag.
@@ -62,7 +63,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 }
 
 // envMachineToken holds the machine token for -master; children never see it.
-const envMachineToken = "PORTHOLE_MACHINE_TOKEN"
+const envMachineToken = proc.EnvMachineToken
 
 // options validates the flags and builds agent options.
 func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porthole-dev/porthole/bootstrapper"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol/che"
 )
 
@@ -157,7 +158,7 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}
 	if f.enableAuth {
-		o.Token = e["CHE_MACHINE_TOKEN"]
+		o.Token = e[proc.EnvCheMachineToken]
 	}
 	return o, nil
 }
