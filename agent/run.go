@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -50,6 +51,16 @@ type ServeOptions struct {
 	// Grace is how long children get after SIGHUP and SIGTERM at shutdown
 	// before they are killed. Default DefaultGrace.
 	Grace time.Duration
+	// HeaderTimeout, ReadTimeout and IdleTimeout bound the listener's
+	// connections (see their defaults, DefaultHeaderTimeout...); Options'
+	// WriteTimeout bounds the writing of a response (a long call's is
+	// bounded from the call's end). Upgraded WebSockets are bound by none
+	// of them, but by their keepalive.
+	HeaderTimeout, ReadTimeout, IdleTimeout time.Duration
+	// MaxPendingConns bounds the listener's connections that are not in a
+	// request: beyond it the oldest is closed. Default
+	// DefaultMaxPendingConns, and at most a quarter of RLIMIT_NOFILE.
+	MaxPendingConns int
 }
 
 // RunOptions configure Run: the agent and where it serves.
@@ -97,7 +108,7 @@ func (a *Agent) Serve(ctx context.Context, o ServeOptions) error {
 	var srv *http.Server
 	served := make(chan error, 1)
 	if o.Listener != nil {
-		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		srv = a.server(o)
 		go func() { served <- srv.Serve(o.Listener) }()
 	}
 	tunCtx, stopTunnel := context.WithCancel(context.Background())
@@ -162,4 +173,29 @@ func (a *Agent) tunnelOptions(m *MasterOptions) (*tunnel.AgentOptions, error) {
 		Trust:   TrustedContext,
 		Logger:  a.log.With("component", "tunnel"),
 	}, nil
+}
+
+// server is the listener's HTTP server, with o's timeouts and limit.
+func (a *Agent) server(o ServeOptions) *http.Server {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.HeaderTimeout, DefaultHeaderTimeout)
+	def(&o.ReadTimeout, DefaultReadTimeout)
+	def(&o.IdleTimeout, DefaultIdleTimeout)
+	if o.MaxPendingConns <= 0 {
+		o.MaxPendingConns = DefaultMaxPendingConns
+	}
+	limit := newPendingLimit(effectiveMaxPending(o.MaxPendingConns), a.log)
+	return &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: o.HeaderTimeout,
+		ReadTimeout:       o.ReadTimeout,
+		WriteTimeout:      a.opts.WriteTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		ConnState:         limit.connState,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
 }

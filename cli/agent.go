@@ -31,6 +31,9 @@ type agentFlags struct {
 	origins                            listFlag
 	o                                  agent.Options
 	grace                              time.Duration
+	// The listener's connection limits (agent.ServeOptions).
+	headerTimeout, readTimeout, idleTimeout time.Duration
+	maxPending                              int
 
 	// The tunnel to porthole-master.
 	master, machineTokenFile, runtimeID, machineName string
@@ -54,6 +57,10 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.o.StallTimeout, "stall-timeout", agent.DefaultStallTimeout, "how long a viewer that stops reading may hold a process back")
 	fs.DurationVar(&f.o.PingInterval, "ping", agent.DefaultPingInterval, "keepalive ping interval")
 	fs.DurationVar(&f.grace, "grace", agent.DefaultGrace, "on SIGTERM, how long children get after SIGHUP/SIGTERM before SIGKILL")
+	fs.DurationVar(&f.headerTimeout, "header-timeout", agent.DefaultHeaderTimeout, "how long a connection may take to send a request's headers")
+	fs.DurationVar(&f.readTimeout, "read-timeout", agent.DefaultReadTimeout, "how long a request's headers and body may take (not a WebSocket's life)")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", agent.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
+	fs.IntVar(&f.maxPending, "max-pending-conns", agent.DefaultMaxPendingConns, "connections not in a request (new or idle) kept at once; beyond, the oldest is closed (at most a quarter of RLIMIT_NOFILE)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
 	fs.StringVar(&f.master, "master", "", "porthole-master to serve through, ws://HOST:PORT or wss://HOST:PORT: the agent keeps a tunnel open to URL/api/agent")
@@ -72,7 +79,7 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return o, usageError{fmt.Sprintf("-log-level %q: want debug, info, warn or error", f.logLevel)}
 	}
-	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes} {
+	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes, "-max-pending-conns": f.maxPending} {
 		if v <= 0 {
 			return o, usageError{fmt.Sprintf("%s %d: must be positive", name, v)}
 		}
@@ -80,7 +87,8 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	if o.RingBytes < 4096 {
 		return o, usageError{fmt.Sprintf("-ring %d: must be at least 4096", o.RingBytes)}
 	}
-	for name, v := range map[string]time.Duration{"-stall-timeout": o.StallTimeout, "-ping": o.PingInterval, "-grace": f.grace} {
+	for name, v := range map[string]time.Duration{"-stall-timeout": o.StallTimeout, "-ping": o.PingInterval, "-grace": f.grace,
+		"-header-timeout": f.headerTimeout, "-read-timeout": f.readTimeout, "-idle-timeout": f.idleTimeout} {
 		if v <= 0 {
 			return o, usageError{fmt.Sprintf("%s %s: must be positive", name, v)}
 		}
@@ -186,7 +194,8 @@ func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error
 	if err != nil {
 		return agent.RunOptions{}, err
 	}
-	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace}}, nil
+	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace,
+		HeaderTimeout: f.headerTimeout, ReadTimeout: f.readTimeout, IdleTimeout: f.idleTimeout, MaxPendingConns: f.maxPending}}, nil
 }
 
 // addrOf is ln's address for logs.

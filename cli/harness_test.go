@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,8 +70,15 @@ type agentProc struct {
 // healthy and stops it with SIGTERM at cleanup, expecting exit status 0.
 func startAgent(t *testing.T) *agentProc {
 	t.Helper()
+	return startAgentWith(t, nil)
+}
+
+// startAgentWith is startAgent with the command line run through wrapper
+// (e.g. prlimit ARGS --) and extra flags.
+func startAgentWith(t *testing.T, wrapper []string, flags ...string) *agentProc {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a, err := tryStartAgent(t)
+		a, err := tryStartAgent(t, wrapper, flags)
 		if err == nil {
 			return a
 		}
@@ -83,7 +91,7 @@ func startAgent(t *testing.T) *agentProc {
 	}
 }
 
-func tryStartAgent(t *testing.T) (*agentProc, error) {
+func tryStartAgent(t *testing.T, wrapper, flags []string) (*agentProc, error) {
 	a := &agentProc{addr: testutil.FreeAddr(t), token: randHex(16), exited: make(chan struct{})}
 	a.url = "ws://" + a.addr
 	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
@@ -92,7 +100,8 @@ func tryStartAgent(t *testing.T) (*agentProc, error) {
 	}
 	defer logf.Close()
 	a.logPath = logf.Name()
-	a.cmd = exec.Command(bin, "agent", "-listen", a.addr, "-grace", "2s")
+	argv := append(append(slices.Clip(wrapper), bin, "agent", "-listen", a.addr, "-grace", "2s"), flags...)
+	a.cmd = exec.Command(argv[0], argv[1:]...)
 	a.cmd.Env = append(baseEnv(), "PORTHOLE_TOKEN="+a.token)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the test binary die
