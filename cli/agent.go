@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/internal/logging"
 	"github.com/porthole-dev/porthole/internal/proc"
 )
 
@@ -26,11 +26,12 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // agentFlags are the agent's flags, shared with commands that embed it.
 type agentFlags struct {
-	listen, tokenFile, shell, logLevel string
-	insecure                           bool
-	origins                            listFlag
-	o                                  agent.Options
-	grace                              time.Duration
+	listen, tokenFile, shell string
+	insecure                 bool
+	origins                  listFlag
+	o                        agent.Options
+	grace                    time.Duration
+	logging                  logging.Flags
 	// The listener's connection limits (agent.ServeOptions).
 	headerTimeout, readTimeout, idleTimeout time.Duration
 	maxPending                              int
@@ -61,7 +62,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.readTimeout, "read-timeout", agent.DefaultReadTimeout, "how long a request's headers and body may take (not a WebSocket's life)")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", agent.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
 	fs.IntVar(&f.maxPending, "max-pending-conns", agent.DefaultMaxPendingConns, "connections not in a request (new or idle) kept at once; beyond, the oldest is closed (at most a quarter of RLIMIT_NOFILE)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.logging.Register(fs)
 	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
 	fs.StringVar(&f.master, "master", "", "porthole-master to serve through, ws://HOST:PORT or wss://HOST:PORT: the agent keeps a tunnel open to URL/api/agent")
 	fs.StringVar(&f.machineTokenFile, "machine-token-file", "", "file holding the machine token for -master (default $"+envMachineToken+")")
@@ -75,9 +76,9 @@ const envMachineToken = proc.EnvMachineToken
 // options validates the flags and builds agent options.
 func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	o := f.o
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return o, usageError{fmt.Sprintf("-log-level %q: want debug, info, warn or error", f.logLevel)}
+	log, err := f.logging.Logger(stderr)
+	if err != nil {
+		return o, usageError{err.Error()}
 	}
 	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes, "-max-pending-conns": f.maxPending} {
 		if v <= 0 {
@@ -117,7 +118,7 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	o.AllowedOrigins = f.origins
 	o.Shell = f.shell
 	o.Version = Version
-	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	o.Logger = log
 	if f.master != "" {
 		if f.tun, err = f.masterOptions(e); err != nil {
 			return o, err

@@ -66,11 +66,12 @@ type agentProc struct {
 	waitErr          error         // set before exited is closed
 }
 
-// startAgent starts an agent with a random token, waits until it is
-// healthy and stops it with SIGTERM at cleanup, expecting exit status 0.
-func startAgent(t *testing.T) *agentProc {
+// startAgent starts an agent with a random token (and the flags extra),
+// waits until it is healthy and stops it with SIGTERM at cleanup,
+// expecting exit status 0.
+func startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
-	return startAgentWith(t, nil)
+	return startAgentWith(t, nil, extra...)
 }
 
 // startAgentWith is startAgent with the command line run through wrapper
