@@ -12,8 +12,8 @@ import (
 	"github.com/porthole-dev/porthole/protocol"
 )
 
-// fuzzStarts is what process.start may run under FuzzRPC: nothing. The
-// fuzzer writes argv too, and must not run what it writes.
+// fuzzNoSuchProgram is what process.start runs under FuzzRPC: nothing.
+// The fuzzer writes argv too, and must not run what it writes.
 const fuzzNoSuchProgram = "/nonexistent/porthole-fuzz"
 
 // FuzzRPC sends each input as the body of POST /v1/rpc, with the agent's
@@ -83,7 +83,16 @@ func FuzzRPC(f *testing.F) {
 		req := httptest.NewRequestWithContext(ctx, "POST", "/v1/rpc", strings.NewReader(string(body)))
 		req.Header.Set("Authorization", "Bearer fuzz-token")
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			h.ServeHTTP(rec, req)
+		}()
+		select {
+		case <-served:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q: the call outlived its request (20 ms) by 10 s", body)
+		}
 		if rec.Code == http.StatusNoContent {
 			return
 		}

@@ -95,3 +95,59 @@ func TestWebDir(t *testing.T) {
 		})
 	}
 }
+
+// TestRebindingWithoutToken (issue 11, low): with -insecure-no-auth, a
+// page whose own name was made to resolve to the agent (DNS rebinding)
+// sends Origin and Host both naming it; that is no longer taken for the
+// same origin, while a page on the agent's address (an IP or localhost)
+// still is. With a token, the token protects, and same-host stays
+// allowed for names too.
+func TestRebindingWithoutToken(t *testing.T) {
+	open, err := agent.New(agent.Options{InsecureNoAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := agenttest.Serve(t, open.Handler())
+	_, port, _ := strings.Cut(addr, ":")
+	post := func(host, origin string) int {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/rpc", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"agent.info"}`))
+		req.Host = host
+		req.Header.Set("Origin", origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"evil.example:" + port, 403},
+		{"127.0.0.1:" + port, 200},
+		{"localhost:" + port, 200},
+		{"[::1]:" + port, 200},
+	} {
+		if got := post(tc.host, "http://"+tc.host); got != tc.want {
+			t.Errorf("insecure agent, Host and Origin %s: %d; want %d", tc.host, got, tc.want)
+		}
+	}
+	tokened, err := agent.New(agent.Options{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	taddr := agenttest.Serve(t, tokened.Handler())
+	req, _ := http.NewRequest("POST", "http://"+taddr+"/v1/rpc", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"agent.info"}`))
+	req.Host = "agent.example"
+	req.Header.Set("Origin", "https://agent.example")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("agent with a token, same-host name: %d; want 200", resp.StatusCode)
+	}
+}
