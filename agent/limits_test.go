@@ -62,11 +62,11 @@ func post(t *testing.T, addr, body string) string {
 }
 
 // TestServerTimeouts (issue 11, M2): with header, read, write and idle
-// timeouts of 300 ms, a silent connection and an idle kept-alive one are
+// timeouts of 500 ms, a silent connection and an idle kept-alive one are
 // closed, while a process.wait over HTTP that lasts longer than all of
 // them, and a WebSocket quiet for longer, are still served.
 func TestServerTimeouts(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	const timeout = 500 * time.Millisecond
 	addr := serveWithLimits(t, timeout)
 	closedWithin := func(c net.Conn, what string) {
 		t.Helper()
@@ -84,7 +84,7 @@ func TestServerTimeouts(t *testing.T) {
 
 	// A process that outlives every timeout, waited for over HTTP.
 	var start struct{ Result protocol.ProcessInfo }
-	if err := json.Unmarshal([]byte(post(t, addr, `{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"argv":["sleep","1"]}}`)), &start); err != nil {
+	if err := json.Unmarshal([]byte(post(t, addr, `{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"argv":["sleep","2"]}}`)), &start); err != nil {
 		t.Fatal(err)
 	}
 	if got := post(t, addr, `{"jsonrpc":"2.0","id":2,"method":"process.wait","params":{"id":"`+start.Result.ID+`"}}`); !strings.Contains(got, `"exitCode":0`) {
