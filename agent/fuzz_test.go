@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/protocol"
 )
@@ -103,6 +106,82 @@ func FuzzRPC(f *testing.F) {
 		}
 		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp.JSONRPC != "2.0" || (resp.Result == nil) == (resp.Error == nil) {
 			t.Fatalf("%d %q for %q: not one JSON-RPC response (%v)", rec.Code, rec.Body.Bytes(), body, err)
+		}
+	})
+}
+
+// FuzzAttach opens an attach socket on a running `cat` with a fuzzed
+// query (offsets, mode) and sends fuzzed frames: frames is cut into
+// frames of a kind byte (even: binary, odd: text) and a length byte. The
+// agent answers (a 101 or a refusal), never panics, and once the client
+// goes away the socket's session ends: nothing is left for Shutdown to
+// wait for (checked at the end, and by goleak).
+func FuzzAttach(f *testing.F) {
+	f.Add("", []byte{0, 4, 0, 'l', 's', '\n'}, false)
+	f.Add("stdout=0&stderr=end", []byte{1, 37, '{', '"', 'j', 's', 'o', 'n', 'r', 'p', 'c', '"', ':', '"', '2', '.', '0', '"', ',', '"', 'i', 'd', '"', ':', '1', ',', '"', 'm', 'e', 't', 'h', 'o', 'd', '"', ':', '"', 'a', '"', '}'}, false)
+	f.Add("mode=raw", []byte{0, 3, 'a', 'b', 'c', 0, 0}, true)
+	f.Add("offset=99999999999", []byte{0, 1, 2}, false)
+	f.Add("stdout=-1", []byte{}, false)
+	f.Add("", []byte{0, 2, 1, 'x'}, false) // a stdout frame from the client
+	a, err := New(Options{Token: "fuzz-token", Shell: fuzzNoSuchProgram, MaxProcesses: 16, StallTimeout: 10 * time.Millisecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	f.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.Shutdown(ctx, 100*time.Millisecond)
+		srv.Close()
+	})
+	p, err := a.procs.start(protocol.StartParams{Argv: []string{"cat"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	base := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/processes/" + p.id + "/attach?"
+	f.Fuzz(func(t *testing.T, query string, frames []byte, raw bool) {
+		sub := protocol.SubprotocolAttach
+		if raw {
+			sub = protocol.SubprotocolRaw
+		}
+		if _, err := url.Parse(base + query); err != nil {
+			return // the client cannot send it
+		}
+		d := websocket.Dialer{Subprotocols: []string{sub}, HandshakeTimeout: 10 * time.Second}
+		ws, resp, err := d.Dial(base+query, http.Header{"Authorization": {"Bearer fuzz-token"}})
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			if resp == nil {
+				t.Fatalf("query %q: no answer: %v", query, err)
+			}
+			return // refused, with a status
+		}
+		defer ws.Close()
+		ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		for len(frames) >= 2 {
+			kind, n := frames[0], int(frames[1])
+			frames = frames[2:]
+			n = min(n, len(frames))
+			typ := websocket.BinaryMessage
+			if kind%2 == 1 {
+				typ = websocket.TextMessage
+			}
+			if ws.WriteMessage(typ, frames[:n]) != nil {
+				break // the agent closed the socket (a protocol error)
+			}
+			frames = frames[n:]
+		}
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+					t.Fatalf("query %q: the agent kept the socket 10 s after the client's close", query)
+				}
+				break
+			}
 		}
 	})
 }
