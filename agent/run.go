@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,8 @@ type MasterOptions struct {
 	// RuntimeID (workspace:env:owner) and MachineName name this machine;
 	// the master checks them against the token's claims.
 	RuntimeID, MachineName string
+	// TLS is used for a wss:// URL; nil: the system's roots.
+	TLS *tls.Config
 }
 
 // ServeOptions say where an agent serves and how it stops.
@@ -61,6 +64,9 @@ type ServeOptions struct {
 	// request: beyond it the oldest is closed. Default
 	// DefaultMaxPendingConns, and at most a quarter of RLIMIT_NOFILE.
 	MaxPendingConns int
+	// MetricsListener, if set, serves MetricsHandler at /metrics, without
+	// authentication (porthole agent -metrics-listen). Serve closes it.
+	MetricsListener net.Listener
 }
 
 // RunOptions configure Run: the agent and where it serves.
@@ -110,6 +116,14 @@ func (a *Agent) Serve(ctx context.Context, o ServeOptions) error {
 	if o.Listener != nil {
 		srv = a.server(o)
 		go func() { served <- srv.Serve(o.Listener) }()
+	}
+	if o.MetricsListener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: DefaultReadTimeout, WriteTimeout: a.opts.WriteTimeout, IdleTimeout: DefaultIdleTimeout, ErrorLog: slog.NewLogLogger(a.log.With("component", "metrics").Handler(), slog.LevelDebug)}
+		mserved := make(chan struct{})
+		go func() { defer close(mserved); msrv.Serve(o.MetricsListener) }()
+		defer func() { msrv.Close(); <-mserved }()
 	}
 	tunCtx, stopTunnel := context.WithCancel(context.Background())
 	defer stopTunnel()
@@ -167,11 +181,12 @@ func (a *Agent) tunnelOptions(m *MasterOptions) (*tunnel.AgentOptions, error) {
 	h.Set(tunnel.HeaderAgentVersion, a.opts.Version)
 	h.Set(tunnel.HeaderProtocol, protocol.Version)
 	return &tunnel.AgentOptions{
-		URL:     u.String(),
-		Header:  h,
-		Handler: a.Handler(),
-		Trust:   TrustedContext,
-		Logger:  a.log.With("component", "tunnel"),
+		URL:       u.String(),
+		Header:    h,
+		Handler:   a.Handler(),
+		Trust:     TrustedContext,
+		Logger:    a.log.With("component", "tunnel"),
+		TLSConfig: m.TLS,
 	}, nil
 }
 
@@ -196,6 +211,6 @@ func (a *Agent) server(o ServeOptions) *http.Server {
 		WriteTimeout:      a.opts.WriteTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ConnState:         limit.connState,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+		ErrorLog:          slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug),
 	}
 }
