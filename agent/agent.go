@@ -185,7 +185,7 @@ func (a *Agent) routes() []route {
 		{"GET /v1/processes/{id}/recording", a.guard("recording", a.serveRecording)},
 	}
 	if a.opts.WebDir != "" {
-		rs = append(rs, route{"GET /", http.FileServer(http.Dir(a.opts.WebDir)).ServeHTTP})
+		rs = append(rs, route{"GET /", webHandler(a.opts.WebDir).ServeHTTP})
 	}
 	return rs
 }
