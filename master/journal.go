@@ -81,6 +81,11 @@ type machine struct {
 	rev     uint64 // bumped on every change of doc
 	tail    []tailEntry
 	bsConns int // open bootstrapper connections
+	// bsEnded: a bootstrapper connection ended normally since one last
+	// opened. When the last connection goes, it decides whether the
+	// machine stopped, not how that last one ended: a connection a fault
+	// left half-open may be reaped, with an error, after the normal end.
+	bsEnded bool
 }
 
 // pendingEntry is an entry accepted and not yet numbered nor committed.
@@ -224,11 +229,13 @@ func (s *state) bootstrapperConn(k store.Key, open, normalEnd bool) {
 	m := s.get(k)
 	if open {
 		m.bsConns++
-	} else if m.bsConns > 0 {
-		m.bsConns--
+		m.bsEnded = false
+	} else {
+		m.bsConns = max(0, m.bsConns-1)
+		m.bsEnded = m.bsEnded || normalEnd
 	}
 	now := time.Now()
-	bootstrapperConn(&m.doc, m.bsConns > 0, !open && normalEnd, now)
+	bootstrapperConn(&m.doc, m.bsConns > 0, !open && m.bsEnded, now)
 	s.touch(k, m, now)
 }
 
