@@ -228,9 +228,14 @@ func TestConnectionsCut(t *testing.T) {
 	c := newCluster(t)
 	c.startMaster()
 	px := c.startProxy(0, cut)
+	began := time.Now()
 	boots := map[string]*proc{}
 	for _, m := range machines3 {
-		boots[m] = c.bootstrapper(m, lines(m, n, gates{}), period)
+		// The lines are printed at once, so delivering them is the
+		// final flush: it gets as long as the test waits, not the
+		// default (three periods, at least 10 s), which a loaded
+		// machine may not fit 90 connections' worth of lines in.
+		boots[m] = c.bootstrapper(m, lines(m, n, gates{}), period, "-flush-timeout", finish.String())
 	}
 	c.agent("m1")
 	c.waitAgent("m1")
@@ -240,11 +245,13 @@ func TestConnectionsCut(t *testing.T) {
 			t.Fatalf("bootstrapper %s exited %d", m, code)
 		}
 	}
+	took := time.Since(began)
 	checkTerminal(t, term, want("t", tn))
 	for _, m := range machines3 {
 		c.checkLines(m, m, n)
 		t.Logf("%s: %d lines once each, in order; handshakes at the master %v", m, n, c.handshakes("bootstrapper connected", m))
 	}
+	t.Logf("bootstrappers done in %s", took.Round(time.Millisecond))
 	if px.cuts.Load() == 0 {
 		t.Fatal("no connection was cut: the test proves nothing")
 	}
