@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,6 +129,20 @@ func (p *proc) exitWithin(t *testing.T, d time.Duration) int {
 		t.Fatalf("the bootstrapper did not exit within %s", d)
 	}
 	return p.cmd.ProcessState.ExitCode()
+}
+
+// waitLine waits for a line of the process's output that contains every
+// one of parts.
+func (p *proc) waitLine(t *testing.T, parts ...string) {
+	t.Helper()
+	testutil.WaitFor(t, fmt.Sprintf("a line with %q", parts), func() bool {
+		for l := range strings.Lines(p.output()) {
+			if !slices.ContainsFunc(parts, func(s string) bool { return !strings.Contains(l, s) }) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // bootArgs are the flags of a run against r (statuses and logs on one
@@ -585,8 +600,9 @@ func TestServerFailures(t *testing.T) {
 	}
 }
 
-// Bad configs: exit 1, a message naming the installer and field, and
-// nothing started: no connection, no script run.
+// Bad configs: exit 1, a message naming the installer and field, pushed
+// to the master as bootstrapper FAILED (it used to learn nothing, and wait
+// for its own start timeout), and nothing started: no script run.
 func TestBadConfigStartsNothing(t *testing.T) {
 	ran := filepath.Join(t.TempDir(), "ran")
 	cases := []struct{ name, file, want string }{
@@ -615,9 +631,7 @@ func TestBadConfigStartsNothing(t *testing.T) {
 			if out := p.output(); !strings.Contains(out, file+": ") || !strings.Contains(out, c.want) {
 				t.Fatalf("stderr %q; want %q after the file's path", out, c.want)
 			}
-			if n := r.Handshakes(); n != 0 {
-				t.Fatalf("%d connection(s) to the master", n)
-			}
+			assertReported(t, r, c.want)
 			if _, err := os.Stat(ran); err == nil {
 				t.Fatal("a script ran")
 			}
@@ -625,34 +639,51 @@ func TestBadConfigStartsNothing(t *testing.T) {
 	}
 }
 
-// Bad flags: exit 2, a message naming the flag, no connection.
-func TestBadFlags(t *testing.T) {
-	r := bt.Start(t, bt.Options{})
-	file := fixture(t, "two-scripts.json", 0)
-	good := map[string]string{
-		"-file": file, "-push-endpoint": r.URL + "/s", "-runtime-id": "w:e:o", "-machine-name": "m",
+// assertReported checks that r received exactly one event, bootstrapper
+// FAILED with an error that contains want.
+func assertReported(t *testing.T, r *bt.Receiver, want string) {
+	t.Helper()
+	evs := r.Events()
+	if len(evs) != 1 || evs[0].Method != che.MethodBootstrapperStatus || evs[0].Params.Status != che.StatusFailed ||
+		!strings.Contains(evs[0].Params.Error, want) || evs[0].Params.Seq != 1 {
+		t.Fatalf("events:\n%s\nwant one: bootstrapper FAILED %q", bt.Summary(evs, 10), want)
 	}
+}
+
+// Bad flags: exit 2 and a message naming the flag. A bad value of a flag
+// other than those saying where and as whom to connect is also pushed to
+// the master as bootstrapper FAILED; a command line the flag package
+// cannot parse, or one without a usable endpoint, runtime or machine, is
+// not (the endpoint may not be known).
+func TestBadFlags(t *testing.T) {
+	file := fixture(t, "two-scripts.json", 0)
 	cases := []struct {
 		flag, value, want string
+		reported          bool
 	}{
-		{"-push-endpoint", "", "-push-endpoint is required"},
-		{"-push-endpoint", "http://127.0.0.1:1/x", `-push-endpoint "http://127.0.0.1:1/x": protocol must be either ws or wss`},
-		{"-push-logs-endpoint", "tcp://x", `-push-logs-endpoint "tcp://x": protocol must be either ws or wss`},
-		{"-runtime-id", "", "-runtime-id is required"},
-		{"-runtime-id", "w:e", `-runtime-id "w:e": want workspace:env:ownerId`},
-		{"-machine-name", "", "-machine-name is required"},
-		{"-installer-timeout", "0", "-installer-timeout 0: must be > 0"},
-		{"-installer-timeout", "ten", `invalid value "ten" for flag -installer-timeout`},
-		{"-server-check-period", "-1", "-server-check-period -1: must be > 0"},
-		{"-cacert", "/no/such.pem", "-cacert /no/such.pem: open /no/such.pem: no such file or directory"},
-		{"-cacert", file, "-cacert " + file + ": no PEM certificate found"},
-		{"-spool-dir", "/no/such/dir", `-spool-dir "/no/such/dir": not a directory`},
-		{"-spool-memory", "1K", "-spool-memory 1024: must be at least 64K"},
-		{"-liveness-period", "soon", `invalid value "soon" for flag -liveness-period`},
-		{"-no-such-flag", "1", "flag provided but not defined: -no-such-flag"},
+		{"-push-endpoint", "", "-push-endpoint is required", false},
+		{"-push-endpoint", "http://127.0.0.1:1/x", `-push-endpoint "http://127.0.0.1:1/x": protocol must be either ws or wss`, false},
+		{"-push-logs-endpoint", "tcp://x", `-push-logs-endpoint "tcp://x": protocol must be either ws or wss`, false},
+		{"-runtime-id", "", "-runtime-id is required", false},
+		{"-runtime-id", "w:e", `-runtime-id "w:e": want workspace:env:ownerId`, false},
+		{"-machine-name", "", "-machine-name is required", false},
+		{"-installer-timeout", "0", "-installer-timeout 0: must be > 0", true},
+		{"-installer-timeout", "ten", `invalid value "ten" for flag -installer-timeout`, false},
+		{"-server-check-period", "-1", "-server-check-period -1: must be > 0", true},
+		{"-cacert", "/no/such.pem", "-cacert /no/such.pem: open /no/such.pem: no such file or directory", true},
+		{"-cacert", file, "-cacert " + file + ": no PEM certificate found", true},
+		{"-spool-dir", "/no/such/dir", `-spool-dir "/no/such/dir": not a directory`, true},
+		{"-spool-memory", "1K", "-spool-memory 1024: must be at least 64K", true},
+		{"-server-status-events", "sometimes", `-server-status-events "sometimes": want auto, always or never`, true},
+		{"-liveness-period", "soon", `invalid value "soon" for flag -liveness-period`, false},
+		{"-no-such-flag", "1", "flag provided but not defined: -no-such-flag", false},
 	}
 	for _, c := range cases {
 		t.Run(c.flag+"="+c.value, func(t *testing.T) {
+			r := bt.Start(t, bt.Options{})
+			good := map[string]string{
+				"-file": file, "-push-endpoint": r.URL + "/s", "-runtime-id": "w:e:o", "-machine-name": "m",
+			}
 			args := []string{"bootstrap"}
 			for k, v := range good {
 				if k != c.flag {
@@ -669,10 +700,12 @@ func TestBadFlags(t *testing.T) {
 			if !strings.Contains(p.output(), c.want) {
 				t.Fatalf("stderr:\n%s\nwant %q", p.output(), c.want)
 			}
+			if c.reported {
+				assertReported(t, r, c.want)
+			} else if n := r.Handshakes(); n != 0 {
+				t.Fatalf("%d connection(s) to the master", n)
+			}
 		})
-	}
-	if n := r.Handshakes(); n != 0 {
-		t.Fatalf("%d connection(s) to the master", n)
 	}
 }
 
@@ -958,11 +991,79 @@ func TestLongLinesAndUTF8(t *testing.T) {
 	}
 }
 
+// A master that announces its message limit on the handshake never gets a
+// frame above it: lines are split further, as long lines are (partial),
+// whatever escaping (control characters: \u0001, six bytes each) or the
+// raw copy of invalid UTF-8 adds. Before, an event above the master's
+// limit was closed with 1009, resent, and stopped the stream for ever.
+func TestAnnouncedLimitSplits(t *testing.T) {
+	const limit = 2048
+	r := bt.Start(t, bt.Options{Header: http.Header{che.HeaderMaxMessage: {strconv.Itoa(limit)}}})
+	script := `head -c 20000 /dev/zero | tr '\\000' a; echo; head -c 3000 /dev/zero | tr '\\000' '\\001'; echo; ` +
+		`head -c 3000 /dev/zero | tr '\\000' '\\377'; echo; echo end`
+	p := start(t, "", bootArgs(t, r, config(t, `[{"id":"org.x","script":"`+script+`"}]`), "-max-line", "65536"))
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	var lines []string
+	var line []byte
+	for _, e := range r.Events() {
+		if len(e.Frame) > limit {
+			t.Fatalf("a frame of %d bytes; the master's limit is %d: %.200s", len(e.Frame), limit, e.Frame)
+		}
+		if e.Method != che.MethodInstallerLog {
+			continue
+		}
+		if e.Params.Raw != nil {
+			line = append(line, e.Params.Raw...)
+		} else {
+			line = append(line, e.Params.Text...)
+		}
+		if !e.Params.Partial {
+			lines = append(lines, string(line))
+			line = nil
+		}
+	}
+	want := []string{strings.Repeat("a", 20000), strings.Repeat("\x01", 3000), strings.Repeat("\xff", 3000), "end"}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("%d lines, of %v bytes; want 4 of 20000, 3000, 3000, 3", len(lines), lens(lines))
+	}
+}
+
+func lens(ss []string) []int {
+	n := make([]int, len(ss))
+	for i, s := range ss {
+		n[i] = len(s)
+	}
+	return n
+}
+
 // After DONE: the bootstrapper stays while the installers' processes run,
 // still streams their output, and pushes each change of a server's
-// liveness; it exits 0 when they have ended.
+// liveness; it exits 0 when they have ended. The changes go out as
+// installer/serverStatusChanged to a master that announces it understands
+// it (porthole-master), or with -server-status-events always; to Che's
+// master (no announcement) the wire is exactly Che's three methods, since
+// Che's master logs an ERROR and answers -32601 for each.
 func TestLivenessAfterDone(t *testing.T) {
-	r := bt.Start(t, bt.Options{})
+	porthole := http.Header{che.HeaderCapabilities: {"other, " + che.CapServerStatus}}
+	for _, c := range []struct {
+		name   string
+		header http.Header
+		extra  []string
+		sent   bool
+	}{
+		{"porthole master", porthole, nil, true},
+		{"che master", nil, nil, false},
+		{"che master, always", nil, []string{"-server-status-events", "always"}, true},
+		{"porthole master, never", porthole, []string{"-server-status-events", "never"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) { testLivenessAfterDone(t, c.header, c.extra, c.sent) })
+	}
+}
+
+func testLivenessAfterDone(t *testing.T, header http.Header, extra []string, sent bool) {
+	r := bt.Start(t, bt.Options{Header: header})
 	port := strconv.Itoa(freePort(t))
 	var ln net.Listener
 	listen := func() { // the server: accepts and drops the checks' connections
@@ -985,7 +1086,7 @@ func TestLivenessAfterDone(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "go")
 	script := fmt.Sprintf(`echo up; while [ ! -e %s ]; do sleep 0.05; done; echo after done`, flag)
 	cfg := config(t, fmt.Sprintf(`[{"id":"org.srv","script":"%s","servers":{"web":{"port":"%s/tcp"}}}]`, script, port))
-	p := start(t, "", bootArgs(t, r, cfg, "-liveness-period", "50ms"))
+	p := start(t, "", bootArgs(t, r, cfg, append([]string{"-liveness-period", "50ms"}, extra...)...))
 	r.Wait(t, wait, "the script's first line", bt.Has(che.MethodInstallerLog, nil))
 	listen() // the server comes up
 	r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
@@ -994,9 +1095,17 @@ func TestLivenessAfterDone(t *testing.T) {
 		return bt.Has(che.MethodServerStatus, func(p bt.Params) bool { return p.Status == status })
 	}
 	ln.Close()
-	r.Wait(t, wait, "server STOPPED", stopped(che.StatusStopped))
+	if sent {
+		r.Wait(t, wait, "server STOPPED", stopped(che.StatusStopped))
+	} else {
+		p.waitLine(t, `msg="server status"`, "status=STOPPED")
+	}
 	listen()
-	r.Wait(t, wait, "server RUNNING again", stopped(che.StatusRunning))
+	if sent {
+		r.Wait(t, wait, "server RUNNING again", stopped(che.StatusRunning))
+	} else {
+		p.waitLine(t, `msg="server status"`, "status=RUNNING")
+	}
 
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -1013,6 +1122,9 @@ func TestLivenessAfterDone(t *testing.T) {
 	want := []string{"bootstrapper STARTING", "installer org.srv STARTING", "log org.srv STDOUT up", "installer org.srv RUNNING",
 		"bootstrapper DONE", "server org.srv web STOPPED", "server org.srv web RUNNING",
 		"log org.srv STDOUT after done"}
+	if !sent {
+		want = slices.Delete(want, 5, 7)
+	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("events:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}

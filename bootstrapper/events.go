@@ -102,9 +102,11 @@ func (e *encoder) render(method string, params any) unnumbered {
 	return unnumbered{head: b, tail: env.tail}
 }
 
-func (e *encoder) bootstrapperStatus(status, errText string) unnumbered {
+// bootstrapperStatus renders a bootstrapper/statusChanged; STARTING
+// carries the plan when withPlan.
+func (e *encoder) bootstrapperStatus(status, errText string, withPlan bool) unnumbered {
 	p := che.BootstrapperStatus{MachineEvent: e.event(), Status: status, Error: errText, BootID: e.boot}
-	if status == che.StatusStarting {
+	if status == che.StatusStarting && withPlan {
 		p.Installers = e.plan
 	}
 	return e.render(che.MethodBootstrapperStatus, p)
@@ -135,15 +137,33 @@ func (e *encoder) lost(inst int, n uint64) unnumbered {
 	return e.render(che.MethodInstallerLog, che.InstallerLog{MachineEvent: e.event(), Text: che.LostText(n), Installer: e.installer(inst), Stream: che.StreamStderr, Lost: n, BootID: e.boot})
 }
 
+// undelivered renders the event that stands for n events not delivered
+// when the bootstrapper ends, the first from installer inst (push.go
+// report).
+func (e *encoder) undelivered(inst int, n uint64) unnumbered {
+	return e.render(che.MethodInstallerLog, che.InstallerLog{MachineEvent: e.event(), Text: che.UndeliveredText(n), Installer: e.installer(inst), Stream: che.StreamStderr, Lost: n, BootID: e.boot})
+}
+
 // logEvents queues output lines on a spool as installer/log events: its
 // emit is what outputs calls with each line, so that a line goes from the
 // pipe (output.go) through its rendering (here) to the spool (spool.go)
 // and the connection (push.go).
+// A piece whose frame would be larger than the master accepts (limit, the
+// limit it announced; 0: none) is split in two, cut between UTF-8
+// characters, the first half partial, until each fits.
 type logEvents struct {
-	enc *encoder
-	sp  *spool
+	enc   *encoder
+	sp    *spool
+	limit func() int64
 }
 
 func (l logEvents) emit(inst int, stream string, text []byte, partial bool) {
-	l.sp.add(kindLog, inst, l.enc.log(inst, stream, text, partial))
+	u := l.enc.log(inst, stream, text, partial)
+	if limit := l.limit(); limit > 0 && u.size() > limit && len(text) > 1 {
+		cut := cutLine(text, len(text)/2)
+		l.emit(inst, stream, text[:cut], true)
+		l.emit(inst, stream, text[cut:], partial)
+		return
+	}
+	l.sp.add(kindLog, inst, u)
 }

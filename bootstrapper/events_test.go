@@ -23,7 +23,7 @@ func TestFramesAreJSONRPC(t *testing.T) {
 		ev     unnumbered
 		params any // che's params type the frame's params decode into
 	}{
-		{che.MethodBootstrapperStatus, enc.bootstrapperStatus(che.StatusFailed, "it broke"), new(che.BootstrapperStatus)},
+		{che.MethodBootstrapperStatus, enc.bootstrapperStatus(che.StatusFailed, "it broke", true), new(che.BootstrapperStatus)},
 		{che.MethodInstallerStatus, enc.installerStatus(1, che.StatusRunning, ""), new(che.InstallerStatus)},
 		{che.MethodInstallerLog, enc.log(0, che.StreamStderr, []byte("a \"quoted\" line\r"), true), new(che.InstallerLog)},
 		{che.MethodServerStatus, enc.serverStatus(1, "web", "8080/tcp", che.StatusStopped), new(che.ServerStatus)},
@@ -82,7 +82,7 @@ func TestEncoderRendersGoldens(t *testing.T) {
 		seq        uint64
 		render     func() unnumbered
 	}{
-		{"bootstrapper-starting.json", "2026-11-28T21:00:00.123456789Z", 1, func() unnumbered { return enc.bootstrapperStatus(che.StatusStarting, "") }},
+		{"bootstrapper-starting.json", "2026-11-28T21:00:00.123456789Z", 1, func() unnumbered { return enc.bootstrapperStatus(che.StatusStarting, "", true) }},
 		{"installer-log.json", "2026-11-28T21:00:00.5Z", 2, func() unnumbered {
 			return enc.log(0, che.StreamStdout, []byte("listening on :8080\r"), false)
 		}},
@@ -90,7 +90,7 @@ func TestEncoderRendersGoldens(t *testing.T) {
 		{"installer-log-lost.json", "2026-11-28T21:00:02Z", 5, func() unnumbered { return enc.lost(0, 120) }},
 		{"server-status.json", "2026-11-28T21:00:07Z", 6, func() unnumbered { return enc.serverStatus(0, "web", "8080/tcp", che.StatusStopped) }},
 		{"bootstrapper-failed.json", "2026-11-28T21:00:05Z", 9, func() unnumbered {
-			return enc.bootstrapperStatus(che.StatusFailed, che.ErrExitCode("org.example.tools", 3).Error())
+			return enc.bootstrapperStatus(che.StatusFailed, che.ErrExitCode("org.example.tools", 3).Error(), true)
 		}},
 	}
 	for _, c := range cases {
@@ -163,12 +163,12 @@ func TestStartingAnnouncesPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := string(paramsOf(t, enc.bootstrapperStatus(che.StatusStarting, "")))
+	start := string(paramsOf(t, enc.bootstrapperStatus(che.StatusStarting, "", true)))
 	want := `"installers":[{"id":"a"},{"id":"b","servers":{"web":{"port":"8080/tcp","protocol":"http","path":"/p","attributes":{"internal":"true"}}}}]`
 	if !strings.Contains(start, want) || strings.Contains(start, "script") {
 		t.Errorf("STARTING = %s\nwant it to contain %s and no script", start, want)
 	}
-	if done := string(paramsOf(t, enc.bootstrapperStatus(che.StatusDone, ""))); strings.Contains(done, "installers") {
+	if done := string(paramsOf(t, enc.bootstrapperStatus(che.StatusDone, "", true))); strings.Contains(done, "installers") {
 		t.Errorf("DONE repeats the plan: %s", done)
 	}
 }

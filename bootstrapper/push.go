@@ -19,6 +19,7 @@ import (
 	"github.com/porthole-dev/porthole/internal/backoff"
 	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/protocol"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 const (
@@ -50,6 +51,9 @@ const (
 	// stableConn: a connection that lived this long counts as progress
 	// even if no acknowledgement advanced (an idle one).
 	stableConn = 5 * time.Second
+	// reportTimeout bounds the last connection, the one that tells the
+	// master how many events were not delivered (pusher.report).
+	reportTimeout = 5 * time.Second
 )
 
 // FlushTimeout is the default time given to deliver what is left at the
@@ -80,9 +84,18 @@ type pusher struct {
 	header    http.Header
 	tls       *tls.Config
 	sp        *spool
-	reconnect time.Duration // <= 0: never reconnect (as Che with 0)
+	// undelivered renders the event that stands for n events not
+	// delivered at the end, the first from installer inst (nil: none).
+	undelivered func(inst int, n uint64) unnumbered
+	reconnect   time.Duration // <= 0: never reconnect (as Che with 0)
 	backoff   *backoff.Backoff
 	log       *slog.Logger
+
+	// What the master said of itself on the last handshake
+	// (che.HeaderMaxMessage, che.HeaderCapabilities): its largest frame in
+	// bytes (0: not said), and whether it understands serverStatusChanged.
+	maxMessage   atomic.Int64
+	serverStatus atomic.Bool
 
 	ctx      context.Context // ends the pusher; cancelled at the flush deadline
 	cancel   context.CancelFunc
@@ -152,6 +165,7 @@ type conn struct {
 	stream  *wsrpc.Stream
 	rpc     *jsonrpc2.Conn
 	readEnd chan struct{} // closed when reading has ended
+	pong    chan uint64   // capacity 1: the last pong's seq, when nobody took it
 	pongAt  atomic.Int64  // unix nanoseconds of the last pong
 	acked   atomic.Int64  // frames written on this connection and acknowledged
 }
@@ -185,7 +199,8 @@ func (p *pusher) dial(ctx context.Context) (*conn, error) {
 		}
 		return nil, err
 	}
-	c := &conn{ws: ws, cork: cork, readEnd: make(chan struct{})}
+	p.learn(resp.Header)
+	c := &conn{ws: ws, cork: cork, readEnd: make(chan struct{}), pong: make(chan uint64, 1)}
 	c.stream = wsrpc.New(ws, wsrpc.Options{
 		Limit:        1 << 20,
 		OnBinary:     func([]byte) error { return nil }, // nothing binary is expected: ignored
@@ -195,10 +210,16 @@ func (p *pusher) dial(ctx context.Context) (*conn, error) {
 	ws.SetPongHandler(func(data string) error {
 		c.pongAt.Store(time.Now().UnixNano())
 		if seq, err := strconv.ParseUint(data, 10, 64); err == nil {
-			if n := p.sp.ack(seq); n > 0 {
+			if p.sp == nil { // ReportFailure's: no spool
+			} else if n := p.sp.ack(seq); n > 0 {
 				c.acked.Add(int64(n))
 				p.backoff.Progress()
 			}
+			select {
+			case <-c.pong:
+			default:
+			}
+			c.pong <- seq
 		}
 		return nil
 	})
@@ -211,6 +232,18 @@ func (p *pusher) dial(ctx context.Context) (*conn, error) {
 	c.rpc = jsonrpc2.NewConn(context.Background(), c.stream, h,
 		jsonrpc2.SetLogger(slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)))
 	return c, nil
+}
+
+// learn records what the master says of itself on a handshake's response.
+func (p *pusher) learn(h http.Header) {
+	limit, err := strconv.ParseInt(h.Get(che.HeaderMaxMessage), 10, 64)
+	if err != nil || limit <= 0 {
+		limit = 0
+	}
+	if old := p.maxMessage.Swap(limit); old != limit {
+		p.log.Debug("the master's message limit", "bytes", limit)
+	}
+	p.serverStatus.Store(che.HasCapability(h.Get(che.HeaderCapabilities), che.CapServerStatus))
 }
 
 // close ends the connection, with a normal close frame when graceful, and
@@ -235,15 +268,68 @@ func (p *pusher) start(c *conn) {
 // finish tells the pusher that no more events will come: it writes what
 // is left, waits for it to be acknowledged (reconnecting if need be) for
 // at most timeout, and closes the connection. It returns how many events
-// were not delivered.
+// were not delivered; when some were not, it tries to tell the master
+// (report).
 func (p *pusher) finish(timeout time.Duration) int {
 	p.once.Do(func() { close(p.finished) })
 	t := time.AfterFunc(timeout, p.cancel)
 	<-p.done
 	t.Stop()
 	p.cancel()
-	pending, _, _ := p.sp.stats()
+	pending, last, _ := p.sp.stats()
+	if pending > 0 && p.undelivered != nil {
+		if err := p.report(uint64(pending), last); err != nil {
+			p.log.Warn("could not report the events not delivered to the master", "err", err)
+		} else {
+			p.log.Info("reported the events not delivered to the master", "events", pending)
+		}
+	}
 	return pending
+}
+
+// report tells the master, on one last connection of at most
+// reportTimeout, that n events, the last numbered last, were not
+// delivered: one installer/log event, lost n, numbered last so that a
+// master that had all of them after all drops it as a duplicate. A flush
+// that failed may have failed on something that passes now (a master
+// back from a restart, a link that carries a frame or two): the master
+// then knows, instead of showing the machine as it was for ever.
+func (p *pusher) report(n, last uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), reportTimeout)
+	defer cancel()
+	c, err := p.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.close(true)
+	return c.sendOne(ctx, p.undelivered(p.sp.oldest(), n).number(last), last)
+}
+
+// sendOne writes frame, numbered seq, and waits until the master has
+// acknowledged it or ctx ends.
+func (c *conn) sendOne(ctx context.Context, frame []byte, seq uint64) error {
+	if err := c.stream.WriteText(frame); err != nil {
+		return err
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(writeTimeout)
+	}
+	if err := c.ws.WriteControl(websocket.PingMessage, strconv.AppendUint(nil, seq, 10), deadline); err != nil {
+		return err
+	}
+	for {
+		select {
+		case got := <-c.pong:
+			if got >= seq {
+				return nil
+			}
+		case <-c.readEnd:
+			return fmt.Errorf("the master closed the connection: %v", c.stream.Err())
+		case <-ctx.Done():
+			return fmt.Errorf("no acknowledgement: %w", context.Cause(ctx))
+		}
+	}
 }
 
 func (p *pusher) run(c *conn) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/proc"
@@ -44,8 +45,11 @@ type Options struct {
 	ReconnectPeriod time.Duration
 	// LivenessPeriod is how often servers are checked after DONE; 0: never.
 	LivenessPeriod time.Duration
-	StopGrace      time.Duration // between SIGTERM and SIGKILL of installers' groups (2 s)
-	FlushTimeout   time.Duration // how long to try to deliver what is left at the end (FlushTimeout(ReconnectPeriod))
+	// ServerStatusEvents says when a change found after DONE is pushed as
+	// installer/serverStatusChanged (ServerEvents*; "": auto).
+	ServerStatusEvents string
+	StopGrace          time.Duration // between SIGTERM and SIGKILL of installers' groups (2 s)
+	FlushTimeout       time.Duration // how long to try to deliver what is left at the end (FlushTimeout(ReconnectPeriod))
 
 	SpoolDir    string // spill file directory; "" keeps events in memory only
 	SpoolMemory int64  // bytes of events kept in memory per connection (8 MiB)
@@ -54,6 +58,13 @@ type Options struct {
 
 	Logger *slog.Logger // the bootstrapper's own log (default: slog.Default)
 }
+
+// Values of Options.ServerStatusEvents (the flag -server-status-events).
+const (
+	ServerEventsAuto   = "auto"   // when the master announces che.CapServerStatus
+	ServerEventsAlways = "always" // to any master
+	ServerEventsNever  = "never"  // the wire is exactly Che's three methods
+)
 
 func (o *Options) defaults() {
 	set := func(d *time.Duration, v time.Duration) {
@@ -84,7 +95,9 @@ func (o *Options) defaults() {
 // once all are RUNNING or DONE, stays until their processes have ended
 // (or ctx ends), checking their servers' liveness. It returns the error
 // that failed the bootstrap, after stopping every installer's process
-// group; when ctx ends first, that error wraps context.Cause(ctx).
+// group; when ctx ends first, that error wraps context.Cause(ctx). When
+// events could not be delivered by the end, the error also holds an
+// *UndeliveredError (errors.As).
 // Cancelling ctx after DONE stops the installers and returns nil.
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
@@ -106,11 +119,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	emit := r.logOutput // as Che without a logs endpoint
 	if r.logs != nil {
-		emit = logEvents{r.enc, r.logs.sp}.emit
+		emit = logEvents{r.enc, r.logs.sp, r.logs.maxMessage.Load}.emit
 	}
 	if r.out, err = newOutputs(o.MaxLine, emit); err != nil {
-		r.finish()
-		return err
+		return errors.Join(err, r.finish())
 	}
 	r.log.Info("bootstrapping", "machine", o.MachineName, "runtime", o.RuntimeID, "boot_id", r.boot, "installers", ids)
 
@@ -134,8 +146,7 @@ func Run(ctx context.Context, o Options) error {
 		r.stop()
 	}
 	r.out.stop()
-	r.finish()
-	return err
+	return errors.Join(err, r.finish())
 }
 
 // runner is one Run.
@@ -166,6 +177,7 @@ func (r *runner) connect(ctx context.Context) error {
 			return nil, fmt.Errorf("-spool-dir %s: %w", so.dir, err)
 		}
 		p := newPusher(flag, url, r.o.Token, r.o.TLS, sp, r.o.ReconnectPeriod, r.log)
+		p.undelivered = r.enc.undelivered
 		c, err := p.connect(ctx, time.Now().Add(r.o.InstallerTimeout))
 		if err != nil {
 			sp.release()
@@ -191,8 +203,18 @@ func (r *runner) connect(ctx context.Context) error {
 	return nil
 }
 
-// finish delivers what is left and closes the connections.
-func (r *runner) finish() {
+// UndeliveredError: the bootstrapper ended with events the master had not
+// acknowledged (after -flush-timeout). Events is how many.
+type UndeliveredError struct{ Events int }
+
+func (e *UndeliveredError) Error() string {
+	return fmt.Sprintf("%d event(s) not delivered: the master did not acknowledge them within the flush timeout", e.Events)
+}
+
+// finish delivers what is left and closes the connections; it returns an
+// *UndeliveredError when events were not delivered.
+func (r *runner) finish() error {
+	var lost atomic.Int64
 	ps := []*pusher{r.status}
 	if r.logs != nil && r.logs != r.status {
 		ps = append(ps, r.logs)
@@ -202,16 +224,27 @@ func (r *runner) finish() {
 		wg.Go(func() {
 			if n := p.finish(r.o.FlushTimeout); n > 0 {
 				r.log.Error("events not delivered", "endpoint", p.url, "events", n)
+				lost.Add(int64(n))
 			}
 			p.sp.release()
 		})
 	}
 	wg.Wait()
+	if n := lost.Load(); n > 0 {
+		return &UndeliveredError{Events: int(n)}
+	}
+	return nil
 }
 
 func (r *runner) bootstrapperStatus(status, errText string) {
 	r.logStatus("bootstrapper status", "status", status, "error", errText)
-	r.status.sp.add(kindStatus, -1, r.enc.bootstrapperStatus(status, errText))
+	u := r.enc.bootstrapperStatus(status, errText, true)
+	if limit := r.status.maxMessage.Load(); limit > 0 && u.size() > limit && status == che.StatusStarting {
+		// The plan is what makes it large: STARTING goes without it.
+		r.log.Warn("the installers' plan is larger than the master accepts: STARTING is sent without it", "bytes", u.size(), "limit", limit)
+		u = r.enc.bootstrapperStatus(status, errText, false)
+	}
+	r.status.sp.add(kindStatus, -1, u)
 }
 
 func (r *runner) installerStatus(inst int, status, errText string) {
@@ -375,9 +408,25 @@ func (r *runner) liveness() {
 				status = che.StatusRunning
 			}
 			r.log.Info("server status", "installer", r.enc.installer(s.inst), "server", s.ref, "status", status)
-			r.status.sp.add(kindStatus, s.inst, r.enc.serverStatus(s.inst, s.ref, s.port, status))
+			if r.serverEvents() {
+				r.status.sp.add(kindStatus, s.inst, r.enc.serverStatus(s.inst, s.ref, s.port, status))
+			}
 		}
 	}
+}
+
+// serverEvents reports whether installer/serverStatusChanged is sent:
+// with ServerStatusEvents "auto", when the master said on the status
+// connection's last handshake that it understands it (porthole-master
+// does, Che's master does not and would log an error for each).
+func (r *runner) serverEvents() bool {
+	switch r.o.ServerStatusEvents {
+	case ServerEventsAlways:
+		return true
+	case ServerEventsNever:
+		return false
+	}
+	return r.status.serverStatus.Load()
 }
 
 // stop stops what is still running: every installer's process group gets

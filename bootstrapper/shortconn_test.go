@@ -8,6 +8,7 @@ import (
 	"time"
 
 	bt "github.com/porthole-dev/porthole/bootstrapper/bootstraptest"
+	"github.com/porthole-dev/porthole/protocol/che"
 )
 
 // A receiver that drops every logs connection after a few frames still
@@ -95,4 +96,39 @@ func TestDroppedConnectionsBackOff(t *testing.T) {
 		t.Fatalf("%d logs handshakes: the dropped connection was not retried", handshakes)
 	}
 	t.Logf("%d logs handshakes in %s", handshakes, elapsed.Round(time.Millisecond))
+}
+
+// Loss is never silent: a bootstrapper that could not deliver its events
+// by the end of -flush-timeout tells the master on one last connection
+// (an installer/log event whose lost is how many, numbered as the last of
+// them), says so on stderr and exits 3. It used to log "events not
+// delivered" and exit 0, and the master showed the machine as it last
+// knew it, for ever.
+func TestUndeliveredReported(t *testing.T) {
+	const logs = "/logs"
+	r := bt.Start(t, bt.Options{Cut: func(path string, _, _ int) bool { return path == logs }})
+	cfg := config(t, `[{"id":"org.a","script":"echo a; echo b"}]`)
+	args := bootArgs(t, r, cfg, "-logs-endpoint-reconnect-period", "1", "-push-logs-endpoint", r.URL+logs,
+		"-flush-timeout", "2s")
+	p := start(t, "", args)
+	if code := p.exitWithin(t, 4*wait); code != 3 {
+		t.Fatalf("exit code %d; want 3", code)
+	}
+	if out := p.output(); !strings.Contains(out, "porthole bootstrap: 2 event(s) not delivered") {
+		t.Fatalf("output:\n%s", out)
+	}
+	var report []bt.Event
+	for _, e := range r.Events() {
+		if e.Path == logs && e.Params.Lost > 0 {
+			report = append(report, e)
+		}
+	}
+	if len(report) != 1 {
+		t.Fatalf("%d lost-events reports; want 1:\n%s", len(report), bt.Summary(r.Events(), 50))
+	}
+	if p := report[0].Params; p.Lost != 2 || p.Seq != 2 || p.Text != che.UndeliveredText(2) || p.Installer != "org.a" || p.Stream != che.StreamStderr {
+		t.Fatalf("report %+v; want lost 2, seq 2, installer org.a, STDERR, %q", p, che.UndeliveredText(2))
+	}
+	// The statuses were delivered: DONE, on their own connection.
+	r.Wait(t, wait, "bootstrapper DONE", bootstrapperDone)
 }

@@ -19,6 +19,9 @@ import (
 // once and from then on stores the frame as opaque bytes.
 type unnumbered struct{ head, tail []byte }
 
+// size bounds the frame's length once numbered (a seq has at most 20 digits).
+func (u unnumbered) size() int64 { return int64(len(u.head) + 20 + len(u.tail)) }
+
 func (u unnumbered) number(seq uint64) []byte {
 	return append(strconv.AppendUint(u.head, seq, 10), u.tail...)
 }
@@ -322,6 +325,17 @@ func (s *spool) stats() (pending int, last uint64, dropped uint64) {
 		n += s.spill.n
 	}
 	return n, s.next - 1, s.dropped
+}
+
+// oldest returns the installer of the oldest event not acknowledged (-1:
+// none, or the bootstrapper's own).
+func (s *spool) oldest() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.head) == 0 {
+		return -1
+	}
+	return int(s.head[0].inst)
 }
 
 // empty reports whether every event has been acknowledged.

@@ -99,7 +99,7 @@ func texts(ds []decoded) string {
 
 func TestSpoolOrderAckResend(t *testing.T) {
 	s := newTestSpool(t, spoolOptions{memory: 1 << 20, limit: 1 << 20})
-	s.add(kindStatus, -1, s.enc.bootstrapperStatus(che.StatusStarting, ""))
+	s.add(kindStatus, -1, s.enc.bootstrapperStatus(che.StatusStarting, "", true))
 	addLines(s, 1, 4)
 	got := takeAll(t, s)
 	if texts(got) != "STARTING 1 2 3 4" {
@@ -170,7 +170,7 @@ func TestSpoolDropsOldestLines(t *testing.T) {
 	for _, dir := range []string{"", t.TempDir()} {
 		t.Run(fmt.Sprintf("dir=%q", dir), func(t *testing.T) {
 			s := newTestSpool(t, spoolOptions{memory: 8 << 10, limit: 16 << 10, dir: dir})
-			s.add(kindStatus, -1, s.enc.bootstrapperStatus(che.StatusStarting, ""))
+			s.add(kindStatus, -1, s.enc.bootstrapperStatus(che.StatusStarting, "", true))
 			addLines(s, 1, 500)
 			s.add(kindStatus, 0, s.enc.installerStatus(0, che.StatusDone, ""))
 			_, _, dropped := s.stats()

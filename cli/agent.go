@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/internal/logging"
 )
 
 // listFlag collects a repeatable string flag.
@@ -25,11 +25,12 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // agentFlags are the agent's flags, shared with commands that embed it.
 type agentFlags struct {
-	listen, tokenFile, shell, logLevel string
-	insecure                           bool
-	origins                            listFlag
-	o                                  agent.Options
-	grace                              time.Duration
+	listen, tokenFile, shell string
+	insecure                 bool
+	origins                  listFlag
+	o                        agent.Options
+	grace                    time.Duration
+	logging                  logging.Flags
 
 	// The tunnel to porthole-master.
 	master, machineTokenFile, runtimeID, machineName string
@@ -53,7 +54,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.o.StallTimeout, "stall-timeout", agent.DefaultStallTimeout, "how long a viewer that stops reading may hold a process back")
 	fs.DurationVar(&f.o.PingInterval, "ping", agent.DefaultPingInterval, "keepalive ping interval")
 	fs.DurationVar(&f.grace, "grace", agent.DefaultGrace, "on SIGTERM, how long children get after SIGHUP/SIGTERM before SIGKILL")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.logging.Register(fs)
 	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
 	fs.StringVar(&f.master, "master", "", "porthole-master to serve through, ws://HOST:PORT or wss://HOST:PORT: the agent keeps a tunnel open to URL/api/agent")
 	fs.StringVar(&f.machineTokenFile, "machine-token-file", "", "file holding the machine token for -master (default $"+envMachineToken+")")
@@ -67,9 +68,9 @@ const envMachineToken = "PORTHOLE_MACHINE_TOKEN"
 // options validates the flags and builds agent options.
 func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	o := f.o
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return o, usageError{fmt.Sprintf("-log-level %q: want debug, info, warn or error", f.logLevel)}
+	log, err := f.logging.Logger(stderr)
+	if err != nil {
+		return o, usageError{err.Error()}
 	}
 	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes} {
 		if v <= 0 {
@@ -108,7 +109,7 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	o.AllowedOrigins = f.origins
 	o.Shell = f.shell
 	o.Version = Version
-	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	o.Logger = log
 	if f.master != "" {
 		if f.tun, err = f.masterOptions(e); err != nil {
 			return o, err

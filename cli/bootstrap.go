@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porthole-dev/porthole/bootstrapper"
+	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/protocol/che"
 )
 
@@ -32,7 +33,9 @@ type bootstrapFlags struct {
 
 	backoff                bool
 	liveness               secondsFlag
-	spoolDir, logLevel     string
+	serverEvents           string
+	spoolDir               string
+	logging                logging.Flags
 	spoolMemory, spoolMax  byteSize
 	maxLine                int
 	stopGrace, flushWithin time.Duration
@@ -62,7 +65,8 @@ func (f *bootstrapFlags) register(fs *flag.FlagSet, e env) {
 	fs.IntVar(&f.maxLine, "max-line", 8<<10, "longer output lines are split into pieces of this many bytes")
 	fs.DurationVar(&f.stopGrace, "stop-grace", 2*time.Second, "how long installers get between SIGTERM and SIGKILL")
 	fs.DurationVar(&f.flushWithin, "flush-timeout", 0, "at the end, how long to try to deliver the events left (default 3 × -logs-endpoint-reconnect-period, at least 10s: three reconnection attempts)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.logging.Register(fs)
+	fs.StringVar(&f.serverEvents, "server-status-events", bootstrapper.ServerEventsAuto, "after DONE, push each server's liveness change as installer/serverStatusChanged: auto (when the master announces it understands it), always or never")
 }
 
 // options validates the flags, naming the one at fault, and reads the
@@ -114,9 +118,14 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 	if f.stopGrace <= 0 || f.flushWithin < 0 {
 		return bad("-stop-grace must be positive and -flush-timeout not negative (0: the default)")
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return bad("-log-level %q: want debug, info, warn or error", f.logLevel)
+	switch f.serverEvents {
+	case bootstrapper.ServerEventsAuto, bootstrapper.ServerEventsAlways, bootstrapper.ServerEventsNever:
+	default:
+		return bad("-server-status-events %q: want auto, always or never", f.serverEvents)
+	}
+	log, err := f.logging.Logger(stderr)
+	if err != nil {
+		return bad("%v", err)
 	}
 	if f.spoolDir != "" {
 		if st, err := os.Stat(f.spoolDir); err != nil || !st.IsDir() {
@@ -125,7 +134,7 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 	}
 	var tlsConf *tls.Config
 	if f.cacert != "" {
-		if tlsConf, err = loadCACert(f.cacert); err != nil {
+		if tlsConf, err = tlsconf.Client(f.cacert); err != nil {
 			return bad("-cacert %s: %v", f.cacert, err)
 		}
 	}
@@ -137,24 +146,25 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 		return o, err
 	}
 	o = bootstrapper.Options{
-		Installers:       installers,
-		MachineName:      f.machine,
-		RuntimeID:        rid,
-		PushURL:          f.push,
-		LogsURL:          f.pushLogs,
-		TLS:              tlsConf,
-		InstallerTimeout: time.Duration(f.installerTimeout) * time.Second,
-		CheckPeriod:      time.Duration(f.checkPeriod) * time.Second,
-		FixedChecks:      !f.backoff,
-		ReconnectPeriod:  time.Duration(f.reconnectPeriod) * time.Second,
-		LivenessPeriod:   time.Duration(f.liveness),
-		StopGrace:        f.stopGrace,
-		FlushTimeout:     f.flushWithin,
-		SpoolDir:         f.spoolDir,
-		SpoolMemory:      int64(f.spoolMemory),
-		SpoolLimit:       int64(f.spoolMax),
-		MaxLine:          f.maxLine,
-		Logger:           slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Installers:         installers,
+		MachineName:        f.machine,
+		RuntimeID:          rid,
+		PushURL:            f.push,
+		LogsURL:            f.pushLogs,
+		TLS:                tlsConf,
+		InstallerTimeout:   time.Duration(f.installerTimeout) * time.Second,
+		CheckPeriod:        time.Duration(f.checkPeriod) * time.Second,
+		FixedChecks:        !f.backoff,
+		ReconnectPeriod:    time.Duration(f.reconnectPeriod) * time.Second,
+		LivenessPeriod:     time.Duration(f.liveness),
+		ServerStatusEvents: f.serverEvents,
+		StopGrace:          f.stopGrace,
+		FlushTimeout:       f.flushWithin,
+		SpoolDir:           f.spoolDir,
+		SpoolMemory:        int64(f.spoolMemory),
+		SpoolLimit:         int64(f.spoolMax),
+		MaxLine:            f.maxLine,
+		Logger:             log,
 	}
 	if f.enableAuth {
 		o.Token = e["CHE_MACHINE_TOKEN"]
@@ -177,21 +187,6 @@ func checkWS(s string) error {
 	return nil
 }
 
-func loadCACert(path string) (*tls.Config, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return &tls.Config{RootCAs: pool}, nil
-}
-
 // signalCause ends a bootstrap: its text is the "interrupted" error the
 // master sees.
 type signalCause struct{ sig syscall.Signal }
@@ -212,6 +207,7 @@ func runBootstrap(ctx context.Context, args []string, e env, stderr *os.File) er
 	}
 	o, err := f.options(e, stderr)
 	if err != nil {
+		f.reportFailure(ctx, e, stderr, err)
 		return err
 	}
 
@@ -237,8 +233,45 @@ func runBootstrap(ctx context.Context, args []string, e env, stderr *os.File) er
 		fmt.Fprintln(stderr, "porthole bootstrap:", err)
 		return exitError{128 + int(sc.sig)}
 	}
+	var ue *bootstrapper.UndeliveredError
+	if errors.As(err, &ue) { // whatever else happened, the master may not know it
+		fmt.Fprintln(stderr, "porthole bootstrap:", err)
+		return exitError{ExitUndelivered}
+	}
 	return err
 }
+
+// reportFailure pushes err, a bad flag value or config, to the master as
+// bootstrapper FAILED (bootstrapper.ReportFailure), when the flags that
+// say where and as whom (-push-endpoint, -push-logs-endpoint, -runtime-id,
+// -machine-name) are usable; nothing has been started.
+func (f *bootstrapFlags) reportFailure(ctx context.Context, e env, stderr *os.File, err error) {
+	if checkWS(f.push) != nil || (f.pushLogs != "" && checkWS(f.pushLogs) != nil) || f.machine == "" {
+		return
+	}
+	rid, rerr := che.ParseRuntimeID(f.runtimeID)
+	if rerr != nil {
+		return
+	}
+	o := bootstrapper.Options{PushURL: f.push, MachineName: f.machine, RuntimeID: rid,
+		ReconnectPeriod: time.Duration(max(f.reconnectPeriod, 0)) * time.Second,
+		Logger:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if f.cacert != "" {
+		o.TLS, _ = tlsconf.Client(f.cacert) // nil when it is the bad flag: the system's roots
+	}
+	if f.enableAuth {
+		o.Token = e["CHE_MACHINE_TOKEN"]
+	}
+	if rerr := bootstrapper.ReportFailure(ctx, o, err); rerr != nil {
+		fmt.Fprintln(stderr, "porthole bootstrap: could not report the failure to the master:", rerr)
+		return
+	}
+	fmt.Fprintln(stderr, "porthole bootstrap: reported to the master as bootstrapper FAILED")
+}
+
+// ExitUndelivered is porthole bootstrap's exit status when events were not
+// delivered to the master by the end (docs/bootstrapper.md section 1).
+const ExitUndelivered = 3
 
 // secondsFlag is a duration given in seconds ("5", as Che's flags) or as
 // a Go duration ("500ms").

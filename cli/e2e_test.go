@@ -8,6 +8,7 @@ package cli_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -438,5 +439,34 @@ func TestTerminalExitPaths(t *testing.T) {
 				s.waitFor(tc.pane, 0)
 			}
 		})
+	}
+}
+
+// -log-format json: every line the agent logs is one JSON object, with
+// the fields a log pipeline indexes (time, level, msg, and the process's).
+func TestAgentJSONLogs(t *testing.T) {
+	a := startAgent(t, "-log-format", "json")
+	if r := porthole(t, a, nil, "", "exec", "-url", a.url, "--", "sh", "-c", "exit 4"); r.code != 4 {
+		t.Fatalf("exec: exit %d; stderr %s", r.code, r.stderr)
+	}
+	a.stop(t)
+	var started, exited bool
+	for line := range strings.Lines(a.log()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON line: %q (%v)", line, err)
+		}
+		if rec["time"] == nil || rec["level"] == nil {
+			t.Fatalf("no time or level: %q", line)
+		}
+		switch rec["msg"] {
+		case "process started":
+			started = rec["argv0"] == "sh" && rec["id"] != nil
+		case "process exited":
+			exited = rec["status"] != nil
+		}
+	}
+	if !started || !exited {
+		t.Fatalf("process started/exited lines with their fields: %v/%v; log:\n%s", started, exited, a.log())
 	}
 }

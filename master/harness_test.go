@@ -189,6 +189,7 @@ type subscriber struct {
 	// the order received.
 	machines map[string]*masterapi.Machine
 	entries  map[string][]masterapi.Entry
+	notes    int // runtime.machine notifications received
 	changed  chan struct{}
 }
 
@@ -220,6 +221,7 @@ func (s *subscriber) handle(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2
 		var n masterapi.MachineNotification
 		json.Unmarshal(*req.Params, &n)
 		s.machines[n.Machine.RuntimeID+"/"+n.Machine.Name] = n.Machine
+		s.notes++
 	case masterapi.NotifyEntries:
 		var n masterapi.EntriesNotification
 		json.Unmarshal(*req.Params, &n)

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -24,8 +26,19 @@ import (
 // state. A ping is answered only once every event read before it is
 // durable, so the bootstrapper's acknowledgement (docs/bootstrapper.md
 // 5.2) means "stored".
+//
+// The handshake's response says what the master accepts (che.HeaderMaxMessage,
+// che.HeaderCapabilities), so that a porthole bootstrapper never sends a
+// frame the master refuses. One that comes anyway (Che's bootstrapper, or
+// another limit since) is read past, answered with a JSON-RPC error and
+// journaled as a lost line (tooLarge): the next ping acknowledges past it,
+// so it cannot stop the stream. Only a frame above wsrpc.HardLimitFactor
+// times the limit closes the connection (1009).
 func (m *Master) serveIngest(w http.ResponseWriter, r *http.Request, c *Claims) {
-	ws, err := m.upgrader.Upgrade(w, r, nil)
+	hdr := http.Header{}
+	hdr.Set(che.HeaderMaxMessage, strconv.Itoa(m.opts.MaxEventBytes))
+	hdr.Set(che.HeaderCapabilities, che.CapServerStatus)
+	ws, err := m.upgrader.Upgrade(w, r, hdr)
 	if err != nil {
 		return // the upgrader answered
 	}
@@ -34,10 +47,8 @@ func (m *Master) serveIngest(w http.ResponseWriter, r *http.Request, c *Claims) 
 	ic := &ingestConn{m: m, key: k, path: r.URL.Path, host: host,
 		log: m.log.With("conn", "bootstrapper", "runtime", k.Runtime, "machine", k.Machine, "path", r.URL.Path, "remote", r.RemoteAddr)}
 	ic.stream = wsrpc.New(ws, wsrpc.Options{
-		Limit: int64(m.opts.MaxEventBytes),
-		// Every event counts: one over the limit closes the connection
-		// (1009) rather than being skipped.
-		HardLimit:    int64(m.opts.MaxEventBytes),
+		Limit:        int64(m.opts.MaxEventBytes),
+		OnTooLarge:   ic.tooLarge,
 		PingInterval: m.opts.PingInterval,
 		WriteTimeout: m.opts.WriteTimeout,
 		Decode:       ic.decode,
@@ -60,6 +71,9 @@ type ingestConn struct {
 	// Owned by the reading goroutine (run, and the ping handler it runs).
 	gen     uint64 // the generation that makes the last accepted event durable
 	pending int    // bytes accepted since the last wait for a commit
+	// lastAt is the time of the last event read: a refused frame's entry
+	// takes it, so that it is journaled where the frame came.
+	lastAt time.Time
 }
 
 func (c *ingestConn) run() {
@@ -101,6 +115,18 @@ func (c *ingestConn) run() {
 	}
 	m.state.bootstrapperConn(c.key, false, normal)
 	c.log.Info("bootstrapper disconnected", "err", endErr)
+}
+
+// tooLarge journals a frame above the limit, read past unparsed, as one
+// lost line (its seq is unknown: a frame resent after a broken connection
+// is counted again).
+func (c *ingestConn) tooLarge(size int64) {
+	c.log.Warn("event above the limit refused", "bytes", size, "limit", c.m.opts.MaxEventBytes)
+	c.m.metrics.ingestRefused.Inc()
+	gen, err := c.m.state.refused(c.key, c.lastAt, size, int64(c.m.opts.MaxEventBytes))
+	if err == nil {
+		c.gen = max(c.gen, gen)
+	}
 }
 
 // frame is a bootstrapper frame decoded in one pass (encoding/json
@@ -168,12 +194,17 @@ func (c *ingestConn) handle(f *frame) error {
 		c.stream.WriteError(f.ID, masterapi.CodeForbidden, msg)
 		return nil
 	}
+	if !ev.Time.IsZero() {
+		c.lastAt = ev.Time
+	}
 	gen, _, err := c.m.state.ingest(c.key, c.path, c.host, f.Method, ev)
 	if err != nil {
 		return err
 	}
 	c.gen = max(c.gen, gen)
 	c.pending += f.size
+	c.m.metrics.ingestEvents.Inc()
+	c.m.metrics.ingestBytes.Add(float64(f.size))
 	if c.pending >= c.m.opts.ConnPendingBytes {
 		// Bounded per connection: a machine that floods waits for the
 		// store instead of growing the master's memory.

@@ -15,7 +15,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/internal/testutil"
+	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/master"
+	"github.com/porthole-dev/porthole/protocol"
 	"github.com/porthole-dev/porthole/protocol/che"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
@@ -179,7 +181,8 @@ func TestIngestAuth(t *testing.T) {
 
 // Bad frames get JSON-RPC errors naming what is wrong, are not stored,
 // and the connection goes on; an event for another machine is refused;
-// an oversized frame closes the connection with 1009.
+// an oversized frame is refused and counted lost, one above the hard
+// limit closes the connection with 1009.
 func TestIngestBadFrames(t *testing.T) {
 	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.MaxEventBytes = 64 << 10 })
 	const rid = "w:e:o"
@@ -221,18 +224,45 @@ func TestIngestBadFrames(t *testing.T) {
 	if st, _ := get(t, tm.URL+"/api/runtimes/x:y:z/machines/m", client, nil); st != 404 {
 		t.Errorf("another runtime's machine exists: %d", st)
 	}
-	// Beyond the limit: close 1009, nothing stored.
+	// Beyond the limit: refused with an error, journaled as one lost
+	// line, and acknowledged past, so that it cannot stop the stream (it
+	// used to close the connection with 1009, and a bootstrapper resent it
+	// for ever). The event after it is stored.
 	p.send(logEvent("m", rid, "b", 2, strings.Repeat("x", 65<<10)))
+	if code, msg := p.reply(); code != protocol.CodeTooLarge || !strings.Contains(msg, "exceeds the limit of 65536 bytes") {
+		t.Errorf("oversized frame: reply %d %q; want %d, the limit", code, msg, protocol.CodeTooLarge)
+	}
+	p.send(logEvent("m", rid, "b", 3, "after"))
+	p.ack()
+	got := logs(t, tm, client, rid, "m")
+	if len(got) != 3 || got[1].Lost != 1 || got[1].Text != che.RefusedText(int64(len(logEvent("m", rid, "b", 2, strings.Repeat("x", 65<<10)))), 64<<10) || got[2].Text != "after" {
+		t.Errorf("stored %+v; want good, one lost line saying why, after", got)
+	}
+	// Beyond HardLimitFactor times the limit: close 1009.
+	p.send(logEvent("m", rid, "b", 4, strings.Repeat("x", wsrpc.HardLimitFactor*64<<10)))
 	var err error
 	select {
 	case err = <-p.readErr:
 	case <-time.After(wait):
 	}
 	if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
-		t.Errorf("after an oversized frame: %v, want close 1009", err)
+		t.Errorf("after a frame above the hard limit: %v, want close 1009", err)
 	}
-	if got := texts(logs(t, tm, client, rid, "m")); len(got) != 1 {
-		t.Errorf("stored %q after the oversized frame", got)
+}
+
+// The handshake's response says what the master accepts: its message
+// limit and that it understands installer/serverStatusChanged.
+func TestIngestHandshakeHeaders(t *testing.T) {
+	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.MaxEventBytes = 64 << 10 })
+	_, resp, err := dialPush(t, tm, "/api/websocket", http.Header{"Authorization": {tm.machineToken(t, "w:e:o", "m")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Header.Get(che.HeaderMaxMessage); got != "65536" {
+		t.Errorf("%s: %q; want 65536", che.HeaderMaxMessage, got)
+	}
+	if got := resp.Header.Get(che.HeaderCapabilities); !che.HasCapability(got, che.CapServerStatus) {
+		t.Errorf("%s: %q; want %s", che.HeaderCapabilities, got, che.CapServerStatus)
 	}
 }
 
@@ -309,4 +339,43 @@ func TestStuckMachineDoesNotBlockOthers(t *testing.T) {
 		return len(es[rid+"/ok"]) == 1 && es[rid+"/ok"][0].Text == "still served"
 	})
 	t.Logf("%d unanswered frames backed up on the stuck connection", n)
+}
+
+// No poison frame, end to end: porthole's bootstrapper against a master
+// with a small -max-message gets every line of a long one stored, split
+// below the limit the master announced, none lost, and exits 0. The
+// bootstrapper used to send the line in frames up to -max-line (8 KiB,
+// escaped up to 6 times larger); the master closed each connection with
+// 1009, and the stream stopped there.
+func TestIngestLongLinesBelowLimit(t *testing.T) {
+	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.MaxEventBytes = 4096 })
+	const rid = "w:e:o"
+	cfg := config(t, `[{"id":"org.x","script":"head -c 20000 /dev/zero | tr '\\000' '\\001'; echo; echo end"}]`)
+	boot := bootstrap(t, tm.WS, tm.machineToken(t, rid, "m"), rid, "m", cfg)
+	select {
+	case <-boot.done:
+	case <-time.After(2 * wait):
+		t.Fatal("the bootstrapper did not exit")
+	}
+	if boot.code != 0 {
+		t.Fatalf("exit code %d", boot.code)
+	}
+	var lines []string
+	var line strings.Builder
+	for _, e := range logs(t, tm, tm.clientToken(t), rid, "m") {
+		if e.Type != masterapi.EntryLog {
+			continue
+		}
+		if e.Lost > 0 {
+			t.Fatalf("a lost entry: %+v", e)
+		}
+		line.WriteString(e.Text)
+		if !e.Partial {
+			lines = append(lines, line.String())
+			line.Reset()
+		}
+	}
+	if len(lines) != 2 || lines[0] != strings.Repeat("\x01", 20000) || lines[1] != "end" {
+		t.Fatalf("%d lines stored; want the 20000-byte line and end", len(lines))
+	}
 }

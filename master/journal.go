@@ -42,6 +42,11 @@ const (
 	// a few milliseconds; within the window the journal has them in the
 	// order they happened.
 	reorderWindow = 10 * time.Millisecond
+	// connEvery: a machine's bootstrapper connection state is written
+	// (and its document published) at most this often. A connection that
+	// comes and goes faster is coalesced: the state written is the one
+	// at the end of the interval, and a flap within it writes nothing.
+	connEvery = time.Second
 )
 
 var errClosed = errors.New("master is shutting down")
@@ -68,6 +73,9 @@ type state struct {
 	changed  chan struct{} // closed and replaced after each commit
 	done     chan struct{} // the committer ended
 
+	// commitSeconds, when set, observes each commit's duration.
+	commitSeconds interface{ Observe(float64) }
+
 	abandonOnce sync.Once
 	abandon     chan struct{} // closed: the committer stops retrying (close's context ended)
 }
@@ -86,6 +94,10 @@ type machine struct {
 	// machine stopped, not how that last one ended: a connection a fault
 	// left half-open may be reaped, with an error, after the normal end.
 	bsEnded bool
+	// connAt is when the document's connection state was last written;
+	// connTimer, when set, writes it once connEvery has passed since.
+	connAt    time.Time
+	connTimer *time.Timer
 }
 
 // pendingEntry is an entry accepted and not yet numbered nor committed.
@@ -138,6 +150,13 @@ func newState(st Store, log *slog.Logger) (*state, error) {
 // never acknowledged, so the bootstrappers re-send it to the next master.
 func (s *state) close(ctx context.Context) error {
 	s.mu.Lock()
+	for k, m := range s.machines {
+		if m.connTimer != nil { // a coalesced state goes into the last commit
+			m.connTimer.Stop()
+			m.connTimer = nil
+			s.syncConn(k, m, false, time.Now())
+		}
+	}
 	s.closed = true
 	s.cond.Broadcast()
 	s.mu.Unlock()
@@ -209,6 +228,24 @@ func (s *state) ingest(k store.Key, path, host, method string, ev *che.Event) (g
 	return s.gen, false, nil
 }
 
+// refused journals, for machine k, a frame of size bytes refused for being
+// above limit, as a lost log line at time at (zero: now). It returns the
+// generation that makes the entry durable.
+func (s *state) refused(k store.Key, at time.Time, size, limit int64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.waitRoom(); err != nil {
+		return 0, err
+	}
+	s.get(k)
+	if at.IsZero() {
+		at = time.Now()
+	}
+	e := masterapi.Entry{Type: masterapi.EntryLog, Time: at, Stream: che.StreamStderr, Lost: 1, Text: che.RefusedText(size, limit)}
+	s.append(k, &e)
+	return s.gen, nil
+}
+
 // lastGen returns the generation that makes everything accepted so far
 // durable; mu held. It is the one being filled while something waits in
 // it, else the last one taken by the committer (committed, or being
@@ -222,7 +259,10 @@ func (s *state) lastGen() uint64 {
 }
 
 // bootstrapperConn records a bootstrapper connection of k opening or
-// closing (normalEnd: with close code 1000).
+// closing (normalEnd: with close code 1000). The document changes only
+// when the machine's state does (connected or not, STOPPED), and at most
+// once per connEvery: a flapping connection costs a counter, not a commit
+// and a notification to every subscriber per flap.
 func (s *state) bootstrapperConn(k store.Key, open, normalEnd bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -235,7 +275,38 @@ func (s *state) bootstrapperConn(k store.Key, open, normalEnd bool) {
 		m.bsEnded = m.bsEnded || normalEnd
 	}
 	now := time.Now()
-	bootstrapperConn(&m.doc, m.bsConns > 0, !open && m.bsEnded, now)
+	if stop := !open && m.bsEnded; stop || now.Sub(m.connAt) >= connEvery {
+		if m.connTimer != nil {
+			m.connTimer.Stop()
+			m.connTimer = nil
+		}
+		s.syncConn(k, m, stop, now)
+		return
+	}
+	if m.connTimer == nil {
+		m.connTimer = time.AfterFunc(m.connAt.Add(connEvery).Sub(now), func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if m.connTimer == nil || s.closed {
+				return // stopped meanwhile
+			}
+			m.connTimer = nil
+			s.syncConn(k, m, false, time.Now())
+		})
+	}
+}
+
+// syncConn writes m's bootstrapper connection state into its document
+// when it changed (normalEnd: a connection closed with 1000 since one last
+// opened, m.bsEnded); mu
+// held.
+func (s *state) syncConn(k store.Key, m *machine, normalEnd bool, now time.Time) {
+	connected := m.bsConns > 0
+	if connected == m.doc.Bootstrapper.Connected && !(normalEnd && !connected && m.doc.Status == masterapi.MachineRunning) {
+		return
+	}
+	bootstrapperConn(&m.doc, connected, normalEnd, now)
+	m.connAt = now
 	s.touch(k, m, now)
 }
 
@@ -371,6 +442,9 @@ func (s *state) number(pending []pendingEntry) []store.KeyedEntry {
 // is acknowledged, so bootstrappers keep their spools. It gives up,
 // returning false, when close's context ends.
 func (s *state) write(b *store.Batch) bool {
+	if s.commitSeconds != nil {
+		defer func(began time.Time) { s.commitSeconds.Observe(time.Since(began).Seconds()) }(time.Now())
+	}
 	backoff := 10 * time.Millisecond
 	for {
 		err := s.st.Commit(b)

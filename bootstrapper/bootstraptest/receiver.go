@@ -93,6 +93,10 @@ type Options struct {
 	Light bool
 	// TLS serves wss:// with a fresh self-signed certificate (CertPEM).
 	TLS bool
+	// Header is sent on every handshake's response: porthole-master's
+	// che.HeaderMaxMessage and che.HeaderCapabilities, say. Without it the
+	// receiver answers as Che's master, which sends neither.
+	Header http.Header
 }
 
 // Receiver is a loopback WebSocket server recording bootstrapper events.
@@ -215,7 +219,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	r.numbered[path]++
 	conn := r.numbered[path]
 	r.mu.Unlock()
-	ws, err := upgrader.Upgrade(w, req, nil)
+	ws, err := upgrader.Upgrade(w, req, r.o.Header)
 	if err != nil {
 		return
 	}

@@ -56,6 +56,10 @@ type Options struct {
 	HardLimit int64
 	// Decode, when set, replaces Decode for text messages (errors.go).
 	Decode func(data []byte, v any) error
+	// OnTooLarge, when set, is told of every text message larger than
+	// Limit (and not than the hard limit), on the reading goroutine,
+	// before the error response: size is the message's, in bytes.
+	OnTooLarge func(size int64)
 }
 
 // Stream is a jsonrpc2.ObjectStream over a WebSocket.
@@ -166,6 +170,9 @@ func (s *Stream) readObject(v any) error {
 			total := int64(len(data)) + n
 			if typ == websocket.BinaryMessage || s.opts.RawText {
 				return s.fail(protocol.CloseTooBig, fmt.Sprintf("binary message of %d bytes exceeds the limit of %d bytes", total, s.opts.Limit))
+			}
+			if s.opts.OnTooLarge != nil {
+				s.opts.OnTooLarge(total)
 			}
 			s.replyError(nil, protocol.CodeTooLarge, fmt.Sprintf("message of %d bytes exceeds the limit of %d bytes", total, s.opts.Limit))
 			continue

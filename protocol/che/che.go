@@ -93,3 +93,28 @@ type Server struct {
 	// Attributes are kept verbatim (an object of strings in Che's).
 	Attributes json.RawMessage `json:"attributes,omitempty"`
 }
+
+// porthole's handshake headers: what porthole-master says of itself on the
+// WebSocket handshake response of its bootstrapper endpoints. Che's master
+// sends neither, so a bootstrapper that finds none behaves as Che's.
+const (
+	// HeaderMaxMessage is the largest frame, in bytes, the master accepts;
+	// a porthole bootstrapper splits log lines to stay below it.
+	HeaderMaxMessage = "Porthole-Max-Message"
+	// HeaderCapabilities lists, comma-separated, what the master
+	// understands beyond Che's contract (Cap* values).
+	HeaderCapabilities = "Porthole-Capabilities"
+	// CapServerStatus: the master understands installer/serverStatusChanged.
+	CapServerStatus = "serverStatusChanged"
+)
+
+// HasCapability reports whether the capabilities header value list names
+// capability.
+func HasCapability(list, capability string) bool {
+	for c := range strings.SplitSeq(list, ",") {
+		if strings.TrimSpace(c) == capability {
+			return true
+		}
+	}
+	return false
+}

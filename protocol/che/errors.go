@@ -52,3 +52,16 @@ func ErrInterrupted(installer string, cause error) error {
 func LostText(n uint64) string {
 	return fmt.Sprintf("[porthole] %d log line(s) lost: the bootstrapper's spool was full while the master could not be reached", n)
 }
+
+// UndeliveredText is the text of the installer/log event that stands for n
+// events the bootstrapper could not have acknowledged before it exited
+// (porthole's): sent on one last connection, when one can be made.
+func UndeliveredText(n uint64) string {
+	return fmt.Sprintf("[porthole] %d event(s) not delivered: the bootstrapper exited before the master acknowledged them (some may have arrived)", n)
+}
+
+// RefusedText is the text of the journal entry the master writes for an
+// event it refused because it was larger than its limit (porthole's).
+func RefusedText(size, limit int64) string {
+	return fmt.Sprintf("[porthole] an event of %d bytes was refused: above the master's limit of %d bytes (-max-message)", size, limit)
+}
