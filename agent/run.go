@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -38,6 +40,8 @@ type MasterOptions struct {
 	// RuntimeID (workspace:env:owner) and MachineName name this machine;
 	// the master checks them against the token's claims.
 	RuntimeID, MachineName string
+	// TLS is used for a wss:// URL; nil: the system's roots.
+	TLS *tls.Config
 }
 
 // ServeOptions say where an agent serves and how it stops.
@@ -97,7 +101,7 @@ func (a *Agent) Serve(ctx context.Context, o ServeOptions) error {
 	var srv *http.Server
 	served := make(chan error, 1)
 	if o.Listener != nil {
-		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug)}
 		go func() { served <- srv.Serve(o.Listener) }()
 	}
 	tunCtx, stopTunnel := context.WithCancel(context.Background())
@@ -156,10 +160,11 @@ func (a *Agent) tunnelOptions(m *MasterOptions) (*tunnel.AgentOptions, error) {
 	h.Set(tunnel.HeaderAgentVersion, a.opts.Version)
 	h.Set(tunnel.HeaderProtocol, protocol.Version)
 	return &tunnel.AgentOptions{
-		URL:     u.String(),
-		Header:  h,
-		Handler: a.Handler(),
-		Trust:   TrustedContext,
-		Logger:  a.log.With("component", "tunnel"),
+		URL:       u.String(),
+		Header:    h,
+		Handler:   a.Handler(),
+		Trust:     TrustedContext,
+		Logger:    a.log.With("component", "tunnel"),
+		TLSConfig: m.TLS,
 	}, nil
 }

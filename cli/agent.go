@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 )
 
 // listFlag collects a repeatable string flag.
@@ -32,6 +35,8 @@ type agentFlags struct {
 	grace                    time.Duration
 	logging                  logging.Flags
 
+	// TLS: the listener's certificate; the CA certificates trusted for a wss:// -master.
+	tlsCert, tlsKey, cacert string
 	// The tunnel to porthole-master.
 	master, machineTokenFile, runtimeID, machineName string
 	// tun is set by options when -master is given.
@@ -60,6 +65,9 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.machineTokenFile, "machine-token-file", "", "file holding the machine token for -master (default $"+envMachineToken+")")
 	fs.StringVar(&f.runtimeID, "runtime-id", "", "runtime id for -master, workspace:env:owner")
 	fs.StringVar(&f.machineName, "machine-name", "", "machine name for -master")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve -listen over TLS with this PEM certificate (reloaded when the file changes; needs -tls-key)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
+	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for a wss:// -master, beside the system's")
 }
 
 // envMachineToken holds the machine token for -master; children never see it.
@@ -139,17 +147,33 @@ func (f *agentFlags) masterOptions(e env) (*agent.MasterOptions, error) {
 	if f.machineName == "" {
 		return nil, usageError{"-master needs -machine-name"}
 	}
-	return &agent.MasterOptions{URL: f.master, Token: tok, RuntimeID: f.runtimeID, MachineName: f.machineName}, nil
+	conf, err := tlsconf.Client(f.cacert)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("-cacert %s: %v", f.cacert, err)}
+	}
+	return &agent.MasterOptions{URL: f.master, Token: tok, RuntimeID: f.runtimeID, MachineName: f.machineName, TLS: conf}, nil
 }
 
-// listen opens the local listener, or none for -listen none.
-func (f *agentFlags) listener() (net.Listener, error) {
+// listen opens the local listener (over TLS with -tls-cert), or none for
+// -listen none.
+func (f *agentFlags) listener(log *slog.Logger) (net.Listener, error) {
 	if f.noListener() {
 		return nil, nil
+	}
+	var conf *tls.Config
+	if f.tlsCert != "" || f.tlsKey != "" {
+		r, err := tlsconf.NewReloader(f.tlsCert, f.tlsKey, log)
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		conf = tlsconf.Server(r)
 	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return nil, fmt.Errorf("-listen %s: %w", f.listen, err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
 	}
 	return ln, nil
 }
@@ -182,7 +206,7 @@ func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error
 	if err != nil {
 		return agent.RunOptions{}, err
 	}
-	ln, err := f.listener()
+	ln, err := f.listener(o.Logger)
 	if err != nil {
 		return agent.RunOptions{}, err
 	}

@@ -4,10 +4,13 @@ package mastercli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +21,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/dashboard"
 	"github.com/porthole-dev/porthole/master/store"
@@ -160,6 +164,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
 	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
 	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
+	tlsCert := fs.String("tls-cert", "", "serve -listen over TLS (https, wss) with this PEM certificate, reloaded when the file changes (needs -tls-key)")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of -tls-cert")
 	metricsListen := fs.String("metrics-listen", "", "also serve /metrics on this address without authentication, for a Prometheus scraper ('': only on -listen, to client tokens)")
 	var logFlags logging.Flags
 	logFlags.Register(fs)
@@ -200,13 +206,24 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var tlsConf *tls.Config
+	if *tlsCert != "" || *tlsKey != "" {
+		r, err := tlsconf.NewReloader(*tlsCert, *tlsKey, log)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		tlsConf = tlsconf.Server(r)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", *listen, err)
 	}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: serverLog(log)}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	if *metricsListen != "" {
@@ -218,7 +235,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.MetricsHandler())
-		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: serverLog(log)}
 		served := make(chan struct{})
 		go func() { defer close(served); msrv.Serve(mln) }()
 		defer func() { msrv.Close(); <-served }()
@@ -239,4 +256,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return serr
+}
+
+// serverLog routes net/http's own messages (TLS handshake errors, say)
+// into the master's log, at debug level: they name a client's failure,
+// not the master's, and would otherwise break -log-format json.
+func serverLog(log *slog.Logger) *stdlog.Logger {
+	return slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug)
 }
