@@ -170,6 +170,7 @@ func (a *Agent) Handler() http.Handler {
 		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
 	}
 	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
+	mux.HandleFunc("GET /v1/ports/{port}/forward", a.guard("forward", a.serveForward))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On refusals too; a 101 gets them from upgrade().
 		w.Header().Set(protocol.HeaderProtocol, protocol.Version)

@@ -28,7 +28,7 @@ func TestVersion(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("porthole version: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if want := "(protocol 1.0)"; protocol.Version != "1.0" || !strings.Contains(r.stdout, want) {
+	if want := "(protocol 1.1)"; protocol.Version != "1.1" || !strings.Contains(r.stdout, want) {
 		t.Errorf("porthole version printed %q, want it to name %s", r.stdout, want)
 	}
 }

@@ -60,14 +60,23 @@ const (
 	reattachStable = 5 * time.Second
 )
 
-func (f *clientFlags) dial(ctx context.Context, e env) (*client.Client, error) {
+// options are the client options the flags name: the URL and the token.
+func (f *clientFlags) options(e env) (client.Options, error) {
 	tok, err := readToken(f.tokenFile, e)
+	if err != nil {
+		return client.Options{}, err
+	}
+	return client.Options{URL: f.url, Token: tok}, nil
+}
+
+func (f *clientFlags) dial(ctx context.Context, e env) (*client.Client, error) {
+	o, err := f.options(e)
 	if err != nil {
 		return nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return client.Dial(dctx, client.Options{URL: f.url, Token: tok})
+	return client.Dial(dctx, o)
 }
 
 // forwarded are the signals the CLI passes on to the remote process.

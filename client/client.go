@@ -37,6 +37,30 @@ type Options struct {
 	MaxMessageBytes int64
 }
 
+// base parses URL: ws or wss (http and https are taken as these).
+func (o *Options) base() (*url.URL, error) {
+	base, err := url.Parse(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("agent url %q: %w", o.URL, err)
+	}
+	switch base.Scheme {
+	case "ws", "wss":
+	case "http":
+		base.Scheme = "ws"
+	case "https":
+		base.Scheme = "wss"
+	default:
+		return nil, fmt.Errorf("agent url %q: scheme must be ws or wss", o.URL)
+	}
+	return base, nil
+}
+
+func (o *Options) setDialer() {
+	if o.Dialer == nil {
+		o.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10}
+	}
+}
+
 // Client talks to one agent over a control socket.
 type Client struct {
 	opts   Options
@@ -50,22 +74,11 @@ type Client struct {
 // with a clear error on a wrong token, an incompatible protocol version or
 // an unreachable agent.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
-	base, err := url.Parse(opts.URL)
+	base, err := opts.base()
 	if err != nil {
-		return nil, fmt.Errorf("agent url %q: %w", opts.URL, err)
+		return nil, err
 	}
-	switch base.Scheme {
-	case "ws", "wss":
-	case "http":
-		base.Scheme = "ws"
-	case "https":
-		base.Scheme = "wss"
-	default:
-		return nil, fmt.Errorf("agent url %q: scheme must be ws or wss", opts.URL)
-	}
-	if opts.Dialer == nil {
-		opts.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10}
-	}
+	opts.setDialer()
 	if opts.PingInterval == 0 {
 		opts.PingInterval = 15 * time.Second
 	}

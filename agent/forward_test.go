@@ -1,0 +1,146 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/testutil"
+	"github.com/porthole-dev/porthole/internal/wsconn"
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+// upperServer answers each connection with its bytes upper-cased once the
+// client ended its side, then closes: it needs the half-close.
+func upperServer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(testutil.Wait))
+				b, _ := io.ReadAll(c)
+				c.Write(bytes.ToUpper(b))
+			})
+		}
+	})
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// One forwarded connection: bytes both ways, the client's end passed on,
+// the server's end read as EOF, a clean close.
+func TestForwardHalfClose(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	port := upperServer(t)
+	c, err := client.DialPort(ctxT(t), client.Options{URL: ta.url, Token: token}, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(protocol.CloseNormal, "")
+	msg := strings.Repeat("abc", 100_000) // several frames
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != strings.ToUpper(msg) {
+		t.Fatalf("read %d bytes (%v), want %d upper-cased", len(got), err, len(msg))
+	}
+	c.Finish()
+}
+
+// Refusals before the upgrade: plain HTTP errors that say what is wrong.
+func TestForwardRefusals(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	closed := testutil.FreePort(t)
+	cases := []struct {
+		port   string
+		token  string
+		status int
+		want   string
+	}{
+		{"0", token, 400, `port "0": want a TCP port 1-65535`},
+		{"x", token, 400, `port "x"`},
+		{"70000", token, 400, `port "70000"`},
+		{strconv.Itoa(closed), token, 502, "connect to port " + strconv.Itoa(closed) + " in the machine: connect: connection refused"},
+		{strconv.Itoa(closed), "wrong", 401, "invalid token"},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest("GET", "http://"+ta.addr+"/v1/ports/"+c.port+"/forward", nil)
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || !strings.Contains(string(b), c.want) {
+			t.Errorf("port %s: %d %q, want %d %q", c.port, resp.StatusCode, b, c.status, c.want)
+		}
+	}
+	// The Go client gives the same text.
+	_, err := client.DialPort(ctxT(t), client.Options{URL: ta.url, Token: token}, closed)
+	var he *client.HTTPError
+	if !errors.As(err, &he) || he.Status != 502 || !strings.Contains(he.Message, "connection refused") {
+		t.Errorf("DialPort to a closed port: %v", err)
+	}
+}
+
+// Shutdown ends open forwards with 1001 and the reason, and waits for them.
+func TestForwardShutdown(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := client.DialPort(ctxT(t), client.Options{URL: ta.url, Token: token}, ln.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(protocol.CloseNormal, "")
+	server := testutil.Recv(t, "the agent's connection", accepted)
+	defer server.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
+	defer cancel()
+	ta.a.Shutdown(ctx, time.Second)
+	_, err = io.ReadAll(c)
+	var ce *wsconn.CloseError
+	if !errors.As(err, &ce) || ce.Code != protocol.CloseGoingAway || ce.Reason != agent.ErrShutdown.Error() {
+		t.Errorf("read after shutdown: %v, want close 1001 %q", err, agent.ErrShutdown)
+	}
+	// The agent's side of the TCP connection is closed too.
+	server.SetDeadline(time.Now().Add(testutil.Wait))
+	if _, err := io.ReadAll(server); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
+		t.Errorf("server side after shutdown: %v", err)
+	}
+}
