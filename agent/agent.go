@@ -171,6 +171,8 @@ func (a *Agent) Handler() http.Handler {
 	}
 	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
 	mux.HandleFunc("GET /v1/ports/{port}/forward", a.guard("forward", a.serveForward))
+	mux.HandleFunc("GET /v1/files/archive", a.guard("archive", a.serveArchive))
+	mux.HandleFunc("GET /v1/files/extract", a.guard("extract", a.serveExtract))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On refusals too; a 101 gets them from upgrade().
 		w.Header().Set(protocol.HeaderProtocol, protocol.Version)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,16 +90,9 @@ func TestForwardRefusals(t *testing.T) {
 		{strconv.Itoa(closed), "wrong", 401, "invalid token"},
 	}
 	for _, c := range cases {
-		req, _ := http.NewRequest("GET", "http://"+ta.addr+"/v1/ports/"+c.port+"/forward", nil)
-		req.Header.Set("Authorization", "Bearer "+c.token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != c.status || !strings.Contains(string(b), c.want) {
-			t.Errorf("port %s: %d %q, want %d %q", c.port, resp.StatusCode, b, c.status, c.want)
+		status, b := get(t, "http://"+ta.addr+"/v1/ports/"+c.port+"/forward", c.token)
+		if status != c.status || !strings.Contains(b, c.want) {
+			t.Errorf("port %s: %d %q, want %d %q", c.port, status, b, c.status, c.want)
 		}
 	}
 	// The Go client gives the same text.
@@ -143,4 +138,43 @@ func TestForwardShutdown(t *testing.T) {
 	if _, err := io.ReadAll(server); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
 		t.Errorf("server side after shutdown: %v", err)
 	}
+}
+
+// File-copy refusals: plain HTTP errors naming the path.
+func TestCopyRefusals(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	cases := []struct {
+		path, query string
+		status      int
+		want        string
+	}{
+		{"archive", "path=etc", 400, `path "etc": want an absolute path in the machine`},
+		{"archive", "", 400, `path "": want an absolute path`},
+		{"archive", "path=/no/such", 404, "/no/such: no such file or directory"},
+		{"archive", "path=/", 400, "cannot copy a path without a name"},
+		{"extract", "path=/no/dir/x", 404, "/no/dir: no such directory (the parent of /no/dir/x)"},
+		{"extract", "path=" + file + "/", 400, file + "/: not a directory"},
+	}
+	for _, c := range cases {
+		status, b := get(t, "http://"+ta.addr+"/v1/files/"+c.path+"?"+c.query, token)
+		if status != c.status || !strings.Contains(b, c.want) {
+			t.Errorf("%s?%s: %d %q, want %d %q", c.path, c.query, status, b, c.status, c.want)
+		}
+	}
+}
+
+// get GETs url with token and returns the status and body.
+func get(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

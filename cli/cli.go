@@ -55,6 +55,7 @@ Usage:
   porthole attach [-url URL] [-offset N] ID                    attach to a running process
   porthole ps [-url URL]                                       list processes
   porthole kill [-url URL] [-s SIGNAL] ID                      signal a process (default KILL)
+  porthole cp [-url URL] SRC DST                               copy files and trees; :PATH is in the agent's machine
   porthole port-forward [-url URL] [LOCAL:]REMOTE...           forward local ports to ports in the agent's machine
   porthole copy [-to DIR] [-payload FILE]...                   copy this binary into a shared volume
   porthole entrypoint [agent flags] [-- CMD [ARGS...]]         run as the container's PID 1
@@ -108,6 +109,8 @@ func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stde
 		return runPS(ctx, rest, e, stdout, stderr)
 	case "kill":
 		return runKill(ctx, rest, e, stderr)
+	case "cp":
+		return runCp(ctx, rest, e, stderr)
 	case "port-forward":
 		return runPortForward(ctx, rest, e, stdout, stderr)
 	case "entrypoint":

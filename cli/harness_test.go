@@ -67,10 +67,10 @@ type agentProc struct {
 
 // startAgent starts an agent with a random token, waits until it is
 // healthy and stops it with SIGTERM at cleanup, expecting exit status 0.
-func startAgent(t *testing.T) *agentProc {
+func startAgent(t *testing.T, env ...string) *agentProc {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a, err := tryStartAgent(t)
+		a, err := tryStartAgent(t, env)
 		if err == nil {
 			return a
 		}
@@ -83,7 +83,7 @@ func startAgent(t *testing.T) *agentProc {
 	}
 }
 
-func tryStartAgent(t *testing.T) (*agentProc, error) {
+func tryStartAgent(t *testing.T, env []string) (*agentProc, error) {
 	a := &agentProc{addr: testutil.FreeAddr(t), token: randHex(16), exited: make(chan struct{})}
 	a.url = "ws://" + a.addr
 	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
@@ -93,7 +93,7 @@ func tryStartAgent(t *testing.T) (*agentProc, error) {
 	defer logf.Close()
 	a.logPath = logf.Name()
 	a.cmd = exec.Command(bin, "agent", "-listen", a.addr, "-grace", "2s")
-	a.cmd.Env = append(baseEnv(), "PORTHOLE_TOKEN="+a.token)
+	a.cmd.Env = append(append(baseEnv(), env...), "PORTHOLE_TOKEN="+a.token)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the test binary die
 	if err := a.cmd.Start(); err != nil {

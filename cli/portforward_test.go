@@ -81,8 +81,10 @@ func startMachineServer(t *testing.T, concurrent int) *machineServer {
 }
 
 func bigReader() io.Reader {
-	return io.LimitReader(&prngReader{mrand.NewChaCha8([32]byte{7})}, bigBytes)
+	return io.LimitReader(&prngReader{newChaCha(7)}, bigBytes)
 }
+
+func newChaCha(seed byte) *mrand.ChaCha8 { return mrand.NewChaCha8([32]byte{seed}) }
 
 type prngReader struct{ r *mrand.ChaCha8 }
 

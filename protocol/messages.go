@@ -180,3 +180,17 @@ type EOFEvent struct {
 
 // Empty is the result of methods that return nothing.
 type Empty struct{}
+
+// CopyStatus is the one text message that ends a file-copy socket
+// (docs/protocol.md §20): what was copied, or why the copy failed.
+type CopyStatus struct {
+	Files int   `json:"files"` // regular files
+	Dirs  int   `json:"dirs"`
+	Links int   `json:"links"` // symlinks
+	Bytes int64 `json:"bytes"` // content of regular files
+	// Skipped names special files (sockets, devices, FIFOs) left out, at
+	// most 100.
+	Skipped []string `json:"skipped,omitempty"`
+	// Error, when set, says why the copy failed, naming the path.
+	Error string `json:"error,omitempty"`
+}

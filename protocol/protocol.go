@@ -37,6 +37,9 @@ const (
 	// SubprotocolForward is a port-forward socket: one TCP connection's
 	// bytes in binary frames, an empty binary frame ending a direction.
 	SubprotocolForward = "porthole.forward.v1"
+	// SubprotocolFiles is a file-copy socket: a tar stream in binary
+	// frames, then one JSON status in a text frame.
+	SubprotocolFiles = "porthole.files.v1"
 	// TokenSubprotocolPrefix lets a browser, which cannot set headers on a
 	// WebSocket, present its token: "porthole.token." + base64url(token)
 	// without padding. The agent never selects it.

@@ -325,6 +325,7 @@ func TestWireConstants(t *testing.T) {
 		{SubprotocolAttach, "porthole.attach.v1"},
 		{SubprotocolRaw, "porthole.raw.v1"},
 		{SubprotocolForward, "porthole.forward.v1"},
+		{SubprotocolFiles, "porthole.files.v1"},
 		{TokenSubprotocolPrefix, "porthole.token."},
 		{MethodAgentInfo, "agent.info"},
 		{MethodStart, "process.start"},
