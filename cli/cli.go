@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/sourcegraph/jsonrpc2"
+
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -54,6 +56,9 @@ Usage:
   porthole exec [-url URL] [-i] [-t] [flags] -- CMD [ARGS...]  run a command in the agent
   porthole attach [-url URL] [-offset N] ID                    attach to a running process
   porthole ps [-url URL]                                       list processes
+  porthole login -url URL [-token-file F] [-name N] [-ca F]    save an agent or porthole-master as a context
+  porthole context list|use NAME|remove NAME                   the saved contexts
+  porthole machines [-context C] [-o json]                     a porthole-master's machines
   porthole kill [-url URL] [-s SIGNAL] ID                      signal a process (default KILL)
   porthole cp [-url URL] SRC DST                               copy files and trees; :PATH is in the agent's machine
   porthole port-forward [-url URL] [LOCAL:]REMOTE...           forward local ports to ports in the agent's machine
@@ -63,8 +68,10 @@ Usage:
                                                                run Che installers (also run as 'bootstrapper')
   porthole version                                             print versions
 
-The token comes from $PORTHOLE_TOKEN or -token-file; the agent URL from
--url or $PORTHOLE_URL (default ws://127.0.0.1:4444).
+Client commands go to -url (or $PORTHOLE_URL) with -token-file (or
+$PORTHOLE_TOKEN), else to -context (or $PORTHOLE_CONTEXT, else the current
+context, see 'porthole login'), else to ws://127.0.0.1:4444. On a
+porthole-master, -m RUNTIME/MACHINE (or -m MACHINE) names the machine.
 Run 'porthole COMMAND -h' for a command's flags.
 `
 
@@ -87,9 +94,19 @@ func Main(args []string, environ []string) int {
 		fmt.Fprintln(os.Stderr, "porthole:", ue.msg)
 		return 2
 	default:
-		fmt.Fprintln(os.Stderr, "porthole:", err)
+		fmt.Fprintln(os.Stderr, "porthole:", plain(err))
 		return 1
 	}
+}
+
+// plain words an error for people: a JSON-RPC error is its message, not
+// "jsonrpc2: code -32001 message: ...".
+func plain(err error) string {
+	var je *jsonrpc2.Error
+	if errors.As(err, &je) {
+		return strings.Replace(err.Error(), je.Error(), je.Message, 1)
+	}
+	return err.Error()
 }
 
 func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stderr *os.File) error {
@@ -111,6 +128,12 @@ func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stde
 		return runKill(ctx, rest, e, stderr)
 	case "cp":
 		return runCp(ctx, rest, e, stderr)
+	case "login":
+		return runLogin(ctx, rest, e, stdin, stdout, stderr)
+	case "context":
+		return runContext(rest, e, stdout, stderr)
+	case "machines":
+		return runMachines(ctx, rest, e, stdout, stderr)
 	case "port-forward":
 		return runPortForward(ctx, rest, e, stdout, stderr)
 	case "entrypoint":

@@ -40,7 +40,7 @@ func runCp(ctx context.Context, args []string, e env, stderr *os.File) error {
 	case dstRemote && !strings.HasPrefix(rdst, "/"):
 		return usageError{fmt.Sprintf("cp: %q: the path in the machine must be absolute (:/PATH)", dst)}
 	}
-	opts, err := cf.options(e)
+	opts, err := cf.options(ctx, e)
 	if err != nil {
 		return err
 	}

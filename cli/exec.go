@@ -25,16 +25,14 @@ import (
 
 // clientFlags are the flags every client command has.
 type clientFlags struct {
-	url, tokenFile string
+	url, tokenFile, context, machine string
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, e env) {
-	def := e["PORTHOLE_URL"]
-	if def == "" {
-		def = "ws://127.0.0.1:4444"
-	}
-	fs.StringVar(&f.url, "url", def, "agent URL (default $PORTHOLE_URL)")
-	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (default $PORTHOLE_TOKEN)")
+	fs.StringVar(&f.url, "url", "", "agent or porthole-master URL (default $PORTHOLE_URL, else the current context, else ws://127.0.0.1:4444)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (default $PORTHOLE_TOKEN, or the context's)")
+	fs.StringVar(&f.context, "context", "", "a context saved by 'porthole login' (default $PORTHOLE_CONTEXT, else the current one)")
+	fs.StringVar(&f.machine, "m", "", "the machine, RUNTIME/MACHINE or MACHINE, on a porthole-master")
 }
 
 // reconnect is how a session reattaches after its connection drops: with
@@ -60,17 +58,8 @@ const (
 	reattachStable = 5 * time.Second
 )
 
-// options are the client options the flags name: the URL and the token.
-func (f *clientFlags) options(e env) (client.Options, error) {
-	tok, err := readToken(f.tokenFile, e)
-	if err != nil {
-		return client.Options{}, err
-	}
-	return client.Options{URL: f.url, Token: tok}, nil
-}
-
 func (f *clientFlags) dial(ctx context.Context, e env) (*client.Client, error) {
-	o, err := f.options(e)
+	o, err := f.options(ctx, e)
 	if err != nil {
 		return nil, err
 	}

@@ -69,7 +69,7 @@ func runPortForward(ctx context.Context, args []string, e env, stdout, stderr *o
 		}
 		specs = append(specs, f)
 	}
-	opts, err := cf.options(e)
+	opts, err := cf.options(ctx, e)
 	if err != nil {
 		return err
 	}

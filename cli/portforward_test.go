@@ -344,6 +344,19 @@ func TestPortForwardErrors(t *testing.T) {
 // and a client token.
 func startMasterAgent(t *testing.T) (url, clientToken string) {
 	t.Helper()
+	ma := startMasterAgentFull(t)
+	return ma.agentURL, ma.clientToken
+}
+
+// masterAgent is a master with one machine, w:e:o/dev, whose agent
+// serves only through it.
+type masterAgent struct {
+	masterWS, agentURL, clientToken string
+}
+
+func startMasterAgentFull(t *testing.T) masterAgent {
+	t.Helper()
+	var clientToken string
 	dir := t.TempDir()
 	signer, err := master.LoadSigner(dir)
 	if err != nil {
@@ -406,7 +419,7 @@ func startMasterAgent(t *testing.T) (url, clientToken string) {
 			t.Logf("agent output:\n%s", agentOut.String())
 		}
 	})
-	url = masterWS + "/api/runtimes/" + rid + "/machines/dev/agent"
+	url := masterWS + "/api/runtimes/" + rid + "/machines/dev/agent"
 	hc := &http.Client{Timeout: time.Second}
 	testutil.WaitFor(t, "the agent connected to the master", func() bool {
 		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/api/runtimes/"+rid+"/machines/dev/agent/healthz", nil)
@@ -418,5 +431,5 @@ func startMasterAgent(t *testing.T) (url, clientToken string) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return url, clientToken
+	return masterAgent{masterWS: masterWS, agentURL: url, clientToken: clientToken}
 }

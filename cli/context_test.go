@@ -1,0 +1,91 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Contexts: login to a master and to an agent, list, use, remove; exec
+// with no URL or token in the environment, with -context and -m; errors
+// in plain words.
+func TestContexts(t *testing.T) {
+	t.Parallel()
+	ma := startMasterAgentFull(t)
+	a := startAgent(t)
+	cfgHome := t.TempDir()
+	cfgEnv := []string{"XDG_CONFIG_HOME=" + cfgHome}
+	run := func(env []string, stdin string, args ...string) result {
+		t.Helper()
+		return porthole(t, nil, append(append([]string{}, cfgEnv...), env...), stdin, args...)
+	}
+	expect := func(r result, code int, stdout, stderr string) {
+		t.Helper()
+		if r.code != code || !strings.Contains(r.stdout, stdout) || !strings.Contains(r.stderr, stderr) {
+			t.Errorf("exit %d, stdout %q, stderr %q; want %d, %q, %q", r.code, r.stdout, r.stderr, code, stdout, stderr)
+		}
+	}
+
+	// A master, its token on stdin; an agent, its token in a file.
+	expect(run(nil, ma.clientToken+"\n", "login", "-url", ma.masterWS, "-name", "prod"), 0, `logged in to master `+ma.masterWS+` as context "prod"`, "")
+	tokFile := filepath.Join(t.TempDir(), "agent.token")
+	os.WriteFile(tokFile, []byte(a.token+"\n"), 0o600)
+	expect(run(nil, "", "login", "-url", strings.Replace(a.url, "ws:", "http:", 1), "-token-file", tokFile, "-name", "local"), 0, `logged in to agent `+a.url+` as context "local"`, "")
+	cfg := filepath.Join(cfgHome, "porthole", "config.json")
+	if fi, err := os.Stat(cfg); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("config file: %v, %v; want mode 0600", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Dir(cfg)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("config dir: %v, %v; want mode 0700", fi, err)
+	}
+	if b, _ := os.ReadFile(cfg); strings.Contains(string(b), a.token) || !strings.Contains(string(b), tokFile) {
+		t.Errorf("the agent's token file is not kept as a reference:\n%s", b)
+	}
+	r := run(nil, "", "context", "list")
+	expect(r, 0, "*        local", "")
+	if !strings.Contains(r.stdout, "prod   master  "+ma.masterWS) {
+		t.Errorf("context list:\n%s", r.stdout)
+	}
+
+	// The current context (the agent): no URL, no token.
+	expect(run(nil, "", "exec", "--", "echo", "local"), 0, "local\n", "")
+	// The master with -context, the machine with -m.
+	expect(run(nil, "", "exec", "-context", "prod", "-m", "w:e:o/dev", "--", "echo", "via master"), 0, "via master\n", "")
+	expect(run([]string{"PORTHOLE_CONTEXT=prod"}, "", "exec", "-m", "dev", "--", "echo", "unambiguous"), 0, "unambiguous\n", "")
+	expect(run(nil, "", "exec", "-context", "prod", "-m", "nope", "--", "true"), 1, "", "no machine nope (known: w:e:o/dev)")
+	expect(run(nil, "", "exec", "-context", "prod", "-m", "w:e:o/nope", "--", "true"), 1, "", "no machine nope in runtime w:e:o (known: dev)")
+	expect(run(nil, "", "exec", "-context", "prod", "-m", "x:y:z/dev", "--", "true"), 1, "", "no runtime x:y:z (known: w:e:o)")
+	expect(run(nil, "", "exec", "-context", "prod", "--", "true"), 2, "", `context "prod" is a porthole-master: name a machine with -m`)
+	expect(run(nil, "", "exec", "-m", "dev", "--", "true"), 1, "", `-m dev: context "local" is an agent`)
+	expect(run(nil, "", "exec", "-context", "nope", "--", "true"), 1, "", `no context "nope" (known: local, prod)`)
+	// -url wins over the context.
+	expect(run([]string{"PORTHOLE_TOKEN=" + a.token}, "", "exec", "-url", a.url, "--", "echo", "explicit"), 0, "explicit\n", "")
+
+	// machines, from the master context.
+	expect(run(nil, "", "context", "use", "prod"), 0, "", "")
+	r = run(nil, "", "machines")
+	expect(r, 0, "RUNTIME", "")
+	if !strings.Contains(r.stdout, "w:e:o") || !strings.Contains(r.stdout, "dev") || !strings.Contains(r.stdout, "connected") {
+		t.Errorf("machines:\n%s", r.stdout)
+	}
+	expect(run(nil, "", "machines", "-o", "json"), 0, `"name": "dev"`, "")
+	expect(run(nil, "", "ps", "-m", "dev"), 0, "ID", "")
+	// Plain words for the agent's JSON-RPC errors.
+	r = run(nil, "", "kill", "-m", "dev", "99")
+	expect(r, 1, "", `porthole: no process with id "99"`)
+	if strings.Contains(r.stderr, "jsonrpc2") || strings.Contains(r.stderr, "-3200") {
+		t.Errorf("kill of a missing process: %q", r.stderr)
+	}
+
+	// remove; a wrong token at login; a config others may read.
+	expect(run(nil, "", "context", "remove", "local"), 0, "", "")
+	if r := run(nil, "", "context", "list"); strings.Contains(r.stdout, "local") || !strings.Contains(r.stdout, "*        prod") {
+		t.Errorf("after remove:\n%s", r.stdout)
+	}
+	expect(run(nil, "", "context", "use", "local"), 1, "", `no context "local" (known: prod)`)
+	expect(run([]string{"PORTHOLE_TOKEN=wrong"}, "", "login", "-url", ma.masterWS), 1, "", "refused the token")
+	expect(run([]string{"PORTHOLE_TOKEN=wrong"}, "", "login", "-url", a.url), 1, "", "invalid token")
+	os.Chmod(cfg, 0o644)
+	expect(run(nil, "", "context", "list"), 1, "", "holds tokens and others may read it (mode 0644): chmod 600 "+cfg)
+}
