@@ -55,7 +55,7 @@ Usage:
                                                                ... also (or, with -listen none, only) through porthole-master
   porthole exec [-url URL] [-i] [-t] [flags] -- CMD [ARGS...]  run a command in the agent
   porthole attach [-url URL] [-offset N] ID                    attach to a running process
-  porthole ps [-url URL]                                       list processes
+  porthole ps [-url URL] [-o json]                             list processes (CPU, RSS, age, user, clients)
   porthole login -url URL [-token-file F] [-name N] [-ca F]    save an agent or porthole-master as a context
   porthole context list|use NAME|remove NAME                   the saved contexts
   porthole machines [-context C] [-o json]                     a porthole-master's machines

@@ -8,9 +8,11 @@ package cli_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -281,6 +283,16 @@ func TestPSAndKill(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(row, " "), `"sleep" "600"`) {
 		t.Errorf("ps row %q: want the command [sleep 600]", row)
+	}
+
+	// -o json: the agent's process infos, with RSS sampled.
+	r := porthole(t, a, nil, "", "ps", "-url", a.url, "-o", "json")
+	var infos []protocol.ProcessInfo
+	if err := json.Unmarshal([]byte(r.stdout), &infos); err != nil || r.code != 0 {
+		t.Fatalf("ps -o json: exit %d, %v: %q", r.code, err, r.stdout)
+	}
+	if i := slices.IndexFunc(infos, func(p protocol.ProcessInfo) bool { return p.ID == id }); i < 0 || infos[i].RSSBytes == 0 || infos[i].Name != name {
+		t.Errorf("ps -o json: no running %s with its RSS in %+v", id, infos)
 	}
 
 	// The issue's form: flags may follow the id.

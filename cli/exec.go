@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -324,8 +325,12 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 	fs := newFlagSet("ps", stderr)
 	var cf clientFlags
 	cf.register(fs, e)
+	output := fs.String("o", "table", "output: table or json (the agent's process.list, one object per process)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *output != "table" && *output != "json" {
+		return usageError{fmt.Sprintf("-o %q: want table or json", *output)}
 	}
 	c, err := cf.dial(ctx, e)
 	if err != nil {
@@ -336,8 +341,29 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPID\tTTY\tSTATE\tEXIT\tCLIENTS\tOUTPUT\tNAME\tCOMMAND")
+	if *output == "json" {
+		if ps == nil {
+			ps = []protocol.ProcessInfo{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(ps)
+	}
+	return writePS(stdout, ps, time.Now())
+}
+
+// writePS writes the ps table. CPU and RSS are the process's own (not its
+// children's), sampled while it runs; AGE is since it started, until it
+// exited.
+func writePS(w io.Writer, ps []protocol.ProcessInfo, now time.Time) error {
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPID\tTTY\tSTATE\tEXIT\tUSER\tCPU\tRSS\tAGE\tCLIENTS\tOUTPUT\tNAME\tCOMMAND")
 	for _, p := range ps {
 		exit := ""
 		switch {
@@ -350,9 +376,34 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 		if p.Stderr != nil {
 			out += p.Stderr.End
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%d\t%d\t%s\t%q\n", p.ID, p.PID, p.TTY, p.State, exit, p.Clients, out, p.Name, p.Argv)
+		cpu, rss := "-", "-"
+		if p.State == protocol.StateRunning {
+			cpu = fmt.Sprintf("%.2fs", p.CPUSeconds)
+			rss = humanBytes(int64(p.RSSBytes))
+		}
+		end := now
+		if p.ExitedAt != nil {
+			end = *p.ExitedAt
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%q\n", p.ID, p.PID, p.TTY, p.State, dash(exit),
+			dash(p.User), cpu, strings.ReplaceAll(rss, " ", ""), age(end.Sub(p.StartedAt)), p.Clients, out, dash(p.Name), p.Argv)
 	}
 	return tw.Flush()
+}
+
+// age is a duration as ps shows it: 42s, 5m03s, 3h12m, 2d04h.
+func age(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 // parseID parses the flags and the one process id of attach and kill;

@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porthole-dev/porthole/protocol"
+)
+
+func TestAge(t *testing.T) {
+	cases := []struct {
+		d    time.Duration
+		want string
+	}{
+		{-time.Second, "0s"},
+		{42 * time.Second, "42s"},
+		{5*time.Minute + 3*time.Second, "5m03s"},
+		{3*time.Hour + 12*time.Minute, "3h12m"},
+		{52 * time.Hour, "2d04h"},
+	}
+	for _, c := range cases {
+		if got := age(c.d); got != c.want {
+			t.Errorf("age(%v) = %q, want %q", c.d, got, c.want)
+		}
+	}
+}
+
+// The ps table: CPU and RSS only while running; AGE until the exit.
+func TestWritePS(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	exited, code := t0.Add(90*time.Second), 3
+	ps := []protocol.ProcessInfo{
+		{ID: "1", PID: 10, State: protocol.StateRunning, User: "app", StartedAt: t0, CPUSeconds: 1.5, RSSBytes: 3 << 20, Clients: 2, Name: "web", Argv: []string{"serve"}},
+		{ID: "2", PID: 11, TTY: true, State: protocol.StateExited, StartedAt: t0, ExitedAt: &exited, ExitCode: &code, Argv: []string{"make"}},
+	}
+	var b strings.Builder
+	if err := writePS(&b, ps, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"ID PID TTY STATE EXIT USER CPU RSS AGE CLIENTS OUTPUT NAME COMMAND",
+		`1 10 false running - app 1.50s 3.0MiB 1h00m 2 0 web ["serve"]`,
+		`2 11 true exited 3 - - - 1m30s 0 0 - ["make"]`,
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	for i, l := range lines {
+		if got := strings.Join(strings.Fields(l), " "); i >= len(want) || got != want[i] {
+			t.Errorf("line %d: %q", i, got)
+		}
+	}
+}
