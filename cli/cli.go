@@ -66,6 +66,7 @@ Usage:
   porthole entrypoint [agent flags] [-- CMD [ARGS...]]         run as the container's PID 1
   porthole bootstrap -push-endpoint URL -runtime-id W:E:O -machine-name M [flags]
                                                                run Che installers (also run as 'bootstrapper')
+  porthole completion bash|zsh|fish                            print a shell completion script
   porthole version                                             print versions
 
 Client commands go to -url (or $PORTHOLE_URL) with -token-file (or
@@ -134,6 +135,10 @@ func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stde
 		return runContext(rest, e, stdout, stderr)
 	case "machines":
 		return runMachines(ctx, rest, e, stdout, stderr)
+	case "completion":
+		return runCompletion(rest, stdout)
+	case "__complete":
+		return runComplete(ctx, rest, e, stdout)
 	case "port-forward":
 		return runPortForward(ctx, rest, e, stdout, stderr)
 	case "entrypoint":
