@@ -37,7 +37,7 @@ func TestCompletionBash(t *testing.T) {
 		{"porthole exec -m ", "dev w:e:o/dev"},
 		{"porthole ps -context prod -m d", "dev"},
 		{"porthole exec -m w:e:o/", "o/dev"}, // bash split "w:e:o/" at the colons
-		{"porthole cp ./", ""},                // files: bash's own (-o default)
+		{"porthole cp ./", ""},               // files: bash's own (-o default)
 	}
 	var script strings.Builder
 	script.WriteString("source <(porthole completion bash) || exit 1\ncomplete -p porthole\n")
