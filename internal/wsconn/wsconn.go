@@ -22,7 +22,7 @@ import (
 )
 
 // DefaultFrameBytes is the largest binary message Write sends.
-const DefaultFrameBytes = 32 << 10
+const DefaultFrameBytes = 128 << 10
 
 // Options configure a Conn. Zero values mean the documented defaults.
 type Options struct {
@@ -342,7 +342,7 @@ func Join(c *Conn, tc HalfConn) error {
 	}
 	// Each error is tagged with its side where it happens.
 	copyDir := func(dst io.Writer, src io.Reader, end func() error, endSide string) {
-		_, err := io.Copy(dst, src)
+		_, err := io.CopyBuffer(dst, src, make([]byte, c.opts.FrameBytes))
 		if err == nil {
 			if err = end(); err != nil {
 				err = &SideError{endSide, err}
