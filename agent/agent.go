@@ -68,6 +68,9 @@ type Options struct {
 	// Clock measures the stall bound and the exit drain and paces
 	// keepalive pings; nil is the real clock. Tests set a fake one.
 	Clock clock.Clock
+	// PortPollInterval is how often a ports.subscribe subscription reads
+	// the listening sockets. Default DefaultPortPollInterval (2s).
+	PortPollInterval time.Duration
 	// WebDir, when set, is served at / without authentication: static
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
@@ -106,6 +109,7 @@ func (o *Options) setDefaults() {
 	defDur(&o.ExitDrain, time.Second)
 	defDur(&o.PingInterval, DefaultPingInterval)
 	defDur(&o.WriteTimeout, 30*time.Second)
+	defDur(&o.PortPollInterval, DefaultPortPollInterval)
 }
 
 // Agent is the exec agent. Serve its Handler; call Shutdown to stop.

@@ -60,6 +60,7 @@ Usage:
   porthole context list|use NAME|remove NAME                   the saved contexts
   porthole machines [-context C] [-o json]                     a porthole-master's machines
   porthole kill [-url URL] [-s SIGNAL] ID                      signal a process (default KILL)
+  porthole ports [-url URL] [-w] [-o json]                     TCP ports listening in the agent's machine
   porthole cp [-url URL] SRC DST                               copy files and trees; :PATH is in the agent's machine
   porthole port-forward [-url URL] [LOCAL:]REMOTE...           forward local ports to ports in the agent's machine
   porthole copy [-to DIR] [-payload FILE]...                   copy this binary into a shared volume
@@ -135,6 +136,8 @@ func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stde
 		return runContext(rest, e, stdout, stderr)
 	case "machines":
 		return runMachines(ctx, rest, e, stdout, stderr)
+	case "ports":
+		return runPorts(ctx, rest, e, stdout, stderr)
 	case "completion":
 		return runCompletion(rest, stdout)
 	case "__complete":

@@ -18,7 +18,7 @@ import (
 // master. Nothing printed means the shell's own (file) completion.
 
 // commands are the subcommands completed, in the usage's order.
-var commands = []string{"agent", "exec", "attach", "ps", "kill", "port-forward", "cp", "login", "context", "machines",
+var commands = []string{"agent", "exec", "attach", "ps", "kill", "port-forward", "ports", "cp", "login", "context", "machines",
 	"copy", "entrypoint", "bootstrap", "completion", "version", "help"}
 
 const bashCompletion = `# porthole bash completion: source <(porthole completion bash)

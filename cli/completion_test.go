@@ -25,7 +25,7 @@ func TestCompletionBash(t *testing.T) {
 	}
 	cases := []struct{ line, want string }{
 		{"porthole e", "exec entrypoint"},
-		{"porthole ", strings.Join([]string{"agent", "exec", "attach", "ps", "kill", "port-forward", "cp", "login", "context", "machines",
+		{"porthole ", strings.Join([]string{"agent", "exec", "attach", "ps", "kill", "port-forward", "ports", "cp", "login", "context", "machines",
 			"copy", "entrypoint", "bootstrap", "completion", "version", "help"}, " ")},
 		{"porthole exec -con", "-context"},
 		{"porthole cp -", "-context -m -q -token-file -url"},

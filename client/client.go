@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -68,6 +69,9 @@ type Client struct {
 	stream *wsrpc.Stream
 	conn   *jsonrpc2.Conn
 	hello  protocol.AgentInfo
+
+	portsMu sync.Mutex
+	ports   func([]protocol.ListeningPort) // SubscribePorts's
 }
 
 // Dial connects the control socket and reads the agent's hello. It fails
@@ -93,6 +97,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	c.stream = stream
 	c.conn = jsonrpc2.NewConn(context.Background(), stream, jsonrpc2.HandlerWithError(func(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+		if req.Method == protocol.EventPortsChanged && req.Params != nil {
+			c.onPorts(*req.Params)
+		}
 		if req.Method == protocol.EventHello && req.Params != nil {
 			var info protocol.AgentInfo
 			if jsonUnmarshal(*req.Params, &info) == nil {

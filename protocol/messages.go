@@ -194,3 +194,25 @@ type CopyStatus struct {
 	// Error, when set, says why the copy failed, naming the path.
 	Error string `json:"error,omitempty"`
 }
+
+// Port detection (docs/protocol.md §21, since 1.1).
+const (
+	MethodPortsList        = "ports.list"
+	MethodPortsSubscribe   = "ports.subscribe"
+	MethodPortsUnsubscribe = "ports.unsubscribe"
+	EventPortsChanged      = "ports.changed"
+)
+
+// ListeningPort is a TCP port something listens on in the agent's
+// machine (its network namespace).
+type ListeningPort struct {
+	Port int `json:"port"`
+	// Address is the listening address: "0.0.0.0", "::", "127.0.0.1"...
+	Address string `json:"address"`
+}
+
+// PortsResult is the result of ports.list and the params of
+// ports.changed: every listening port, sorted by port then address.
+type PortsResult struct {
+	Ports []ListeningPort `json:"ports"`
+}
