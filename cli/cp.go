@@ -7,7 +7,11 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/porthole-dev/porthole/client"
 	"github.com/porthole-dev/porthole/internal/tarfs"
@@ -22,6 +26,7 @@ func runCp(ctx context.Context, args []string, e env, stderr *os.File) error {
 	var cf clientFlags
 	cf.register(fs, e)
 	quiet := fs.Bool("q", false, "print nothing on success")
+	progress := fs.Bool("progress", term.IsTerminal(int(stderr.Fd())), "show the bytes copied so far on stderr, every half second (default: when stderr is a terminal)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -45,9 +50,14 @@ func runCp(ctx context.Context, args []string, e env, stderr *os.File) error {
 		return err
 	}
 	start := time.Now()
+	var pr *progressReport
+	if *progress && !*quiet {
+		pr = startProgress(stderr, start)
+		defer pr.stop()
+	}
 	var st protocol.CopyStatus
 	if srcRemote {
-		st, err = download(ctx, opts, rsrc, dst)
+		st, err = download(ctx, opts, rsrc, dst, pr)
 	} else {
 		if _, err := tarfs.RootName(src); err != nil {
 			return err
@@ -56,10 +66,11 @@ func runCp(ctx context.Context, args []string, e env, stderr *os.File) error {
 			return err
 		}
 		st, err = client.Upload(ctx, opts, rdst, func(w io.Writer) error {
-			_, err := tarfs.Write(w, src)
+			_, err := tarfs.Write(pr.count(w), src)
 			return err
 		})
 	}
+	pr.stop()
 	if err != nil {
 		return copyError(err)
 	}
@@ -73,7 +84,7 @@ func runCp(ctx context.Context, args []string, e env, stderr *os.File) error {
 }
 
 // download extracts the machine's path src at the local dst.
-func download(ctx context.Context, opts client.Options, src, dst string) (protocol.CopyStatus, error) {
+func download(ctx context.Context, opts client.Options, src, dst string, prog *progressReport) (protocol.CopyStatus, error) {
 	dir, rename, err := tarfs.Target(dst)
 	if err != nil {
 		return protocol.CopyStatus{}, err
@@ -85,7 +96,7 @@ func download(ctx context.Context, opts client.Options, src, dst string) (protoc
 	}
 	done := make(chan result, 1)
 	go func() {
-		st, err := client.Download(ctx, opts, src, pw)
+		st, err := client.Download(ctx, opts, src, prog.count(pw))
 		pw.CloseWithError(err)
 		done <- result{st, err}
 	}()
@@ -150,4 +161,72 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// progressReport shows a copy's bytes on one stderr line, rewritten every
+// half second; a nil one counts nothing.
+type progressReport struct {
+	w     io.Writer
+	start time.Time
+	n     atomic.Int64
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+}
+
+func startProgress(w io.Writer, start time.Time) *progressReport {
+	p := &progressReport{w: w, start: start, done: make(chan struct{})}
+	p.wg.Go(func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.done:
+				return
+			case now := <-t.C:
+				fmt.Fprintf(p.w, "\r%s\x1b[K", progressLine(p.n.Load(), now.Sub(p.start)))
+			}
+		}
+	})
+	return p
+}
+
+// count returns w counting into p.
+func (p *progressReport) count(w io.Writer) io.Writer {
+	if p == nil {
+		return w
+	}
+	return countingWriter{w, &p.n}
+}
+
+// stop ends the line; later calls do nothing.
+func (p *progressReport) stop() {
+	if p == nil {
+		return
+	}
+	p.once.Do(func() {
+		close(p.done)
+		p.wg.Wait()
+		fmt.Fprint(p.w, "\r\x1b[K")
+	})
+}
+
+// progressLine is "12.0 MiB copied, 4.0 MiB/s".
+func progressLine(n int64, d time.Duration) string {
+	rate := ""
+	if d > 0 {
+		rate = fmt.Sprintf(", %s/s", humanBytes(int64(float64(n)/d.Seconds())))
+	}
+	return humanBytes(n) + " copied" + rate
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
 }

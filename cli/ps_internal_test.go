@@ -50,3 +50,18 @@ func TestWritePS(t *testing.T) {
 		}
 	}
 }
+
+func TestProgressLine(t *testing.T) {
+	if got := progressLine(12<<20, 3*time.Second); got != "12.0 MiB copied, 4.0 MiB/s" {
+		t.Errorf("progressLine = %q", got)
+	}
+	if got := progressLine(0, 0); got != "0 bytes copied" {
+		t.Errorf("progressLine at 0 = %q", got)
+	}
+	var p *progressReport // nil: counts nothing, stops quietly
+	var b strings.Builder
+	if w := p.count(&b); w != &b {
+		t.Error("a nil progress wraps the writer")
+	}
+	p.stop()
+}
