@@ -71,6 +71,14 @@ func TestContexts(t *testing.T) {
 	}
 	expect(run(nil, "", "machines", "-o", "json"), 0, `"name": "dev"`, "")
 	expect(run(nil, "", "ps", "-m", "dev"), 0, "ID", "")
+	// cp with the machine in the path.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "f"), []byte("machine in the path"), 0o644)
+	expect(run(nil, "", "cp", filepath.Join(dir, "f"), "w:e:o/dev:"+filepath.Join(dir, "g")), 0, "", "copied")
+	if b, _ := os.ReadFile(filepath.Join(dir, "g")); string(b) != "machine in the path" {
+		t.Errorf("cp to w:e:o/dev:PATH wrote %q", b)
+	}
+	expect(run(nil, "", "cp", "-m", "other", "dev:/x", dir), 2, "", "machine dev in the path and -m other differ")
 	// Plain words for the agent's JSON-RPC errors.
 	r = run(nil, "", "kill", "-m", "dev", "99")
 	expect(r, 1, "", `porthole: no process with id "99"`)

@@ -32,11 +32,17 @@ func runCp(ctx context.Context, args []string, e env, stderr *os.File) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return usageError{"cp needs a source and a destination: porthole cp [flags] SRC DST, one of them :PATH in the machine"}
+		return usageError{"cp needs a source and a destination: porthole cp [flags] SRC DST, one of them :PATH or MACHINE:PATH in the machine"}
 	}
 	src, dst := pos[0], pos[1]
-	rsrc, srcRemote := strings.CutPrefix(src, ":")
-	rdst, dstRemote := strings.CutPrefix(dst, ":")
+	srcMachine, rsrc, srcRemote := remotePath(src)
+	dstMachine, rdst, dstRemote := remotePath(dst)
+	if m := srcMachine + dstMachine; m != "" {
+		if cf.machine != "" && cf.machine != m {
+			return usageError{fmt.Sprintf("cp: machine %s in the path and -m %s differ", m, cf.machine)}
+		}
+		cf.machine = m
+	}
 	switch {
 	case srcRemote == dstRemote:
 		return usageError{fmt.Sprintf("cp %q %q: exactly one of SRC and DST must be :PATH, a path in the machine", src, dst)}
@@ -81,6 +87,24 @@ func runCp(ctx context.Context, args []string, e env, stderr *os.File) error {
 		fmt.Fprintf(stderr, "copied %s to %s: %s in %s\n", src, dst, summary(st), time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// remotePath parses a cp argument: ":PATH" (the machine of -m or of the
+// context), "MACHINE:/PATH" or "RUNTIME/MACHINE:/PATH" (on a master) are
+// in a machine; anything else, also a path starting with "." or "/", is
+// local.
+func remotePath(arg string) (machine, path string, remote bool) {
+	if p, ok := strings.CutPrefix(arg, ":"); ok {
+		return "", p, true
+	}
+	if strings.HasPrefix(arg, ".") || strings.HasPrefix(arg, "/") {
+		return "", arg, false
+	}
+	i := strings.LastIndex(arg, ":/")
+	if i <= 0 {
+		return "", arg, false
+	}
+	return arg[:i], arg[i+1:], true
 }
 
 // download extracts the machine's path src at the local dst.

@@ -65,3 +65,25 @@ func TestProgressLine(t *testing.T) {
 	}
 	p.stop()
 }
+
+func TestRemotePath(t *testing.T) {
+	cases := []struct {
+		arg, machine, path string
+		remote             bool
+	}{
+		{":/srv", "", "/srv", true},
+		{":rel", "", "rel", true},
+		{"dev:/srv/app", "dev", "/srv/app", true},
+		{"ws1:default:alice/dev:/srv", "ws1:default:alice/dev", "/srv", true},
+		{"./a:/b", "", "./a:/b", false},
+		{"/tmp/a:/b", "", "/tmp/a:/b", false},
+		{"file", "", "file", false},
+		{"a:b", "", "a:b", false},
+	}
+	for _, c := range cases {
+		m, p, r := remotePath(c.arg)
+		if m != c.machine || p != c.path || r != c.remote {
+			t.Errorf("remotePath(%q) = %q, %q, %v; want %q, %q, %v", c.arg, m, p, r, c.machine, c.path, c.remote)
+		}
+	}
+}
