@@ -97,3 +97,31 @@ func TestContexts(t *testing.T) {
 	os.Chmod(cfg, 0o644)
 	expect(run(nil, "", "context", "list"), 1, "", "holds tokens and others may read it (mode 0644): chmod 600 "+cfg)
 }
+
+// In a real terminal (tmux): `porthole exec -m dev -it` through a
+// master, addressed by a saved context alone; the remote shell has the
+// pane's size, and the local terminal is restored after its exit status.
+func TestContextTerminal(t *testing.T) {
+	t.Parallel()
+	ma := startMasterAgentFull(t)
+	cfgHome := t.TempDir()
+	if r := porthole(t, nil, []string{"XDG_CONFIG_HOME=" + cfgHome, "PORTHOLE_TOKEN=" + ma.clientToken}, "", "login", "-url", ma.masterWS, "-name", "prod"); r.code != 0 {
+		t.Fatalf("login: %d %s", r.code, r.stderr)
+	}
+	script := strings.Join([]string{
+		"before=$(stty -g)",
+		"XDG_CONFIG_HOME=" + shQuote(cfgHome) + " " + shQuote(bin) + " exec -m dev -it -e 'PS1=ctx> ' -- /bin/sh",
+		"code=$?",
+		"after=$(stty -g)",
+		"echo CLI-EXIT=$code",
+		`if [ "$before" = "$after" ]; then echo TTY-RESTORED; else echo TTY-CHANGED; fi`,
+		"echo TTY-MODE=$(stty -a | grep -Eo -- '-?icanon')",
+		"sleep 3600",
+	}, "; ")
+	s := newTmux(t, script)
+	s.waitFor(`(?m)^ctx> $`, waitTimeout)
+	s.typeLine("echo answer=$((6*7)); stty size")
+	s.waitFor(`answer=42\s+30 100`, waitTimeout)
+	s.typeLine("exit 5")
+	s.checkRestored(5, waitTimeout)
+}
