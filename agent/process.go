@@ -33,6 +33,7 @@ type process struct {
 
 	clients     atomic.Int32
 	stdinClosed atomic.Bool
+	stats       *stats // the agent's counters
 
 	// done is closed once the process has exited and its output streams
 	// have ended: everything a client should see before the exit status.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,10 +19,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"golang.org/x/term"
 
 	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
@@ -157,23 +156,14 @@ func (sc *savedContext) token() (string, error) {
 	return sc.Token, nil
 }
 
-// tlsConfig trusts sc's CA besides the system's; nil without one.
+// tlsConfig trusts caFile's certificates besides the system's; nil
+// without one.
 func tlsConfig(caFile string) (*tls.Config, error) {
-	if caFile == "" {
-		return nil, nil
-	}
-	pem, err := os.ReadFile(caFile)
+	conf, err := tlsconf.Client(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("-ca: %w", err)
+		return nil, fmt.Errorf("-cacert %s: %w", caFile, err)
 	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("-ca %s: no PEM certificate in it", caFile)
-	}
-	return &tls.Config{RootCAs: pool}, nil
+	return conf, nil
 }
 
 // server is where a command goes: a URL, its token, and how to trust it.
@@ -232,7 +222,11 @@ func (f *clientFlags) resolve(e env) (*server, error) {
 			u = e["PORTHOLE_URL"]
 		}
 		tok, err := envToken()
-		return &server{url: u, token: tok}, err
+		if err != nil {
+			return nil, err
+		}
+		conf, err := tlsConfig(f.cacert)
+		return &server{url: u, token: tok, tls: conf}, err
 	}
 	cfg, _, err := loadConfig(e)
 	if err != nil {
@@ -247,7 +241,11 @@ func (f *clientFlags) resolve(e env) (*server, error) {
 	}
 	if name == "" {
 		tok, err := envToken()
-		return &server{url: "ws://127.0.0.1:4444", token: tok}, err
+		if err != nil {
+			return nil, err
+		}
+		conf, err := tlsConfig(f.cacert)
+		return &server{url: "ws://127.0.0.1:4444", token: tok, tls: conf}, err
 	}
 	sc, err := cfg.get(name)
 	if err != nil {
@@ -262,7 +260,11 @@ func (f *clientFlags) resolve(e env) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.tls, err = tlsConfig(sc.CA); err != nil {
+	ca := sc.CA
+	if f.cacert != "" {
+		ca = f.cacert
+	}
+	if s.tls, err = tlsConfig(ca); err != nil {
 		return nil, fmt.Errorf("context %q: %w", name, err)
 	}
 	return s, nil
@@ -337,11 +339,7 @@ func (f *clientFlags) options(ctx context.Context, e env) (client.Options, error
 		return client.Options{}, usageError{fmt.Sprintf("context %q is a porthole-master: name a machine with -m RUNTIME/MACHINE or -m MACHINE ('porthole machines' lists them)", s.name)}
 	}
 	f.url = u
-	o := client.Options{URL: u, Token: s.token}
-	if s.tls != nil {
-		o.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10, TLSClientConfig: s.tls}
-	}
-	return o, nil
+	return client.Options{URL: u, Token: s.token, TLS: s.tls}, nil
 }
 
 // runLogin is `porthole login -url URL [-token-file F] [-name N] [-ca F]`.
@@ -350,12 +348,12 @@ func runLogin(ctx context.Context, args []string, e env, stdin *os.File, stdout,
 	u := fs.String("url", "", "the agent's or porthole-master's URL (ws://, wss://, http:// or https://)")
 	tokenFile := fs.String("token-file", "", "file holding the token, read at each use (default: $PORTHOLE_TOKEN, else a line of stdin, kept in the config)")
 	name := fs.String("name", "", "the context's name (default: the URL's host)")
-	ca := fs.String("ca", "", "PEM file of certificate authorities to trust for wss/https")
+	ca := fs.String("cacert", "", "PEM certificate(s) trusted for wss/https beside the system's, kept in the context")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *u == "" || fs.NArg() > 0 {
-		return usageError{"login needs -url and no arguments: porthole login -url URL [-token-file F] [-name N] [-ca F]"}
+		return usageError{"login needs -url and no arguments: porthole login -url URL [-token-file F] [-name N] [-cacert F]"}
 	}
 	pu, err := url.Parse(*u)
 	if err != nil || pu.Host == "" || !slices.Contains([]string{"ws", "wss", "http", "https"}, pu.Scheme) {
@@ -444,11 +442,7 @@ func probe(ctx context.Context, s *server) (string, error) {
 	if status == http.StatusUnauthorized || status == http.StatusForbidden {
 		return "", fmt.Errorf("the porthole-master at %s refused the token: %v", s.url, merr)
 	}
-	o := client.Options{URL: s.url, Token: s.token}
-	if s.tls != nil {
-		o.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: s.tls}
-	}
-	c, err := client.Dial(ctx, o)
+	c, err := client.Dial(ctx, client.Options{URL: s.url, Token: s.token, TLS: s.tls})
 	if err != nil {
 		return "", fmt.Errorf("%s is neither a porthole-master nor an agent that accepts the token: %w", s.url, err)
 	}

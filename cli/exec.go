@@ -26,12 +26,13 @@ import (
 
 // clientFlags are the flags every client command has.
 type clientFlags struct {
-	url, tokenFile, context, machine string
+	url, tokenFile, cacert, context, machine string
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&f.url, "url", "", "agent or porthole-master URL (default $PORTHOLE_URL, else the current context, else ws://127.0.0.1:4444)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (default $PORTHOLE_TOKEN, or the context's)")
+	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for wss://, beside the system's (default: the context's)")
 	fs.StringVar(&f.context, "context", "", "a context saved by 'porthole login' (default $PORTHOLE_CONTEXT, else the current one)")
 	fs.StringVar(&f.machine, "m", "", "the machine, RUNTIME/MACHINE or MACHINE, on a porthole-master")
 }

@@ -6,6 +6,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -32,6 +33,9 @@ type Options struct {
 	Token string
 	// Dialer is used for WebSockets; nil means a default dialer.
 	Dialer *websocket.Dialer
+	// TLS configures the default dialer for wss:// (nil: the system's
+	// roots); ignored when Dialer is set.
+	TLS *tls.Config
 	// PingInterval keeps connections alive through proxies. Default 15s.
 	PingInterval time.Duration
 	// MaxMessageBytes bounds messages from the agent. Default 16 MiB.
@@ -58,7 +62,7 @@ func (o *Options) base() (*url.URL, error) {
 
 func (o *Options) setDialer() {
 	if o.Dialer == nil {
-		o.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10}
+		o.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10, TLSClientConfig: o.TLS}
 	}
 }
 
