@@ -28,7 +28,7 @@ func TestCompletionBash(t *testing.T) {
 		{"porthole ", strings.Join([]string{"agent", "exec", "attach", "ps", "kill", "port-forward", "ports", "cp", "login", "context", "machines",
 			"copy", "entrypoint", "bootstrap", "completion", "version", "help"}, " ")},
 		{"porthole exec -con", "-context"},
-		{"porthole cp -", "-context -m -q -token-file -url"},
+		{"porthole cp -", "-cacert -context -m -progress -q -token-file -url"},
 		{"porthole exec -context ", "local prod"},
 		{"porthole exec -context p", "prod"},
 		{"porthole context ", "list use remove"},
