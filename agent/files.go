@@ -93,7 +93,7 @@ func (a *Agent) runCopy(w http.ResponseWriter, r *http.Request, s *session, e *h
 		a.refuse(w, r, e)
 		return
 	}
-	ws, err := a.upgrade(w, r, protocol.SubprotocolFiles)
+	ws, err := a.upgradeStream(w, r, protocol.SubprotocolFiles)
 	if err != nil {
 		s.finish(err)
 		return

@@ -7,8 +7,11 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/internal/wsconn"
 	"github.com/porthole-dev/porthole/protocol"
@@ -35,7 +38,7 @@ func (a *Agent) serveForward(w http.ResponseWriter, r *http.Request, s *session)
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	ws, err := a.upgrade(w, r, protocol.SubprotocolForward)
+	ws, err := a.upgradeStream(w, r, protocol.SubprotocolForward)
 	if err != nil {
 		tc.Close()
 		s.finish(err)
@@ -53,6 +56,20 @@ func (a *Agent) serveForward(w http.ResponseWriter, r *http.Request, s *session)
 	stop()
 	log.Debug("forward ended", "err", err)
 	s.finish(err)
+}
+
+// streamWriteBuffers are the write buffers of byte-stream sockets, held
+// only while a message is written: one frame of DefaultFrameBytes goes
+// out in one write, not one per 64 KiB.
+var streamWriteBuffers sync.Pool
+
+// upgradeStream upgrades a byte-stream socket (port forwarding, file
+// copy).
+func (a *Agent) upgradeStream(w http.ResponseWriter, r *http.Request, subprotocol string) (*websocket.Conn, error) {
+	u := a.upgrader
+	u.WriteBufferSize = wsconn.DefaultFrameBytes + 16 // and the frame header
+	u.WriteBufferPool = &streamWriteBuffers
+	return a.upgradeWith(u, w, r, subprotocol)
 }
 
 // connOptions are the options of the agent's byte-stream sockets

@@ -57,7 +57,10 @@ func (a *Agent) newSession(r *http.Request, kind string) *session {
 
 // upgrade completes a WebSocket handshake with the agent's headers.
 func (a *Agent) upgrade(w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
-	u := a.upgrader
+	return a.upgradeWith(a.upgrader, w, r, subprotocols...)
+}
+
+func (a *Agent) upgradeWith(u websocket.Upgrader, w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
 	u.Subprotocols = subprotocols
 	h := http.Header{}
 	h.Set(protocol.HeaderProtocol, protocol.Version)

@@ -22,7 +22,7 @@ import (
 )
 
 // DefaultFrameBytes is the largest binary message Write sends.
-const DefaultFrameBytes = 128 << 10
+const DefaultFrameBytes = 256 << 10
 
 // Options configure a Conn. Zero values mean the documented defaults.
 type Options struct {
@@ -183,7 +183,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 // ReadFrom sends r's bytes until EOF, a message per read, without an
 // extra copy (io.Copy uses it).
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
-	buf := make([]byte, c.opts.FrameBytes)
+	b := getBuffer(c.opts.FrameBytes)
+	defer putBuffer(b)
+	buf := *b
 	var total int64
 	for {
 		n, err := r.Read(buf)
@@ -342,7 +344,9 @@ func Join(c *Conn, tc HalfConn) error {
 	}
 	// Each error is tagged with its side where it happens.
 	copyDir := func(dst io.Writer, src io.Reader, end func() error, endSide string) {
-		_, err := io.CopyBuffer(dst, src, make([]byte, c.opts.FrameBytes))
+		buf := getBuffer(c.opts.FrameBytes)
+		_, err := io.CopyBuffer(dst, src, *buf)
+		putBuffer(buf)
 		if err == nil {
 			if err = end(); err != nil {
 				err = &SideError{endSide, err}
@@ -400,4 +404,23 @@ func (s sideWriter) Write(p []byte) (int, error) {
 		err = &SideError{s.side, err}
 	}
 	return n, err
+}
+
+// bufPool holds Join's copy buffers of DefaultFrameBytes: a connection
+// costs no allocation of them, and memory follows the connections being
+// copied, not all those ever made.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, DefaultFrameBytes); return &b }}
+
+func getBuffer(n int) *[]byte {
+	if n == DefaultFrameBytes {
+		return bufPool.Get().(*[]byte)
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func putBuffer(b *[]byte) {
+	if len(*b) == DefaultFrameBytes {
+		bufPool.Put(b)
+	}
 }
