@@ -71,3 +71,19 @@ func TestReadmeUsage(t *testing.T) {
 		t.Errorf("the context: %v, %v", fi, err)
 	}
 }
+
+// `porthole-master -h` lists the serve flags, as README's usage assumes.
+func TestMasterHelpListsFlags(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(filepath.Join(filepath.Dir(bin), "porthole-master"), "-h")
+	cmd.Env = baseEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("porthole-master -h: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Usage:", "-listen", "-data", "-tls-cert", "-max-message", "-ping"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("porthole-master -h does not show %q:\n%s", want, out)
+		}
+	}
+}
