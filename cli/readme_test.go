@@ -87,3 +87,43 @@ func TestMasterHelpListsFlags(t *testing.T) {
 		}
 	}
 }
+
+// README.md and docs/*.md link only to files inside the repository, and
+// those exist.
+func TestDocsLinkInsideRepo(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	files = append(files, filepath.Join(root, "README.md"))
+	link := regexp.MustCompile(`\]\(([^)#\s]+)(#[^)]*)?\)`)
+	outside := regexp.MustCompile("`(\\.\\./[^`]+)`")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var targets []string
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			if !strings.Contains(m[1], "://") && !strings.HasPrefix(m[1], "mailto:") {
+				targets = append(targets, m[1])
+			}
+		}
+		for _, m := range outside.FindAllStringSubmatch(string(b), -1) {
+			targets = append(targets, m[1])
+		}
+		for _, tg := range targets {
+			p := filepath.Join(filepath.Dir(f), tg)
+			rel, err := filepath.Rel(root, p)
+			if err != nil || strings.HasPrefix(rel, "..") {
+				t.Errorf("%s links outside the repository: %s", filepath.Base(f), tg)
+				continue
+			}
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("%s links to a missing file: %s", filepath.Base(f), tg)
+			}
+		}
+	}
+}
