@@ -69,7 +69,10 @@ func (a *Agent) upgradeStream(w http.ResponseWriter, r *http.Request, subprotoco
 	u := a.upgrader
 	u.WriteBufferSize = wsconn.DefaultFrameBytes + 16 // and the frame header
 	u.WriteBufferPool = &streamWriteBuffers
-	return a.upgradeWith(u, w, r, subprotocol)
+	// The client's frames must fit the agent's message limit.
+	h := http.Header{}
+	h.Set(protocol.HeaderMaxMessage, strconv.Itoa(a.opts.MaxMessageBytes))
+	return a.upgradeHeader(u, w, r, h, subprotocol)
 }
 
 // connOptions are the options of the agent's byte-stream sockets

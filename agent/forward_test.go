@@ -178,3 +178,23 @@ func get(t *testing.T, url, token string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// An agent with a small message limit says so on the 101 (Porthole-Max-
+// Message), and the client's frames fit it.
+func TestForwardSmallMessageLimit(t *testing.T) {
+	ta := startAgent(t, agent.Options{MaxMessageBytes: 4096})
+	port := upperServer(t)
+	c, err := client.DialPort(ctxT(t), client.Options{URL: ta.url, Token: token}, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(protocol.CloseNormal, "")
+	msg := strings.Repeat("x", 100_000)
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != strings.ToUpper(msg) {
+		t.Fatalf("read %d bytes, %v; want %d", len(got), err, len(msg))
+	}
+}

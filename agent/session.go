@@ -61,8 +61,11 @@ func (a *Agent) upgrade(w http.ResponseWriter, r *http.Request, subprotocols ...
 }
 
 func (a *Agent) upgradeWith(u websocket.Upgrader, w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
+	return a.upgradeHeader(u, w, r, http.Header{}, subprotocols...)
+}
+
+func (a *Agent) upgradeHeader(u websocket.Upgrader, w http.ResponseWriter, r *http.Request, h http.Header, subprotocols ...string) (*websocket.Conn, error) {
 	u.Subprotocols = subprotocols
-	h := http.Header{}
 	h.Set(protocol.HeaderProtocol, protocol.Version)
 	h.Set(protocol.HeaderAgentVersion, a.opts.Version)
 	return u.Upgrade(w, r, h)

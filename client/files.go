@@ -23,11 +23,11 @@ func (e *CopyError) Error() string { return e.Message }
 // it, or w's error.
 func Download(ctx context.Context, opts Options, path string, w io.Writer) (protocol.CopyStatus, error) {
 	var st protocol.CopyStatus
-	ws, err := dialStream(ctx, opts, "/v1/files/archive", "path="+url.QueryEscape(path), protocol.SubprotocolFiles)
+	ws, max, err := dialStream(ctx, opts, "/v1/files/archive", "path="+url.QueryEscape(path), protocol.SubprotocolFiles)
 	if err != nil {
 		return st, err
 	}
-	c := wsconn.New(ws, streamOptions(opts))
+	c := wsconn.New(ws, streamOptions(opts, max))
 	stop := context.AfterFunc(ctx, func() { c.Close(protocol.CloseGoingAway, "client: "+context.Cause(ctx).Error()) })
 	defer stop()
 	_, err = io.Copy(w, c)
@@ -62,11 +62,11 @@ func finishCopy(c *wsconn.Conn, copyErr error) (protocol.CopyStatus, error) {
 // *CopyError; write's own error is returned as is and ends the copy.
 func Upload(ctx context.Context, opts Options, path string, write func(io.Writer) error) (protocol.CopyStatus, error) {
 	var st protocol.CopyStatus
-	ws, err := dialStream(ctx, opts, "/v1/files/extract", "path="+url.QueryEscape(path), protocol.SubprotocolFiles)
+	ws, max, err := dialStream(ctx, opts, "/v1/files/extract", "path="+url.QueryEscape(path), protocol.SubprotocolFiles)
 	if err != nil {
 		return st, err
 	}
-	c := wsconn.New(ws, streamOptions(opts))
+	c := wsconn.New(ws, streamOptions(opts, max))
 	stop := context.AfterFunc(ctx, func() { c.Close(protocol.CloseGoingAway, "client: "+context.Cause(ctx).Error()) })
 	defer stop()
 	werr := make(chan error, 1)

@@ -24,31 +24,37 @@ type Conn = wsconn.Conn
 // CloseWrite it. An agent that cannot connect refuses with an
 // *HTTPError (502) naming the port.
 func DialPort(ctx context.Context, opts Options, port int) (*Conn, error) {
-	ws, err := dialStream(ctx, opts, "/v1/ports/"+strconv.Itoa(port)+"/forward", "", protocol.SubprotocolForward)
+	ws, max, err := dialStream(ctx, opts, "/v1/ports/"+strconv.Itoa(port)+"/forward", "", protocol.SubprotocolForward)
 	if err != nil {
 		return nil, err
 	}
-	return wsconn.New(ws, streamOptions(opts)), nil
+	return wsconn.New(ws, streamOptions(opts, max)), nil
 }
 
 // JoinPort copies between local and c in both directions until both end,
 // passing each end on, then closes both (see wsconn.Join).
 func JoinPort(c *Conn, local wsconn.HalfConn) error { return wsconn.Join(c, local) }
 
-func streamOptions(opts Options) wsconn.Options {
+// streamOptions are a byte-stream socket's: frames no larger than the
+// agent reads (max, from its Porthole-Max-Message; 0: unknown).
+func streamOptions(opts Options, max int) wsconn.Options {
 	ping := opts.PingInterval
 	if ping == 0 {
 		ping = 15 * time.Second
 	}
-	return wsconn.Options{Limit: 1 << 20, PingInterval: ping}
+	frame := wsconn.DefaultFrameBytes
+	if max > 0 {
+		frame = min(frame, max)
+	}
+	return wsconn.Options{Limit: 1 << 20, PingInterval: ping, FrameBytes: frame}
 }
 
 // dialStream opens a WebSocket to path (with query) with the token and
 // version headers, for the byte-stream endpoints.
-func dialStream(ctx context.Context, opts Options, path, query, subprotocol string) (*websocket.Conn, error) {
+func dialStream(ctx context.Context, opts Options, path, query, subprotocol string) (*websocket.Conn, int, error) {
 	base, err := opts.base()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	opts.setDialer()
 	u := *base
@@ -64,11 +70,12 @@ func dialStream(ctx context.Context, opts Options, path, query, subprotocol stri
 		if resp != nil {
 			e := &HTTPError{Status: resp.StatusCode, Message: readBody(resp)}
 			if resp.StatusCode == http.StatusNotFound && e.Message == "404 page not found" {
-				return nil, fmt.Errorf("%w (the agent has no %s endpoint: it needs protocol %s or later)", e, path, protocol.Version)
+				return nil, 0, fmt.Errorf("%w (the agent has no %s endpoint: it needs protocol %s or later)", e, path, protocol.Version)
 			}
-			return nil, e
+			return nil, 0, e
 		}
-		return nil, fmt.Errorf("connect to agent %s: %w", opts.URL, err)
+		return nil, 0, fmt.Errorf("connect to agent %s: %w", opts.URL, err)
 	}
-	return ws, nil
+	max, _ := strconv.Atoi(resp.Header.Get(protocol.HeaderMaxMessage))
+	return ws, max, nil
 }

@@ -23,6 +23,11 @@ const HeaderProtocol = "Porthole-Protocol"
 // HeaderAgentVersion carries the agent's build version on responses.
 const HeaderAgentVersion = "Porthole-Version"
 
+// HeaderMaxMessage, on the 101 of a byte-stream socket (port forwarding,
+// file copy), is the largest message the agent reads, in bytes: the
+// client's frames must not be larger.
+const HeaderMaxMessage = "Porthole-Max-Message"
+
 // WebSocket subprotocols.
 const (
 	// SubprotocolRPC is the control socket: JSON-RPC 2.0, one object per text frame.

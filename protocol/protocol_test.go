@@ -321,6 +321,7 @@ func TestWireConstants(t *testing.T) {
 		{Version, "1.1"},
 		{HeaderProtocol, "Porthole-Protocol"},
 		{HeaderAgentVersion, "Porthole-Version"},
+		{HeaderMaxMessage, "Porthole-Max-Message"},
 		{SubprotocolRPC, "porthole.rpc.v1"},
 		{SubprotocolAttach, "porthole.attach.v1"},
 		{SubprotocolRaw, "porthole.raw.v1"},
