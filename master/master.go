@@ -178,6 +178,7 @@ func (m *Master) Handler() http.Handler {
 	mux.Handle("GET /api/runtimes/{rid}/machines/{name}", m.guard(endpoint{access: reader}, m.serveMachine))
 	mux.Handle("GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader}, m.serveLogs))
 	mux.Handle("/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy))
+	mux.Handle("/api/runtimes/{rid}/machines/{name}/ports/{port}/{path...}", m.guard(endpoint{access: clientOnly, conn: true}, m.servePort))
 	mux.Handle("POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket))
 	mux.Handle("GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo))
 	mux.Handle("GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics))

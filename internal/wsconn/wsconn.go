@@ -424,3 +424,20 @@ func putBuffer(b *[]byte) {
 		bufPool.Put(b)
 	}
 }
+
+// NetConn is c as a net.Conn, for code that wants one (an
+// http.Transport's connection): Close closes with 1000 at once (no
+// half-close); deadlines are accepted and ignored (the keepalive and the
+// write timeout bound the waits).
+func (c *Conn) NetConn() net.Conn { return netConn{c} }
+
+type netConn struct{ c *Conn }
+
+func (n netConn) Read(p []byte) (int, error)         { return n.c.Read(p) }
+func (n netConn) Write(p []byte) (int, error)        { return n.c.Write(p) }
+func (n netConn) Close() error                       { return n.c.Close(websocket.CloseNormalClosure, "") }
+func (n netConn) LocalAddr() net.Addr                { return n.c.ws.LocalAddr() }
+func (n netConn) RemoteAddr() net.Addr               { return n.c.ws.RemoteAddr() }
+func (n netConn) SetDeadline(t time.Time) error      { return nil }
+func (n netConn) SetReadDeadline(t time.Time) error  { return nil }
+func (n netConn) SetWriteDeadline(t time.Time) error { return nil }
