@@ -321,8 +321,12 @@ func machineURL(ctx context.Context, s *server, spec string) (string, error) {
 }
 
 // options resolve the server and, for a master, the machine (-m) into
-// the client's options; f.url becomes the agent's URL.
+// the client's options, once (later calls return the same); f.url
+// becomes the agent's URL.
 func (f *clientFlags) options(ctx context.Context, e env) (client.Options, error) {
+	if f.resolved != nil {
+		return *f.resolved, nil
+	}
 	s, err := f.resolve(e)
 	if err != nil {
 		return client.Options{}, err
@@ -339,10 +343,11 @@ func (f *clientFlags) options(ctx context.Context, e env) (client.Options, error
 		return client.Options{}, usageError{fmt.Sprintf("context %q is a porthole-master: name a machine with -m RUNTIME/MACHINE or -m MACHINE ('porthole machines' lists them)", s.name)}
 	}
 	f.url = u
-	return client.Options{URL: u, Token: s.token, TLS: s.tls}, nil
+	f.resolved = &client.Options{URL: u, Token: s.token, TLS: s.tls}
+	return *f.resolved, nil
 }
 
-// runLogin is `porthole login -url URL [-token-file F] [-name N] [-ca F]`.
+// runLogin is `porthole login -url URL [-token-file F] [-name N] [-cacert F]`.
 func runLogin(ctx context.Context, args []string, e env, stdin *os.File, stdout, stderr *os.File) error {
 	fs := newFlagSet("login", stderr)
 	u := fs.String("url", "", "the agent's or porthole-master's URL (ws://, wss://, http:// or https://)")

@@ -1,8 +1,11 @@
 package cli_test
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -124,4 +127,29 @@ func TestContextTerminal(t *testing.T) {
 	s.waitFor(`answer=42\s+30 100`, waitTimeout)
 	s.typeLine("exit 5")
 	s.checkRestored(5, waitTimeout)
+}
+
+// port-forward and ports with a master context and -m.
+func TestContextPortForward(t *testing.T) {
+	t.Parallel()
+	ma := startMasterAgentFull(t)
+	cfgHome := t.TempDir()
+	env := []string{"XDG_CONFIG_HOME=" + cfgHome}
+	if r := porthole(t, nil, append(env, "PORTHOLE_TOKEN="+ma.clientToken), "", "login", "-url", ma.masterWS); r.code != 0 {
+		t.Fatalf("login: %d %s", r.code, r.stderr)
+	}
+	ms := startMachineServer(t, 1)
+	pf := startPortForward(t, env, "-m", "dev", ":"+strconv.Itoa(ms.port))
+	resp, err := http.Get("http://" + pf.local[0] + "/n/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "answer 1" {
+		t.Errorf("through port-forward -m dev: %q", b)
+	}
+	if r := porthole(t, nil, env, "", "ports", "-m", "w:e:o/dev"); r.code != 0 || !strings.Contains(r.stdout, strconv.Itoa(ms.port)) {
+		t.Errorf("ports -m: %d %q %q", r.code, r.stdout, r.stderr)
+	}
 }

@@ -27,6 +27,7 @@ import (
 // clientFlags are the flags every client command has.
 type clientFlags struct {
 	url, tokenFile, cacert, context, machine string
+	resolved                                 *client.Options // by options
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, e env) {
