@@ -75,6 +75,12 @@ type Options struct {
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
 	WebDir string
+	// RecordDir, when set, records every TTY process's session there, an
+	// asciicast v2 file each (record.go), bounded by RecordMax (default
+	// DefaultRecordMax); with RecordInput, what is typed too.
+	RecordDir   string
+	RecordMax   int64
+	RecordInput bool
 }
 
 func (o *Options) setDefaults() {
@@ -105,6 +111,9 @@ func (o *Options) setDefaults() {
 	def(&o.MaxMessageBytes, DefaultMaxMessageBytes)
 	def(&o.StdinQueue, 64)
 	defDur(&o.StallTimeout, DefaultStallTimeout)
+	if o.RecordMax <= 0 {
+		o.RecordMax = DefaultRecordMax
+	}
 	defDur(&o.Retention, DefaultRetention)
 	defDur(&o.ExitDrain, time.Second)
 	defDur(&o.PingInterval, DefaultPingInterval)
@@ -157,26 +166,44 @@ func New(o Options) (*Agent, error) {
 	return a, nil
 }
 
+// route is one endpoint: a ServeMux pattern and its handler.
+type route struct {
+	pattern string
+	h       http.HandlerFunc
+}
+
+// routes are every endpoint of the agent, the one list Handler serves
+// (and the auth matrix test walks).
+func (a *Agent) routes() []route {
+	post := a.guard("http", a.serveRPCPost)
+	rs := []route{
+		{"GET /healthz", a.serveHealth},
+		{"GET /v1/rpc", a.guard("rpc", a.serveRPCSocket)},
+		{"POST /v1/rpc", func(w http.ResponseWriter, r *http.Request) {
+			if a.cors(w, r) {
+				post(w, r)
+			}
+		}},
+		{"OPTIONS /v1/rpc", a.servePreflight},
+		{"GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach)},
+		{"GET /v1/processes/{id}/recording", a.guard("recording", a.serveRecording)},
+		{"GET /v1/ports/{port}/forward", a.guard("forward", a.serveForward)},
+		{"GET /v1/files/archive", a.guard("archive", a.serveArchive)},
+		{"GET /v1/files/extract", a.guard("extract", a.serveExtract)},
+	}
+	if a.opts.WebDir != "" {
+		rs = append(rs, route{"GET /", webHandler(a.opts.WebDir).ServeHTTP})
+	}
+	return rs
+}
+
 // Handler returns the agent's HTTP handler: the control socket, the
 // one-shot HTTP JSON-RPC endpoint, attach sockets and the health check.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", a.serveHealth)
-	mux.HandleFunc("GET /v1/rpc", a.guard("rpc", a.serveRPCSocket))
-	post := a.guard("http", a.serveRPCPost)
-	mux.HandleFunc("POST /v1/rpc", func(w http.ResponseWriter, r *http.Request) {
-		if a.cors(w, r) {
-			post(w, r)
-		}
-	})
-	mux.HandleFunc("OPTIONS /v1/rpc", a.servePreflight)
-	if a.opts.WebDir != "" {
-		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
+	for _, rt := range a.routes() {
+		mux.Handle(rt.pattern, rt.h)
 	}
-	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
-	mux.HandleFunc("GET /v1/ports/{port}/forward", a.guard("forward", a.serveForward))
-	mux.HandleFunc("GET /v1/files/archive", a.guard("archive", a.serveArchive))
-	mux.HandleFunc("GET /v1/files/extract", a.guard("extract", a.serveExtract))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On refusals too; a 101 gets them from upgrade().
 		w.Header().Set(protocol.HeaderProtocol, protocol.Version)

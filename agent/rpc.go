@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"syscall"
+	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -81,11 +82,18 @@ func (a *Agent) serveRPCPost(w http.ResponseWriter, r *http.Request, s *session)
 		writeResp(http.StatusBadRequest, errorResponse(nil, protocol.CodeInvalidRequest, err.Error()))
 		return
 	}
+	// The call may be long (process.wait): the server's read and write
+	// deadlines, set when the request arrived, would end it. No more is
+	// read; the response gets WriteTimeout from the call's end.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Time{})
 	// The call ends with the request or with the agent.
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	defer context.AfterFunc(r.Context(), cancel)()
 	res, err := s.call(ctx, newCall(&req, nil))
+	rc.SetWriteDeadline(time.Now().Add(a.opts.WriteTimeout))
 	if req.Notif {
 		w.WriteHeader(http.StatusNoContent)
 		return

@@ -17,6 +17,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/internal/tlsconf"
 )
 
@@ -34,6 +35,9 @@ type agentFlags struct {
 	o                        agent.Options
 	grace                    time.Duration
 	logging                  logging.Flags
+	// The listener's connection limits (agent.ServeOptions).
+	headerTimeout, readTimeout, idleTimeout time.Duration
+	maxPending                              int
 
 	metricsListen string
 	// TLS: the listener's certificate; the CA certificates trusted for a wss:// -master.
@@ -60,6 +64,10 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.o.StallTimeout, "stall-timeout", agent.DefaultStallTimeout, "how long a viewer that stops reading may hold a process back")
 	fs.DurationVar(&f.o.PingInterval, "ping", agent.DefaultPingInterval, "keepalive ping interval")
 	fs.DurationVar(&f.grace, "grace", agent.DefaultGrace, "on SIGTERM, how long children get after SIGHUP/SIGTERM before SIGKILL")
+	fs.DurationVar(&f.headerTimeout, "header-timeout", agent.DefaultHeaderTimeout, "how long a connection may take to send a request's headers")
+	fs.DurationVar(&f.readTimeout, "read-timeout", agent.DefaultReadTimeout, "how long a request's headers and body may take (not a WebSocket's life)")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", agent.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
+	fs.IntVar(&f.maxPending, "max-pending-conns", agent.DefaultMaxPendingConns, "connections not in a request (new or idle) kept at once; beyond, the oldest is closed (at most a quarter of RLIMIT_NOFILE)")
 	f.logging.Register(fs)
 	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
 	fs.StringVar(&f.master, "master", "", "porthole-master to serve through, ws://HOST:PORT or wss://HOST:PORT: the agent keeps a tunnel open to URL/api/agent")
@@ -68,12 +76,15 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.machineName, "machine-name", "", "machine name for -master")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve -listen over TLS with this PEM certificate (reloaded when the file changes; needs -tls-key)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
+	fs.StringVar(&f.o.RecordDir, "record", "", "record every terminal session in this directory, an asciicast v2 file each (docs/operations.md)")
+	fs.Int64Var(&f.o.RecordMax, "record-max", agent.DefaultRecordMax, "bytes at most per recording; beyond, it stops with a marker")
+	fs.BoolVar(&f.o.RecordInput, "record-input", false, "with -record, record what is typed too (passwords included: think twice)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics on this address, without authentication ('': none; bind it where only the scraper reaches)")
 	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for a wss:// -master, beside the system's")
 }
 
 // envMachineToken holds the machine token for -master; children never see it.
-const envMachineToken = "PORTHOLE_MACHINE_TOKEN"
+const envMachineToken = proc.EnvMachineToken
 
 // options validates the flags and builds agent options.
 func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
@@ -82,15 +93,24 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	if err != nil {
 		return o, usageError{err.Error()}
 	}
-	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes} {
+	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes, "-max-pending-conns": f.maxPending} {
 		if v <= 0 {
 			return o, usageError{fmt.Sprintf("%s %d: must be positive", name, v)}
 		}
 	}
+	if o.RecordDir != "" {
+		if st, err := os.Stat(o.RecordDir); err != nil || !st.IsDir() {
+			return o, usageError{fmt.Sprintf("-record %q: not a directory", o.RecordDir)}
+		}
+	}
+	if o.RecordMax < 4096 {
+		return o, usageError{fmt.Sprintf("-record-max %d: must be at least 4096", o.RecordMax)}
+	}
 	if o.RingBytes < 4096 {
 		return o, usageError{fmt.Sprintf("-ring %d: must be at least 4096", o.RingBytes)}
 	}
-	for name, v := range map[string]time.Duration{"-stall-timeout": o.StallTimeout, "-ping": o.PingInterval, "-grace": f.grace} {
+	for name, v := range map[string]time.Duration{"-stall-timeout": o.StallTimeout, "-ping": o.PingInterval, "-grace": f.grace,
+		"-header-timeout": f.headerTimeout, "-read-timeout": f.readTimeout, "-idle-timeout": f.idleTimeout} {
 		if v <= 0 {
 			return o, usageError{fmt.Sprintf("%s %s: must be positive", name, v)}
 		}
@@ -221,7 +241,8 @@ func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error
 			return agent.RunOptions{}, fmt.Errorf("-metrics-listen %s: %w", f.metricsListen, err)
 		}
 	}
-	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace, MetricsListener: mln}}, nil
+	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace, MetricsListener: mln,
+		HeaderTimeout: f.headerTimeout, ReadTimeout: f.readTimeout, IdleTimeout: f.idleTimeout, MaxPendingConns: f.maxPending}}, nil
 }
 
 // addrOf is ln's address for logs.

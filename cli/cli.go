@@ -14,6 +14,7 @@ import (
 
 	"github.com/sourcegraph/jsonrpc2"
 
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -78,9 +79,23 @@ porthole-master, -m RUNTIME/MACHINE (or -m MACHINE) names the machine.
 Run 'porthole COMMAND -h' for a command's flags.
 `
 
-// Main runs the command line and returns the process exit code.
+// Main runs the command line and returns the process exit code. It is
+// the process's own: first it keeps the descriptors it inherited from its
+// children, takes the secrets a parent porthole passed on a descriptor,
+// and hides the secrets (proc.HideSecrets: out of its environment, and
+// the process not dumpable, so that the workload cannot read them in
+// /proc).
 func Main(args []string, environ []string) int {
-	err := run(context.Background(), args, parseEnv(environ), os.Stdin, os.Stdout, os.Stderr)
+	err := proc.CloexecInherited()
+	if err == nil {
+		environ, err = proc.ReceiveSecrets(environ)
+	}
+	if err == nil {
+		err = proc.HideSecrets()
+	}
+	if err == nil {
+		err = run(context.Background(), args, parseEnv(environ), os.Stdin, os.Stdout, os.Stderr)
+	}
 	var ee exitError
 	var ue usageError
 	var fe flagError
@@ -187,7 +202,7 @@ func readToken(file string, e env) (string, error) {
 	if file != "" {
 		return readSecretFile("-token-file", file)
 	}
-	return e["PORTHOLE_TOKEN"], nil
+	return e[proc.EnvToken], nil
 }
 
 // readSecretFile reads the token in file, named by flag in errors,

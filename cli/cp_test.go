@@ -95,7 +95,7 @@ func manifest(t *testing.T, root string) string {
 // has no tar (no PATH at all): modes, times, links as links.
 func TestCpRoundTrip(t *testing.T) {
 	t.Parallel()
-	a := startAgentEnv(t, []string{"PATH=/nonexistent"})
+	a := startAgentWith(t, []string{"env", "PATH=/nonexistent"})
 	local := t.TempDir()
 	src := makeCpTree(t, local)
 	want := manifest(t, src)
