@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -130,11 +131,17 @@ type forwarder struct {
 func (f *forwarder) accept(ctx context.Context, ln net.Listener, remote int) {
 	for {
 		lc, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() == nil {
-				f.report("port-forward %d: %v", remote, err)
-			}
+		if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 			return
+		}
+		if err != nil { // out of descriptors, say: wait, then accept again
+			f.report("port-forward %d: %v", remote, err)
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return
+			}
+			continue
 		}
 		id, ok := f.add(func() { lc.Close() })
 		if !ok {
