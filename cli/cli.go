@@ -118,13 +118,31 @@ func Main(args []string, environ []string) int {
 }
 
 // plain words an error for people: a JSON-RPC error is its message, not
-// "jsonrpc2: code -32001 message: ...".
+// "jsonrpc2: code -32001 message: ..."; a token library's reason for a
+// refused token is said plainly.
 func plain(err error) string {
+	msg := err.Error()
 	var je *jsonrpc2.Error
 	if errors.As(err, &je) {
-		return strings.Replace(err.Error(), je.Error(), je.Message, 1)
+		msg = strings.Replace(msg, je.Error(), je.Message, 1)
 	}
-	return err.Error()
+	for _, r := range jwtWords {
+		if i := strings.Index(msg, r.lib); i >= 0 {
+			// The library's wording runs to the end of the message.
+			return msg[:i] + r.plain
+		}
+	}
+	return msg
+}
+
+// jwtWords are the JWT library's reasons porthole-master gives for a
+// refused token, and what they mean to a user.
+var jwtWords = []struct{ lib, plain string }{
+	{"token is malformed", "this is not a porthole-master token (check -token-file, $PORTHOLE_TOKEN or the context)"},
+	{"token signature is invalid", "this token was not issued by this porthole-master (another master's, or altered)"},
+	{"token has invalid claims: token is expired", "this token has expired: get a new one (porthole-master token)"},
+	{"token is expired", "this token has expired: get a new one (porthole-master token)"},
+	{"token is unverifiable", "this token cannot be verified by this porthole-master"},
 }
 
 func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stderr *os.File) error {

@@ -95,7 +95,12 @@ func TestContexts(t *testing.T) {
 		t.Errorf("after remove:\n%s", r.stdout)
 	}
 	expect(run(nil, "", "context", "use", "local"), 1, "", `no context "local" (known: prod)`)
-	expect(run([]string{"PORTHOLE_TOKEN=wrong"}, "", "login", "-url", ma.masterWS), 1, "", "refused the token")
+	r = run([]string{"PORTHOLE_TOKEN=wrong"}, "", "login", "-url", ma.masterWS)
+	expect(r, 1, "", "refused the token")
+	expect(r, 1, "", "this is not a porthole-master token")
+	if strings.Contains(r.stderr, "malformed") || strings.Contains(r.stderr, "segments") {
+		t.Errorf("login with a wrong token: the token library's words reach the user: %q", r.stderr)
+	}
 	expect(run([]string{"PORTHOLE_TOKEN=wrong"}, "", "login", "-url", a.url), 1, "", "invalid token")
 	os.Chmod(cfg, 0o644)
 	expect(run(nil, "", "context", "list"), 1, "", "holds tokens and others may read it (mode 0644): chmod 600 "+cfg)
