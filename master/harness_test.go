@@ -86,7 +86,7 @@ func startMasterTLS(t *testing.T, dir, addr string, tlsConf *tls.Config, opts ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := master.Options{Store: st, Signer: signer, Version: "test", BinariesDir: filepath.Dir(porthole)}
+	o := master.Options{Store: st, Signer: signer, Version: "test", BinariesDir: filepath.Dir(porthole), TokensDir: dir}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -111,7 +111,7 @@ func startMasterTLS(t *testing.T, dir, addr string, tlsConf *tls.Config, opts ..
 	}
 	tm := &testMaster{Master: m, dir: dir, signer: signer, st: st, served: make(chan struct{}),
 		URL: "http" + scheme + "://" + ln.Addr().String(), WS: "ws" + scheme + "://" + ln.Addr().String(),
-		srv: &http.Server{Handler: m.Handler()}}
+		srv: &http.Server{Handler: m.Handler(), ConnContext: master.ConnContext}}
 	go func() { defer close(tm.served); tm.srv.Serve(ln) }()
 	t.Cleanup(tm.stop)
 	return tm
