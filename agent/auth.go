@@ -25,6 +25,19 @@ func (e *httpError) Error() string { return e.msg }
 
 type trustedKey struct{}
 
+// principal is who a request acts for: the name the master passed, on a
+// request through the tunnel; else "agent token" (the agent's one
+// credential).
+func principal(r *http.Request) string {
+	if isTrusted(r) {
+		if p := r.Header.Get(protocol.HeaderPrincipal); p != "" {
+			return p
+		}
+		return "master"
+	}
+	return "agent token"
+}
+
 // TrustedContext marks ctx as the context of requests whose client was
 // authenticated before they reached the agent: those the master sends
 // through the agent's outbound tunnel (internal/tunnel), where the

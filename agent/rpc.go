@@ -205,7 +205,8 @@ var methods = map[string]method{
 		return p.Info(true), nil
 	}),
 	protocol.MethodSignal: (*session).signal,
-	protocol.MethodKill: withProcess(func(_ *session, _ context.Context, p *process, _ *call) (any, error) {
+	protocol.MethodKill: withProcess(func(s *session, _ context.Context, p *process, _ *call) (any, error) {
+		s.audit(protocol.MethodKill, "process", p.id)
 		return protocol.Empty{}, p.Signal(syscall.SIGKILL)
 	}),
 	protocol.MethodResize:      (*session).resize,
@@ -272,8 +273,10 @@ func (s *session) start(_ context.Context, c *call) (any, error) {
 	}
 	p, err := s.a.procs.start(sp)
 	if err != nil {
+		s.audit(protocol.MethodStart, "argv", sp.Argv, "tty", sp.TTY, "err", err)
 		return nil, err
 	}
+	s.audit(protocol.MethodStart, "process", p.id, "argv", p.argv, "tty", sp.TTY, "user", sp.User)
 	return p.Info(false), nil
 }
 
@@ -299,6 +302,7 @@ func (s *session) signal(_ context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.audit(protocol.MethodSignal, "process", p.id, "signal", sp.Signal)
 	return protocol.Empty{}, p.Signal(sig)
 }
 

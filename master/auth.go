@@ -271,6 +271,9 @@ func (t *tickets) use(id string, exp, now time.Time) bool {
 
 // serveTicket issues a ticket to a client (its token as Bearer).
 func (m *Master) serveTicket(w http.ResponseWriter, r *http.Request, c *Claims) {
+	if err := m.audit.record(masterapi.AuditEntry{Principal: c.Principal(), TokenID: c.revocable(), Remote: r.RemoteAddr, Action: "ticket"}); err != nil {
+		m.log.Error("audit record not written", "err", err)
+	}
 	t, exp, err := m.signer.Ticket(time.Now(), c)
 	if err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err.Error())

@@ -36,6 +36,12 @@ type Options struct {
 	// connections closed within about a second. Empty: nothing is
 	// revocable but by a new signing key.
 	TokensDir string
+	// AuditDir holds the audit trail (audit.go: the data directory);
+	// empty: none. AuditMaxBytes bounds it on disk (default
+	// DefaultAuditMaxBytes); AuditMaxAge > 0 hides older records.
+	AuditDir      string
+	AuditMaxBytes int64
+	AuditMaxAge   time.Duration
 	// BinariesDir holds the binaries served at /agent-binaries/:
 	// porthole-linux-amd64 and porthole-linux-arm64 (or porthole for the
 	// master's own architecture). Empty: the master's executable's
@@ -137,6 +143,7 @@ type Master struct {
 	tickets  tickets
 	metrics  *metrics
 	revs     *revocations
+	audit    *auditLog
 	watched  chan struct{} // closed when the registry's watcher has ended
 
 	ctx    context.Context
@@ -168,6 +175,11 @@ func New(o Options) (*Master, error) {
 		cancel(err)
 		st.close(context.Background())
 		return nil, fmt.Errorf("token registry: %w", err)
+	}
+	if m.audit, err = openAudit(o.AuditDir, o.AuditMaxBytes, o.AuditMaxAge); err != nil {
+		cancel(err)
+		st.close(context.Background())
+		return nil, fmt.Errorf("audit trail: %w", err)
 	}
 	m.watched = make(chan struct{})
 	go func() {
@@ -223,7 +235,9 @@ func (m *Master) Shutdown(ctx context.Context) error {
 	if !waitFor(ctx, done) {
 		err = fmt.Errorf("connections still open: %w", context.Cause(ctx))
 	}
-	return errors.Join(err, m.state.close(ctx))
+	err = errors.Join(err, m.state.close(ctx))
+	m.audit.close()
+	return err
 }
 
 // route is one endpoint of the master: a ServeMux pattern and its handler.
@@ -254,6 +268,7 @@ func (m *Master) routes() []route {
 		{"POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket)},
 		{"GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo)},
 		{"GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics)},
+		{"GET /api/audit", m.guard(endpoint{access: clientOnly}, m.serveAudit)},
 		{"GET /agent-binaries/{platform}/{name}/{file}", http.HandlerFunc(m.bins.serve)},
 	}
 	if m.opts.Web != nil {

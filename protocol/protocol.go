@@ -28,6 +28,12 @@ const HeaderAgentVersion = "Porthole-Version"
 // client's frames must not be larger.
 const HeaderMaxMessage = "Porthole-Max-Message"
 
+// HeaderPrincipal carries, on a request through porthole-master's tunnel,
+// who the master authenticated (its token's name): the "who" of the
+// agent's audit log lines. The agent believes it only there: on its own
+// listener anyone could send it.
+const HeaderPrincipal = "X-Porthole-Principal"
+
 // WebSocket subprotocols.
 const (
 	// SubprotocolRPC is the control socket: JSON-RPC 2.0, one object per text frame.

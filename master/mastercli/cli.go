@@ -282,6 +282,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	keepAge := fs.Duration("keep-age", 0, "journal entries older than this are dropped (checked every "+pruneEvery.String()+"); 0 keeps them whatever their age")
 	tlsCert := fs.String("tls-cert", "", "serve -listen over TLS (https, wss) with this PEM certificate, reloaded when the file changes (needs -tls-key)")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of -tls-cert")
+	auditMax := fs.Int64("audit-max-bytes", master.DefaultAuditMaxBytes, "bytes of audit trail kept on disk (DATA/audit.jsonl and audit.1.jsonl; the oldest half goes first)")
+	auditAge := fs.Duration("audit-max-age", 0, "audit records older than this are not served (0: kept until -audit-max-bytes drops them)")
 	metricsListen := fs.String("metrics-listen", "", "also serve /metrics on this address without authentication, for a Prometheus scraper ('': only on -listen, to client tokens)")
 	var logFlags logging.Flags
 	logFlags.Register(fs)
@@ -357,6 +359,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir, o.TokensDir = log, st, signer, Version, *bins, *data
+	o.AuditDir, o.AuditMaxBytes, o.AuditMaxAge = *data, *auditMax, *auditAge
 	o.Web = dashboard.Handler()
 	for _, h := range strings.Split(*allowedHosts, ",") {
 		if h = strings.TrimSpace(h); h != "" {
