@@ -72,6 +72,9 @@ type Options struct {
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
 	WebDir string
+	// Extensions add routes to the agent's handler (Che's agents, package
+	// agent/cheapi). See Extension.
+	Extensions []Extension
 }
 
 func (o *Options) setDefaults() {
@@ -122,6 +125,9 @@ type Agent struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	connSeq uint64
+
+	// routes are the extensions' routes, built once by New.
+	routes map[string]http.Handler
 }
 
 // ErrNoToken is returned by New when no token is configured.
@@ -140,6 +146,12 @@ func New(o Options) (*Agent, error) {
 		ctx:  ctx, cancel: cancel,
 	}
 	a.procs = newManager(&a.opts)
+	a.routes = make(map[string]http.Handler)
+	for _, ext := range o.Extensions {
+		for pattern, h := range ext(a) {
+			a.routes[pattern] = h
+		}
+	}
 	a.upgrader = websocket.Upgrader{
 		// A small read buffer (messages of any size are read through it);
 		// write buffers come from a pool and are held only while a message
@@ -170,6 +182,9 @@ func (a *Agent) Handler() http.Handler {
 		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
 	}
 	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
+	for pattern, h := range a.routes {
+		mux.Handle(pattern, h)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On refusals too; a 101 gets them from upgrade().
 		w.Header().Set(protocol.HeaderProtocol, protocol.Version)

@@ -33,6 +33,9 @@ type process struct {
 
 	clients     atomic.Int32
 	stdinClosed atomic.Bool
+	// ext is an extension's state for this process (embed.go), dropped
+	// with the process.
+	ext atomic.Pointer[any]
 
 	// done is closed once the process has exited and its output streams
 	// have ended: everything a client should see before the exit status.
