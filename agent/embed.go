@@ -7,11 +7,17 @@ package agent
 // no second output path.
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
+	"strconv"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -210,3 +216,55 @@ func ExitReason(info protocol.ProcessInfo) string { return exitReason(info) }
 // character that the next bytes may complete (0 to 3): what a writer of
 // text frames carries to the next frame.
 func IncompleteUTF8(b []byte) int { return incompleteTail(b) }
+
+// HangUp hangs up the process as closing its terminal would: SIGHUP to
+// its group and, on a terminal, to every process of its session (such as
+// the job an interactive shell runs in a group of its own), then the
+// terminal itself is closed, so that reads of the hung-up terminal end
+// (bash, hung up while it waits for input, acts on the signal only once
+// a read returns). Output after the hang-up is not read. Processes that
+// left the session (setsid, daemons) are not hung up, as on a real
+// terminal.
+func (p *Process) HangUp() error {
+	p.p.mu.Lock()
+	defer p.p.mu.Unlock()
+	if p.p.exited {
+		return exitedError(p.p.id)
+	}
+	err := proc.Group(p.p.pid).Signal(syscall.SIGHUP)
+	if p.p.tty {
+		for _, pid := range sessionMembers(p.p.pid) {
+			unix.Kill(pid, unix.SIGHUP)
+		}
+		p.p.child.master.Close() // the pump ends; run closes it again, harmlessly
+	}
+	return err
+}
+
+// sessionMembers lists the processes of session sid (from /proc).
+func sessionMembers(sid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == sid {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		// After "(comm)": state ppid pgrp session ...
+		if f := bytes.Fields(stat[i+1:]); len(f) > 3 && string(f[3]) == strconv.Itoa(sid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -119,8 +119,9 @@ type player struct {
 	ended bool
 	// onSleep, when set, replaces a sleep_ms step: the script's pauses
 	// let Che's agent catch up; the test waits for the event instead.
-	onSleep func(i int)
-	onMark  func(string)
+	onSleep     func(i int)
+	onMark      func(string)
+	onWaitClose func()
 }
 
 func dial(t *testing.T, url string) *player {
@@ -259,6 +260,9 @@ func (p *player) play(steps []step) {
 				p.t.Fatalf("step %d: close: %v", i, err)
 			}
 		case s.WaitClose != nil:
+			if p.onWaitClose != nil {
+				p.onWaitClose()
+			}
 			for !p.ended {
 				p.pull(fmt.Sprintf("step %d: wait_close", i))
 			}

@@ -82,7 +82,7 @@ func (s *server) runOutput(ctx context.Context, c *conn, p *agent.Process, sk *t
 		c.awaitPeerClose(readDone)
 	case cause == errClientGone:
 		if hangup {
-			p.Signal(syscall.SIGHUP)
+			p.HangUp()
 		}
 	case sess.ctx.Err() != nil:
 		c.closeWith(closeGoingAway, context.Cause(sess.ctx).Error())
@@ -137,7 +137,7 @@ func (s *server) terminalInput(ctx context.Context, c *conn, p *agent.Process, s
 				sess.log.Debug("terminal: resize", "err", err)
 			}
 		case "close":
-			p.Signal(syscall.SIGHUP)
+			p.HangUp()
 		default:
 			sess.log.Info("terminal: unknown message type ignored", "type", m.Type)
 		}
