@@ -1,0 +1,277 @@
+package cheapi_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/agent/cheapi"
+	"github.com/porthole-dev/porthole/internal/testutil"
+)
+
+// rpcConn is a Che-style JSON-RPC client for the tests.
+type rpcConn struct {
+	t  *testing.T
+	p  *player
+	id int
+}
+
+func connect(t *testing.T, url string) *rpcConn {
+	c := &rpcConn{t: t, p: dial(t, url)}
+	c.p.waitJSON("hello", map[string]any{"method": "connected"})
+	return c
+}
+
+// call sends a request and returns its answer (result or error) decoded.
+func (c *rpcConn) call(method string, params any) map[string]any {
+	c.t.Helper()
+	c.id++
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": c.id, "method": method, "params": params})
+	if err := c.p.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.waitFor(map[string]any{"id": float64(c.id)})
+}
+
+func (c *rpcConn) waitFor(want map[string]any) map[string]any {
+	c.t.Helper()
+	c.p.waitJSON(fmt.Sprintf("%v", want), want)
+	var m map[string]any
+	json.Unmarshal([]byte(c.p.got[c.p.next-1].Data), &m)
+	return m
+}
+
+// TestAuthCheStyles: the agent's token as Che's clients send it (?token=,
+// Authorization raw, Authorization Bearer) and porthole's own; refusals
+// are 401 before any upgrade; /liveness never needs it.
+func TestAuthCheStyles(t *testing.T) {
+	c := startChe(t, cheapi.Options{}, agent.Options{})
+	base := "ws://" + c.addr + "/connect"
+	for _, tc := range []struct {
+		name   string
+		url    string
+		header http.Header
+		status int
+	}{
+		{"query token", base + "?token=" + token, nil, 101},
+		{"raw header", base, http.Header{"Authorization": {token}}, 101},
+		{"bearer header", base, http.Header{"Authorization": {"Bearer " + token}}, 101},
+		{"porthole subprotocol", base, http.Header{"Sec-WebSocket-Protocol": {"porthole.token." + base64.RawURLEncoding.EncodeToString([]byte(token))}}, 101},
+		{"no token", base, nil, 401},
+		{"wrong query token", base + "?token=nope", nil, 401},
+		{"wrong raw header", base, http.Header{"Authorization": {"nope"}}, 401},
+		{"other origin", base + "?token=" + token, http.Header{"Origin": {"https://evil.example"}}, 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ws, resp, err := websocket.DefaultDialer.Dial(tc.url, tc.header)
+			if ws != nil {
+				ws.Close()
+			}
+			if resp == nil {
+				t.Fatalf("no response: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status && !(tc.status == 101 && err == nil) {
+				t.Errorf("status %d, want %d (%v)", resp.StatusCode, tc.status, err)
+			}
+		})
+	}
+	for _, path := range []string{"/process", "/process/1", "/pty", "/attach/1"} {
+		if resp, body := httpDo(t, "GET", "http://"+c.addr+path, ""); resp.StatusCode != 401 || !strings.Contains(body, "missing token") {
+			t.Errorf("GET %s without a token: %d %q", path, resp.StatusCode, body)
+		}
+	}
+	if resp, body := httpDo(t, "GET", "http://"+c.addr+"/liveness", ""); resp.StatusCode != 200 || body != "" {
+		t.Errorf("/liveness: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestLogBound: an exec-agent process's log keeps the newest lines within
+// -che-log-bytes; getLogs past the bound returns what is kept, the
+// newest, in order; the events still carried every line.
+func TestLogBound(t *testing.T) {
+	const lines = 2000
+	c := startChe(t, cheapi.Options{LogBytes: 100 * (64 + 4)}, agent.Options{})
+	rc := connect(t, c.url("ws", "/connect"))
+	r := rc.call("process.start", map[string]any{"name": "many", "commandLine": fmt.Sprintf("seq 1 %d", lines)})
+	pid := r["result"].(map[string]any)["pid"]
+	rc.waitFor(map[string]any{"method": "process_died"})
+	events := 0
+	for _, f := range rc.p.got {
+		if strings.Contains(f.Data, `"process_stdout"`) {
+			events++
+		}
+	}
+	if events != lines {
+		t.Errorf("%d stdout events, want %d", events, lines)
+	}
+	logs := rc.call("process.getLogs", map[string]any{"pid": pid, "limit": 1000})["result"].([]any)
+	if len(logs) == 0 || len(logs) > 100 {
+		t.Fatalf("kept %d lines, want 1..100", len(logs))
+	}
+	for i, l := range logs {
+		want := strconv.Itoa(lines - len(logs) + 1 + i)
+		if got := l.(map[string]any)["text"]; got != want {
+			t.Fatalf("line %d: %v, want %s (the newest lines, in order)", i, got, want)
+		}
+	}
+}
+
+// TestMachineExec: create (a bare int), check, resize (seen by stty),
+// listContainers, attach with raw text both ways, a later attach gets the
+// whole output again, exactly, then onExecExit to every tunnel.
+func TestMachineExec(t *testing.T) {
+	c := startChe(t, cheapi.Options{MachineName: "dev"}, agent.Options{})
+	rc := connect(t, c.url("ws", "/connect"))
+	other := connect(t, c.url("ws", "/connect")) // broadcasts reach it too
+
+	if got := rc.call("listContainers", map[string]any{})["result"].([]any); len(got) != 1 || got[0].(map[string]any)["container"] != "dev" {
+		t.Errorf("listContainers: %v", got)
+	}
+	if e := rc.call("create", map[string]any{"identifier": map[string]any{"machineName": "other"}, "cmd": []string{"sh"}})["error"]; e == nil {
+		t.Errorf("create on another machine: no error")
+	}
+	r := rc.call("create", map[string]any{"identifier": map[string]any{"machineName": "dev"}, "cmd": []string{"/bin/sh", "-c", "stty size; read line; echo got:$line"}, "tty": true, "cols": 90, "rows": 30})
+	idf, ok := r["result"].(float64)
+	if !ok {
+		t.Fatalf("create: %v", r)
+	}
+	id := int(idf)
+	if got := rc.call("check", map[string]any{"id": id})["result"]; got != idf {
+		t.Errorf("check: %v", got)
+	}
+	if got := rc.call("check", map[string]any{"id": 999})["error"]; !reflect.DeepEqual(got, map[string]any{"code": float64(-32602), "message": "Exec '999' was not found"}) {
+		t.Errorf("check 999: %v", got)
+	}
+	at := dial(t, c.url("ws", "/attach/"+strconv.Itoa(id)))
+	for !strings.Contains(at.text, "30 90") {
+		at.pull("stty size 30 90")
+	}
+	res := rc.call("resize", map[string]any{"id": id, "cols": 100, "rows": 40})["result"]
+	if want := map[string]any{"id": idf, "text": fmt.Sprintf("Exec with id %d  was successfully resized", id)}; !reflect.DeepEqual(res, want) {
+		t.Errorf("resize: %v", res)
+	}
+	if err := at.ws.WriteMessage(websocket.TextMessage, []byte("héllo\r")); err != nil {
+		t.Fatal(err)
+	}
+	for !at.ended {
+		at.pull("the exec's end")
+	}
+	if !strings.Contains(at.text, "got:héllo") {
+		t.Errorf("attach output: %q", at.text)
+	}
+	if last := at.got[len(at.got)-1]; last.Type != "close" || last.Code != 1000 || last.Data != "exit code 0" {
+		t.Errorf("attach end: %+v", last)
+	}
+	for _, x := range []*rpcConn{rc, other} {
+		ev := x.waitFor(map[string]any{"method": "onExecExit"})
+		if p := ev["params"].(map[string]any); p["id"] != idf || p["code"] != float64(0) {
+			t.Errorf("onExecExit: %v", ev)
+		}
+	}
+	// A later attach: the exec's whole output again, then the close.
+	again := dial(t, c.url("ws", "/attach/"+strconv.Itoa(id)))
+	for !again.ended {
+		again.pull("the replay")
+	}
+	if again.text != at.text {
+		t.Errorf("replay %q, first attach %q", again.text, at.text)
+	}
+
+	// A failing exec: onExecError with the status.
+	r = rc.call("create", map[string]any{"cmd": []string{"sh", "-c", "exit 4"}, "type": "process"})
+	ev := rc.waitFor(map[string]any{"method": "onExecError"})
+	if p := ev["params"].(map[string]any); p["id"] != r["result"] || p["stack"] != "command terminated: exit code 4" {
+		t.Errorf("onExecError: %v", ev)
+	}
+	if resp, _ := httpDo(t, "GET", c.url("http", "/attach/999"), ""); resp.StatusCode != 404 {
+		t.Errorf("attach 999: %d", resp.StatusCode)
+	}
+}
+
+// TestResolveCommand is che-machine-exec's command resolution.
+func TestResolveCommand(t *testing.T) {
+	for _, tc := range []struct {
+		cmd      []string
+		typ, cwd string
+		want     []string
+	}{
+		{[]string{"bash"}, "", "", []string{"bash", "-c", "bash"}},
+		{[]string{"sh", "-c", "ls -la"}, "shell", "", []string{"sh", "-c", "ls -la"}},
+		{[]string{"ls", "-la"}, "process", "/tmp", []string{"/bin/sh", "-c", "cd /tmp; ls -la"}},
+		{nil, "process", "file:///projects", []string{"/bin/sh", "-c", "cd /projects; /bin/sh"}},
+	} {
+		if got := cheapi.ResolveCommand(tc.cmd, tc.typ, tc.cwd, "/bin/sh"); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%q %q %q: %q, want %q", tc.cmd, tc.typ, tc.cwd, got, tc.want)
+		}
+	}
+}
+
+// TestShutdownClosesCheSockets: the agent's shutdown ends Che's sockets
+// (1001) and waits for them; goleak (TestMain) checks nothing is left.
+func TestShutdownClosesCheSockets(t *testing.T) {
+	c := startChe(t, cheapi.Options{TerminalShell: "/bin/sh"}, agent.Options{})
+	rc := connect(t, c.url("ws", "/connect"))
+	rc.call("process.start", map[string]any{"name": "s", "commandLine": "sleep 60"})
+	term := dial(t, c.url("ws", "/pty"))
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); c.a.Shutdown(ctx, time.Second) }()
+	for _, p := range []*player{rc.p, term} {
+		for !p.ended {
+			p.pull("the close at shutdown")
+		}
+		if last := p.got[len(p.got)-1]; last.Type != "close" || last.Code != 1001 {
+			t.Errorf("at shutdown: %+v, want close 1001", last)
+		}
+	}
+	testutil.Recv(t, "shutdown", done)
+}
+
+// TestSlowClientDisconnected: a JSON-RPC client that reads nothing while
+// a process writes many lines is disconnected (1008) once its queue is
+// full; the process's output is not held up by it.
+func TestSlowClientDisconnected(t *testing.T) {
+	c := startChe(t, cheapi.Options{Queue: 16}, agent.Options{})
+	ws, resp, err := websocket.DefaultDialer.Dial(c.url("ws", "/connect"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	defer ws.Close()
+	start := `{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"name":"flood","commandLine":"seq 1 300000"}}`
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(start)); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing is read until the process is done: its 300000 lines
+	// (about 30 MB of events) fill the socket's buffers, then the queue.
+	testutil.WaitFor(t, "the process to end", func() bool {
+		_, body := httpDo(t, "GET", c.url("http", "/process/1"), "")
+		return strings.Contains(body, `"alive":false`)
+	})
+	for {
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != 1008 {
+			t.Errorf("end %v, want close 1008", err)
+		}
+		break
+	}
+	_, body := httpDo(t, "GET", c.urlQ("http", "/process/1/logs", "limit=1"), "")
+	if !strings.Contains(body, `"text":"300000"`) {
+		t.Errorf("last log line: %s", body)
+	}
+}
