@@ -275,3 +275,36 @@ func TestSlowClientDisconnected(t *testing.T) {
 		t.Errorf("last log line: %s", body)
 	}
 }
+
+// TestTerminalShellFails: a shell that cannot start closes the socket
+// with 1011 and the reason, as Che's terminal-agent does.
+func TestTerminalShellFails(t *testing.T) {
+	c := startChe(t, cheapi.Options{TerminalShell: "/nonexistent/shell"}, agent.Options{})
+	p := dial(t, c.url("ws", "/pty"))
+	for !p.ended {
+		p.pull("the close")
+	}
+	if last := p.got[len(p.got)-1]; last.Type != "close" || last.Code != 1011 || !strings.Contains(last.Data, "/nonexistent/shell") {
+		t.Errorf("end %+v, want close 1011 naming the shell", last)
+	}
+}
+
+// TestTerminalClientGoneHangsUp: when the client goes away without a
+// word, the shell and the job it runs are hung up.
+func TestTerminalClientGoneHangsUp(t *testing.T) {
+	c := startChe(t, cheapi.Options{TerminalShell: "/bin/sh"}, agent.Options{})
+	p := dial(t, c.url("ws", "/pty"))
+	p.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"data","data":"sleep 300; echo never\r"}`))
+	proc, ok := c.a.Lookup("1")
+	if !ok {
+		t.Fatal("no process 1")
+	}
+	for !strings.Contains(p.text, "sleep 300") {
+		p.pull("the command's echo")
+	}
+	p.ws.Close()
+	testutil.Recv(t, "the shell's end", proc.Done())
+	if info := proc.Info(); info.ExitedAt == nil {
+		t.Errorf("shell still running: %+v", info)
+	}
+}
