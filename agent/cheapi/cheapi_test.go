@@ -188,6 +188,11 @@ func TestMachineExec(t *testing.T) {
 		t.Errorf("replay %q, first attach %q", again.text, at.text)
 	}
 
+	// The exec-agent lists only its own processes.
+	if got := rc.call("process.getProcesses", map[string]any{"all": true})["result"]; !reflect.DeepEqual(got, []any{}) {
+		t.Errorf("exec-agent's processes: %v, want none", got)
+	}
+
 	// A failing exec: onExecError with the status.
 	r = rc.call("create", map[string]any{"cmd": []string{"sh", "-c", "exit 4"}, "type": "process"})
 	ev := rc.waitFor(map[string]any{"method": "onExecError"})
@@ -306,5 +311,21 @@ func TestTerminalClientGoneHangsUp(t *testing.T) {
 	testutil.Recv(t, "the shell's end", proc.Done())
 	if info := proc.Info(); info.ExitedAt == nil {
 		t.Errorf("shell still running: %+v", info)
+	}
+}
+
+// TestMessageTooBig: a message over -max-message closes the socket with
+// 1009.
+func TestMessageTooBig(t *testing.T) {
+	c := startChe(t, cheapi.Options{}, agent.Options{MaxMessageBytes: 1024})
+	for _, path := range []string{"/connect", "/pty"} {
+		p := dial(t, c.url("ws", path))
+		p.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"data","data":"`+strings.Repeat("x", 2000)+`"}`))
+		for !p.ended {
+			p.pull("the close")
+		}
+		if last := p.got[len(p.got)-1]; last.Type != "close" || last.Code != 1009 {
+			t.Errorf("%s: end %+v, want close 1009", path, last)
+		}
 	}
 }
