@@ -25,18 +25,13 @@ import (
 	"github.com/porthole-dev/porthole/internal/testutil"
 )
 
-// goldenDir is where the recordings live: $CHE_GOLDEN_DIR, else the
-// shared directory next to the repository.
+// goldenDir holds the recordings (a copy of ../shared/che-golden: data
+// only, recorded from Che's agents; its README says how to read them).
 func goldenDir(t *testing.T) string {
-	dir := os.Getenv("CHE_GOLDEN_DIR")
-	if dir == "" {
-		dir = "../../../../shared/che-golden"
-	}
+	t.Helper()
+	const dir = "testdata/che-golden"
 	if _, err := os.Stat(filepath.Join(dir, "README.md")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Che golden conversations not found in %s (set CHE_GOLDEN_DIR): %v", dir, err)
-		}
-		t.Skipf("Che golden conversations not found in %s (set CHE_GOLDEN_DIR)", dir)
+		t.Fatalf("the recordings are missing: %v", err)
 	}
 	return dir
 }
