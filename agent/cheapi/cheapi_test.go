@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -327,5 +328,100 @@ func TestMessageTooBig(t *testing.T) {
 		if last := p.got[len(p.got)-1]; last.Type != "close" || last.Code != 1009 {
 			t.Errorf("%s: end %+v, want close 1009", path, last)
 		}
+	}
+}
+
+// TestGetLogsPaging ports the cases of Che's ws_service_test and
+// rest_service_test for getLogs: limit, skip, from, till and their
+// combinations, over JSON-RPC and REST alike.
+func TestGetLogsPaging(t *testing.T) {
+	c := startChe(t, cheapi.Options{}, agent.Options{})
+	rc := connect(t, c.url("ws", "/connect"))
+	// Ten lines, each in its own read (the pauses are the command's).
+	rc.call("process.start", map[string]any{"name": "ten", "commandLine": "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 0.02; done"})
+	rc.waitFor(map[string]any{"method": "process_died"})
+	type line struct {
+		Kind       int
+		Time, Text string
+	}
+	decode := func(v any) []line {
+		b, _ := json.Marshal(v)
+		var ls []line
+		json.Unmarshal(b, &ls)
+		return ls
+	}
+	full := decode(rc.call("process.getLogs", map[string]any{"pid": 1})["result"])
+	if len(full) != 10 {
+		t.Fatalf("full log: %v", full)
+	}
+	texts := func(ls []line) string {
+		var s []string
+		for _, l := range ls {
+			s = append(s, l.Text)
+		}
+		return strings.Join(s, ",")
+	}
+	// from keeps the lines at or after it, till those at or before.
+	ts := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	between := func(from, till string) string {
+		var s []string
+		for _, l := range full {
+			if (from == "" || !ts(l.Time).Before(ts(from))) && (till == "" || !ts(l.Time).After(ts(till))) {
+				s = append(s, l.Text)
+			}
+		}
+		return strings.Join(s, ",")
+	}
+	last := func(s string, limit, skip int) string {
+		all := strings.Split(s, ",")
+		hi := max(len(all)-skip, 0)
+		return strings.Join(all[max(hi-limit, 0):hi], ",")
+	}
+	for _, tc := range []struct {
+		name        string
+		limit, skip int
+		from, till  string
+		want        string
+	}{
+		{"all", 0, 0, "", "", "1,2,3,4,5,6,7,8,9,10"},
+		{"limit 3", 3, 0, "", "", "8,9,10"},
+		{"limit 3 skip 2", 3, 2, "", "", "6,7,8"},
+		{"skip 8", 0, 8, "", "", "1,2"},
+		{"skip past the end", 0, 20, "", "", ""},
+		{"from line 4", 0, 0, full[3].Time, "", between(full[3].Time, "")},
+		{"till line 5", 0, 0, "", full[4].Time, between("", full[4].Time)},
+		{"from 3 till 6, limit 2", 2, 0, full[2].Time, full[5].Time, last(between(full[2].Time, full[5].Time), 2, 0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			params := map[string]any{"pid": 1, "limit": tc.limit, "skip": tc.skip, "from": tc.from, "till": tc.till}
+			if got := texts(decode(rc.call("process.getLogs", params)["result"])); got != tc.want {
+				t.Errorf("JSON-RPC: %q, want %q", got, tc.want)
+			}
+			q := url.Values{}
+			if tc.limit > 0 {
+				q.Set("limit", strconv.Itoa(tc.limit))
+			}
+			q.Set("skip", strconv.Itoa(tc.skip))
+			if tc.from != "" {
+				q.Set("from", tc.from)
+			}
+			if tc.till != "" {
+				q.Set("till", tc.till)
+			}
+			_, body := httpDo(t, "GET", c.urlQ("http", "/process/1/logs", q.Encode()), "")
+			var ls []line
+			if err := json.Unmarshal([]byte(body), &ls); err != nil {
+				t.Fatalf("REST: %q: %v", body, err)
+			}
+			if got := texts(ls); got != tc.want {
+				t.Errorf("REST: %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
