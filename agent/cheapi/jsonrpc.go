@@ -26,15 +26,14 @@ const (
 	codeInvalidParams  = -32602
 	codeInternal       = -32603
 	// Exec-agent's own.
-	codeProcessAPI  = 100
-	codeNoProcess   = 101
-	codeNotAlive    = 102
-	closePolicy     = 1008
-	closeGoingAway  = 1001
-	closeNormal     = 1000
-	closeInternal   = 1011
-	closeTooBig     = 1009
-	maxTunnelIDSize = 32
+	codeProcessAPI = 100
+	codeNoProcess  = 101
+	codeNotAlive   = 102
+	closePolicy    = 1008
+	closeGoingAway = 1001
+	closeNormal    = 1000
+	closeInternal  = 1011
+	closeTooBig    = 1009
 )
 
 // rpcError is an error answer.

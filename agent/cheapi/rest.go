@@ -5,7 +5,6 @@ package cheapi
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -125,12 +124,12 @@ func (s *server) restLogs(w http.ResponseWriter, r *http.Request, sess *session)
 	if rerr == nil {
 		var till time.Time
 		if till, rerr = parseTime("till", q.Get("till")); rerr == nil {
-			limit, err := queryInt(q.Get("limit"), defaultLogLimit)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
+			limit := queryInt(q.Get("limit"), defaultLogLimit)
+			if limit == 0 {
+				http.Error(w, "Required 'limit' to be > 0", http.StatusBadRequest)
 				return
 			}
-			skip, _ := queryInt(q.Get("skip"), 0)
+			skip := queryInt(q.Get("skip"), 0)
 			s.writeLogs(w, q.Get("format"), e.logs(from, till, limit, skip))
 			return
 		}
@@ -139,16 +138,13 @@ func (s *server) restLogs(w http.ResponseWriter, r *http.Request, sess *session)
 }
 
 // queryInt reads Che's limit and skip: a value that is not a number >= 0
-// falls back to def; limit=0 is refused.
-func queryInt(v string, def int) (int, error) {
+// falls back to def.
+func queryInt(v string, def int) int {
 	n, err := strconv.Atoi(v)
-	switch {
-	case err != nil || n < 0:
-		return def, nil
-	case n == 0 && def == defaultLogLimit:
-		return 0, errors.New("Required 'limit' to be > 0")
+	if err != nil || n < 0 {
+		return def
 	}
-	return n, nil
+	return n
 }
 
 func (s *server) writeLogs(w http.ResponseWriter, format string, lines []logLine) {
