@@ -32,6 +32,8 @@ type manager struct {
 	timers  map[string]*time.Timer
 	nextID  int
 	closing bool
+
+	stats stats // for metrics (metrics.go)
 }
 
 func newManager(o *Options) *manager {
@@ -99,10 +101,13 @@ func (m *manager) start(sp protocol.StartParams) (*process, error) {
 		id: strconv.Itoa(m.nextID), name: sp.Name, argv: argv, cwd: sp.Cwd, user: sp.User, tty: sp.TTY,
 		child: c, pid: c.cmd.Process.Pid, startedAt: time.Now(), size: size, done: make(chan struct{}),
 	}
-	p.out[protocol.Stdout] = ring.New(ring.Options{Max: m.opts.RingBytes, Stall: m.opts.StallTimeout, Clock: m.opts.Clock})
+	ro := ring.Options{Max: m.opts.RingBytes, Stall: m.opts.StallTimeout, Clock: m.opts.Clock, OnDemote: func() { m.stats.stalls.Add(1) }}
+	p.out[protocol.Stdout] = ring.New(ro)
 	if !sp.TTY {
-		p.out[protocol.Stderr] = ring.New(ring.Options{Max: m.opts.RingBytes, Stall: m.opts.StallTimeout, Clock: m.opts.Clock})
+		p.out[protocol.Stderr] = ring.New(ro)
 	}
+	p.stats = &m.stats
+	m.stats.started.Add(1)
 	m.procs[p.id] = p
 	m.log.Info("process started", "id", p.id, "pid", p.pid, "argv0", argv[0], "tty", sp.TTY)
 	p.run(&m.wg, clock.Or(m.opts.Clock), m.opts.ExitDrain, func() { m.exited(p) })

@@ -124,7 +124,7 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 				continue
 			}
 			active = true
-			more, done, err := sendOnce(r, protocol.Stream(s), sk)
+			more, done, err := sendOnce(r, protocol.Stream(s), sk, p.stats)
 			if err != nil {
 				return err
 			}
@@ -161,8 +161,9 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 	return sk.exited(p.Info(false))
 }
 
-// sendOnce moves one chunk (or a gap, or the end) from r to sk.
-func sendOnce(r *ring.Reader, s protocol.Stream, sk sink) (more, done bool, err error) {
+// sendOnce moves one chunk (or a gap, or the end) from r to sk, counting
+// it in st.
+func sendOnce(r *ring.Reader, s protocol.Stream, sk sink, st *stats) (more, done bool, err error) {
 	bp := framePool.Get().(*[]byte)
 	defer framePool.Put(bp)
 	frame := *bp
@@ -171,6 +172,7 @@ func sendOnce(r *ring.Reader, s protocol.Stream, sk sink) (more, done bool, err 
 	var gap *ring.GapError
 	switch {
 	case errors.As(rerr, &gap):
+		st.gaps.Add(1)
 		return true, false, sk.gap(s, gap.From, gap.To)
 	case rerr == io.EOF:
 		return false, true, sk.eof(s, off)
@@ -179,6 +181,7 @@ func sendOnce(r *ring.Reader, s protocol.Stream, sk sink) (more, done bool, err 
 	case n == 0:
 		return false, false, nil
 	}
+	st.bytesOut.Add(int64(n))
 	return true, false, sk.output(s, off, frame[:protocol.OutputHeaderLen+n])
 }
 

@@ -33,6 +33,7 @@ type process struct {
 
 	clients     atomic.Int32
 	stdinClosed atomic.Bool
+	stats       *stats // the agent's counters
 	// ext is an extension's state for this process (embed.go), dropped
 	// with the process.
 	ext atomic.Pointer[any]

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -38,6 +40,8 @@ type MasterOptions struct {
 	// RuntimeID (workspace:env:owner) and MachineName name this machine;
 	// the master checks them against the token's claims.
 	RuntimeID, MachineName string
+	// TLS is used for a wss:// URL; nil: the system's roots.
+	TLS *tls.Config
 }
 
 // ServeOptions say where an agent serves and how it stops.
@@ -50,6 +54,9 @@ type ServeOptions struct {
 	// Grace is how long children get after SIGHUP and SIGTERM at shutdown
 	// before they are killed. Default DefaultGrace.
 	Grace time.Duration
+	// MetricsListener, if set, serves MetricsHandler at /metrics, without
+	// authentication (porthole agent -metrics-listen). Serve closes it.
+	MetricsListener net.Listener
 }
 
 // RunOptions configure Run: the agent and where it serves.
@@ -97,8 +104,16 @@ func (a *Agent) Serve(ctx context.Context, o ServeOptions) error {
 	var srv *http.Server
 	served := make(chan error, 1)
 	if o.Listener != nil {
-		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug)}
 		go func() { served <- srv.Serve(o.Listener) }()
+	}
+	if o.MetricsListener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.With("component", "metrics").Handler(), slog.LevelDebug)}
+		mserved := make(chan struct{})
+		go func() { defer close(mserved); msrv.Serve(o.MetricsListener) }()
+		defer func() { msrv.Close(); <-mserved }()
 	}
 	tunCtx, stopTunnel := context.WithCancel(context.Background())
 	defer stopTunnel()
@@ -156,10 +171,11 @@ func (a *Agent) tunnelOptions(m *MasterOptions) (*tunnel.AgentOptions, error) {
 	h.Set(tunnel.HeaderAgentVersion, a.opts.Version)
 	h.Set(tunnel.HeaderProtocol, protocol.Version)
 	return &tunnel.AgentOptions{
-		URL:     u.String(),
-		Header:  h,
-		Handler: a.Handler(),
-		Trust:   TrustedContext,
-		Logger:  a.log.With("component", "tunnel"),
+		URL:       u.String(),
+		Header:    h,
+		Handler:   a.Handler(),
+		Trust:     TrustedContext,
+		Logger:    a.log.With("component", "tunnel"),
+		TLSConfig: m.TLS,
 	}, nil
 }

@@ -79,17 +79,17 @@ func FlushTimeout(reconnect time.Duration) time.Duration {
 // that number and the spool forgets it. Whatever was not acknowledged
 // when a connection breaks is written again on the next one.
 type pusher struct {
-	flag      string // the flag that named the endpoint, for messages
-	url       string
-	header    http.Header
-	tls       *tls.Config
-	sp        *spool
+	flag   string // the flag that named the endpoint, for messages
+	url    string
+	header http.Header
+	tls    *tls.Config
+	sp     *spool
 	// undelivered renders the event that stands for n events not
 	// delivered at the end, the first from installer inst (nil: none).
 	undelivered func(inst int, n uint64) unnumbered
 	reconnect   time.Duration // <= 0: never reconnect (as Che with 0)
-	backoff   *backoff.Backoff
-	log       *slog.Logger
+	backoff     *backoff.Backoff
+	log         *slog.Logger
 
 	// What the master said of itself on the last handshake
 	// (che.HeaderMaxMessage, che.HeaderCapabilities): its largest frame in

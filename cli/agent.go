@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/agent/cheapi"
+	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 )
 
 // listFlag collects a repeatable string flag.
@@ -26,12 +29,16 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // agentFlags are the agent's flags, shared with commands that embed it.
 type agentFlags struct {
-	listen, tokenFile, shell, logLevel string
-	insecure                           bool
-	origins                            listFlag
-	o                                  agent.Options
-	grace                              time.Duration
+	listen, tokenFile, shell string
+	insecure                 bool
+	origins                  listFlag
+	o                        agent.Options
+	grace                    time.Duration
+	logging                  logging.Flags
 
+	metricsListen string
+	// TLS: the listener's certificate; the CA certificates trusted for a wss:// -master.
+	tlsCert, tlsKey, cacert string
 	// The tunnel to porthole-master.
 	master, machineTokenFile, runtimeID, machineName string
 	// tun is set by options when -master is given.
@@ -59,7 +66,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.o.StallTimeout, "stall-timeout", agent.DefaultStallTimeout, "how long a viewer that stops reading may hold a process back")
 	fs.DurationVar(&f.o.PingInterval, "ping", agent.DefaultPingInterval, "keepalive ping interval")
 	fs.DurationVar(&f.grace, "grace", agent.DefaultGrace, "on SIGTERM, how long children get after SIGHUP/SIGTERM before SIGKILL")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.logging.Register(fs)
 	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
 	fs.StringVar(&f.master, "master", "", "porthole-master to serve through, ws://HOST:PORT or wss://HOST:PORT: the agent keeps a tunnel open to URL/api/agent")
 	fs.StringVar(&f.machineTokenFile, "machine-token-file", "", "file holding the machine token for -master (default $"+envMachineToken+")")
@@ -68,6 +75,10 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.che, "che", false, "also speak Eclipse Che's terminal-agent (/pty), exec-agent (/connect, /process, /liveness) and che-machine-exec (/connect, /attach/ID): docs/che-compatibility.md")
 	fs.StringVar(&f.cheShell, "che-shell", "", "with -che: the shell of terminals and commands (default /bin/bash, else /bin/sh)")
 	fs.IntVar(&f.cheLog, "che-log-bytes", cheapi.DefaultLogBytes, "with -che: bytes of exec-agent log kept per process (oldest lines dropped past it)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve -listen over TLS with this PEM certificate (reloaded when the file changes; needs -tls-key)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics on this address, without authentication ('': none; bind it where only the scraper reaches)")
+	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for a wss:// -master, beside the system's")
 }
 
 // envMachineToken holds the machine token for -master; children never see it.
@@ -76,9 +87,9 @@ const envMachineToken = "PORTHOLE_MACHINE_TOKEN"
 // options validates the flags and builds agent options.
 func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	o := f.o
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return o, usageError{fmt.Sprintf("-log-level %q: want debug, info, warn or error", f.logLevel)}
+	log, err := f.logging.Logger(stderr)
+	if err != nil {
+		return o, usageError{err.Error()}
 	}
 	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes} {
 		if v <= 0 {
@@ -117,7 +128,7 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	o.AllowedOrigins = f.origins
 	o.Shell = f.shell
 	o.Version = Version
-	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	o.Logger = log
 	if f.che {
 		if f.cheLog <= 0 {
 			return o, usageError{fmt.Sprintf("-che-log-bytes %d: must be positive", f.cheLog)}
@@ -155,17 +166,33 @@ func (f *agentFlags) masterOptions(e env) (*agent.MasterOptions, error) {
 	if f.machineName == "" {
 		return nil, usageError{"-master needs -machine-name"}
 	}
-	return &agent.MasterOptions{URL: f.master, Token: tok, RuntimeID: f.runtimeID, MachineName: f.machineName}, nil
+	conf, err := tlsconf.Client(f.cacert)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("-cacert %s: %v", f.cacert, err)}
+	}
+	return &agent.MasterOptions{URL: f.master, Token: tok, RuntimeID: f.runtimeID, MachineName: f.machineName, TLS: conf}, nil
 }
 
-// listen opens the local listener, or none for -listen none.
-func (f *agentFlags) listener() (net.Listener, error) {
+// listen opens the local listener (over TLS with -tls-cert), or none for
+// -listen none.
+func (f *agentFlags) listener(log *slog.Logger) (net.Listener, error) {
 	if f.noListener() {
 		return nil, nil
+	}
+	var conf *tls.Config
+	if f.tlsCert != "" || f.tlsKey != "" {
+		r, err := tlsconf.NewReloader(f.tlsCert, f.tlsKey, log)
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		conf = tlsconf.Server(r)
 	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return nil, fmt.Errorf("-listen %s: %w", f.listen, err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
 	}
 	return ln, nil
 }
@@ -198,11 +225,20 @@ func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error
 	if err != nil {
 		return agent.RunOptions{}, err
 	}
-	ln, err := f.listener()
+	ln, err := f.listener(o.Logger)
 	if err != nil {
 		return agent.RunOptions{}, err
 	}
-	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace}}, nil
+	var mln net.Listener
+	if f.metricsListen != "" {
+		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return agent.RunOptions{}, fmt.Errorf("-metrics-listen %s: %w", f.metricsListen, err)
+		}
+	}
+	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace, MetricsListener: mln}}, nil
 }
 
 // addrOf is ln's address for logs.

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porthole-dev/porthole/bootstrapper"
+	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/protocol/che"
 )
 
@@ -33,7 +34,8 @@ type bootstrapFlags struct {
 	backoff                bool
 	liveness               secondsFlag
 	serverEvents           string
-	spoolDir, logLevel     string
+	spoolDir               string
+	logging                logging.Flags
 	spoolMemory, spoolMax  byteSize
 	maxLine                int
 	stopGrace, flushWithin time.Duration
@@ -63,7 +65,7 @@ func (f *bootstrapFlags) register(fs *flag.FlagSet, e env) {
 	fs.IntVar(&f.maxLine, "max-line", 8<<10, "longer output lines are split into pieces of this many bytes")
 	fs.DurationVar(&f.stopGrace, "stop-grace", 2*time.Second, "how long installers get between SIGTERM and SIGKILL")
 	fs.DurationVar(&f.flushWithin, "flush-timeout", 0, "at the end, how long to try to deliver the events left (default 3 × -logs-endpoint-reconnect-period, at least 10s: three reconnection attempts)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.logging.Register(fs)
 	fs.StringVar(&f.serverEvents, "server-status-events", bootstrapper.ServerEventsAuto, "after DONE, push each server's liveness change as installer/serverStatusChanged: auto (when the master announces it understands it), always or never")
 }
 
@@ -121,9 +123,9 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 	default:
 		return bad("-server-status-events %q: want auto, always or never", f.serverEvents)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return bad("-log-level %q: want debug, info, warn or error", f.logLevel)
+	log, err := f.logging.Logger(stderr)
+	if err != nil {
+		return bad("%v", err)
 	}
 	if f.spoolDir != "" {
 		if st, err := os.Stat(f.spoolDir); err != nil || !st.IsDir() {
@@ -132,7 +134,7 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 	}
 	var tlsConf *tls.Config
 	if f.cacert != "" {
-		if tlsConf, err = loadCACert(f.cacert); err != nil {
+		if tlsConf, err = tlsconf.Client(f.cacert); err != nil {
 			return bad("-cacert %s: %v", f.cacert, err)
 		}
 	}
@@ -162,7 +164,7 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 		SpoolMemory:        int64(f.spoolMemory),
 		SpoolLimit:         int64(f.spoolMax),
 		MaxLine:            f.maxLine,
-		Logger:             slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Logger:             log,
 	}
 	if f.enableAuth {
 		o.Token = e["CHE_MACHINE_TOKEN"]
@@ -183,21 +185,6 @@ func checkWS(s string) error {
 		return errors.New("no host")
 	}
 	return nil
-}
-
-func loadCACert(path string) (*tls.Config, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return &tls.Config{RootCAs: pool}, nil
 }
 
 // signalCause ends a bootstrap: its text is the "interrupted" error the
@@ -270,7 +257,7 @@ func (f *bootstrapFlags) reportFailure(ctx context.Context, e env, stderr *os.Fi
 		ReconnectPeriod: time.Duration(max(f.reconnectPeriod, 0)) * time.Second,
 		Logger:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if f.cacert != "" {
-		o.TLS, _ = loadCACert(f.cacert) // nil when it is the bad flag: the system's roots
+		o.TLS, _ = tlsconf.Client(f.cacert) // nil when it is the bad flag: the system's roots
 	}
 	if f.enableAuth {
 		o.Token = e["CHE_MACHINE_TOKEN"]

@@ -59,6 +59,7 @@ Usage:
   porthole entrypoint [agent flags] [-- CMD [ARGS...]]         run as the container's PID 1
   porthole bootstrap -push-endpoint URL -runtime-id W:E:O -machine-name M [flags]
                                                                run Che installers (also run as 'bootstrapper')
+  porthole health [-url http://127.0.0.1:4444/healthz]        exit 0 if the URL answers 200 (a probe)
   porthole version                                             print versions
 
 The token comes from $PORTHOLE_TOKEN or -token-file; the agent URL from
@@ -113,6 +114,8 @@ func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stde
 		return runCopy(rest, e, stdout, stderr)
 	case "bootstrap":
 		return runBootstrap(ctx, rest, e, stderr)
+	case "health":
+		return runHealth(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "porthole %s (protocol %s)\n", Version, protocol.Version)
 		return nil

@@ -8,8 +8,13 @@ package cli_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/porthole-dev/porthole/internal/testutil"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -440,5 +445,86 @@ func TestTerminalExitPaths(t *testing.T) {
 				s.waitFor(tc.pane, 0)
 			}
 		})
+	}
+}
+
+// -log-format json: every line the agent logs is one JSON object, with
+// the fields a log pipeline indexes (time, level, msg, and the process's).
+func TestAgentJSONLogs(t *testing.T) {
+	a := startAgent(t, "-log-format", "json")
+	if r := porthole(t, a, nil, "", "exec", "-url", a.url, "--", "sh", "-c", "exit 4"); r.code != 4 {
+		t.Fatalf("exec: exit %d; stderr %s", r.code, r.stderr)
+	}
+	a.stop(t)
+	var started, exited bool
+	for line := range strings.Lines(a.log()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON line: %q (%v)", line, err)
+		}
+		if rec["time"] == nil || rec["level"] == nil {
+			t.Fatalf("no time or level: %q", line)
+		}
+		switch rec["msg"] {
+		case "process started":
+			started = rec["argv0"] == "sh" && rec["id"] != nil
+		case "process exited":
+			exited = rec["status"] != nil
+		}
+	}
+	if !started || !exited {
+		t.Fatalf("process started/exited lines with their fields: %v/%v; log:\n%s", started, exited, a.log())
+	}
+}
+
+// -metrics-listen serves the agent's Prometheus metrics on their own
+// address (not the agent's, which keeps its token check): processes by
+// state, started, output bytes sent.
+func TestAgentMetrics(t *testing.T) {
+	maddr := testutil.FreeAddr(t)
+	a := startAgent(t, "-metrics-listen", maddr)
+	if r := porthole(t, a, nil, "", "exec", "-url", a.url, "--", "echo", "metrics"); r.code != 0 || r.stdout != "metrics\n" {
+		t.Fatalf("exec: %+v", r)
+	}
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	get := func(name, state string) float64 {
+		f := fams[name]
+		if f == nil {
+			t.Fatalf("no %s", name)
+		}
+		for _, m := range f.Metric {
+			if state != "" && (len(m.Label) == 0 || m.Label[0].GetValue() != state) {
+				continue
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+		t.Fatalf("no %s{state=%q}", name, state)
+		return 0
+	}
+	if n := get("porthole_agent_processes_started_total", ""); n != 1 {
+		t.Errorf("processes started %v; want 1", n)
+	}
+	if n := get("porthole_agent_output_bytes_total", ""); n != float64(len("metrics\n")) {
+		t.Errorf("output bytes %v; want %d", n, len("metrics\n"))
+	}
+	if n := get("porthole_agent_processes", "exited"); n != 1 {
+		t.Errorf("exited processes %v; want 1", n)
+	}
+	if resp, err := http.Get("http://" + a.addr + "/metrics"); err != nil || resp.StatusCode == 200 {
+		t.Errorf("/metrics on the agent's own address: %v %v; want it not served there", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 }

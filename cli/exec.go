@@ -20,12 +20,13 @@ import (
 	"github.com/porthole-dev/porthole/client"
 	"github.com/porthole-dev/porthole/internal/backoff"
 	"github.com/porthole-dev/porthole/internal/clock"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
 // clientFlags are the flags every client command has.
 type clientFlags struct {
-	url, tokenFile string
+	url, tokenFile, cacert string
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, e env) {
@@ -35,6 +36,7 @@ func (f *clientFlags) register(fs *flag.FlagSet, e env) {
 	}
 	fs.StringVar(&f.url, "url", def, "agent URL (default $PORTHOLE_URL)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (default $PORTHOLE_TOKEN)")
+	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for a wss:// -url, beside the system's")
 }
 
 // reconnect is how a session reattaches after its connection drops: with
@@ -65,9 +67,13 @@ func (f *clientFlags) dial(ctx context.Context, e env) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	conf, err := tlsconf.Client(f.cacert)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("-cacert %s: %v", f.cacert, err)}
+	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return client.Dial(dctx, client.Options{URL: f.url, Token: tok})
+	return client.Dial(dctx, client.Options{URL: f.url, Token: tok, TLS: conf})
 }
 
 // forwarded are the signals the CLI passes on to the remote process.

@@ -65,12 +65,13 @@ type agentProc struct {
 	waitErr          error         // set before exited is closed
 }
 
-// startAgent starts an agent with a random token, waits until it is
-// healthy and stops it with SIGTERM at cleanup, expecting exit status 0.
-func startAgent(t *testing.T) *agentProc {
+// startAgent starts an agent with a random token (and the flags extra),
+// waits until it is healthy and stops it with SIGTERM at cleanup,
+// expecting exit status 0.
+func startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a, err := tryStartAgent(t)
+		a, err := tryStartAgent(t, extra...)
 		if err == nil {
 			return a
 		}
@@ -83,7 +84,7 @@ func startAgent(t *testing.T) *agentProc {
 	}
 }
 
-func tryStartAgent(t *testing.T) (*agentProc, error) {
+func tryStartAgent(t *testing.T, extra ...string) (*agentProc, error) {
 	a := &agentProc{addr: testutil.FreeAddr(t), token: randHex(16), exited: make(chan struct{})}
 	a.url = "ws://" + a.addr
 	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
@@ -92,7 +93,7 @@ func tryStartAgent(t *testing.T) (*agentProc, error) {
 	}
 	defer logf.Close()
 	a.logPath = logf.Name()
-	a.cmd = exec.Command(bin, "agent", "-listen", a.addr, "-grace", "2s")
+	a.cmd = exec.Command(bin, append([]string{"agent", "-listen", a.addr, "-grace", "2s"}, extra...)...)
 	a.cmd.Env = append(baseEnv(), "PORTHOLE_TOKEN="+a.token)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the test binary die

@@ -6,6 +6,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -31,6 +32,9 @@ type Options struct {
 	Token string
 	// Dialer is used for WebSockets; nil means a default dialer.
 	Dialer *websocket.Dialer
+	// TLS configures the default dialer for wss:// (nil: the system's
+	// roots); ignored when Dialer is set.
+	TLS *tls.Config
 	// PingInterval keeps connections alive through proxies. Default 15s.
 	PingInterval time.Duration
 	// MaxMessageBytes bounds messages from the agent. Default 16 MiB.
@@ -64,7 +68,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("agent url %q: scheme must be ws or wss", opts.URL)
 	}
 	if opts.Dialer == nil {
-		opts.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10}
+		opts.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10, TLSClientConfig: opts.TLS}
 	}
 	if opts.PingInterval == 0 {
 		opts.PingInterval = 15 * time.Second

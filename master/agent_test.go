@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -24,24 +23,7 @@ func TestAgentThroughMaster(t *testing.T) {
 	const rid = "w:e:o"
 	client := tm.clientToken(t)
 	sub := subscribe(t, tm, client, masterapi.SubscribeParams{RuntimeID: rid})
-	tokFile := filepath.Join(t.TempDir(), "machine.token")
-	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, "dev")), 0o600)
-	ag := exec.Command(porthole, "agent", "-listen", "none", "-master", tm.WS, "-machine-token-file", tokFile,
-		"-runtime-id", rid, "-machine-name", "dev")
-	var agentOut testutil.SyncBuffer
-	ag.Stderr = &agentOut
-	if err := ag.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { ag.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		ag.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("agent output:\n%s", agentOut.String())
-		}
-	})
+	ag, exited := tunnelAgent(t, tm, rid, "dev")
 	sub.until(t, "the agent connected", func(ms map[string]*masterapi.Machine, _ map[string][]masterapi.Entry) bool {
 		m := ms[rid+"/dev"]
 		return m != nil && m.Agent.Connected && m.Agent.Via == "tunnel" && m.Agent.Protocol != ""

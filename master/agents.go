@@ -127,5 +127,8 @@ func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, _ *Clai
 	}
 	r2 := r.Clone(r.Context())
 	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("path"), ""
+	m.metrics.proxiedTotal.Inc()
+	m.metrics.proxied.Inc()
+	defer m.metrics.proxied.Dec()
 	sess.Proxy("").ServeHTTP(w, r2)
 }

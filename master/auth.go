@@ -159,6 +159,7 @@ func scope(c *Claims) (internal bool, only string) {
 // refuse answers e and logs it with the request, never the token.
 func (m *Master) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
 	m.log.Warn("request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "status", e.status, "reason", e.msg)
+	m.metrics.requestRefused.WithLabelValues(statusLabel(e.status)).Inc()
 	writeJSONError(w, e.status, e.msg)
 }
 

@@ -2,6 +2,7 @@ package master_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,6 +68,13 @@ type testMaster struct {
 // the test ends or stop.
 func startMaster(t *testing.T, dir, addr string, opts ...func(*master.Options)) *testMaster {
 	t.Helper()
+	return startMasterTLS(t, dir, addr, nil, opts...)
+}
+
+// startMasterTLS is startMaster serving TLS with tlsConf (https, wss) when
+// it is not nil.
+func startMasterTLS(t *testing.T, dir, addr string, tlsConf *tls.Config, opts ...func(*master.Options)) *testMaster {
+	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
@@ -97,8 +105,12 @@ func startMaster(t *testing.T, dir, addr string, opts ...func(*master.Options)) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	scheme := ""
+	if tlsConf != nil {
+		ln, scheme = tls.NewListener(ln, tlsConf), "s"
+	}
 	tm := &testMaster{Master: m, dir: dir, signer: signer, st: st, served: make(chan struct{}),
-		URL: "http://" + ln.Addr().String(), WS: "ws://" + ln.Addr().String(),
+		URL: "http" + scheme + "://" + ln.Addr().String(), WS: "ws" + scheme + "://" + ln.Addr().String(),
 		srv: &http.Server{Handler: m.Handler()}}
 	go func() { defer close(tm.served); tm.srv.Serve(ln) }()
 	t.Cleanup(tm.stop)
@@ -116,7 +128,7 @@ func (tm *testMaster) stop() {
 	})
 }
 
-func (tm *testMaster) addr() string { return strings.TrimPrefix(tm.URL, "http://") }
+func (tm *testMaster) addr() string { return tm.URL[strings.Index(tm.URL, "://")+3:] }
 
 func (tm *testMaster) machineToken(t *testing.T, rid, name string) string {
 	t.Helper()
@@ -331,4 +343,30 @@ func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) 
 func jsonRaw(s string) *json.RawMessage {
 	r := json.RawMessage(s)
 	return &r
+}
+
+// tunnelAgent runs `porthole agent -listen none -master tm.WS` for machine
+// name of rid (and the flags extra), killed at cleanup; exited is closed
+// when it has exited.
+func tunnelAgent(t *testing.T, tm *testMaster, rid, name string, extra ...string) (ag *exec.Cmd, exited chan struct{}) {
+	t.Helper()
+	tokFile := filepath.Join(t.TempDir(), "machine.token")
+	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, name)), 0o600)
+	ag = exec.Command(porthole, append([]string{"agent", "-listen", "none", "-master", tm.WS, "-machine-token-file", tokFile,
+		"-runtime-id", rid, "-machine-name", name}, extra...)...)
+	var out testutil.SyncBuffer
+	ag.Stderr = &out
+	if err := ag.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan struct{})
+	go func() { ag.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		ag.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("agent output:\n%s", out.String())
+		}
+	})
+	return ag, exited
 }

@@ -122,6 +122,7 @@ func (c *ingestConn) run() {
 // is counted again).
 func (c *ingestConn) tooLarge(size int64) {
 	c.log.Warn("event above the limit refused", "bytes", size, "limit", c.m.opts.MaxEventBytes)
+	c.m.metrics.ingestRefused.Inc()
 	gen, err := c.m.state.refused(c.key, c.lastAt, size, int64(c.m.opts.MaxEventBytes))
 	if err == nil {
 		c.gen = max(c.gen, gen)
@@ -202,6 +203,8 @@ func (c *ingestConn) handle(f *frame) error {
 	}
 	c.gen = max(c.gen, gen)
 	c.pending += f.size
+	c.m.metrics.ingestEvents.Inc()
+	c.m.metrics.ingestBytes.Add(float64(f.size))
 	if c.pending >= c.m.opts.ConnPendingBytes {
 		// Bounded per connection: a machine that floods waits for the
 		// store instead of growing the master's memory.

@@ -73,6 +73,9 @@ type state struct {
 	changed  chan struct{} // closed and replaced after each commit
 	done     chan struct{} // the committer ended
 
+	// commitSeconds, when set, observes each commit's duration.
+	commitSeconds interface{ Observe(float64) }
+
 	abandonOnce sync.Once
 	abandon     chan struct{} // closed: the committer stops retrying (close's context ended)
 }
@@ -431,6 +434,9 @@ func (s *state) number(pending []pendingEntry) []store.KeyedEntry {
 // is acknowledged, so bootstrappers keep their spools. It gives up,
 // returning false, when close's context ends.
 func (s *state) write(b *store.Batch) bool {
+	if s.commitSeconds != nil {
+		defer func(began time.Time) { s.commitSeconds.Observe(time.Since(began).Seconds()) }(time.Now())
+	}
 	backoff := 10 * time.Millisecond
 	for {
 		err := s.st.Commit(b)

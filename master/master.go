@@ -93,6 +93,7 @@ type Master struct {
 	upgrader websocket.Upgrader
 	agents   *agents
 	bins     *binaries
+	metrics  *metrics
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -118,6 +119,8 @@ func New(o Options) (*Master, error) {
 		opts: o, log: o.Logger, state: st, signer: o.Signer,
 		ctx: ctx, cancel: cancel,
 	}
+	m.metrics = newMetrics(m)
+	st.commitSeconds = m.metrics.commitSeconds
 	m.agents = newAgents()
 	m.bins = newBinaries(o.BinariesDir)
 	m.upgrader = websocket.Upgrader{
@@ -177,6 +180,7 @@ func (m *Master) Handler() http.Handler {
 	mux.Handle("/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy))
 	mux.Handle("POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket))
 	mux.Handle("GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo))
+	mux.Handle("GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics))
 	mux.HandleFunc("GET /agent-binaries/{platform}/{name}/{file}", m.bins.serve)
 	if m.opts.Web != nil {
 		mux.Handle("/", m.opts.Web) // any method: "GET /" would conflict with the agent proxy's pattern

@@ -133,6 +133,8 @@ func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p masterapi.SubscribePar
 	go func() {
 		defer cs.wg.Done()
 		defer cancel()
+		cs.m.metrics.subscriptions.Inc()
+		defer cs.m.metrics.subscriptions.Dec()
 		sub.run(ctx)
 	}()
 	return masterapi.SubscribeResult{Subscription: id}, nil

@@ -25,8 +25,10 @@ if [ -n "$unformatted" ]; then
 fi
 echo "lint: go vet"
 go vet ./...
+go vet -tags engine ./deploy/e2e/   # make e2e-engine's test, behind its build tag
 echo "lint: staticcheck ($STATICCHECK)"
 "$tools/staticcheck" ./...
+"$tools/staticcheck" -tags engine ./deploy/e2e/
 
 echo "lint: govulncheck ($GOVULNCHECK, database golang.org/x/vulndb@$VULNDB_VERSION)"
 info=$(cd /tmp && go mod download -json "golang.org/x/vulndb@$VULNDB_VERSION")

@@ -168,6 +168,174 @@ func TestDashboardReconnect(t *testing.T) {
 	}
 }
 
+// TestDashboardTerminalReconnect: a terminal streaming numbered lines
+// survives the master being killed (SIGKILL) and restarted on the same
+// port and data directory: the panel's bar says it is reconnecting (its
+// output does not), the page reattaches at the exact offset, and the
+// buffer holds every line once, in order. A reload then reattaches to
+// the same shell (the agent has no second process) and replays it, and
+// Close hangs up that shell. When the agent restarts, the panel says its
+// shell is gone and stops.
+func TestDashboardTerminalReconnect(t *testing.T) {
+	dashboardDist(t)
+	chromium := chromiumPath(t)
+	bins := buildBinaries(t)
+	m := startMaster(t, bins)
+	const rid, name = "ws4:default:owner4", "survivor"
+	machineToken := m.tokenFile(t, "-runtime-id", rid, "-machine-name", name)
+	agent := startAgentProc(t, bins, m, machineToken, rid, name)
+	client := m.token(t, "-client")
+
+	p := startBrowser(t, chromium)
+	p.do(chromedp.Navigate("http://" + m.addr + "/#token=" + client))
+	card := machineJS(rid, name)
+	p.wait("the agent connected", card+`?.querySelector('.open-terminal')?.disabled === false`)
+	eval[bool](p, card+`.querySelector('.open-terminal').click() ?? true`)
+	termJS := `window.porthole.terminal(` + jsString(rid) + `, ` + jsString(name) + `)`
+	idJS := `window.porthole.processId(` + jsString(rid) + `, ` + jsString(name) + `)`
+	stateJS := card + `?.querySelector('.terminal-status')?.dataset.state`
+	// The buffer's lines, wrapped rows joined.
+	linesJS := `(t => { const b = t?.buffer.active, out = []; if (!b) return out; for (let i = 0; i < b.length; i++) {
+		const l = b.getLine(i), s = l.translateToString(true); if (l.isWrapped && out.length) out[out.length - 1] += s; else out.push(s); } return out; })(` + termJS + `)`
+	has := func(re string) string { return linesJS + `.some(l => /` + re + `/.test(l))` }
+	// lastNumber is the highest nN line shown, 0 for none.
+	lastNumber := `Math.max(0, ...` + linesJS + `.map(l => /^n(\d+)$/.exec(l)).filter(Boolean).map(m => Number(m[1])))`
+	// checkNumbers: the lines n1..nK, each once and in order, then end-K.
+	checkNumbers := func(when string) {
+		t.Helper()
+		var got []int
+		end := -1
+		for _, l := range eval[[]string](p, linesJS) {
+			l = strings.TrimSpace(l)
+			if n, err := strconv.Atoi(strings.TrimPrefix(l, "n")); err == nil && strings.HasPrefix(l, "n") {
+				got = append(got, n)
+			} else if n, err := strconv.Atoi(strings.TrimPrefix(l, "end-")); err == nil && strings.HasPrefix(l, "end-") {
+				end = n
+			} else if strings.Contains(l, "reconnecting") || strings.Contains(l, "lost]") || strings.Contains(l, "zzz") {
+				t.Errorf("%s: the terminal's output has %q", when, l)
+			}
+		}
+		if end != len(got) {
+			t.Errorf("%s: %d numbered lines, but the loop printed %d", when, len(got), end)
+		}
+		for i, n := range got {
+			if n != i+1 {
+				t.Fatalf("%s: line %d is n%d, want n%d (lines %v)", when, i+1, n, i+1, got[max(0, i-3):min(len(got), i+4)])
+			}
+		}
+		t.Logf("%s: n1..n%d, each once and in order", when, len(got))
+	}
+
+	p.wait("a shell prompt", has(`^`+strings.TrimSpace(prompt)))
+	p.wait("attached", stateJS+` === 'open'`)
+	id := eval[string](p, idJS)
+	dir := t.TempDir()
+	flag, counter := filepath.Join(dir, "stop"), filepath.Join(dir, "counter")
+	// The loop also writes its count to a file, which the test reads
+	// while the master is down.
+	p.typeText(fmt.Sprintf("i=0; while [ ! -e %s ]; do i=$((i+1)); echo n$i; echo $i >%s; sleep 0.01; done; echo end-$i\r", flag, counter))
+	p.wait("the stream", lastNumber+` >= 20`)
+
+	m.kill(t)
+	p.wait("the bar to say reconnecting", stateJS+` === 'reconnecting' && `+card+`.querySelector('.terminal-status').textContent.startsWith('reconnecting… (attempt ')`)
+	t.Logf("while the master is down: %s", eval[string](p, card+`.querySelector('.terminal-status').textContent`))
+	// Typing while reconnecting sends nothing (the tty would echo it).
+	p.typeText("zzz")
+	p.screenshot("dashboard-terminal-reconnecting.png")
+	// The shell goes on while the master is down: the page reattaches
+	// behind what it has shown.
+	before := eval[int](p, lastNumber)
+	testutil.WaitFor(t, "the loop to print 30 lines while the master is down", func() bool {
+		b, _ := os.ReadFile(counter)
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && n >= before+30
+	})
+	down := time.Now()
+	startMasterAt(t, bins, m.addr, m.data) // stopped at cleanup
+	t.Logf("the master answers again after %v", time.Since(down).Round(time.Millisecond))
+	p.wait("reattached", stateJS+` === 'open'`)
+	t.Logf("reattached after %v", time.Since(down).Round(time.Millisecond))
+	p.wait("the stream going on live", fmt.Sprintf(`%s >= %d`, lastNumber, before+20))
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.wait("the end of the stream", has(`^end-\d+$`))
+	checkNumbers("after the master's restart")
+	p.screenshot("dashboard-terminal-reconnected.png")
+
+	// A reload: the tab reattaches to the shell it opened, and replays it.
+	p.do(chromedp.Reload())
+	p.wait("the same shell after the reload", fmt.Sprintf(`%s === %s && %s === 'open'`, idJS, jsString(id), stateJS))
+	p.wait("the replay", has(`^end-\d+$`))
+	checkNumbers("after the reload")
+	var list struct {
+		Processes []processInfo `json:"processes"`
+	}
+	m.agentRPC(t, client, rid, name, "process.list", nil, &list)
+	if len(list.Processes) != 1 || list.Processes[0].ID != id || list.Processes[0].State != "running" {
+		t.Errorf("the agent's processes after the reload: %+v, want only the shell %s, running", list.Processes, id)
+	}
+	p.typeText("echo again-$((6*7))\r")
+	p.wait("input after the reload", has(`^again-42$`))
+
+	// Close hangs up this shell, and a reload no longer opens it.
+	eval[bool](p, card+`.querySelector('.close-terminal').click() ?? true`)
+	deadline := time.Now().Add(waitFor)
+	for {
+		var info processInfo
+		m.agentRPC(t, client, rid, name, "process.get", map[string]string{"id": id}, &info)
+		if info.State == "exited" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the shell is %q %v after Close, want exited", info.State, waitFor)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	savedJS := `Object.keys(sessionStorage).filter(k => k.startsWith('porthole-dashboard.terminal')).length`
+	if n := eval[int](p, savedJS); n != 0 {
+		t.Errorf("sessionStorage keeps %d terminal(s) after Close", n)
+	}
+
+	// The agent restarts (SIGKILL, a new agent): a new shell's panel says
+	// the shell is gone, stops retrying and forgets it.
+	p.wait("the panel closed", card+`.querySelector('.terminal-panel') === null`)
+	eval[bool](p, card+`.querySelector('.open-terminal').click() ?? true`)
+	p.wait("a new shell", fmt.Sprintf(`%s !== undefined && %s !== %s && %s === 'open'`, idJS, idJS, jsString(id), stateJS))
+	id = eval[string](p, idJS)
+	agent.cmd.Process.Kill()
+	<-agent.exited
+	p.wait("the bar to say reconnecting after the agent's death", stateJS+` === 'reconnecting'`)
+	startAgentProc(t, bins, m, machineToken, rid, name)
+	p.wait("the panel to say the shell is gone", stateJS+` === 'failed' && `+card+`.querySelector('.terminal-status').textContent.startsWith(`+jsString("process "+id+" is gone")+`)`)
+	t.Logf("after the agent's restart: %s", eval[string](p, card+`.querySelector('.terminal-status').textContent`))
+	if n := eval[int](p, savedJS); n != 0 {
+		t.Errorf("sessionStorage keeps %d terminal(s) whose shell is gone", n)
+	}
+	if ex := p.exceptions(); len(ex) > 0 {
+		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
+	}
+}
+
+// TestDashboardSharedJS runs the unit tests of web/shared (the backoff,
+// the framed attach protocol, the attachment's offsets) with node's test
+// runner: web/shared/shared.test.mjs.
+func TestDashboardSharedJS(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not installed (%v): install node and npm (Debian: apt-get install nodejs npm)", err)
+	}
+	cmd := exec.Command(node, "--test", filepath.Join("web", "shared"))
+	cmd.Dir = repoRoot(t)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test web/shared: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "# fail 0") || strings.Contains(string(out), "# pass 0") {
+		t.Fatalf("node --test web/shared ran no test, or reported a failure:\n%s", out)
+	}
+}
+
 // machineJS is an expression for the card of a machine.
 func machineJS(rid, name string) string {
 	return `[...document.querySelectorAll('article.machine')].find(e => e.dataset.runtime === ` + jsString(rid) +
@@ -355,6 +523,17 @@ func (m *testMaster) stop(t *testing.T) {
 	}
 }
 
+// kill kills the master (SIGKILL) and waits for it to exit.
+func (m *testMaster) kill(t *testing.T) {
+	t.Helper()
+	m.proc.cmd.Process.Kill()
+	select {
+	case <-m.proc.exited:
+	case <-time.After(waitFor):
+		t.Fatalf("porthole-master did not exit within %v of SIGKILL", waitFor)
+	}
+}
+
 // token runs porthole-master token with args and returns the token.
 func (m *testMaster) token(t *testing.T, args ...string) string {
 	t.Helper()
@@ -405,34 +584,53 @@ func startBootstrap(t *testing.T, b binaries, m *testMaster, tok tokenFile, rid,
 		"CHE_MACHINE_TOKEN="+tok.token)
 }
 
+// agentRPC makes one call to a machine's agent through the master's
+// agent proxy, as the page does, and decodes its result into result.
+func (m *testMaster) agentRPC(t *testing.T, client, rid, name, method string, params, result any) {
+	t.Helper()
+	u := "http://" + m.addr + "/api/runtimes/" + url.PathEscape(rid) + "/machines/" + url.PathEscape(name) + "/agent/v1/rpc"
+	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", u, strings.NewReader(string(body)))
+	req.Header.Set("Authorization", "Bearer "+client)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s through the master: %v", method, err)
+	}
+	defer resp.Body.Close()
+	var msg struct {
+		Result json.RawMessage `json:"result"`
+		Error  *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&msg); err != nil {
+		t.Fatalf("%s through the master: HTTP %s: %v", method, resp.Status, err)
+	}
+	if msg.Error != nil {
+		t.Fatalf("%s through the master: %s", method, msg.Error.Message)
+	}
+	if err := json.Unmarshal(msg.Result, result); err != nil {
+		t.Fatalf("%s through the master: %v", method, err)
+	}
+}
+
 // waitSize waits until the page's process.resize has reached the agent:
 // process.get through the master's agent proxy, as the page calls it.
 func (m *testMaster) waitSize(t *testing.T, rid, name, id string, want winSize) {
 	t.Helper()
 	client := m.token(t, "-client")
-	u := "http://" + m.addr + "/api/runtimes/" + url.PathEscape(rid) + "/machines/" + url.PathEscape(name) + "/agent/v1/rpc"
-	body := `{"jsonrpc":"2.0","id":1,"method":"process.get","params":{"id":` + jsString(id) + `}}`
 	deadline := time.Now().Add(waitFor)
 	for {
-		req, _ := http.NewRequest("POST", u, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+client)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("process.get through the master: %v", err)
-		}
-		var msg struct {
-			Result processInfo `json:"result"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&msg)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("process.get through the master: HTTP %s: %v", resp.Status, err)
-		}
-		if msg.Result.Size == want {
+		var got processInfo
+		m.agentRPC(t, client, rid, name, "process.get", map[string]string{"id": id}, &got)
+		if got.Size == want {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("process %s is %+v after %v, want the terminal's %+v", id, msg.Result.Size, waitFor, want)
+			t.Fatalf("process %s is %+v after %v, want the terminal's %+v", id, got.Size, waitFor, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -10,7 +10,10 @@
 //     a bootstrapper pushing to it, and checks that the page shows the
 //     machine, its installers, servers and logs live, runs a terminal
 //     through the master, follows a resize, shows a failure, and survives
-//     a restart of the master.
+//     a restart of the master; its terminal reattaches at its exact
+//     offset after the master was killed and restarted, and to the same
+//     shell after a reload.
+//   - web/shared's unit tests (node --test web/shared).
 //
 // The tests need /usr/bin/chromium (Debian packages chromium and
 // chromium-driver) and, when a page's bundle is missing or older than its

@@ -46,17 +46,18 @@ type Buffer struct {
 	stall time.Duration
 	clock clock.Clock
 
-	mu      sync.Mutex
-	buf     []byte // len(buf) is the current capacity, <= max
-	head    int    // index in buf of the byte at offset start
-	start   int64  // oldest retained offset
-	end     int64  // next offset to be written
-	closed  bool
-	readers map[*Reader]struct{}
-	waiting bool          // the writer waits for space
-	space   chan struct{} // cap 1: a paced reader advanced or left, or a stall bound passed
-	stopped chan struct{} // closed by Stop: a blocked Write returns
-	demoted int64         // readers demoted so far (for tests and metrics)
+	mu       sync.Mutex
+	buf      []byte // len(buf) is the current capacity, <= max
+	head     int    // index in buf of the byte at offset start
+	start    int64  // oldest retained offset
+	end      int64  // next offset to be written
+	closed   bool
+	readers  map[*Reader]struct{}
+	waiting  bool          // the writer waits for space
+	space    chan struct{} // cap 1: a paced reader advanced or left, or a stall bound passed
+	stopped  chan struct{} // closed by Stop: a blocked Write returns
+	demoted  int64         // readers demoted so far (for tests and metrics)
+	onDemote func()
 }
 
 // Options configure a Buffer.
@@ -68,6 +69,9 @@ type Options struct {
 	Stall time.Duration
 	// Clock measures Stall; nil is the real clock.
 	Clock clock.Clock
+	// OnDemote, when set, is called (with the ring's lock held: it must
+	// not call the ring) each time a reader is demoted for stalling.
+	OnDemote func()
 }
 
 // New returns a ring. It panics if o.Max is not positive.
@@ -76,12 +80,13 @@ func New(o Options) *Buffer {
 		panic("ring: max must be positive")
 	}
 	return &Buffer{
-		max:     o.Max,
-		stall:   o.Stall,
-		clock:   clock.Or(o.Clock),
-		readers: make(map[*Reader]struct{}),
-		space:   make(chan struct{}, 1),
-		stopped: make(chan struct{}),
+		max:      o.Max,
+		stall:    o.Stall,
+		onDemote: o.OnDemote,
+		clock:    clock.Or(o.Clock),
+		readers:  make(map[*Reader]struct{}),
+		space:    make(chan struct{}, 1),
+		stopped:  make(chan struct{}),
 	}
 }
 
@@ -199,6 +204,9 @@ func (b *Buffer) blockedLocked(n int64) (time.Duration, bool) {
 			r.paced = false
 			r.blockedSince = time.Time{}
 			b.demoted++
+			if b.onDemote != nil {
+				b.onDemote()
+			}
 			r.signal()
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,7 +155,8 @@ func TestPacedReaderGetsEverything(t *testing.T) {
 func TestStalledReaderIsDemotedAndToldOfGap(t *testing.T) {
 	const max, stall = 1024, time.Second
 	clk := clocktest.New()
-	b := New(Options{Max: max, Stall: stall, Clock: clk})
+	var onDemote atomic.Int32
+	b := New(Options{Max: max, Stall: stall, Clock: clk, OnDemote: func() { onDemote.Add(1) }})
 	stalled, _ := b.NewReader(0)
 	defer stalled.Close()
 	data := bytes.Repeat([]byte("abcdefgh"), 1024) // 8 KiB = 8 rings
@@ -177,8 +179,8 @@ func TestStalledReaderIsDemotedAndToldOfGap(t *testing.T) {
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
-	if d := b.Demoted(); d != 1 {
-		t.Fatalf("Demoted = %d; want 1", d)
+	if d, n := b.Demoted(), onDemote.Load(); d != 1 || n != 1 {
+		t.Fatalf("Demoted = %d, OnDemote called %d times; want 1, 1", d, n)
 	}
 	if stalled.Paced() {
 		t.Fatal("stalled reader still paced")

@@ -4,10 +4,12 @@ package mastercli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/dashboard"
 	"github.com/porthole-dev/porthole/master/store"
@@ -160,16 +164,20 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
 	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
 	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	tlsCert := fs.String("tls-cert", "", "serve -listen over TLS (https, wss) with this PEM certificate, reloaded when the file changes (needs -tls-key)")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of -tls-cert")
+	metricsListen := fs.String("metrics-listen", "", "also serve /metrics on this address without authentication, for a Prometheus scraper ('': only on -listen, to client tokens)")
+	var logFlags logging.Flags
+	logFlags.Register(fs)
 	var o master.Options
 	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
 	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Sprintf("-log-level %q: want debug, info, warn or error", *logLevel)}
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	if *keep <= 0 {
 		return usageError{fmt.Sprintf("-keep-entries %d: must be positive", *keep)}
@@ -183,7 +191,6 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := dataDir(*data); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	signer, err := master.LoadSigner(*data)
 	if err != nil {
 		return err
@@ -199,15 +206,41 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var tlsConf *tls.Config
+	if *tlsCert != "" || *tlsKey != "" {
+		r, err := tlsconf.NewReloader(*tlsCert, *tlsKey, log)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		tlsConf = tlsconf.Server(r)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", *listen, err)
 	}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: serverLog(log)}
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if *metricsListen != "" {
+		mln, err := net.Listen("tcp", *metricsListen)
+		if err != nil {
+			srv.Close()
+			<-errc
+			return fmt.Errorf("-metrics-listen %s: %w", *metricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: serverLog(log)}
+		served := make(chan struct{})
+		go func() { defer close(served); msrv.Serve(mln) }()
+		defer func() { msrv.Close(); <-served }()
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
 	log.Info("porthole-master listening", "addr", ln.Addr().String(), "data", *data, "version", Version)
 	select {
 	case err := <-errc:
@@ -223,4 +256,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return serr
+}
+
+// serverLog routes net/http's own messages (TLS handshake errors, say)
+// into the master's log, at debug level: they name a client's failure,
+// not the master's, and would otherwise break -log-format json.
+func serverLog(log *slog.Logger) *stdlog.Logger {
+	return slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug)
 }

@@ -59,6 +59,17 @@ type Options struct {
 }
 
 // Bolt is the store in one bbolt file. It is safe for concurrent use.
+// Size returns the store's size in bytes (the data in use, not the file's
+// preallocated length).
+func (b *Bolt) Size() (int64, error) {
+	var n int64
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		n = tx.Size()
+		return nil
+	})
+	return n, err
+}
+
 type Bolt struct {
 	db   *bbolt.DB
 	path string

@@ -1,9 +1,11 @@
 // The live subscription: one WebSocket to /api/rpc (JSON-RPC 2.0) with
 // runtime.subscribe {runtimeId: "*"}. runtime.machine notifications carry a
 // machine's whole state, runtime.entries its journal (log lines and events)
-// in order. After a disconnect it reconnects with backoff and resubscribes
-// with after = the last seq shown per machine, so nothing is missed or
-// shown twice.
+// in order. After a disconnect it reconnects with the shared backoff
+// (shared/backoff.js, the Go programs' discipline) and resubscribes with
+// after = the last seq shown per machine, so nothing is missed or shown
+// twice.
+import { Backoff } from "../../shared/backoff.js";
 import { rpcRequest } from "../../shared/jsonrpc.js";
 import { disconnected, wsURL } from "../../shared/socket.js";
 import { ticket } from "./api.js";
@@ -11,10 +13,13 @@ import { machine, machines } from "./machine.js";
 
 // REPLAY_MS: on first load, the journal entries of the last hour are shown.
 const REPLAY_MS = 60 * 60 * 1000;
-// Reconnection backoff: doubles from BACKOFF_MIN up to BACKOFF_MAX, with
-// jitter, and starts over once a subscription succeeds.
-const BACKOFF_MIN = 500;
+// Reconnection: the wait before an attempt is uniform in
+// [0, min(BACKOFF_MAX, BACKOFF_FIRST·2^n)), n the connections since the
+// last one that made progress: one that received a notification after
+// subscribing, or lived BACKOFF_STABLE.
+const BACKOFF_FIRST = 500;
 const BACKOFF_MAX = 30000;
+const BACKOFF_STABLE = 5000;
 
 export class Live {
   // onState(state, text) shows the connection's state: "connecting",
@@ -26,7 +31,8 @@ export class Live {
     this.ws = null;
     this.nextId = 0;
     this.pending = new Map(); // request id → {resolve, reject}
-    this.attempt = 0;
+    this.backoff = new Backoff({ first: BACKOFF_FIRST, max: BACKOFF_MAX, stable: BACKOFF_STABLE });
+    this.subscribed = false; // runtime.subscribe succeeded on this.ws
     this.timer = null;
     this.since = new Date(Date.now() - REPLAY_MS).toISOString();
   }
@@ -48,11 +54,16 @@ export class Live {
     }
     const ws = new WebSocket(wsURL("/api/rpc", location.href, { ticket: t }));
     this.ws = ws;
-    ws.addEventListener("open", () => this.subscribe(ws));
+    this.subscribed = false;
+    ws.addEventListener("open", () => {
+      this.backoff.connected();
+      this.subscribe(ws);
+    });
     ws.addEventListener("message", (ev) => this.receive(ev.data));
     ws.addEventListener("close", (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      this.subscribed = false;
       for (const p of this.pending.values()) p.reject(new Error("socket closed"));
       this.pending.clear();
       this.retry(disconnected(ev));
@@ -74,7 +85,8 @@ export class Live {
     if (Object.keys(after).length) params.after = after;
     try {
       await this.call(ws, "runtime.subscribe", params);
-      this.attempt = 0;
+      if (this.ws !== ws) return;
+      this.subscribed = true;
       this.onState("live", "live");
     } catch (e) {
       this.onState("error", "runtime.subscribe: " + e.message);
@@ -99,6 +111,7 @@ export class Live {
       return;
     }
     for (const m of Array.isArray(msg) ? msg : [msg]) {
+      if (this.subscribed && (m.method === "runtime.machine" || m.method === "runtime.entries")) this.backoff.progress();
       if (m.method === "runtime.machine") {
         const d = m.params.machine;
         machine(d.runtimeId, d.name).update(d);
@@ -114,9 +127,7 @@ export class Live {
   }
 
   retry(why) {
-    const base = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** this.attempt);
-    this.attempt++;
-    const delay = Math.round(base / 2 + (Math.random() * base) / 2);
+    const delay = this.backoff.next();
     this.onState("error", `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
     this.timer = setTimeout(() => this.connect(), delay);
   }

@@ -1,7 +1,7 @@
 // Runtimes and their machines: a section per runtime, and per machine a
 // card with its status, installers, servers, installer logs and terminal.
 import { badge, h, insertSorted, link } from "./dom.js";
-import { TerminalView } from "./terminal.js";
+import { TerminalView, savedShell } from "./terminal.js";
 
 // MAX_LOG_LINES bounds the log lines kept in the page per machine; older
 // ones are removed from the DOM.
@@ -90,6 +90,8 @@ class MachineView {
     this.bootEl.textContent = `bootstrapper ${bs.status || "–"}${bs.connected ? " (connected)" : ""}`;
     this.termButton.disabled = !agent.connected;
     this.termButton.title = agent.connected ? "open a shell on this machine" : "the machine's agent is not connected to the master";
+    // After a reload: the shell this tab opened and did not close.
+    if (!this.term && agent.connected && savedShell(this.rid, this.name)) this.openTerminal();
 
     this.installersEl.replaceChildren(...(doc.installers || []).map((i) =>
       h("tr", { class: "installer", dataset: { installer: i.id } },
@@ -173,6 +175,6 @@ class MachineView {
     }
     this.term = new TerminalView(this);
     this.el.append(this.term.el);
-    this.term.start().catch((e) => this.term && this.term.status(String(e.message || e)));
+    this.term.start(savedShell(this.rid, this.name)).catch((e) => this.term && this.term.status(String(e.message || e)));
   }
 }

@@ -1,0 +1,65 @@
+package mastercli
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/porthole-dev/porthole/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// -metrics-listen serves /metrics without a token on its own address
+// (nothing else there), and -log-format json makes every line of the
+// master's log a JSON object.
+func TestMetricsListenAndJSONLogs(t *testing.T) {
+	addr, maddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	var stderr testutil.SyncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-listen", addr, "-metrics-listen", maddr, "-data", t.TempDir(), "-log-format", "json"}, io.Discard, &stderr)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("porthole-master: %v", err)
+		}
+		for line := range strings.Lines(stderr.String()) {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil {
+				t.Errorf("not a JSON log line: %q", line)
+			}
+		}
+	}()
+	var body string
+	testutil.WaitFor(t, "/metrics on -metrics-listen", func() bool {
+		resp, err := http.Get("http://" + maddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	if !strings.Contains(body, "porthole_master_machines{status=\"RUNNING\"} 0") {
+		t.Errorf("exposition without porthole_master_machines:\n%.2000s", body)
+	}
+	if resp, err := http.Get("http://" + maddr + "/api/runtimes"); err != nil || resp.StatusCode != 404 {
+		t.Errorf("-metrics-listen serves more than /metrics: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, err := http.Get("http://" + addr + "/metrics"); err != nil || resp.StatusCode != 401 {
+		t.Errorf("/metrics on -listen without a token: %v %v; want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+}
