@@ -425,3 +425,58 @@ func TestGetLogsPaging(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentClients: several exec-agent clients at once start,
+// subscribe to each other's processes, page logs, kill and vanish
+// mid-stream; the race detector and goleak (TestMain) watch.
+func TestConcurrentClients(t *testing.T) {
+	c := startChe(t, cheapi.Options{}, agent.Options{})
+	const clients = 6
+	done := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			ws, resp, err := websocket.DefaultDialer.Dial(c.url("ws", "/connect"), nil)
+			if err != nil {
+				done <- err
+				return
+			}
+			resp.Body.Close()
+			defer ws.Close()
+			send := func(id int, method string, params any) {
+				b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+				ws.WriteMessage(websocket.TextMessage, b)
+			}
+			send(1, "process.start", map[string]any{"name": "n", "commandLine": "seq 1 2000; sleep 0.2; seq 1 100 >&2"})
+			for pid := 1; pid <= clients; pid++ {
+				send(10+pid, "process.subscribe", map[string]any{"pid": pid, "eventTypes": "stdout,stderr,process_status", "after": "2000-01-01T00:00:00Z"})
+				send(20+pid, "process.getLogs", map[string]any{"pid": pid, "limit": 10, "skip": 3})
+			}
+			if i%2 == 0 {
+				send(30, "process.kill", map[string]any{"pid": i + 1})
+				return // gone without a close frame, mid-stream
+			}
+			ws.SetReadDeadline(time.Now().Add(testutil.Wait))
+			for {
+				_, b, err := ws.ReadMessage()
+				if err != nil {
+					done <- err
+					return
+				}
+				if strings.Contains(string(b), `"id":26`) {
+					break
+				}
+			}
+			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
+			done <- nil
+		}()
+	}
+	for range clients / 2 {
+		if err := testutil.Recv(t, "a client", done); err != nil {
+			t.Error(err)
+		}
+	}
+	testutil.WaitFor(t, "every process to end", func() bool {
+		_, body := httpDo(t, "GET", c.url("http", "/process"), "")
+		return body == "[]\n"
+	})
+}
