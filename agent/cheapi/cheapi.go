@@ -28,9 +28,10 @@ const (
 	// DefaultLogLine is the longest log line: a longer run of output
 	// without a newline is cut into lines of this many bytes.
 	DefaultLogLine = 64 << 10
-	// DefaultQueue bounds the messages queued to one JSON-RPC connection
-	// that does not read; past it the connection is closed (1008).
-	DefaultQueue = 8192
+	// DefaultQueue bounds the messages queued to one JSON-RPC connection;
+	// a full queue holds its writers back, for at most the agent's write
+	// timeout, after which the connection is closed (1008).
+	DefaultQueue = 1024
 )
 
 // Options configure the adapters. Zero values mean the defaults.

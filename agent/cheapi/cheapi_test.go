@@ -17,6 +17,7 @@ import (
 
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/agent/cheapi"
+	"github.com/porthole-dev/porthole/internal/clock/clocktest"
 	"github.com/porthole-dev/porthole/internal/testutil"
 )
 
@@ -155,7 +156,7 @@ func TestMachineExec(t *testing.T) {
 		t.Errorf("check 999: %v", got)
 	}
 	at := dial(t, c.url("ws", "/attach/"+strconv.Itoa(id)))
-	for !strings.Contains(at.text, "30 90") {
+	for !strings.Contains(at.text(), "30 90") {
 		at.pull("stty size 30 90")
 	}
 	res := rc.call("resize", map[string]any{"id": id, "cols": 100, "rows": 40})["result"]
@@ -168,8 +169,8 @@ func TestMachineExec(t *testing.T) {
 	for !at.ended {
 		at.pull("the exec's end")
 	}
-	if !strings.Contains(at.text, "got:héllo") {
-		t.Errorf("attach output: %q", at.text)
+	if !strings.Contains(at.text(), "got:héllo") {
+		t.Errorf("attach output: %q", at.text())
 	}
 	if last := at.got[len(at.got)-1]; last.Type != "close" || last.Code != 1000 || last.Data != "exit code 0" {
 		t.Errorf("attach end: %+v", last)
@@ -185,8 +186,8 @@ func TestMachineExec(t *testing.T) {
 	for !again.ended {
 		again.pull("the replay")
 	}
-	if again.text != at.text {
-		t.Errorf("replay %q, first attach %q", again.text, at.text)
+	if again.text() != at.text() {
+		t.Errorf("replay %q, first attach %q", again.text(), at.text())
 	}
 
 	// The exec-agent lists only its own processes.
@@ -246,10 +247,12 @@ func TestShutdownClosesCheSockets(t *testing.T) {
 }
 
 // TestSlowClientDisconnected: a JSON-RPC client that reads nothing while
-// a process writes many lines is disconnected (1008) once its queue is
-// full; the process's output is not held up by it.
+// a process writes many lines holds the process back (the agent's flow
+// control) for the agent's write timeout, then it is disconnected (1008)
+// and the process goes on; its log is whole to the end.
 func TestSlowClientDisconnected(t *testing.T) {
-	c := startChe(t, cheapi.Options{Queue: 16}, agent.Options{})
+	clk := clocktest.New()
+	c := startChe(t, cheapi.Options{Queue: 16}, agent.Options{Clock: clk})
 	ws, resp, err := websocket.DefaultDialer.Dial(c.url("ws", "/connect"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -260,9 +263,14 @@ func TestSlowClientDisconnected(t *testing.T) {
 	if err := ws.WriteMessage(websocket.TextMessage, []byte(start)); err != nil {
 		t.Fatal(err)
 	}
-	// Nothing is read until the process is done: its 300000 lines
-	// (about 30 MB of events) fill the socket's buffers, then the queue.
+	// Nothing is read: the events (about 25 MB) fill the socket's
+	// buffers, then the queue; the sender waits for the write timeout and
+	// the process for its log collector (the ring's stall bound), both by
+	// the agent's clock, moved here whenever something waits on it.
 	testutil.WaitFor(t, "the process to end", func() bool {
+		if clk.Pending() > 0 {
+			clk.Advance(time.Minute)
+		}
 		_, body := httpDo(t, "GET", c.url("http", "/process/1"), "")
 		return strings.Contains(body, `"alive":false`)
 	})
@@ -279,6 +287,31 @@ func TestSlowClientDisconnected(t *testing.T) {
 	_, body := httpDo(t, "GET", c.urlQ("http", "/process/1/logs", "limit=1"), "")
 	if !strings.Contains(body, `"text":"300000"`) {
 		t.Errorf("last log line: %s", body)
+	}
+}
+
+// TestFastClientGetsEverything: a client that reads keeps up however
+// fast the process writes: every line arrives as an event, in order.
+func TestFastClientGetsEverything(t *testing.T) {
+	c := startChe(t, cheapi.Options{Queue: 16}, agent.Options{})
+	rc := connect(t, c.url("ws", "/connect"))
+	rc.call("process.start", map[string]any{"name": "flood", "commandLine": "seq 1 50000"})
+	rc.waitFor(map[string]any{"method": "process_died"})
+	n := 0
+	for _, f := range rc.p.got {
+		var m struct {
+			Method string
+			Params struct{ Text string }
+		}
+		if json.Unmarshal([]byte(f.Data), &m) == nil && m.Method == "process_stdout" {
+			n++
+			if m.Params.Text != strconv.Itoa(n) {
+				t.Fatalf("event %d: %q", n, m.Params.Text)
+			}
+		}
+	}
+	if n != 50000 {
+		t.Errorf("%d events, want 50000", n)
 	}
 }
 
@@ -305,7 +338,7 @@ func TestTerminalClientGoneHangsUp(t *testing.T) {
 	if !ok {
 		t.Fatal("no process 1")
 	}
-	for !strings.Contains(p.text, "sleep 300") {
+	for !strings.Contains(p.text(), "sleep 300") {
 		p.pull("the command's echo")
 	}
 	p.ws.Close()

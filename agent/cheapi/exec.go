@@ -91,6 +91,7 @@ type execProc struct {
 	dropped  int // lines dropped from the front past the bound
 	partial  [3][]byte
 	subs     map[*tunnel]eventMask
+	outbox   []event // events to send once the lock is released
 	dead     bool
 	exitCode int
 }
@@ -149,7 +150,7 @@ func (s *server) startExec(name, commandLine, typ string) (*execProc, error) {
 func (e *execProc) release() {
 	e.mu.Lock()
 	e.publishLocked(evStatus, "process_started", startedEvent{time.Now(), e.pid, e.p.PID(), e.name, e.commandLine})
-	e.mu.Unlock()
+	e.unlockAndSend()
 	e.s.a.Go(func(ctx context.Context) {
 		var zero, zero2 int64
 		if err := e.p.Follow(ctx, &zero, &zero2, e); err != nil && ctx.Err() == nil {
@@ -158,10 +159,36 @@ func (e *execProc) release() {
 	})
 }
 
+// publishLocked queues an event for the subscribers of its type;
+// unlockAndSend sends the queue once the lock is released, so that a
+// client that reads slowly holds up the process's output (the agent's
+// flow control) but never the log's lock. Only the collector (and release,
+// before it starts) publishes, so events keep their order.
 func (e *execProc) publishLocked(m eventMask, method string, params any) {
+	var ts []*tunnel
 	for t, mask := range e.subs {
 		if mask&m != 0 {
-			t.notify(method, params)
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) > 0 {
+		e.outbox = append(e.outbox, event{ts, method, params})
+	}
+}
+
+type event struct {
+	to     []*tunnel
+	method string
+	params any
+}
+
+func (e *execProc) unlockAndSend() {
+	out := e.outbox
+	e.outbox = nil
+	e.mu.Unlock()
+	for _, ev := range out {
+		for _, t := range ev.to {
+			t.notify(ev.method, ev.params)
 		}
 	}
 }
@@ -169,7 +196,7 @@ func (e *execProc) publishLocked(m eventMask, method string, params any) {
 // Output splits output into lines (Che strips "\n" and keeps "\r").
 func (e *execProc) Output(s protocol.Stream, _ int64, b []byte) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlockAndSend()
 	for {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
@@ -209,11 +236,12 @@ func (e *execProc) lineLocked(s protocol.Stream, text []byte) {
 	e.publishLocked(m, method, outputEvent{l.Time, e.pid, l.Text})
 }
 
-// Gap cannot happen while the collector keeps up (it never blocks); if
-// it does, the loss is written into the log.
+// Gap: the collector fell behind the ring (a subscriber did not read for
+// longer than the agent's stall bound while the process wrote more than
+// the ring holds); the loss is written into the log.
 func (e *execProc) Gap(s protocol.Stream, from, to int64) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlockAndSend()
 	e.lineLocked(protocol.Stderr, fmt.Appendf(nil, "[porthole: %d bytes of %s were lost]", to-from, s))
 	return nil
 }
@@ -221,7 +249,7 @@ func (e *execProc) Gap(s protocol.Stream, from, to int64) error {
 // EOF flushes a last line without "\n".
 func (e *execProc) EOF(s protocol.Stream, _ int64) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlockAndSend()
 	if len(e.partial[s]) > 0 {
 		e.lineLocked(s, e.partial[s])
 		e.partial[s] = nil
@@ -233,7 +261,7 @@ func (e *execProc) EOF(s protocol.Stream, _ int64) error {
 // code -1, as in Che.
 func (e *execProc) Exited(info protocol.ProcessInfo) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlockAndSend()
 	e.dead = true
 	e.exitCode = -1
 	if info.ExitCode != nil {

@@ -30,7 +30,7 @@ type cheAgent struct {
 	addr string
 }
 
-func startChe(t *testing.T, o cheapi.Options, ao agent.Options) *cheAgent {
+func startChe(t testing.TB, o cheapi.Options, ao agent.Options) *cheAgent {
 	t.Helper()
 	if ao.Token == "" && !ao.InsecureNoAuth {
 		ao.Token = token

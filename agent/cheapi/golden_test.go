@@ -109,7 +109,7 @@ type player struct {
 	in    chan record
 	got   []record // everything received so far, in order
 	next  int      // got[next:] not yet consumed by a wait
-	text  string   // terminal: every text frame, concatenated
+	tb    strings.Builder // every text frame, concatenated (see text)
 	tpos  int      // terminal: text consumed by waits
 	ended bool
 	// onSleep, when set, replaces a sleep_ms step: the script's pauses
@@ -168,7 +168,7 @@ func (p *player) pull(what string) record {
 		} else {
 			p.got = append(p.got, r)
 			if r.Type == "text" {
-				p.text += r.Data
+				p.tb.WriteString(r.Data)
 			}
 		}
 		return r
@@ -177,6 +177,9 @@ func (p *player) pull(what string) record {
 	}
 	return record{}
 }
+
+// text is every text frame received so far, concatenated.
+func (p *player) text() string { return p.tb.String() }
 
 func (p *player) dump() string {
 	var b strings.Builder
@@ -239,7 +242,7 @@ func (p *player) play(steps []step) {
 			p.waitJSON(fmt.Sprintf("step %d: wait_json %v", i, s.WaitJSON), s.WaitJSON)
 		case s.Wait != nil:
 			for {
-				if j := strings.Index(p.text[p.tpos:], *s.Wait); j >= 0 {
+				if j := strings.Index(p.text()[p.tpos:], *s.Wait); j >= 0 {
 					p.tpos += j + len(*s.Wait)
 					break
 				}

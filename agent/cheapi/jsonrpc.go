@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/internal/clock"
 )
 
 // JSON-RPC error codes of Che's agents.
@@ -68,8 +70,8 @@ func (r *request) notification() bool {
 // tunnel is one JSON-RPC connection on /connect ("tunnel-N"). Everything
 // it sends goes through one bounded queue, in order: answers, events of
 // the exec-agent's processes and machine-exec's broadcasts. A peer that
-// lets the queue fill up is disconnected (1008) rather than holding up a
-// process's output.
+// lets the queue stay full for the agent's write timeout is disconnected
+// (1008).
 type tunnel struct {
 	s    *server
 	id   string
@@ -167,19 +169,27 @@ func (t *tunnel) writer() {
 	}
 }
 
-// send queues one message. It never blocks: a full queue closes the
-// tunnel (policy violation, 1008).
+// send queues one message. While the queue is full it waits (pushing
+// back on the process whose events these are, through the agent's flow
+// control), at most the agent's write timeout, after which the client is
+// disconnected (policy violation, 1008).
 func (t *tunnel) send(b []byte) {
 	select {
+	case t.out <- b:
+		return
 	case <-t.quit:
 		return
 	default:
 	}
+	o := t.s.a.Settings()
+	stop := clock.Or(o.Clock).AfterFunc(o.WriteTimeout, func() {
+		t.sess.log.Warn("client does not read: closing", "queued", len(t.out))
+		t.stop(closePolicy, fmt.Sprintf("client too slow: %d messages queued for %s", cap(t.out), o.WriteTimeout))
+	})
+	defer stop()
 	select {
 	case t.out <- b:
-	default:
-		t.sess.log.Warn("client does not read: closing", "queued", len(t.out))
-		t.stop(closePolicy, fmt.Sprintf("client too slow: %d messages queued", cap(t.out)))
+	case <-t.quit:
 	}
 }
 

@@ -98,7 +98,7 @@ func termGoldenSync(t *testing.T, name string, sync bool, edit ...func([]step) [
 					before += r.Data
 				}
 			}
-			for !strings.HasPrefix(normTerminal(p.text), normTerminal(before)) {
+			for !strings.HasPrefix(normTerminal(p.text()), normTerminal(before)) {
 				p.pull(fmt.Sprintf("step %d: the output Che had sent by then, %q", i, before))
 			}
 		}
@@ -124,7 +124,7 @@ func termGoldenSync(t *testing.T, name string, sync bool, edit ...func([]step) [
 			gotClose = r.Code
 		}
 	}
-	return che, p.text, cheClose, gotClose
+	return che, p.text(), cheClose, gotClose
 }
 
 // sameTerminal compares terminal output. Readline redraws its line
