@@ -513,3 +513,20 @@ func TestConcurrentClients(t *testing.T) {
 		return body == "[]\n"
 	})
 }
+
+// TestSubscribeDeadProcess: subscribing to a dead process without
+// "after" is 102; unsubscribing from an unknown one is 101.
+func TestSubscribeDeadProcess(t *testing.T) {
+	c := startChe(t, cheapi.Options{}, agent.Options{})
+	rc := connect(t, c.url("ws", "/connect"))
+	rc.call("process.start", map[string]any{"name": "t", "commandLine": "true"})
+	rc.waitFor(map[string]any{"method": "process_died"})
+	want := map[string]any{"code": float64(102), "message": "Process with id '1' is not alive"}
+	if got := rc.call("process.subscribe", map[string]any{"pid": 1, "eventTypes": "stdout"})["error"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("subscribe to a dead process: %v", got)
+	}
+	want = map[string]any{"code": float64(101), "message": "Process with id '7' does not exist"}
+	if got := rc.call("process.unsubscribe", map[string]any{"pid": 7})["error"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("unsubscribe from an unknown process: %v", got)
+	}
+}
