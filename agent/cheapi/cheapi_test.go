@@ -231,6 +231,24 @@ func TestShutdownClosesCheSockets(t *testing.T) {
 	rc := connect(t, c.url("ws", "/connect"))
 	rc.call("process.start", map[string]any{"name": "s", "commandLine": "sleep 60"})
 	term := dial(t, c.url("ws", "/pty"))
+	// A client that never reads, its queue and socket full of events.
+	deaf, resp, err := websocket.DefaultDialer.Dial(c.url("ws", "/connect"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	defer deaf.Close()
+	deaf.WriteMessage(websocket.TextMessage, []byte(`{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"name":"flood","commandLine":"seq 1 1000000"}}`))
+	testutil.WaitFor(t, "the flood under way", func() bool {
+		_, body := httpDo(t, "GET", c.urlQ("http", "/process/3/logs", "limit=1"), "")
+		var ls []struct{ Text string }
+		json.Unmarshal([]byte(body), &ls)
+		n := 0
+		if len(ls) == 1 {
+			n, _ = strconv.Atoi(ls[0].Text)
+		}
+		return n >= 10000
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
 	defer cancel()
 	done := make(chan struct{})

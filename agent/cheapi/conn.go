@@ -103,14 +103,13 @@ func (c *conn) write(typ int, b []byte) error {
 	return err
 }
 
-// closeWith sends a close frame with code and reason (after every message
-// written so far).
+// closeWith sends a close frame with code and reason, bounded by a
+// second. gorilla lets it run beside a write in progress, so a peer that
+// does not read cannot hold it up.
 func (c *conn) closeWith(code int, reason string) {
 	if len(reason) > 120 {
 		reason = reason[:120]
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 }
 

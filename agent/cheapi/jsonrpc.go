@@ -7,6 +7,7 @@ package cheapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,9 +98,9 @@ func (s *server) serveConnect(w http.ResponseWriter, r *http.Request, sess *sess
 	s.mu.Lock()
 	s.seq++
 	t.id = "tunnel-" + strconv.Itoa(s.seq)
+	sess.log = sess.log.With("tunnel", t.id)
 	s.tunnels[t.id] = t
 	s.mu.Unlock()
-	t.sess.log = t.sess.log.With("tunnel", t.id)
 
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); t.writer() }()
@@ -119,7 +120,10 @@ func (s *server) serveConnect(w http.ResponseWriter, r *http.Request, sess *sess
 	case <-readDone:
 	case <-writerDone: // a failed write, or a stop (a queue overflow)
 	case <-sess.ctx.Done():
-		t.stop(closeGoingAway, "agent is shutting down")
+		// At once, not after the queue: a client that does not read
+		// must not hold up the agent's shutdown.
+		c.closeWith(closeGoingAway, context.Cause(sess.ctx).Error())
+		c.close()
 	}
 	t.stop(0, "")
 	<-writerDone
