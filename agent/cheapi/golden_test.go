@@ -107,10 +107,10 @@ type player struct {
 	t     *testing.T
 	ws    *websocket.Conn
 	in    chan record
-	got   []record // everything received so far, in order
-	next  int      // got[next:] not yet consumed by a wait
+	got   []record        // everything received so far, in order
+	next  int             // got[next:] not yet consumed by a wait
 	tb    strings.Builder // every text frame, concatenated (see text)
-	tpos  int      // terminal: text consumed by waits
+	tpos  int             // terminal: text consumed by waits
 	ended bool
 	// onSleep, when set, replaces a sleep_ms step: the script's pauses
 	// let Che's agent catch up; the test waits for the event instead.
