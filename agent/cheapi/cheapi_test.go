@@ -548,3 +548,28 @@ func TestSubscribeDeadProcess(t *testing.T) {
 		t.Errorf("unsubscribe from an unknown process: %v", got)
 	}
 }
+
+// TestLineSplitting: as Che's process tests: empty lines are lines, "\r"
+// is kept, a last line without "\n" is one; and porthole's bound: a run
+// longer than the line limit is cut into lines of the limit.
+func TestLineSplitting(t *testing.T) {
+	c := startChe(t, cheapi.Options{LogLine: 1000}, agent.Options{})
+	rc := connect(t, c.url("ws", "/connect"))
+	rc.call("process.start", map[string]any{"name": "l", "commandLine": `printf 'a\n\n\nb\r\n'; head -c 2500 /dev/zero | tr '\0' x; printf '\nend'`})
+	rc.waitFor(map[string]any{"method": "process_died"})
+	var got []string
+	for _, f := range rc.p.got {
+		var m struct {
+			Method string
+			Params struct{ Text string }
+		}
+		if json.Unmarshal([]byte(f.Data), &m) == nil && m.Method == "process_stdout" {
+			got = append(got, m.Params.Text)
+		}
+	}
+	x := strings.Repeat("x", 1000)
+	want := []string{"a", "", "", "b\r", x, x, x[:500], "end"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("lines %q, want %q", got, want)
+	}
+}
