@@ -207,15 +207,28 @@ func (e *execProc) Output(s protocol.Stream, _ int64, b []byte) error {
 			line = append(e.partial[s], line...)
 			e.partial[s] = nil
 		}
-		e.lineLocked(s, line)
+		e.cutLocked(s, line)
 		b = b[i+1:]
 	}
+	// A run without "\n" longer than the line bound is cut now, into
+	// lines of the bound, however the reads split it.
 	e.partial[s] = append(e.partial[s], b...)
-	for len(e.partial[s]) >= e.s.opts.LogLine {
-		e.lineLocked(s, e.partial[s][:e.s.opts.LogLine])
-		e.partial[s] = append([]byte(nil), e.partial[s][e.s.opts.LogLine:]...)
+	limit := e.s.opts.LogLine
+	if n := len(e.partial[s]); n > limit {
+		keep := n - (n-1)/limit*limit // 1..limit bytes stay pending
+		e.cutLocked(s, e.partial[s][:n-keep])
+		e.partial[s] = append([]byte(nil), e.partial[s][n-keep:]...)
 	}
 	return nil
+}
+
+// cutLocked logs a line, cut into lines of at most the bound.
+func (e *execProc) cutLocked(s protocol.Stream, line []byte) {
+	for len(line) > e.s.opts.LogLine {
+		e.lineLocked(s, line[:e.s.opts.LogLine])
+		line = line[e.s.opts.LogLine:]
+	}
+	e.lineLocked(s, line)
 }
 
 // lineLocked logs a line and sends it to the subscribers.
