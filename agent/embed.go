@@ -202,8 +202,13 @@ func (a *Agent) Go(fn func(ctx context.Context)) {
 }
 
 // Settings returns the agent's options with their defaults applied (an
-// extension's limits and keepalives follow the agent's).
-func (a *Agent) Settings() Options { return a.opts }
+// extension's limits and keepalives follow the agent's), without the
+// token: extensions check it with Authorize.
+func (a *Agent) Settings() Options {
+	o := a.opts
+	o.Token = ""
+	return o
+}
 
 // Logger is the agent's logger.
 func (a *Agent) Logger() *slog.Logger { return a.log }
