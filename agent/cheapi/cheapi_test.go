@@ -573,3 +573,26 @@ func TestLineSplitting(t *testing.T) {
 		t.Errorf("lines %q, want %q", got, want)
 	}
 }
+
+// TestMachineExecPipes: an exec without a terminal sends stdout and
+// stderr to the attach socket, and reads its stdin from it.
+func TestMachineExecPipes(t *testing.T) {
+	c := startChe(t, cheapi.Options{}, agent.Options{})
+	rc := connect(t, c.url("ws", "/connect"))
+	r := rc.call("create", map[string]any{"cmd": []string{"sh", "-c", "read x; echo out:$x; echo err:$x >&2; exit 2"}, "type": "process"})
+	id, ok := r["result"].(float64)
+	if !ok {
+		t.Fatalf("create: %v", r)
+	}
+	at := dial(t, c.url("ws", "/attach/"+strconv.Itoa(int(id))))
+	at.ws.WriteMessage(websocket.TextMessage, []byte("piped\n"))
+	for !at.ended {
+		at.pull("the end")
+	}
+	if !strings.Contains(at.text(), "out:piped\n") || !strings.Contains(at.text(), "err:piped\n") {
+		t.Errorf("output %q", at.text())
+	}
+	if last := at.got[len(at.got)-1]; last.Type != "close" || last.Code != 1000 || last.Data != "exit code 2" {
+		t.Errorf("end %+v", last)
+	}
+}
