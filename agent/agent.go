@@ -72,6 +72,12 @@ type Options struct {
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
 	WebDir string
+	// RecordDir, when set, records every TTY process's session there, an
+	// asciicast v2 file each (record.go), bounded by RecordMax (default
+	// DefaultRecordMax); with RecordInput, what is typed too.
+	RecordDir   string
+	RecordMax   int64
+	RecordInput bool
 	// Extensions add routes to the agent's handler (Che's agents, package
 	// agent/cheapi). See Extension.
 	Extensions []Extension
@@ -105,6 +111,9 @@ func (o *Options) setDefaults() {
 	def(&o.MaxMessageBytes, DefaultMaxMessageBytes)
 	def(&o.StdinQueue, 64)
 	defDur(&o.StallTimeout, DefaultStallTimeout)
+	if o.RecordMax <= 0 {
+		o.RecordMax = DefaultRecordMax
+	}
 	defDur(&o.Retention, DefaultRetention)
 	defDur(&o.ExitDrain, time.Second)
 	defDur(&o.PingInterval, DefaultPingInterval)
@@ -126,8 +135,8 @@ type Agent struct {
 	cancel  context.CancelCauseFunc
 	connSeq uint64
 
-	// routes are the extensions' routes, built once by New.
-	routes map[string]http.Handler
+	// extRoutes are the extensions' routes, built once by New.
+	extRoutes map[string]http.Handler
 }
 
 // ErrNoToken is returned by New when no token is configured.
@@ -146,10 +155,10 @@ func New(o Options) (*Agent, error) {
 		ctx:  ctx, cancel: cancel,
 	}
 	a.procs = newManager(&a.opts)
-	a.routes = make(map[string]http.Handler)
+	a.extRoutes = make(map[string]http.Handler)
 	for _, ext := range o.Extensions {
 		for pattern, h := range ext(a) {
-			a.routes[pattern] = h
+			a.extRoutes[pattern] = h
 		}
 	}
 	a.upgrader = websocket.Upgrader{
@@ -165,25 +174,43 @@ func New(o Options) (*Agent, error) {
 	return a, nil
 }
 
+// route is one endpoint: a ServeMux pattern and its handler.
+type route struct {
+	pattern string
+	h       http.HandlerFunc
+}
+
+// routes are every endpoint of the agent, the one list Handler serves
+// (and the auth matrix test walks).
+func (a *Agent) routes() []route {
+	post := a.guard("http", a.serveRPCPost)
+	rs := []route{
+		{"GET /healthz", a.serveHealth},
+		{"GET /v1/rpc", a.guard("rpc", a.serveRPCSocket)},
+		{"POST /v1/rpc", func(w http.ResponseWriter, r *http.Request) {
+			if a.cors(w, r) {
+				post(w, r)
+			}
+		}},
+		{"OPTIONS /v1/rpc", a.servePreflight},
+		{"GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach)},
+		{"GET /v1/processes/{id}/recording", a.guard("recording", a.serveRecording)},
+	}
+	if a.opts.WebDir != "" {
+		rs = append(rs, route{"GET /", http.FileServer(http.Dir(a.opts.WebDir)).ServeHTTP})
+	}
+	for pattern, h := range a.extRoutes {
+		rs = append(rs, route{pattern, h.ServeHTTP})
+	}
+	return rs
+}
+
 // Handler returns the agent's HTTP handler: the control socket, the
 // one-shot HTTP JSON-RPC endpoint, attach sockets and the health check.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", a.serveHealth)
-	mux.HandleFunc("GET /v1/rpc", a.guard("rpc", a.serveRPCSocket))
-	post := a.guard("http", a.serveRPCPost)
-	mux.HandleFunc("POST /v1/rpc", func(w http.ResponseWriter, r *http.Request) {
-		if a.cors(w, r) {
-			post(w, r)
-		}
-	})
-	mux.HandleFunc("OPTIONS /v1/rpc", a.servePreflight)
-	if a.opts.WebDir != "" {
-		mux.Handle("GET /", http.FileServer(http.Dir(a.opts.WebDir)))
-	}
-	mux.HandleFunc("GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach))
-	for pattern, h := range a.routes {
-		mux.Handle(pattern, h)
+	for _, rt := range a.routes() {
+		mux.Handle(rt.pattern, rt.h)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On refusals too; a 101 gets them from upgrade().

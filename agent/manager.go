@@ -108,6 +108,14 @@ func (m *manager) start(sp protocol.StartParams) (*process, error) {
 	}
 	p.stats = &m.stats
 	m.stats.started.Add(1)
+	if m.opts.RecordDir != "" && sp.TTY {
+		if rc, err := newRecorder(m.opts.RecordDir, p, m.opts, clock.Or(m.opts.Clock)); err != nil {
+			m.log.Error("cannot record the session: it runs unrecorded", "id", p.id, "err", err)
+		} else {
+			p.rec = rc
+			m.wg.Go(func() { rc.run(p.out[protocol.Stdout]) })
+		}
+	}
 	m.procs[p.id] = p
 	m.log.Info("process started", "id", p.id, "pid", p.pid, "argv0", argv[0], "tty", sp.TTY)
 	p.run(&m.wg, clock.Or(m.opts.Clock), m.opts.ExitDrain, func() { m.exited(p) })

@@ -33,7 +33,8 @@ type process struct {
 
 	clients     atomic.Int32
 	stdinClosed atomic.Bool
-	stats       *stats // the agent's counters
+	stats       *stats    // the agent's counters
+	rec         *recorder // nil: not recorded
 	// ext is an extension's state for this process (embed.go), dropped
 	// with the process.
 	ext atomic.Pointer[any]
@@ -186,6 +187,9 @@ func (p *process) Resize(s protocol.WindowSize) error {
 		return exitedError(p.id)
 	}
 	p.size = s
+	if p.rec != nil {
+		p.rec.resize(s)
+	}
 	return setWinsize(p.child.master, s)
 }
 
@@ -208,6 +212,9 @@ func (p *process) stdinFile() *os.File {
 func (p *process) WriteStdin(b []byte) error {
 	if p.stdinClosed.Load() {
 		return stdinClosedError(p.id)
+	}
+	if p.rec != nil {
+		p.rec.typed(b)
 	}
 	if _, err := p.stdinFile().Write(b); err != nil {
 		if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.EIO) {

@@ -77,6 +77,9 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.cheLog, "che-log-bytes", cheapi.DefaultLogBytes, "with -che: bytes of exec-agent log kept per process (oldest lines dropped past it)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve -listen over TLS with this PEM certificate (reloaded when the file changes; needs -tls-key)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
+	fs.StringVar(&f.o.RecordDir, "record", "", "record every terminal session in this directory, an asciicast v2 file each (docs/operations.md)")
+	fs.Int64Var(&f.o.RecordMax, "record-max", agent.DefaultRecordMax, "bytes at most per recording; beyond, it stops with a marker")
+	fs.BoolVar(&f.o.RecordInput, "record-input", false, "with -record, record what is typed too (passwords included: think twice)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics on this address, without authentication ('': none; bind it where only the scraper reaches)")
 	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for a wss:// -master, beside the system's")
 }
@@ -95,6 +98,14 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 		if v <= 0 {
 			return o, usageError{fmt.Sprintf("%s %d: must be positive", name, v)}
 		}
+	}
+	if o.RecordDir != "" {
+		if st, err := os.Stat(o.RecordDir); err != nil || !st.IsDir() {
+			return o, usageError{fmt.Sprintf("-record %q: not a directory", o.RecordDir)}
+		}
+	}
+	if o.RecordMax < 4096 {
+		return o, usageError{fmt.Sprintf("-record-max %d: must be at least 4096", o.RecordMax)}
 	}
 	if o.RingBytes < 4096 {
 		return o, usageError{fmt.Sprintf("-ring %d: must be at least 4096", o.RingBytes)}

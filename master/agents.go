@@ -22,8 +22,9 @@ const (
 	HeaderAgentVersion = tunnel.HeaderAgentVersion
 )
 
-// agents are the tunnels of connected agents, one per machine (a new
-// connection of the same machine replaces the old one).
+// agents are the tunnels of connected agents, one per machine: a second
+// tunnel for a machine is refused while the first answers its keepalive,
+// and replaces it only once it does not (serveAgent).
 type agents struct {
 	mu sync.Mutex
 	by map[store.Key]*tunnel.Session
@@ -37,12 +38,15 @@ func (a *agents) get(k store.Key) *tunnel.Session {
 	return a.by[k]
 }
 
-func (a *agents) set(k store.Key, s *tunnel.Session) (old *tunnel.Session) {
+// replace makes s k's tunnel if old (nil: none) still is.
+func (a *agents) replace(k store.Key, old, s *tunnel.Session) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	old = a.by[k]
+	if a.by[k] != old {
+		return false
+	}
 	a.by[k] = s
-	return old
+	return true
 }
 
 // remove forgets s if it is still k's tunnel.
@@ -80,19 +84,38 @@ func agentHeaders(r *http.Request, c *Claims) *httpError {
 	return nil
 }
 
+// agentProbeTimeout is how long the live tunnel of a machine has to
+// answer a keepalive ping when a second tunnel for the machine arrives.
+var agentProbeTimeout = 5 * time.Second
+
 // serveAgent accepts an agent's tunnel: its machine token says which
 // machine it is; the announced runtime id and machine name, when sent,
-// must match it (agentHeaders).
+// must match it (agentHeaders). A machine has one tunnel: a second one is
+// refused (409, logged) while the first answers a keepalive ping within
+// agentProbeTimeout, so that a leaked machine token cannot take over (or
+// share) the live agent's terminals; it replaces a first one that does
+// not answer (an agent reconnecting after its network dropped).
 func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
-	sess, err := tunnel.Accept(w, r, &m.upgrader)
-	if err != nil {
-		m.log.Warn("agent tunnel refused", "remote", r.RemoteAddr, "err", err)
-		return
-	}
 	k := store.Key{Runtime: c.Runtime, Machine: c.Machine}
 	log := m.log.With("conn", "agent", "runtime", k.Runtime, "machine", k.Machine, "remote", r.RemoteAddr)
-	if old := m.agents.set(k, sess); old != nil {
-		log.Info("agent reconnected: replacing its previous tunnel")
+	old := m.agents.get(k)
+	if old != nil && old.Alive(agentProbeTimeout) {
+		m.refuse(w, r, &httpError{http.StatusConflict, "machine " + k.Machine + " of runtime " + k.Runtime +
+			" already has a live agent tunnel (from " + old.RemoteAddr().String() + "): a second one is refused"})
+		return
+	}
+	sess, err := tunnel.Accept(w, r, &m.upgrader)
+	if err != nil {
+		log.Warn("agent tunnel refused", "err", err)
+		return
+	}
+	if !m.agents.replace(k, old, sess) {
+		log.Warn("agent tunnel refused: another tunnel of the machine connected meanwhile")
+		sess.Close()
+		return
+	}
+	if old != nil {
+		log.Warn("agent tunnel replaced: the previous one did not answer its keepalive", "previous", old.RemoteAddr().String())
 		old.Close()
 	}
 	addr := r.Header.Get(HeaderAddress)
@@ -120,11 +143,19 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
 // as on a direct connection.
 func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, _ *Claims) {
 	k := store.Key{Runtime: r.PathValue("rid"), Machine: r.PathValue("name")}
+	if err := checkKey(k.Runtime, k.Machine); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	sess := m.agents.get(k)
 	if sess == nil {
 		writeJSONError(w, http.StatusBadGateway, "the agent of machine "+k.Machine+" of runtime "+k.Runtime+" is not connected")
 		return
 	}
+	// What the agent answers runs on the master's origin: sandboxed, so
+	// an agent's HTML cannot script the dashboard or read its token (the
+	// policy of the response, if any, applies too: both are enforced).
+	w.Header().Set("Content-Security-Policy", "sandbox")
 	r2 := r.Clone(r.Context())
 	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("path"), ""
 	m.metrics.proxiedTotal.Inc()

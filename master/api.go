@@ -1,6 +1,7 @@
 package master
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -20,6 +21,10 @@ func (m *Master) serveRuntimes(w http.ResponseWriter, r *http.Request, c *Claims
 func (m *Master) serveRuntime(w http.ResponseWriter, r *http.Request, c *Claims) {
 	internal, only := scope(c)
 	rid := r.PathValue("rid")
+	if err := CheckRuntimeID(rid); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if only != "" && rid != only {
 		m.refuse(w, r, &httpError{http.StatusForbidden, "a machine token reads only its own runtime"})
 		return
@@ -37,6 +42,10 @@ func (m *Master) serveRuntime(w http.ResponseWriter, r *http.Request, c *Claims)
 func (m *Master) machineKey(w http.ResponseWriter, r *http.Request, c *Claims) (k store.Key, internal, ok bool) {
 	internal, only := scope(c)
 	k = store.Key{Runtime: r.PathValue("rid"), Machine: r.PathValue("name")}
+	if err := checkKey(k.Runtime, k.Machine); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return k, false, false
+	}
 	if only != "" && k.Runtime != only {
 		m.refuse(w, r, &httpError{http.StatusForbidden, "a machine token reads only its own runtime"})
 		return k, false, false
@@ -106,11 +115,37 @@ func (m *Master) serveLogs(w http.ResponseWriter, r *http.Request, c *Claims) {
 
 // entryTime reads an entry's time.
 func entryTime(data []byte) time.Time {
-	var e struct {
-		Time time.Time `json:"time"`
+	t, _ := EntryTime(data)
+	return t
+}
+
+// EntryTime reads the time of a journal entry (the store's entry data,
+// a masterapi.Entry), for the store's retention by age
+// (store.Options.Time). It reads only up to the "time" field, which the
+// master writes second.
+func EntryTime(data []byte) (time.Time, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return time.Time{}, false
 	}
-	json.Unmarshal(data, &e)
-	return e.Time
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return time.Time{}, false
+		}
+		if k == "time" {
+			var t time.Time
+			if err := dec.Decode(&t); err != nil {
+				return time.Time{}, false
+			}
+			return t, true
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return time.Time{}, false
+		}
+	}
+	return time.Time{}, false
 }
 
 // serveInfo tells clients (the dashboard) what they talk to.

@@ -18,7 +18,8 @@ import (
 )
 
 // Browsers get a short-lived ticket for WebSocket URLs; long-lived
-// tokens are refused in URLs; expired tickets are refused.
+// tokens are refused in URLs; expired tickets are refused, and so is a
+// ticket used before.
 func TestTickets(t *testing.T) {
 	tm := startMaster(t, t.TempDir(), "")
 	client := tm.clientToken(t)
@@ -35,18 +36,22 @@ func TestTickets(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	st, body := post(client)
-	if st != 200 {
-		t.Fatalf("POST /api/tickets: %d %s", st, body)
+	newTicket := func() string {
+		st, body := post(client)
+		if st != 200 {
+			t.Fatalf("POST /api/tickets: %d %s", st, body)
+		}
+		ticket := body[strings.Index(body, `"ticket":"`)+10:]
+		return ticket[:strings.Index(ticket, `"`)]
 	}
-	ticket := body[strings.Index(body, `"ticket":"`)+10:]
-	ticket = ticket[:strings.Index(ticket, `"`)]
+	ticket := newTicket()
 	expired, _, _ := tm.signer.Ticket(time.Now().Add(-2 * master.TicketTTL))
 	for _, c := range []struct {
 		name, query string
 		status      int
 	}{
 		{"ticket", "?ticket=" + ticket, 101},
+		{"ticket used again", "?ticket=" + ticket, 401}, // single use
 		{"client token in ?ticket=", "?ticket=" + client, 401},
 		{"client token in ?token=", "?token=" + client, 401},
 		{"expired ticket", "?ticket=" + expired, 401},
@@ -65,7 +70,7 @@ func TestTickets(t *testing.T) {
 	if st, _ := post(""); st != 401 {
 		t.Errorf("a ticket without a token: %d", st)
 	}
-	if st, _ := post(ticket); st != 403 {
+	if st, _ := post(newTicket()); st != 403 {
 		t.Errorf("a ticket for a ticket: %d, want 403", st)
 	}
 	if st, _ := post(tm.machineToken(t, "w:e:o", "m")); st != 403 {
@@ -73,7 +78,7 @@ func TestTickets(t *testing.T) {
 	}
 	// A page from another origin cannot open the client socket.
 	h := http.Header{"Origin": {"https://evil.example"}}
-	if _, resp, _ := websocket.DefaultDialer.Dial(tm.WS+"/api/rpc?ticket="+ticket, h); resp == nil || resp.StatusCode != 403 {
+	if _, resp, _ := websocket.DefaultDialer.Dial(tm.WS+"/api/rpc?ticket="+newTicket(), h); resp == nil || resp.StatusCode != 403 {
 		t.Errorf("foreign Origin: %v, want 403", resp)
 	}
 }

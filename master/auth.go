@@ -2,9 +2,11 @@ package master
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/porthole-dev/porthole/protocol/masterapi"
@@ -69,6 +71,9 @@ func (m *Master) clientAuth(r *http.Request, machine bool) (*Claims, *httpError)
 	c, err := m.signer.Verify(tok)
 	if err != nil {
 		return nil, &httpError{http.StatusUnauthorized, err.Error()}
+	}
+	if c.Kind == KindTicket && !m.tickets.use(c.ID, c.ExpiresAt.Time, time.Now()) {
+		return nil, &httpError{http.StatusUnauthorized, "ticket already used: a ticket is valid once; get one per connection (POST /api/tickets)"}
 	}
 	switch {
 	case fromQuery && c.Kind != KindTicket:
@@ -188,12 +193,47 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
+// both runs check a, then b.
+func both(a, b func(*http.Request, *Claims) *httpError) func(*http.Request, *Claims) *httpError {
+	return func(r *http.Request, c *Claims) *httpError {
+		if e := a(r, c); e != nil {
+			return e
+		}
+		return b(r, c)
+	}
+}
+
 // notTicket refuses a ticket where a client token is needed.
 func notTicket(_ *http.Request, c *Claims) *httpError {
 	if c.Kind == KindTicket {
 		return &httpError{http.StatusForbidden, "a ticket cannot get another ticket"}
 	}
 	return nil
+}
+
+// tickets remembers the tickets used and not yet expired, so that each
+// is accepted once.
+type tickets struct {
+	mu   sync.Mutex
+	used map[string]time.Time // id → expiry
+}
+
+// use records ticket id, valid until exp, as used; false when it was
+// already.
+func (t *tickets) use(id string, exp, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.used[id]; ok {
+		return false
+	}
+	if t.used == nil {
+		t.used = map[string]time.Time{}
+	}
+	if len(t.used) >= 1024 && len(t.used)&(len(t.used)-1) == 0 { // now and then, forget the expired
+		maps.DeleteFunc(t.used, func(_ string, e time.Time) bool { return e.Before(now) })
+	}
+	t.used[id] = exp
+	return true
 }
 
 // serveTicket issues a ticket to a client (its token as Bearer).

@@ -49,7 +49,7 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	tokens := func(args ...string) string {
-		out, err := exec.Command(masterBin, append([]string{"token", "-data", dir}, args...)...).Output()
+		out, err := exec.Command(masterBin, append([]string{"token", "-init", "-data", dir}, args...)...).Output()
 		if err != nil {
 			t.Fatalf("token %q: %v", args, err)
 		}

@@ -123,6 +123,7 @@ func (c *ingestConn) run() {
 func (c *ingestConn) tooLarge(size int64) {
 	c.log.Warn("event above the limit refused", "bytes", size, "limit", c.m.opts.MaxEventBytes)
 	c.m.metrics.ingestRefused.Inc()
+	c.throttle(int(min(size, int64(c.m.opts.MaxEventBytes)))) // refused bytes count too; a shutdown ends the reads anyway
 	gen, err := c.m.state.refused(c.key, c.lastAt, size, int64(c.m.opts.MaxEventBytes))
 	if err == nil {
 		c.gen = max(c.gen, gen)
@@ -194,6 +195,9 @@ func (c *ingestConn) handle(f *frame) error {
 		c.stream.WriteError(f.ID, masterapi.CodeForbidden, msg)
 		return nil
 	}
+	if err := c.throttle(f.size); err != nil {
+		return err
+	}
 	if !ev.Time.IsZero() {
 		c.lastAt = ev.Time
 	}
@@ -217,6 +221,23 @@ func (c *ingestConn) handle(f *frame) error {
 		c.stream.WriteObject(result{"2.0", f.ID, nil}) // a failed write ends the reads
 	}
 	return nil
+}
+
+// throttle waits while the machine pushes faster than
+// Options.MachineRate (rate.go), or until the master shuts down.
+func (c *ingestConn) throttle(n int) error {
+	d := c.m.rates.take(c.key, n)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-c.m.ctx.Done():
+		return errClosed
+	}
 }
 
 // result is a JSON-RPC response with a null result.

@@ -29,8 +29,9 @@ var _ Store = (*store.Bolt)(nil)
 
 // Limits of the state.
 const (
-	// tailEntries: the last entries of each machine kept in memory for
-	// subscribers; older ones are read from the store.
+	// tailEntries: at most this many of each machine's last entries are
+	// kept in memory for subscribers (and at most Options.TailBytes of
+	// them); older ones are read from the store.
 	tailEntries = 512
 	// maxPendingBytes: entries waiting for the next commit, all machines
 	// together; beyond, ingestion waits for the commit (backpressure).
@@ -58,11 +59,15 @@ var errClosed = errors.New("master is shutting down")
 type state struct {
 	log *slog.Logger
 	st  Store
+	// tailBytes and tailTotal bound the in-memory tails, per machine and
+	// all machines together (Options.TailBytes, TailTotalBytes).
+	tailBytes, tailTotal int
 
 	mu       sync.Mutex
 	cond     *sync.Cond // committed advanced or closed
 	machines map[store.Key]*machine
 	pending  []pendingEntry
+	tailN    int       // bytes in every machine's tail
 	pendN    int       // bytes in pending (approximately)
 	pendAt   time.Time // when the oldest pending entry arrived
 	dirty    map[store.Key]bool
@@ -88,6 +93,7 @@ type machine struct {
 	pubRev  uint64
 	rev     uint64 // bumped on every change of doc
 	tail    []tailEntry
+	tailN   int // bytes of data in tail
 	bsConns int // open bootstrapper connections
 	// connAt is when the document's connection state was last written;
 	// connTimer, when set, writes it once connEvery has passed since.
@@ -106,13 +112,13 @@ type tailEntry struct {
 	data []byte
 }
 
-func newState(st Store, log *slog.Logger) (*state, error) {
+func newState(st Store, log *slog.Logger, tailBytes, tailTotal int) (*state, error) {
 	docs, err := st.Machines()
 	if err != nil {
 		return nil, fmt.Errorf("load machines: %w", err)
 	}
 	s := &state{
-		log: log, st: st,
+		log: log, st: st, tailBytes: tailBytes, tailTotal: tailTotal,
 		machines: map[store.Key]*machine{},
 		dirty:    map[store.Key]bool{},
 		gen:      1,
@@ -356,7 +362,7 @@ func (s *state) committer() {
 	defer close(s.done)
 	for {
 		b := s.next()
-		if b == nil || !s.write(b.b) {
+		if b == nil || !s.write(b) {
 			return
 		}
 		s.publish(b)
@@ -432,16 +438,25 @@ func (s *state) number(pending []pendingEntry) []store.KeyedEntry {
 // write commits b. A failure is retried with backoff (the store may be
 // full for a while); ingestion meanwhile waits (backpressure), and nothing
 // is acknowledged, so bootstrappers keep their spools. It gives up,
-// returning false, when close's context ends.
-func (s *state) write(b *store.Batch) bool {
+// returning false, when close's context ends. A machine the store cannot
+// hold (store.KeyError: the names are checked at every handshake, so only
+// a store written by an older master has one) is dropped from the batch,
+// logged, and the others are committed at once: one machine never
+// blocks the others.
+func (s *state) write(b *batch) bool {
 	if s.commitSeconds != nil {
 		defer func(began time.Time) { s.commitSeconds.Observe(time.Since(began).Seconds()) }(time.Now())
 	}
 	backoff := 10 * time.Millisecond
 	for {
-		err := s.st.Commit(b)
+		err := s.st.Commit(b.b)
 		if err == nil {
 			return true
+		}
+		var ke *store.KeyError
+		if errors.As(err, &ke) && b.drop(ke.Key) {
+			s.log.Error("machine dropped from the commit: the store cannot hold it", "err", err)
+			continue
 		}
 		s.log.Error("commit failed; retrying", "err", err, "retry_in", backoff)
 		t := time.NewTimer(backoff)
@@ -456,6 +471,24 @@ func (s *state) write(b *store.Batch) bool {
 	}
 }
 
+// drop removes k's document and entries from b; false when b had none.
+func (b *batch) drop(k store.Key) bool {
+	_, found := b.b.Machines[k]
+	delete(b.b.Machines, k)
+	delete(b.snaps, k)
+	delete(b.revs, k)
+	kept := b.b.Entries[:0]
+	for _, e := range b.b.Entries {
+		if e.Key != k {
+			kept = append(kept, e)
+		}
+	}
+	found = found || len(kept) < len(b.b.Entries)
+	clear(b.b.Entries[len(kept):])
+	b.b.Entries = kept
+	return found
+}
+
 // publish makes a committed batch visible: documents, tails, and the
 // generation that waiters and subscribers wait for.
 func (s *state) publish(b *batch) {
@@ -466,17 +499,56 @@ func (s *state) publish(b *batch) {
 		m.pub, m.pubRev = snap, b.revs[k]
 	}
 	for _, e := range b.b.Entries {
-		m := s.machines[e.Key]
-		if len(m.tail) >= tailEntries {
-			n := copy(m.tail, m.tail[len(m.tail)-tailEntries/2:])
-			m.tail = m.tail[:n]
-		}
-		m.tail = append(m.tail, tailEntry{e.Seq, e.Data})
+		s.addTail(s.machines[e.Key], tailEntry{e.Seq, e.Data})
 	}
 	s.commit = b.gen
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.cond.Broadcast()
+}
+
+// addTail appends e to m's in-memory tail within the bounds: at most
+// tailEntries entries and Options.TailBytes bytes per machine (the oldest
+// half of the entries is dropped, or more until e fits; an entry larger
+// than the bound empties the tail, which must stay contiguous, and is
+// read from the store), and Options.TailTotalBytes for every machine
+// together (the largest tail loses its oldest half); mu held.
+func (s *state) addTail(m *machine, e tailEntry) {
+	size := len(e.data)
+	if size > s.tailBytes {
+		s.trimTail(m, len(m.tail))
+		return
+	}
+	if len(m.tail) >= tailEntries || m.tailN+size > s.tailBytes {
+		drop, rest := 0, m.tailN
+		for ; drop < len(m.tail) && (drop < len(m.tail)/2 || rest+size > s.tailBytes); drop++ {
+			rest -= len(m.tail[drop].data)
+		}
+		s.trimTail(m, drop)
+	}
+	m.tail = append(m.tail, e)
+	m.tailN += size
+	s.tailN += size
+	for s.tailN > s.tailTotal {
+		var big *machine
+		for _, o := range s.machines {
+			if big == nil || o.tailN > big.tailN {
+				big = o
+			}
+		}
+		s.trimTail(big, max(1, len(big.tail)/2))
+	}
+}
+
+// trimTail drops m's n oldest tail entries; mu held.
+func (s *state) trimTail(m *machine, n int) {
+	for _, t := range m.tail[:n] {
+		m.tailN -= len(t.data)
+		s.tailN -= len(t.data)
+	}
+	k := copy(m.tail, m.tail[n:])
+	clear(m.tail[k:]) // the dropped data is garbage now
+	m.tail = m.tail[:k]
 }
 
 // entries calls fn with k's committed entries after seq after, in order,

@@ -11,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,8 +53,31 @@ type Options struct {
 	// SubscriptionsPerConn bounds the subscriptions of one client socket.
 	// Default DefaultSubscriptionsPerConn.
 	SubscriptionsPerConn int
+	// TailBytes bounds the journal entries (bytes of their JSON) of one
+	// machine kept in memory for subscribers; older ones are read from
+	// the store. Default DefaultTailBytes.
+	TailBytes int
+	// TailTotalBytes bounds the in-memory tails of every machine
+	// together: beyond, the largest tail loses its oldest half. Default
+	// DefaultTailTotalBytes.
+	TailTotalBytes int
+	// MachineRate bounds what one machine's bootstrapper may push, bytes
+	// of events per second over all its connections, so that one machine
+	// cannot take the store from the others: beyond, the master reads
+	// its connections more slowly (the bootstrapper spools). Default
+	// DefaultMachineRate.
+	MachineRate int
+	// MachineBurst is how many bytes a machine may push at once above
+	// MachineRate (at least MaxEventBytes). Default DefaultMachineBurst.
+	MachineBurst int
 	// Web, when set, serves the dashboard at / (see master/dashboard).
 	Web http.Handler
+	// AllowedHosts, when set, are the only names the master answers to
+	// (the Host header; IP addresses and localhost are always allowed):
+	// other requests get 421, which stops DNS rebinding (a page of
+	// another site whose name resolves to the master). Entries are host
+	// names without port, "*" allows any. Empty: any Host.
+	AllowedHosts []string
 }
 
 // The defaults of Options, the one source of them (porthole-master's
@@ -60,6 +86,10 @@ const (
 	DefaultMaxEventBytes        = 1 << 20
 	DefaultConnPendingBytes     = 1 << 20
 	DefaultSubscriptionsPerConn = 1024
+	DefaultTailBytes            = 1 << 20
+	DefaultTailTotalBytes       = 64 << 20
+	DefaultMachineRate          = 1 << 20
+	DefaultMachineBurst         = 8 << 20
 	DefaultPingInterval         = 30 * time.Second
 	DefaultWriteTimeout         = 30 * time.Second
 )
@@ -76,6 +106,11 @@ func (o *Options) setDefaults() {
 	def(&o.MaxEventBytes, DefaultMaxEventBytes)
 	def(&o.ConnPendingBytes, DefaultConnPendingBytes)
 	def(&o.SubscriptionsPerConn, DefaultSubscriptionsPerConn)
+	def(&o.TailBytes, DefaultTailBytes)
+	def(&o.TailTotalBytes, DefaultTailTotalBytes)
+	def(&o.MachineRate, DefaultMachineRate)
+	def(&o.MachineBurst, DefaultMachineBurst)
+	o.MachineBurst = max(o.MachineBurst, o.MaxEventBytes)
 	if o.PingInterval <= 0 {
 		o.PingInterval = DefaultPingInterval
 	}
@@ -93,6 +128,8 @@ type Master struct {
 	upgrader websocket.Upgrader
 	agents   *agents
 	bins     *binaries
+	rates    *rateLimiter
+	tickets  tickets
 	metrics  *metrics
 
 	ctx    context.Context
@@ -110,7 +147,7 @@ func New(o Options) (*Master, error) {
 		return nil, errors.New("master: Options.Store and Options.Signer are required")
 	}
 	o.setDefaults()
-	st, err := newState(o.Store, o.Logger)
+	st, err := newState(o.Store, o.Logger, o.TailBytes, o.TailTotalBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +159,7 @@ func New(o Options) (*Master, error) {
 	m.metrics = newMetrics(m)
 	st.commitSeconds = m.metrics.commitSeconds
 	m.agents = newAgents()
+	m.rates = newRateLimiter(o.MachineRate, o.MachineBurst, time.Now)
 	m.bins = newBinaries(o.BinariesDir)
 	m.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4 << 10,
@@ -163,29 +201,76 @@ func (m *Master) Shutdown(ctx context.Context) error {
 	return errors.Join(err, m.state.close(ctx))
 }
 
+// route is one endpoint of the master: a ServeMux pattern and its handler.
+type route struct {
+	pattern string
+	h       http.Handler
+}
+
+// routes are every endpoint of the master, the one list Handler serves
+// (and the auth matrix test walks: an endpoint cannot be left out of it).
+func (m *Master) routes() []route {
+	// The prologue of every authenticated endpoint: guard (auth.go).
+	// Machines are not browsers: a request with another origin's Origin
+	// header is refused before anything else.
+	ingest := m.guard(endpoint{access: machineOnly, check: checkOrigin, conn: true}, m.serveIngest)
+	rs := []route{
+		{"GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })},
+		{"GET /api/websocket", ingest}, // Che's default endpoints for bootstrapper events
+		{"GET /api/websocket-minor", ingest},
+		{"GET /api/agent", m.guard(endpoint{access: machineOnly, check: both(checkOrigin, agentHeaders), conn: true}, m.serveAgent)},
+		{"GET /api/rpc", m.guard(endpoint{access: reader, conn: true}, m.serveRPC)},
+		{"GET /api/runtimes", m.guard(endpoint{access: reader}, m.serveRuntimes)},
+		{"GET /api/runtimes/{rid}", m.guard(endpoint{access: reader}, m.serveRuntime)},
+		{"GET /api/runtimes/{rid}/machines/{name}", m.guard(endpoint{access: reader}, m.serveMachine)},
+		{"GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader}, m.serveLogs)},
+		{"/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy)},
+		{"POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket)},
+		{"GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo)},
+		{"GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics)},
+		{"GET /agent-binaries/{platform}/{name}/{file}", http.HandlerFunc(m.bins.serve)},
+	}
+	if m.opts.Web != nil {
+		rs = append(rs, route{"/", m.opts.Web}) // any method: "GET /" would conflict with the agent proxy's pattern
+	}
+	return rs
+}
+
 // Handler returns the master's HTTP handler: every endpoint on one address.
 func (m *Master) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	// The prologue of every authenticated endpoint: guard (auth.go).
-	ingest := m.guard(endpoint{access: machineOnly, conn: true}, m.serveIngest)
-	mux.Handle("GET /api/websocket", ingest) // Che's default endpoints for bootstrapper events
-	mux.Handle("GET /api/websocket-minor", ingest)
-	mux.Handle("GET /api/agent", m.guard(endpoint{access: machineOnly, check: agentHeaders, conn: true}, m.serveAgent))
-	mux.Handle("GET /api/rpc", m.guard(endpoint{access: reader, conn: true}, m.serveRPC))
-	mux.Handle("GET /api/runtimes", m.guard(endpoint{access: reader}, m.serveRuntimes))
-	mux.Handle("GET /api/runtimes/{rid}", m.guard(endpoint{access: reader}, m.serveRuntime))
-	mux.Handle("GET /api/runtimes/{rid}/machines/{name}", m.guard(endpoint{access: reader}, m.serveMachine))
-	mux.Handle("GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader}, m.serveLogs))
-	mux.Handle("/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy))
-	mux.Handle("POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket))
-	mux.Handle("GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo))
-	mux.Handle("GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics))
-	mux.HandleFunc("GET /agent-binaries/{platform}/{name}/{file}", m.bins.serve)
-	if m.opts.Web != nil {
-		mux.Handle("/", m.opts.Web) // any method: "GET /" would conflict with the agent proxy's pattern
+	for _, rt := range m.routes() {
+		mux.Handle(rt.pattern, rt.h)
 	}
-	return mux
+	if len(m.opts.AllowedHosts) == 0 {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hostAllowed(r.Host, m.opts.AllowedHosts) {
+			m.refuse(w, r, &httpError{http.StatusMisdirectedRequest, "host " + strconv.Quote(r.Host) + " is not one of the master's names (porthole-master -allowed-host)"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// hostAllowed reports whether host (a Host header, with or without port)
+// is an IP address, localhost, or one of allowed.
+func hostAllowed(host string, allowed []string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.TrimSuffix(strings.Trim(h, "[]"), ".")
+	if net.ParseIP(h) != nil || strings.EqualFold(h, "localhost") {
+		return true
+	}
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(a, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // waitFor waits for done to be closed, or ctx to end first (false).

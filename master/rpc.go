@@ -67,6 +67,11 @@ func (cs *clientSession) handle(ctx context.Context, conn *jsonrpc2.Conn, req *j
 		if p.RuntimeID == "" {
 			return nil, invalidParams("runtimeId missing (a runtime id, or \"*\" for every runtime)")
 		}
+		if p.RuntimeID != "*" {
+			if err := CheckRuntimeID(p.RuntimeID); err != nil {
+				return nil, invalidParams("runtimeId: " + err.Error())
+			}
+		}
 		if only != "" && p.RuntimeID != only {
 			return nil, &jsonrpc2.Error{Code: masterapi.CodeForbidden, Message: "a machine token subscribes only to its own runtime " + strconv.Quote(only)}
 		}

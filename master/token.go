@@ -27,7 +27,8 @@ const (
 	KindTicket = "ticket"
 )
 
-// TicketTTL is how long a ticket is valid.
+// TicketTTL is how long a ticket is valid. A ticket is also single-use:
+// the master accepts it once (see tickets).
 const TicketTTL = 60 * time.Second
 
 const issuer = "porthole-master"
@@ -76,6 +77,21 @@ func LoadSigner(dir string) (*Signer, error) {
 	return &Signer{key: key}, nil
 }
 
+// ErrNoSigningKey is ReadSigner's error when the data directory holds no
+// signing key.
+var ErrNoSigningKey = errors.New("no signing key")
+
+// ReadSigner reads dir/signing.key, which must exist: unlike LoadSigner
+// it never creates one, so a mistyped directory is an error
+// (ErrNoSigningKey) rather than a new key whose tokens no master accepts.
+func ReadSigner(dir string) (*Signer, error) {
+	path := filepath.Join(dir, keyFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s does not exist", ErrNoSigningKey, path)
+	}
+	return LoadSigner(dir)
+}
+
 // writeKey creates path exclusively, durably.
 func writeKey(path string, key []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -101,6 +117,9 @@ func (s *Signer) MachineToken(rid, name string) (string, error) {
 	if rid == "" || name == "" {
 		return "", errors.New("a machine token needs a runtime id and a machine name")
 	}
+	if err := checkKey(rid, name); err != nil {
+		return "", err
+	}
 	return s.sign(Claims{Kind: KindMachine, Runtime: rid, Machine: name})
 }
 
@@ -112,6 +131,7 @@ func (s *Signer) Ticket(now time.Time) (string, time.Time, error) {
 	exp := now.Add(TicketTTL)
 	c := Claims{Kind: KindTicket}
 	c.ExpiresAt = jwt.NewNumericDate(exp)
+	c.ID = rand.Text() // single use: the master remembers it until it expires
 	tok, err := s.sign(c)
 	return tok, exp, err
 }
@@ -136,10 +156,13 @@ func (s *Signer) Verify(tok string) (*Claims, error) {
 		if c.Runtime == "" || c.Machine == "" {
 			return nil, errors.New("invalid token: a machine token without runtime id or machine name")
 		}
+		if err := checkKey(c.Runtime, c.Machine); err != nil {
+			return nil, fmt.Errorf("invalid token: %w", err)
+		}
 	case KindClient:
 	case KindTicket:
-		if c.ExpiresAt == nil {
-			return nil, errors.New("invalid token: a ticket without expiry")
+		if c.ExpiresAt == nil || c.ID == "" {
+			return nil, errors.New("invalid token: a ticket without expiry or id")
 		}
 	default:
 		return nil, fmt.Errorf("invalid token: unknown kind %q", c.Kind)

@@ -298,6 +298,7 @@ type Reader struct {
 	// Guarded by b.mu.
 	off          int64
 	paced        bool
+	follower     bool // never paced (NewFollower)
 	progress     uint64
 	seenProgress uint64
 	blockedSince time.Time
@@ -307,7 +308,9 @@ type Reader struct {
 // NewReader returns a paced reader starting at offset off, which must not
 // be beyond the end. An offset before the retained start is allowed: the
 // first Read reports the gap.
-func (b *Buffer) NewReader(off int64) (*Reader, error) {
+func (b *Buffer) NewReader(off int64) (*Reader, error) { return b.newReader(off, false) }
+
+func (b *Buffer) newReader(off int64, follower bool) (*Reader, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if off < 0 {
@@ -316,11 +319,17 @@ func (b *Buffer) NewReader(off int64) (*Reader, error) {
 	if off > b.end {
 		return nil, fmt.Errorf("offset %d is beyond the end of the stream (%d bytes so far)", off, b.end)
 	}
-	r := &Reader{b: b, notify: make(chan struct{}, 1), off: off, paced: true}
+	r := &Reader{b: b, notify: make(chan struct{}, 1), off: off, paced: !follower, follower: follower}
 	b.readers[r] = struct{}{}
 	r.signal()
 	return r, nil
 }
+
+// NewFollower returns a reader the writer never waits for, starting at
+// offset off (as NewReader): one that must never slow the stream (a
+// recorder); when it falls behind by more than the ring, its next Read
+// reports the gap.
+func (b *Buffer) NewFollower(off int64) (*Reader, error) { return b.newReader(off, true) }
 
 func (r *Reader) signal() {
 	select {
@@ -370,7 +379,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if b.closed {
 			return 0, io.EOF
 		}
-		if !r.paced {
+		if !r.paced && !r.follower {
 			// Caught up: pace the writer again.
 			r.paced = true
 			r.blockedSince = time.Time{}

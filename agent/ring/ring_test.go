@@ -343,3 +343,37 @@ func TestRandomAgainstModel(t *testing.T) {
 		r.Close()
 	}
 }
+
+// A follower never holds the writer back: with a follower that reads
+// nothing, writes of many rings' worth return at once (no stall wait on
+// the fake clock), and the follower is told of the gap, then reads on.
+func TestFollowerNeverPaces(t *testing.T) {
+	clk := clocktest.New()
+	b := New(Options{Max: 1024, Stall: time.Hour, Clock: clk})
+	f, err := b.NewFollower(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := b.Write(bytes.Repeat([]byte("x"), 8192)); err != nil {
+		t.Fatal(err)
+	}
+	if f.Paced() {
+		t.Fatal("a follower is paced")
+	}
+	var gap *GapError
+	if _, err := f.Read(make([]byte, 10)); !errors.As(err, &gap) || gap.From != 0 || gap.To != 8192-1024 {
+		t.Fatalf("first read: %v; want a gap 0..7168", err)
+	}
+	buf := make([]byte, 4096)
+	n, err := f.Read(buf)
+	if n != 1024 || err != nil {
+		t.Fatalf("read %d, %v; want the 1024 bytes kept", n, err)
+	}
+	if n, err := f.Read(buf); n != 0 || err != nil || f.Paced() {
+		t.Fatalf("caught up: %d, %v, paced %v; want 0, nil, never paced", n, err, f.Paced())
+	}
+	if d := b.Demoted(); d != 0 {
+		t.Fatalf("Demoted = %d; a follower is never demoted", d)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -32,6 +33,7 @@ type Session struct {
 	ys        *yamux.Session
 	conn      *conn
 	transport *http.Transport
+	violation atomic.Bool // the agent opened a stream
 }
 
 // Accept upgrades r, an agent's tunnel request the caller has already
@@ -48,7 +50,12 @@ func Accept(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader) (*Se
 		return nil, fmt.Errorf("tunnel: upgrade: %w", err)
 	}
 	c := NewConn(ws).(*conn)
-	ys, err := yamux.Client(c, yamuxConfig(nil))
+	cfg := yamuxConfig(nil)
+	// The agent only accepts streams: one it opens is refused (see
+	// refuseStreams), and at most one waits meanwhile (yamux resets the
+	// others), so an agent cannot make the master buffer streams.
+	cfg.AcceptBacklog = 1
+	ys, err := yamux.Client(c, cfg)
 	if err != nil { // only for an invalid config
 		c.Close()
 		return nil, err
@@ -70,6 +77,7 @@ func Accept(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader) (*Se
 		WriteBufferSize:     bufferSize,
 		ReadBufferSize:      bufferSize,
 	}
+	go s.refuseStreams()
 	return s, nil
 }
 
@@ -77,6 +85,9 @@ func Accept(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader) (*Se
 var ErrClosed = errors.New("agent tunnel closed: the agent is not connected")
 
 func (s *Session) closedError(err error) error {
+	if s.violation.Load() {
+		return ErrAgentOpenedStream
+	}
 	if s.ys.IsClosed() {
 		if cause := s.conn.err(); cause != nil && !errors.Is(cause, io.EOF) && !errors.Is(cause, net.ErrClosed) {
 			return fmt.Errorf("%w (%v)", ErrClosed, cause)
@@ -84,6 +95,47 @@ func (s *Session) closedError(err error) error {
 		return ErrClosed
 	}
 	return fmt.Errorf("agent tunnel: %w", err)
+}
+
+// ErrAgentOpenedStream is why a session ended whose agent opened a
+// stream: the master opens them, never the agent (a protocol violation,
+// which would otherwise make the master buffer what the agent sends).
+var ErrAgentOpenedStream = errors.New("agent tunnel closed: the agent opened a stream (only the master opens streams)")
+
+// refuseStreams ends the session when the agent opens a stream.
+func (s *Session) refuseStreams() {
+	st, err := s.ys.AcceptStream()
+	if err != nil {
+		return // the session ended
+	}
+	s.violation.Store(true)
+	st.Close()
+	s.Close()
+}
+
+// Alive reports whether the agent answers a keepalive ping within
+// timeout: false once the session has ended or when the ping goes
+// unanswered (the session is then closed).
+func (s *Session) Alive(timeout time.Duration) bool {
+	if s.ys.IsClosed() {
+		return false
+	}
+	pong := make(chan error, 1)
+	go func() {
+		_, err := s.ys.Ping()
+		pong <- err
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-pong:
+		if err == nil {
+			return true
+		}
+	case <-t.C:
+	}
+	s.Close()
+	return false
 }
 
 // Done is closed when the session has ended.

@@ -20,12 +20,18 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/httpserve"
 	"github.com/porthole-dev/porthole/internal/logging"
 	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/master"
 	"github.com/porthole-dev/porthole/master/dashboard"
 	"github.com/porthole-dev/porthole/master/store"
 )
+
+// pruneEvery is how often the journal's retention is applied to every
+// machine (-keep-age; a commit applies the others to the machines it
+// writes).
+const pruneEvery = 10 * time.Minute
 
 // Version is set at build time with -ldflags "-X .../mastercli.Version=...".
 var Version = "dev"
@@ -38,6 +44,7 @@ Usage:
   porthole-master token -data DIR -runtime-id ID -machine-name NAME
                                                        print a machine token
   porthole-master token -data DIR -client              print a client token
+                                  (DIR must hold the signing key; -init creates it)
   porthole-master version
 `
 
@@ -125,11 +132,16 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	rid := fs.String("runtime-id", "", "machine token: the runtime id, workspace:env:owner")
 	name := fs.String("machine-name", "", "machine token: the machine name")
 	client := fs.Bool("client", false, "print a client token instead")
+	initKey := fs.Bool("init", false, "create the data directory and its signing key when missing (otherwise a missing key is an error: a mistyped -data would mint tokens no master accepts)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := dataDir(*data); err != nil {
-		return err
+	if *initKey {
+		if err := dataDir(*data); err != nil {
+			return err
+		}
+	} else if *data == "" {
+		return usageError{"-data DIR is required: the directory of the store and the signing key"}
 	}
 	switch {
 	case *client && (*rid != "" || *name != ""):
@@ -138,10 +150,23 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 		return usageError{"a machine token needs -runtime-id and -machine-name (or -client for a client token)"}
 	case !*client && strings.Count(*rid, ":") != 2:
 		return usageError{fmt.Sprintf("-runtime-id %q: want workspace:env:owner (three parts separated by ':')", *rid)}
-	case strings.ContainsRune(*rid+*name, 0):
-		return usageError{"-runtime-id and -machine-name may not contain NUL"}
 	}
-	s, err := master.LoadSigner(*data)
+	if !*client {
+		if err := master.CheckRuntimeID(*rid); err != nil {
+			return usageError{"-runtime-id: " + err.Error()}
+		}
+		if err := master.CheckMachineName(*name); err != nil {
+			return usageError{"-machine-name: " + err.Error()}
+		}
+	}
+	load := master.ReadSigner
+	if *initKey {
+		load = master.LoadSigner
+	}
+	s, err := load(*data)
+	if errors.Is(err, master.ErrNoSigningKey) {
+		return fmt.Errorf("-data %s: %w; is the directory right? The master creates the key when it first starts; -init creates it here", *data, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -164,6 +189,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	data := fs.String("data", "", "directory of the embedded store and the signing key (required)")
 	bins := fs.String("binaries", "", "directory of the binaries served at /agent-binaries/ (default: this executable's)")
 	keep := fs.Int("keep-entries", store.DefaultKeepEntries, "journal entries (log lines and events) kept per machine")
+	keepBytes := fs.Int64("keep-bytes", store.DefaultKeepBytes, "journal bytes kept per machine on disk; the oldest entries beyond are dropped")
+	keepAge := fs.Duration("keep-age", 0, "journal entries older than this are dropped (checked every "+pruneEvery.String()+"); 0 keeps them whatever their age")
 	tlsCert := fs.String("tls-cert", "", "serve -listen over TLS (https, wss) with this PEM certificate, reloaded when the file changes (needs -tls-key)")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of -tls-cert")
 	metricsListen := fs.String("metrics-listen", "", "also serve /metrics on this address without authentication, for a Prometheus scraper ('': only on -listen, to client tokens)")
@@ -172,6 +199,14 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	var o master.Options
 	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
 	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
+	allowedHosts := fs.String("allowed-host", "", "comma-separated host names the master answers to besides IP addresses and localhost (a request with another Host header gets 421: stops DNS rebinding); empty: any")
+	var ho httpserve.Options
+	fs.IntVar(&ho.MaxPending, "max-pending-conns", httpserve.DefaultMaxPending, "connections not serving a request (before their first, or idle) kept at once; beyond, new ones are closed")
+	fs.IntVar(&ho.MaxPendingPerIP, "max-pending-per-ip", httpserve.DefaultMaxPendingPerIP, "the same, from one IP address (raise it behind a reverse proxy)")
+	fs.IntVar(&o.TailBytes, "tail-bytes", master.DefaultTailBytes, "journal bytes per machine kept in memory for subscribers (older ones are read from the store)")
+	fs.IntVar(&o.TailTotalBytes, "tail-total-bytes", master.DefaultTailTotalBytes, "journal bytes kept in memory for every machine together")
+	fs.IntVar(&o.MachineRate, "machine-rate", master.DefaultMachineRate, "bytes of events per second one machine may push (beyond, its connections are read more slowly)")
+	fs.IntVar(&o.MachineBurst, "machine-burst", master.DefaultMachineBurst, "bytes one machine may push at once above -machine-rate (at least -max-message)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -181,6 +216,20 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *keep <= 0 {
 		return usageError{fmt.Sprintf("-keep-entries %d: must be positive", *keep)}
+	}
+	if *keepBytes <= 0 {
+		return usageError{fmt.Sprintf("-keep-bytes %d: must be positive", *keepBytes)}
+	}
+	if *keepAge < 0 {
+		return usageError{fmt.Sprintf("-keep-age %s: must not be negative", *keepAge)}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max-pending-conns", ho.MaxPending}, {"max-pending-per-ip", ho.MaxPendingPerIP}, {"tail-bytes", o.TailBytes}, {"tail-total-bytes", o.TailTotalBytes}, {"machine-rate", o.MachineRate}, {"machine-burst", o.MachineBurst}} {
+		if f.v <= 0 {
+			return usageError{fmt.Sprintf("-%s %d: must be positive", f.name, f.v)}
+		}
 	}
 	if o.MaxEventBytes < 4096 {
 		return usageError{fmt.Sprintf("-max-message %d: must be at least 4096", o.MaxEventBytes)}
@@ -195,13 +244,36 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(filepath.Join(*data, "porthole.db"), store.Options{KeepEntries: *keep})
+	st, err := store.Open(filepath.Join(*data, "porthole.db"), store.Options{KeepEntries: *keep, KeepBytes: *keepBytes, KeepAge: *keepAge, Time: master.EntryTime})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	pctx, stopPrune := context.WithCancel(ctx)
+	pruned := make(chan struct{})
+	defer func() { stopPrune(); <-pruned }() // before st.Close
+	go func() {
+		defer close(pruned)
+		for {
+			if n, err := st.Prune(time.Now()); err != nil {
+				log.Error("journal retention", "err", err)
+			} else if n > 0 {
+				log.Info("journal retention: entries dropped", "entries", n)
+			}
+			select {
+			case <-pctx.Done():
+				return
+			case <-time.After(pruneEvery):
+			}
+		}
+	}()
 	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir = log, st, signer, Version, *bins
 	o.Web = dashboard.Handler()
+	for _, h := range strings.Split(*allowedHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			o.AllowedHosts = append(o.AllowedHosts, h)
+		}
+	}
 	m, err := master.New(o)
 	if err != nil {
 		return err
@@ -223,7 +295,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: serverLog(log)}
+	srv := httpserve.New(m.Handler(), ho)
+	srv.ErrorLog = serverLog(log)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	if *metricsListen != "" {
@@ -235,7 +308,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.MetricsHandler())
-		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: serverLog(log)}
+		msrv := httpserve.New(mux, httpserve.Options{})
+		msrv.ErrorLog = serverLog(log)
 		served := make(chan struct{})
 		go func() { defer close(served); msrv.Serve(mln) }()
 		defer func() { msrv.Close(); <-served }()

@@ -36,6 +36,10 @@ const (
 	// when Options.KeepEntries is 0.
 	DefaultKeepEntries = 100_000
 
+	// DefaultKeepBytes is the journal bytes (entry data) kept per machine
+	// when Options.KeepBytes is 0.
+	DefaultKeepBytes = 64 << 20
+
 	// lockTimeout bounds the wait for the file lock in Open, so a second
 	// master on the same file fails instead of hanging.
 	lockTimeout = time.Second
@@ -56,6 +60,19 @@ type Options struct {
 	// drops a machine's oldest entries beyond it. 0 means
 	// DefaultKeepEntries; negative is an error.
 	KeepEntries int
+	// KeepBytes bounds the bytes of entry data kept per machine: Commit
+	// drops a machine's oldest entries until the rest fit (the newest
+	// entry is always kept). 0 means DefaultKeepBytes; negative is an
+	// error.
+	KeepBytes int64
+	// KeepAge, when positive, is how long entries are kept: Prune drops
+	// every machine's entries older than that (Time says how old an entry
+	// is). 0 keeps them whatever their age; negative is an error.
+	KeepAge time.Duration
+	// Time returns an entry's time from its data, for KeepAge; required
+	// when KeepAge is set. An entry whose time it cannot tell (ok false)
+	// is kept.
+	Time func(data []byte) (t time.Time, ok bool)
 }
 
 // Bolt is the store in one bbolt file. It is safe for concurrent use.
@@ -73,14 +90,20 @@ func (b *Bolt) Size() (int64, error) {
 type Bolt struct {
 	db   *bbolt.DB
 	path string
-	keep int
+	o    Options
 
-	// mu serializes Commit and protects counts.
+	// mu serializes Commit and Prune and protects counts.
 	mu sync.Mutex
-	// counts caches the number of journal entries per machineKey, filled
-	// on a key's first Commit after Open and updated only after a Commit
-	// succeeded.
-	counts map[string]int
+	// counts caches the number and bytes of journal entries per
+	// machineKey, filled on a key's first Commit after Open and updated
+	// only after a Commit succeeded.
+	counts map[string]stats
+}
+
+// stats are one journal's size.
+type stats struct {
+	n     int
+	bytes int64
 }
 
 // Open opens the store file at path, creating it (mode 0600) if it does not
@@ -96,8 +119,17 @@ func Open(path string, o Options) (*Bolt, error) {
 	if o.KeepEntries < 0 {
 		return nil, fmt.Errorf("store: open %s: Options.KeepEntries is %d, must be >= 0", path, o.KeepEntries)
 	}
+	if o.KeepBytes < 0 || o.KeepAge < 0 {
+		return nil, fmt.Errorf("store: open %s: Options.KeepBytes (%d) and KeepAge (%v) must be >= 0", path, o.KeepBytes, o.KeepAge)
+	}
+	if o.KeepAge > 0 && o.Time == nil {
+		return nil, fmt.Errorf("store: open %s: Options.KeepAge needs Options.Time", path)
+	}
 	if o.KeepEntries == 0 {
 		o.KeepEntries = DefaultKeepEntries
+	}
+	if o.KeepBytes == 0 {
+		o.KeepBytes = DefaultKeepBytes
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout:         lockTimeout,
@@ -115,7 +147,7 @@ func Open(path string, o Options) (*Bolt, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &Bolt{db: db, path: path, keep: o.KeepEntries, counts: make(map[string]int)}, nil
+	return &Bolt{db: db, path: path, o: o, counts: make(map[string]stats)}, nil
 }
 
 // initSchema creates the buckets of a new file or checks an existing file's
@@ -237,7 +269,8 @@ func (s *Bolt) Scan(k Key, from uint64, fn func(Entry) bool) error {
 // checks that, per key, entries' seqs are ascending and above the stored last
 // seq; otherwise it returns an error naming the key and seqs and writes
 // nothing. It then drops each touched machine's oldest entries beyond
-// Options.KeepEntries in the same transaction. An empty batch is a no-op.
+// Options.KeepEntries and Options.KeepBytes in the same transaction. An
+// empty batch is a no-op.
 func (s *Bolt) Commit(b *Batch) error {
 	if b == nil || len(b.Machines) == 0 && len(b.Entries) == 0 {
 		return nil
@@ -257,7 +290,7 @@ func (s *Bolt) Commit(b *Batch) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	counts := make(map[string]int, len(groups))
+	counts := make(map[string]stats, len(groups))
 	err = s.db.Update(func(tx *bbolt.Tx) error {
 		machines := tx.Bucket(bucketMachines)
 		for _, d := range docs {
@@ -288,19 +321,19 @@ func (s *Bolt) Commit(b *Batch) error {
 }
 
 // append writes g to the journal in the current transaction, applies
-// retention, and returns the key's entry count afterwards.
-func (s *Bolt) append(journal *bbolt.Bucket, g *group) (int, error) {
+// retention, and returns the key's journal size afterwards.
+func (s *Bolt) append(journal *bbolt.Bucket, g *group) (stats, error) {
 	j, err := journal.CreateBucketIfNotExists(g.mk)
 	if err != nil {
-		return 0, fmt.Errorf("journal of %s: %w", keyName(g.mk), err)
+		return stats{}, fmt.Errorf("journal of %s: %w", keyName(g.mk), err)
 	}
 	j.FillPercent = 1.0 // append-only: full pages
 	if last := lastSeq(j); g.entries[0].Seq <= last {
-		return 0, fmt.Errorf("journal of %s: seq %d is not above the stored last seq %d", keyName(g.mk), g.entries[0].Seq, last)
+		return stats{}, fmt.Errorf("journal of %s: seq %d is not above the stored last seq %d", keyName(g.mk), g.entries[0].Seq, last)
 	}
-	n, ok := s.counts[string(g.mk)]
+	st, ok := s.counts[string(g.mk)]
 	if !ok {
-		n = count(j)
+		st = count(j)
 	}
 	// bbolt keeps key slices until the transaction ends: one per entry.
 	keys := make([]byte, 8*len(g.entries))
@@ -308,20 +341,86 @@ func (s *Bolt) append(journal *bbolt.Bucket, g *group) (int, error) {
 		k := keys[8*i : 8*i+8 : 8*i+8]
 		binary.BigEndian.PutUint64(k, e.Seq)
 		if err := j.Put(k, e.Data); err != nil {
-			return 0, fmt.Errorf("journal of %s: put seq %d: %w", keyName(g.mk), e.Seq, err)
+			return stats{}, fmt.Errorf("journal of %s: put seq %d: %w", keyName(g.mk), e.Seq, err)
 		}
+		st.n++
+		st.bytes += int64(len(e.Data))
 	}
-	n += len(g.entries)
+	return s.retain(j, g.mk, st, time.Time{})
+}
+
+// retain drops j's oldest entries while there are more than KeepEntries,
+// more bytes than KeepBytes (the newest entry stays), or, when cutoff is
+// set, entries older than cutoff; st is j's size before, the result its
+// size after.
+func (s *Bolt) retain(j *bbolt.Bucket, mk []byte, st stats, cutoff time.Time) (stats, error) {
 	c := j.Cursor()
-	for ; n > s.keep; n-- {
-		if k, _ := c.First(); k == nil {
-			return 0, fmt.Errorf("journal of %s: %d entries counted but the bucket is empty", keyName(g.mk), n)
+	for st.n > 0 {
+		k, v := c.First()
+		if k == nil {
+			return stats{}, fmt.Errorf("journal of %s: %d entries counted but the bucket is empty", keyName(mk), st.n)
 		}
+		switch {
+		case st.n > s.o.KeepEntries, st.n > 1 && st.bytes > s.o.KeepBytes:
+		case !cutoff.IsZero():
+			if t, ok := s.o.Time(v); !ok || !t.Before(cutoff) {
+				return st, nil
+			}
+		default:
+			return st, nil
+		}
+		st.n--
+		st.bytes -= int64(len(v))
 		if err := c.Delete(); err != nil {
-			return 0, fmt.Errorf("journal of %s: retention: %w", keyName(g.mk), err)
+			return stats{}, fmt.Errorf("journal of %s: retention: %w", keyName(mk), err)
 		}
 	}
-	return n, nil
+	return st, nil
+}
+
+// Prune applies the retention to every machine's journal, KeepAge
+// included (Commit applies the others to the machines it writes): entries
+// older than now minus KeepAge are dropped. The master calls it
+// periodically. It returns the number of entries dropped.
+func (s *Bolt) Prune(now time.Time) (int, error) {
+	var cutoff time.Time
+	if s.o.KeepAge > 0 {
+		cutoff = now.Add(-s.o.KeepAge)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dropped := 0
+	counts := map[string]stats{}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		journal := tx.Bucket(bucketJournal)
+		var keys [][]byte
+		journal.ForEachBucket(func(mk []byte) error {
+			keys = append(keys, bytes.Clone(mk))
+			return nil
+		})
+		for _, mk := range keys {
+			j := journal.Bucket(mk)
+			st, ok := s.counts[string(mk)]
+			if !ok {
+				st = count(j)
+			}
+			after, err := s.retain(j, mk, st, cutoff)
+			if err != nil {
+				return err
+			}
+			dropped += st.n - after.n
+			counts[string(mk)] = after
+		}
+		return nil
+	})
+	if err != nil {
+		clear(s.counts)
+		return 0, fmt.Errorf("store: prune %s: %w", s.path, err)
+	}
+	for mk, st := range counts {
+		s.counts[mk] = st
+	}
+	return dropped, nil
 }
 
 type doc struct{ mk, v []byte }
@@ -360,10 +459,33 @@ func groupEntries(es []KeyedEntry) ([]*group, error) {
 	return groups, nil
 }
 
+// MaxKeyBytes bounds Runtime and Machine of a Key together (bbolt's
+// key limit).
+const MaxKeyBytes = bbolt.MaxKeySize - 1
+
+// KeyError is the error of a Commit (or Scan, LastSeq) given a Key that
+// cannot be stored: with a NUL byte, or longer than MaxKeyBytes. Nothing
+// of that Commit was written; the caller may commit the rest without it.
+type KeyError struct {
+	Key    Key
+	Reason string
+}
+
+func (e *KeyError) Error() string {
+	name := e.Key.name()
+	if len(name) > 200 {
+		name = name[:200] + "…"
+	}
+	return "key " + name + " " + e.Reason
+}
+
 // machineKey encodes k as stored: Runtime + "\x00" + Machine.
 func machineKey(k Key) ([]byte, error) {
 	if bytes.IndexByte([]byte(k.Runtime), 0) >= 0 || bytes.IndexByte([]byte(k.Machine), 0) >= 0 {
-		return nil, fmt.Errorf("key %s contains a NUL byte", k.name())
+		return nil, &KeyError{k, "contains a NUL byte"}
+	}
+	if n := len(k.Runtime) + len(k.Machine); n > MaxKeyBytes {
+		return nil, &KeyError{k, fmt.Sprintf("is %d bytes long, more than %d", n, MaxKeyBytes)}
 	}
 	mk := make([]byte, 0, len(k.Runtime)+1+len(k.Machine))
 	mk = append(mk, k.Runtime...)
@@ -404,12 +526,13 @@ func lastSeq(j *bbolt.Bucket) uint64 {
 	return binary.BigEndian.Uint64(k)
 }
 
-// count returns the number of entries in j, walking it.
-func count(j *bbolt.Bucket) int {
-	n := 0
+// count returns the number and bytes of entries in j, walking it.
+func count(j *bbolt.Bucket) stats {
+	var st stats
 	c := j.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		n++
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		st.n++
+		st.bytes += int64(len(v))
 	}
-	return n
+	return st
 }
