@@ -415,13 +415,18 @@ func execKill(t *tunnel, raw json.RawMessage) (any, func(), error) {
 	if rerr != nil {
 		return nil, nil, rerr
 	}
-	if rerr := e.kill(); rerr != nil {
-		return nil, nil, rerr
+	e.mu.Lock()
+	dead := e.dead
+	e.mu.Unlock()
+	if dead {
+		return nil, nil, notAlive(p.PID)
 	}
+	// The signal goes once the answer is queued: Che's order is the
+	// answer, then process_died.
 	return struct {
 		PID  uint64 `json:"pid"`
 		Text string `json:"text"`
-	}{p.PID, "Successfully killed"}, nil, nil
+	}{p.PID, "Successfully killed"}, func() { e.p.Signal(syscall.SIGKILL) }, nil
 }
 
 type subscribeResult struct {

@@ -89,26 +89,30 @@ func meCreate(t *tunnel, raw json.RawMessage) (any, func(), error) {
 	}
 	id, _ := strconv.Atoi(p.ID())
 	p.SetExt(&meProc{id: id, p: p})
-	s.a.Go(func(ctx context.Context) {
-		select {
-		case <-p.Done():
-		case <-ctx.Done():
-			return
-		}
-		info := p.Info()
-		if info.ExitCode != nil && *info.ExitCode == 0 {
-			s.broadcast("onExecExit", struct {
-				ID   int `json:"id"`
-				Code int `json:"code"`
-			}{id, 0})
-			return
-		}
-		s.broadcast("onExecError", struct {
-			ID    int    `json:"id"`
-			Stack string `json:"stack"`
-		}{id, "command terminated: " + agent.ExitReason(info)})
-	})
-	return id, nil, nil
+	// The exit is watched once the answer is queued, so that the id
+	// reaches the client before onExecExit names it.
+	watch := func() {
+		s.a.Go(func(ctx context.Context) {
+			select {
+			case <-p.Done():
+			case <-ctx.Done():
+				return
+			}
+			info := p.Info()
+			if info.ExitCode != nil && *info.ExitCode == 0 {
+				s.broadcast("onExecExit", struct {
+					ID   int `json:"id"`
+					Code int `json:"code"`
+				}{id, 0})
+				return
+			}
+			s.broadcast("onExecError", struct {
+				ID    int    `json:"id"`
+				Stack string `json:"stack"`
+			}{id, "command terminated: " + agent.ExitReason(info)})
+		})
+	}
+	return id, watch, nil
 }
 
 // lookupME finds an exec by its id.
