@@ -6,7 +6,7 @@ MASTER_LDFLAGS := -s -w -X github.com/porthole-dev/porthole/master/mastercli.Ver
 ADDR ?= 127.0.0.1:4444
 MASTER_ADDR ?= 127.0.0.1:8080
 
-.PHONY: build cross test e2e bench run run-agent clean lint stress images e2e-engine
+.PHONY: build cross test e2e bench run run-agent clean lint stress images e2e-engine fuzz faults
 
 # The binaries; porthole-master embeds the dashboard, built first when npm
 # is installed (without npm, porthole-master serves a page saying how to
@@ -88,6 +88,20 @@ lint:
 STRESS_COUNT ?= 10
 stress:
 	./scripts/stress.sh $(STRESS_COUNT)
+
+# Every fuzz target (func FuzzXxx, docs/security.md) for FUZZTIME each
+# (scripts/fuzz.sh); make test runs their corpora (testdata/fuzz) only.
+FUZZTIME ?= 30s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+# The fault-injection suite (faults/, build tag faults; docs/reliability.md):
+# the release binaries of `make build` in two network namespaces, with
+# partitions, loss, delay, cut connections and killed processes. Needs
+# root; installs iproute2 and iptables when missing (faults/prepare.sh).
+faults: build
+	./faults/prepare.sh
+	PORTHOLE_BIN=$(CURDIR)/bin go test -race -tags faults -count=1 -timeout 15m -v ./faults/
 
 bench: build
 	go test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/ | tee bench.out

@@ -197,7 +197,7 @@ func (a *Agent) routes() []route {
 		{"GET /v1/processes/{id}/recording", a.guard("recording", a.serveRecording)},
 	}
 	if a.opts.WebDir != "" {
-		rs = append(rs, route{"GET /", http.FileServer(http.Dir(a.opts.WebDir)).ServeHTTP})
+		rs = append(rs, route{"GET /", webHandler(a.opts.WebDir).ServeHTTP})
 	}
 	for pattern, h := range a.extRoutes {
 		rs = append(rs, route{pattern, h.ServeHTTP})

@@ -67,6 +67,7 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	raw := slices.Contains(websocketProtocols(r), protocol.SubprotocolRaw) || r.URL.Query().Get("mode") == "raw"
 	s.proc = p
 	s.log = s.log.With("process", p.id)
+	s.audit("attach", "raw", raw)
 	onInput := func(b []byte) error {
 		data := b
 		if !raw {

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -23,6 +24,19 @@ type httpError struct {
 func (e *httpError) Error() string { return e.msg }
 
 type trustedKey struct{}
+
+// principal is who a request acts for: the name the master passed, on a
+// request through the tunnel; else "agent token" (the agent's one
+// credential).
+func principal(r *http.Request) string {
+	if isTrusted(r) {
+		if p := r.Header.Get(protocol.HeaderPrincipal); p != "" {
+			return p
+		}
+		return "master"
+	}
+	return "agent token"
+}
 
 // TrustedContext marks ctx as the context of requests whose client was
 // authenticated before they reached the agent: those the master sends
@@ -116,7 +130,7 @@ func (a *Agent) checkOrigin(r *http.Request) *httpError {
 		return nil
 	}
 	u, err := url.Parse(origin)
-	if err == nil && strings.EqualFold(u.Host, r.Host) {
+	if err == nil && strings.EqualFold(u.Host, r.Host) && (!a.opts.InsecureNoAuth || literalHost(r.Host)) {
 		return nil
 	}
 	for _, o := range a.opts.AllowedOrigins {
@@ -125,6 +139,21 @@ func (a *Agent) checkOrigin(r *http.Request) *httpError {
 		}
 	}
 	return &httpError{http.StatusForbidden, fmt.Sprintf("origin %q is not allowed (agent flag -allow-origin)", origin)}
+}
+
+// literalHost reports whether host (host[:port], from the Host header)
+// is an IP address or localhost: a name no DNS rebinding can take. A
+// page of evil.example whose name is made to resolve to the agent sends
+// Origin and Host both evil.example, which looks same-origin; without a
+// token (-insecure-no-auth) nothing else would stop it, so there the
+// same-origin rule holds only for such hosts.
+func literalHost(host string) bool {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	return net.ParseIP(h) != nil || strings.EqualFold(h, "localhost")
 }
 
 // cors lets pages on allowed origins call POST /v1/rpc (resize from a

@@ -13,6 +13,8 @@ import (
 
 func TestChildEnvironment(t *testing.T) {
 	t.Setenv("PORTHOLE_TOKEN", token)
+	t.Setenv("PORTHOLE_MACHINE_TOKEN", "machine-secret")
+	t.Setenv("CHE_MACHINE_TOKEN", "che-secret")
 	t.Setenv("PORTHOLE_TEST_INHERITED", "yes")
 	ta := startAgent(t, agent.Options{})
 	c := ta.dial(t)
@@ -21,8 +23,10 @@ func TestChildEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := string(out)
-	if strings.Contains(env, token) {
-		t.Fatal("the agent's token leaked into a child's environment")
+	for _, secret := range []string{token, "machine-secret", "che-secret"} {
+		if strings.Contains(env, secret) {
+			t.Fatalf("a token (%s) leaked into a child's environment", secret)
+		}
 	}
 	for _, want := range []string{"EXTRA=1\n", "PORTHOLE_TEST_INHERITED=overridden\n"} {
 		if !strings.Contains(env, want) {

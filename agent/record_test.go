@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -184,4 +185,23 @@ func startWait(t *testing.T, c *client.Client, spec protocol.StartParams) protoc
 		t.Fatal(err)
 	}
 	return p.Info()
+}
+
+// On its own listener the agent audits as "agent token" whatever
+// principal a request claims: only the master's tunnel may name one.
+func TestAuditPrincipalDirect(t *testing.T) {
+	var logs testutil.SyncBuffer
+	ta := startAgent(t, agent.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	req, _ := http.NewRequest("POST", "http://"+ta.addr+"/v1/rpc", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"argv":["true"]}}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set(protocol.HeaderPrincipal, "mallory")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("start: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	testutil.WaitFor(t, "the audit line", func() bool { return strings.Contains(logs.String(), "msg=audit") })
+	if l := logs.String(); !strings.Contains(l, `principal="agent token"`) || strings.Contains(l, "mallory") || !strings.Contains(l, "action=process.start") {
+		t.Errorf("audit line:\n%s", l)
+	}
 }

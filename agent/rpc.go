@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"syscall"
+	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -81,11 +82,18 @@ func (a *Agent) serveRPCPost(w http.ResponseWriter, r *http.Request, s *session)
 		writeResp(http.StatusBadRequest, errorResponse(nil, protocol.CodeInvalidRequest, err.Error()))
 		return
 	}
+	// The call may be long (process.wait): the server's read and write
+	// deadlines, set when the request arrived, would end it. No more is
+	// read; the response gets WriteTimeout from the call's end.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Time{})
 	// The call ends with the request or with the agent.
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	defer context.AfterFunc(r.Context(), cancel)()
 	res, err := s.call(ctx, newCall(&req, nil))
+	rc.SetWriteDeadline(time.Now().Add(a.opts.WriteTimeout))
 	if req.Notif {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -197,7 +205,8 @@ var methods = map[string]method{
 		return p.Info(true), nil
 	}),
 	protocol.MethodSignal: (*session).signal,
-	protocol.MethodKill: withProcess(func(_ *session, _ context.Context, p *process, _ *call) (any, error) {
+	protocol.MethodKill: withProcess(func(s *session, _ context.Context, p *process, _ *call) (any, error) {
+		s.audit(protocol.MethodKill, "process", p.id)
 		return protocol.Empty{}, p.Signal(syscall.SIGKILL)
 	}),
 	protocol.MethodResize:      (*session).resize,
@@ -260,8 +269,10 @@ func (s *session) start(_ context.Context, c *call) (any, error) {
 	}
 	p, err := s.a.procs.start(sp)
 	if err != nil {
+		s.audit(protocol.MethodStart, "argv", sp.Argv, "tty", sp.TTY, "err", err)
 		return nil, err
 	}
+	s.audit(protocol.MethodStart, "process", p.id, "argv", p.argv, "tty", sp.TTY, "user", sp.User)
 	return p.Info(false), nil
 }
 
@@ -287,6 +298,7 @@ func (s *session) signal(_ context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.audit(protocol.MethodSignal, "process", p.id, "signal", sp.Signal)
 	return protocol.Empty{}, p.Signal(sig)
 }
 

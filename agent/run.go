@@ -54,6 +54,16 @@ type ServeOptions struct {
 	// Grace is how long children get after SIGHUP and SIGTERM at shutdown
 	// before they are killed. Default DefaultGrace.
 	Grace time.Duration
+	// HeaderTimeout, ReadTimeout and IdleTimeout bound the listener's
+	// connections (see their defaults, DefaultHeaderTimeout...); Options'
+	// WriteTimeout bounds the writing of a response (a long call's is
+	// bounded from the call's end). Upgraded WebSockets are bound by none
+	// of them, but by their keepalive.
+	HeaderTimeout, ReadTimeout, IdleTimeout time.Duration
+	// MaxPendingConns bounds the listener's connections that are not in a
+	// request: beyond it the oldest is closed. Default
+	// DefaultMaxPendingConns, and at most a quarter of RLIMIT_NOFILE.
+	MaxPendingConns int
 	// MetricsListener, if set, serves MetricsHandler at /metrics, without
 	// authentication (porthole agent -metrics-listen). Serve closes it.
 	MetricsListener net.Listener
@@ -104,13 +114,13 @@ func (a *Agent) Serve(ctx context.Context, o ServeOptions) error {
 	var srv *http.Server
 	served := make(chan error, 1)
 	if o.Listener != nil {
-		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug)}
+		srv = a.server(o)
 		go func() { served <- srv.Serve(o.Listener) }()
 	}
 	if o.MetricsListener != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", a.MetricsHandler())
-		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.With("component", "metrics").Handler(), slog.LevelDebug)}
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: DefaultReadTimeout, WriteTimeout: a.opts.WriteTimeout, IdleTimeout: DefaultIdleTimeout, ErrorLog: slog.NewLogLogger(a.log.With("component", "metrics").Handler(), slog.LevelDebug)}
 		mserved := make(chan struct{})
 		go func() { defer close(mserved); msrv.Serve(o.MetricsListener) }()
 		defer func() { msrv.Close(); <-mserved }()
@@ -178,4 +188,29 @@ func (a *Agent) tunnelOptions(m *MasterOptions) (*tunnel.AgentOptions, error) {
 		Logger:    a.log.With("component", "tunnel"),
 		TLSConfig: m.TLS,
 	}, nil
+}
+
+// server is the listener's HTTP server, with o's timeouts and limit.
+func (a *Agent) server(o ServeOptions) *http.Server {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.HeaderTimeout, DefaultHeaderTimeout)
+	def(&o.ReadTimeout, DefaultReadTimeout)
+	def(&o.IdleTimeout, DefaultIdleTimeout)
+	if o.MaxPendingConns <= 0 {
+		o.MaxPendingConns = DefaultMaxPendingConns
+	}
+	limit := newPendingLimit(effectiveMaxPending(o.MaxPendingConns), a.log)
+	return &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: o.HeaderTimeout,
+		ReadTimeout:       o.ReadTimeout,
+		WriteTimeout:      a.opts.WriteTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		ConnState:         limit.connState,
+		ErrorLog:          slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug),
+	}
 }

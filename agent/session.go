@@ -16,13 +16,16 @@ import (
 // session is one client connection: a control socket, an attach socket, or
 // a single HTTP request. It owns the goroutines it starts.
 type session struct {
-	a      *Agent
-	seq    uint64
-	log    *slog.Logger
-	stream *wsrpc.Stream // nil for HTTP requests
-	conn   *jsonrpc2.Conn
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	a   *Agent
+	seq uint64
+	log *slog.Logger
+	// principal is who the session acts for (auth.go principal): the
+	// audit trail's "who".
+	principal string
+	stream    *wsrpc.Stream // nil for HTTP requests
+	conn      *jsonrpc2.Conn
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
 
 	// proc is the attached process (attach sockets).
 	proc *process
@@ -51,8 +54,16 @@ func (a *Agent) newSession(r *http.Request, kind string) *session {
 		cancel(ErrShutdown)
 		return nil
 	}
-	s.log = a.log.With("conn", s.seq, "kind", kind, "remote", r.RemoteAddr)
+	s.principal = principal(r)
+	s.log = a.log.With("conn", s.seq, "kind", kind, "remote", r.RemoteAddr, "principal", s.principal)
 	return s
+}
+
+// audit logs one audited action of the session (docs/operations.md,
+// Audit): msg "audit", the action, and args (the process, its argv, the
+// signal); the session's logger adds who and from where.
+func (s *session) audit(action string, args ...any) {
+	s.log.Info("audit", append([]any{"action", action}, args...)...)
 }
 
 // upgrade completes a WebSocket handshake with the agent's headers.

@@ -2,8 +2,9 @@
 // throughput, keystroke echo latency, connect-to-prompt time, the memory of
 // idle sessions, the size of the binary, the bootstrapper's log
 // throughput and server readiness, and porthole-master's ingest, its
-// delivery latency to a subscriber with 1,000 machines connected, and
-// terminals through its tunnel. Each benchmark drives real
+// delivery latency to a subscriber with 1,000 machines connected,
+// terminals through its tunnel, and the reconnection storm of 1,000
+// machines losing it (BenchmarkStorm, docs/reliability.md). Each benchmark drives real
 // processes and PTYs and reports its figure next to the limit it is judged
 // against (the bare PTY, a bare WebSocket, a bare shell), measured in the
 // same run, and the ratio of the two.

@@ -1167,3 +1167,41 @@ func TestCACert(t *testing.T) {
 		t.Fatalf("%d events after the refused run", n)
 	}
 }
+
+// TestInstallersGetNoToken (issue 11, H2): the bootstrapper
+// authenticates with $CHE_MACHINE_TOKEN, and its installer scripts run
+// without it, or any other token, in their environment.
+func TestInstallersGetNoToken(t *testing.T) {
+	const token = "che-token-for-installers"
+	r := bt.Start(t, bt.Options{Token: token})
+	file := config(t, `[{"id":"org.example.env","script":"env | grep -c -e `+token+` -e porthole-token -e machine-token || true"}]`)
+	p := start(t, "", bootArgs(t, r, file, "-enable-auth"),
+		"CHE_MACHINE_TOKEN="+token, "PORTHOLE_TOKEN=porthole-token", "PORTHOLE_MACHINE_TOKEN=machine-token")
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, p.output())
+	}
+	assertLines(t, r.Events(), []string{"bootstrapper STARTING", "installer org.example.env STARTING",
+		"log org.example.env STDOUT 0", "installer org.example.env DONE", "bootstrapper DONE"})
+}
+
+// TestLogsRedactToken (issue 11, low): Che's push endpoints carry the
+// machine token in ?token=; the bootstrapper's logs and errors show the
+// endpoint with the token replaced.
+func TestLogsRedactToken(t *testing.T) {
+	const secret = "url-token-s3cret"
+	r := bt.Start(t, bt.Options{Refuse: func(_ string, n int) bool { return n == 1 }})
+	args := bootArgs(t, r, fixture(t, "two-scripts.json", 0), "-log-level", "debug")
+	for i, a := range args {
+		if strings.HasPrefix(a, r.URL) {
+			args[i] = a + "?token=" + secret
+		}
+	}
+	p := start(t, "", args)
+	if code := p.exit(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	out := p.output()
+	if strings.Contains(out, secret) || !strings.Contains(out, "token=xxxxx") {
+		t.Fatalf("output shows the token, or no redacted endpoint:\n%s", out)
+	}
+}

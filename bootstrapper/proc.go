@@ -39,7 +39,7 @@ func startScript(o *outputs, inst int, src string) (*script, error) {
 		unix.SetNonblock(r[i], true) // the child's end stays blocking
 	}
 	stdout, stderr := os.NewFile(uintptr(w[0]), "stdout"), os.NewFile(uintptr(w[1]), "stderr")
-	cmd, err := proc.Start(proc.Command{Argv: []string{"/bin/sh", "-c", src}, Stdout: stdout, Stderr: stderr})
+	cmd, err := proc.Start(proc.Command{Argv: []string{"/bin/sh", "-c", src}, Env: proc.ChildEnv(os.Environ()), Stdout: stdout, Stderr: stderr})
 	stdout.Close()
 	stderr.Close()
 	if err != nil {

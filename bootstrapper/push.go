@@ -113,7 +113,7 @@ func newPusher(flag, url, token string, tlsConf *tls.Config, sp *spool, reconnec
 	return &pusher{
 		flag: flag, url: url, header: h, tls: tlsConf, sp: sp, reconnect: reconnect,
 		backoff: backoff.New(backoff.Options{First: min(firstBackoff, max(reconnect, time.Millisecond)), Max: reconnect, Stable: stableConn}),
-		log:     log.With("endpoint", url), ctx: ctx, cancel: cancel,
+		log:     log.With("endpoint", redactURL(url)), ctx: ctx, cancel: cancel,
 		finished: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -145,14 +145,14 @@ func (p *pusher) connect(ctx context.Context, deadline time.Time) (*conn, error)
 		}
 		var he *handshakeError
 		if p.reconnect <= 0 || (errors.As(err, &he) && he.permanent()) {
-			return nil, fmt.Errorf("%s %s: %w", p.flag, p.url, err)
+			return nil, fmt.Errorf("%s %s: %w", p.flag, redactURL(p.url), err)
 		}
 		p.log.Warn("cannot connect, retrying", "err", err, "attempt", attempt+1)
 		if attempt > 0 {
 			select {
 			case <-time.After(p.reconnect):
 			case <-ctx.Done():
-				return nil, fmt.Errorf("%s %s: %w (gave up after %d attempts)", p.flag, p.url, err, attempt+1)
+				return nil, fmt.Errorf("%s %s: %w (gave up after %d attempts)", p.flag, redactURL(p.url), err, attempt+1)
 			}
 		}
 	}

@@ -223,7 +223,7 @@ func (r *runner) finish() error {
 	for _, p := range ps {
 		wg.Go(func() {
 			if n := p.finish(r.o.FlushTimeout); n > 0 {
-				r.log.Error("events not delivered", "endpoint", p.url, "events", n)
+				r.log.Error("events not delivered", "endpoint", redactURL(p.url), "events", n)
 				lost.Add(int64(n))
 			}
 			p.sp.release()

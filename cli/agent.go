@@ -18,6 +18,7 @@ import (
 	"github.com/porthole-dev/porthole/agent"
 	"github.com/porthole-dev/porthole/agent/cheapi"
 	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/internal/tlsconf"
 )
 
@@ -35,6 +36,9 @@ type agentFlags struct {
 	o                        agent.Options
 	grace                    time.Duration
 	logging                  logging.Flags
+	// The listener's connection limits (agent.ServeOptions).
+	headerTimeout, readTimeout, idleTimeout time.Duration
+	maxPending                              int
 
 	metricsListen string
 	// TLS: the listener's certificate; the CA certificates trusted for a wss:// -master.
@@ -66,6 +70,10 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.o.StallTimeout, "stall-timeout", agent.DefaultStallTimeout, "how long a viewer that stops reading may hold a process back")
 	fs.DurationVar(&f.o.PingInterval, "ping", agent.DefaultPingInterval, "keepalive ping interval")
 	fs.DurationVar(&f.grace, "grace", agent.DefaultGrace, "on SIGTERM, how long children get after SIGHUP/SIGTERM before SIGKILL")
+	fs.DurationVar(&f.headerTimeout, "header-timeout", agent.DefaultHeaderTimeout, "how long a connection may take to send a request's headers")
+	fs.DurationVar(&f.readTimeout, "read-timeout", agent.DefaultReadTimeout, "how long a request's headers and body may take (not a WebSocket's life)")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", agent.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
+	fs.IntVar(&f.maxPending, "max-pending-conns", agent.DefaultMaxPendingConns, "connections not in a request (new or idle) kept at once; beyond, the oldest is closed (at most a quarter of RLIMIT_NOFILE)")
 	f.logging.Register(fs)
 	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
 	fs.StringVar(&f.master, "master", "", "porthole-master to serve through, ws://HOST:PORT or wss://HOST:PORT: the agent keeps a tunnel open to URL/api/agent")
@@ -85,7 +93,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 }
 
 // envMachineToken holds the machine token for -master; children never see it.
-const envMachineToken = "PORTHOLE_MACHINE_TOKEN"
+const envMachineToken = proc.EnvMachineToken
 
 // options validates the flags and builds agent options.
 func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
@@ -94,7 +102,7 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	if err != nil {
 		return o, usageError{err.Error()}
 	}
-	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes} {
+	for name, v := range map[string]int{"-max-processes": o.MaxProcesses, "-ring": o.RingBytes, "-max-message": o.MaxMessageBytes, "-max-pending-conns": f.maxPending} {
 		if v <= 0 {
 			return o, usageError{fmt.Sprintf("%s %d: must be positive", name, v)}
 		}
@@ -110,7 +118,8 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	if o.RingBytes < 4096 {
 		return o, usageError{fmt.Sprintf("-ring %d: must be at least 4096", o.RingBytes)}
 	}
-	for name, v := range map[string]time.Duration{"-stall-timeout": o.StallTimeout, "-ping": o.PingInterval, "-grace": f.grace} {
+	for name, v := range map[string]time.Duration{"-stall-timeout": o.StallTimeout, "-ping": o.PingInterval, "-grace": f.grace,
+		"-header-timeout": f.headerTimeout, "-read-timeout": f.readTimeout, "-idle-timeout": f.idleTimeout} {
 		if v <= 0 {
 			return o, usageError{fmt.Sprintf("%s %s: must be positive", name, v)}
 		}
@@ -249,7 +258,8 @@ func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error
 			return agent.RunOptions{}, fmt.Errorf("-metrics-listen %s: %w", f.metricsListen, err)
 		}
 	}
-	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace, MetricsListener: mln}}, nil
+	return agent.RunOptions{Options: o, ServeOptions: agent.ServeOptions{Listener: ln, Master: f.tun, Grace: f.grace, MetricsListener: mln,
+		HeaderTimeout: f.headerTimeout, ReadTimeout: f.readTimeout, IdleTimeout: f.idleTimeout, MaxPendingConns: f.maxPending}}, nil
 }
 
 // addrOf is ln's address for logs.

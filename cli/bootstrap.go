@@ -20,6 +20,7 @@ import (
 
 	"github.com/porthole-dev/porthole/bootstrapper"
 	"github.com/porthole-dev/porthole/internal/logging"
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/protocol/che"
 )
@@ -167,7 +168,7 @@ func (f *bootstrapFlags) options(e env, stderr *os.File) (bootstrapper.Options, 
 		Logger:             log,
 	}
 	if f.enableAuth {
-		o.Token = e["CHE_MACHINE_TOKEN"]
+		o.Token = e[proc.EnvCheMachineToken]
 	}
 	return o, nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -67,9 +68,23 @@ The token comes from $PORTHOLE_TOKEN or -token-file; the agent URL from
 Run 'porthole COMMAND -h' for a command's flags.
 `
 
-// Main runs the command line and returns the process exit code.
+// Main runs the command line and returns the process exit code. It is
+// the process's own: first it keeps the descriptors it inherited from its
+// children, takes the secrets a parent porthole passed on a descriptor,
+// and hides the secrets (proc.HideSecrets: out of its environment, and
+// the process not dumpable, so that the workload cannot read them in
+// /proc).
 func Main(args []string, environ []string) int {
-	err := run(context.Background(), args, parseEnv(environ), os.Stdin, os.Stdout, os.Stderr)
+	err := proc.CloexecInherited()
+	if err == nil {
+		environ, err = proc.ReceiveSecrets(environ)
+	}
+	if err == nil {
+		err = proc.HideSecrets()
+	}
+	if err == nil {
+		err = run(context.Background(), args, parseEnv(environ), os.Stdin, os.Stdout, os.Stderr)
+	}
 	var ee exitError
 	var ue usageError
 	var fe flagError
@@ -150,7 +165,7 @@ func readToken(file string, e env) (string, error) {
 	if file != "" {
 		return readSecretFile("-token-file", file)
 	}
-	return e["PORTHOLE_TOKEN"], nil
+	return e[proc.EnvToken], nil
 }
 
 // readSecretFile reads the token in file, named by flag in errors,

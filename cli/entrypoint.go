@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/porthole-dev/porthole/entrypoint"
+	"github.com/porthole-dev/porthole/internal/proc"
 )
 
 // runEntrypoint is `porthole entrypoint [agent flags] [-bootstrap FLAGS]
@@ -15,7 +16,7 @@ import (
 // package entrypoint).
 func runEntrypoint(ctx context.Context, args []string, e env, stderr *os.File) error {
 	if e[entrypoint.EnvRole] != entrypoint.RoleWorker {
-		return exitStatus(entrypoint.RunInit(args))
+		return exitStatus(entrypoint.RunInit(args, e.secrets(proc.SecretEnv...)))
 	}
 
 	fs := newFlagSet("entrypoint", stderr)
@@ -32,6 +33,7 @@ func runEntrypoint(ctx context.Context, args []string, e env, stderr *os.File) e
 	w := entrypoint.WorkerOptions{Agent: o, Command: fs.Args(), Stderr: stderr}
 	if *bootstrap != "" {
 		w.Bootstrap = strings.Fields(*bootstrap)
+		w.BootstrapSecrets = e.secrets(proc.EnvCheMachineToken)
 	}
 	return exitStatus(entrypoint.Work(ctx, w))
 }
@@ -45,4 +47,16 @@ func exitStatus(code int, err error) error {
 		return exitError{code}
 	}
 	return nil
+}
+
+// secrets are the variables named that e holds, as NAME=VALUE, for
+// proc.PassSecrets.
+func (e env) secrets(names ...string) []string {
+	var out []string
+	for _, name := range names {
+		if v, ok := e[name]; ok {
+			out = append(out, name+"="+v)
+		}
+	}
+	return out
 }

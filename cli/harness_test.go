@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,8 +71,15 @@ type agentProc struct {
 // expecting exit status 0.
 func startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
+	return startAgentWith(t, nil, extra...)
+}
+
+// startAgentWith is startAgent with the command line run through wrapper
+// (e.g. prlimit ARGS --) and extra flags.
+func startAgentWith(t *testing.T, wrapper []string, flags ...string) *agentProc {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a, err := tryStartAgent(t, extra...)
+		a, err := tryStartAgent(t, wrapper, flags)
 		if err == nil {
 			return a
 		}
@@ -84,7 +92,7 @@ func startAgent(t *testing.T, extra ...string) *agentProc {
 	}
 }
 
-func tryStartAgent(t *testing.T, extra ...string) (*agentProc, error) {
+func tryStartAgent(t *testing.T, wrapper, flags []string) (*agentProc, error) {
 	a := &agentProc{addr: testutil.FreeAddr(t), token: randHex(16), exited: make(chan struct{})}
 	a.url = "ws://" + a.addr
 	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
@@ -93,7 +101,8 @@ func tryStartAgent(t *testing.T, extra ...string) (*agentProc, error) {
 	}
 	defer logf.Close()
 	a.logPath = logf.Name()
-	a.cmd = exec.Command(bin, append([]string{"agent", "-listen", a.addr, "-grace", "2s"}, extra...)...)
+	argv := append(append(slices.Clip(wrapper), bin, "agent", "-listen", a.addr, "-grace", "2s"), flags...)
+	a.cmd = exec.Command(argv[0], argv[1:]...)
 	a.cmd.Env = append(baseEnv(), "PORTHOLE_TOKEN="+a.token)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the test binary die

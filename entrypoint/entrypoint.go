@@ -39,16 +39,25 @@ var Forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, sys
 // RunInit is the first process of `porthole entrypoint ARGS`: it
 // re-executes this binary as `porthole entrypoint ARGS` in the worker role
 // (EnvRole), with the container's stdio, and runs Reaper on it. It
-// returns the worker's exit code.
-func RunInit(args []string) (int, error) {
+// returns the worker's exit code. The worker's environment is this
+// process's without secrets; secrets ("NAME=VALUE", the tokens read from
+// the container's environment) reach it on a pipe (proc.PassSecrets).
+func RunInit(args []string, secrets []string) (int, error) {
 	exe, err := proc.Executable()
 	if err != nil {
 		return 1, err
 	}
 	proc.ResetIgnoredSignals()
 	worker := exec.Command(exe, append([]string{"entrypoint"}, args...)...)
-	worker.Env = append(os.Environ(), EnvRole+"="+RoleWorker)
+	worker.Env = append(proc.ChildEnv(os.Environ()), EnvRole+"="+RoleWorker)
 	worker.Stdin, worker.Stdout, worker.Stderr = os.Stdin, os.Stdout, os.Stderr
+	r, err := proc.PassSecrets(worker, secrets)
+	if err != nil {
+		return 1, err
+	}
+	if r != nil {
+		defer r.Close()
+	}
 	return Reaper(worker)
 }
 

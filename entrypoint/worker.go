@@ -24,6 +24,9 @@ type WorkerOptions struct {
 	// Bootstrap, when not nil, holds the flags of a `porthole bootstrap`
 	// run beside the agent, as the worker's child.
 	Bootstrap []string
+	// BootstrapSecrets ("NAME=VALUE", e.g. CHE_MACHINE_TOKEN) reach the
+	// bootstrapper on a pipe (proc.PassSecrets), never in its environment.
+	BootstrapSecrets []string
 	// Command is the chained command (the image's own); empty serves the
 	// agent until a forwarded signal.
 	Command []string
@@ -81,7 +84,7 @@ func Work(ctx context.Context, o WorkerOptions) (int, error) {
 	log.Info("entrypoint agent started", "addr", addr, "master", master, "version", ro.Version, "protocol", protocol.Version, "pid", os.Getpid())
 	go func() { served <- a.Serve(ctx, ro.ServeOptions) }()
 	if o.Bootstrap != nil {
-		b, err := startBootstrapper(o.Bootstrap, env, stdio[1], stdio[2])
+		b, err := startBootstrapper(o.Bootstrap, o.BootstrapSecrets, env, stdio[1], stdio[2])
 		if err != nil {
 			cancel()
 			<-served
@@ -130,7 +133,7 @@ func Work(ctx context.Context, o WorkerOptions) (int, error) {
 // installer failed) is the master's to see and leaves the container
 // running. The worker stops it as it stops itself: SIGTERM, the grace
 // period, then SIGKILL.
-func startBootstrapper(args, env []string, stdout, stderr io.Writer) (*proc.Child, error) {
+func startBootstrapper(args, secrets, env []string, stdout, stderr io.Writer) (*proc.Child, error) {
 	exe, err := proc.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("-bootstrap: %w", err)
@@ -139,6 +142,13 @@ func startBootstrapper(args, env []string, stdout, stderr io.Writer) (*proc.Chil
 	cmd := exec.Command(exe, append([]string{"bootstrap"}, args...)...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	r, err := proc.PassSecrets(cmd, secrets)
+	if err != nil {
+		return nil, fmt.Errorf("-bootstrap: %w", err)
+	}
+	if r != nil {
+		defer r.Close()
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("-bootstrap: %w", err)
 	}

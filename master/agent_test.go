@@ -23,7 +23,7 @@ func TestAgentThroughMaster(t *testing.T) {
 	const rid = "w:e:o"
 	client := tm.clientToken(t)
 	sub := subscribe(t, tm, client, masterapi.SubscribeParams{RuntimeID: rid})
-	ag, exited := tunnelAgent(t, tm, rid, "dev")
+	ag, exited, _ := tunnelAgent(t, tm, rid, "dev")
 	sub.until(t, "the agent connected", func(ms map[string]*masterapi.Machine, _ map[string][]masterapi.Entry) bool {
 		m := ms[rid+"/dev"]
 		return m != nil && m.Agent.Connected && m.Agent.Via == "tunnel" && m.Agent.Protocol != ""

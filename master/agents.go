@@ -1,6 +1,7 @@
 package master
 
 import (
+	"github.com/porthole-dev/porthole/protocol"
 	"net"
 	"net/http"
 	"sync"
@@ -141,7 +142,7 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
 // the agent's /PATH (its control socket, attach sockets, HTTP JSON-RPC),
 // byte for byte, so offsets, reattach, exit statuses and resizes behave
 // as on a direct connection.
-func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, _ *Claims) {
+func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, c *Claims) {
 	k := store.Key{Runtime: r.PathValue("rid"), Machine: r.PathValue("name")}
 	if err := checkKey(k.Runtime, k.Machine); err != nil {
 		writeJSONError(w, http.StatusBadRequest, err.Error())
@@ -158,6 +159,10 @@ func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, _ *Clai
 	w.Header().Set("Content-Security-Policy", "sandbox")
 	r2 := r.Clone(r.Context())
 	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("path"), ""
+	// Who the master authenticated, for the agent's own audit log lines;
+	// the agent believes it only through the tunnel.
+	r2.Header.Set(protocol.HeaderPrincipal, c.Principal())
+	m.auditProxied(r2, c, k.Runtime, k.Machine, r2.URL.Path)
 	m.metrics.proxiedTotal.Inc()
 	m.metrics.proxied.Inc()
 	defer m.metrics.proxied.Dec()

@@ -74,31 +74,13 @@ func (m *Master) serveLogs(w http.ResponseWriter, r *http.Request, c *Claims) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	var after uint64
-	var since time.Time
-	limit := masterapi.MaxLogsPage
-	var err error
-	if v := q.Get("after"); v != "" {
-		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
-			writeJSONError(w, http.StatusBadRequest, "after "+strconv.Quote(v)+": want a sequence number")
-			return
-		}
-	}
-	if v := q.Get("since"); v != "" {
-		if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
-			writeJSONError(w, http.StatusBadRequest, "since "+strconv.Quote(v)+": want an RFC 3339 time")
-			return
-		}
-	}
-	if v := q.Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit <= 0 || limit > masterapi.MaxLogsPage {
-			writeJSONError(w, http.StatusBadRequest, "limit "+strconv.Quote(v)+": want 1 to "+strconv.Itoa(masterapi.MaxLogsPage))
-			return
-		}
+	after, since, limit, msg := pageParams(r.URL.Query(), masterapi.MaxLogsPage)
+	if msg != "" {
+		writeJSONError(w, http.StatusBadRequest, msg)
+		return
 	}
 	page := masterapi.LogsPage{Entries: []json.RawMessage{}, Next: after}
-	err = m.state.entries(r.Context(), k, after, 0, func(seq uint64, data []byte) bool {
+	err := m.state.entries(r.Context(), k, after, 0, func(seq uint64, data []byte) bool {
 		page.Next = seq
 		if !since.IsZero() && entryTime(data).Before(since) {
 			return true

@@ -45,7 +45,7 @@ func TestTickets(t *testing.T) {
 		return ticket[:strings.Index(ticket, `"`)]
 	}
 	ticket := newTicket()
-	expired, _, _ := tm.signer.Ticket(time.Now().Add(-2 * master.TicketTTL))
+	expired, _, _ := tm.signer.Ticket(time.Now().Add(-2*master.TicketTTL), &master.Claims{Kind: master.KindClient})
 	for _, c := range []struct {
 		name, query string
 		status      int

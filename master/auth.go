@@ -41,9 +41,9 @@ func (m *Master) machineAuth(r *http.Request) (*Claims, *httpError) {
 	if tok == "" {
 		return nil, &httpError{http.StatusUnauthorized, "missing machine token: send it in the Authorization header"}
 	}
-	c, err := m.signer.Verify(tok)
-	if err != nil {
-		return nil, &httpError{http.StatusUnauthorized, err.Error()}
+	c, e := m.verify(tok)
+	if e != nil {
+		return nil, e
 	}
 	if c.Kind != KindMachine {
 		return nil, &httpError{http.StatusForbidden, "a " + c.Kind + " token cannot push machine events; use a machine token (porthole-master token -runtime-id ID -machine-name NAME)"}
@@ -68,9 +68,9 @@ func (m *Master) clientAuth(r *http.Request, machine bool) (*Claims, *httpError)
 		}
 		return nil, &httpError{http.StatusUnauthorized, "missing client token: send Authorization: Bearer <token>, or ?ticket= on WebSocket URLs"}
 	}
-	c, err := m.signer.Verify(tok)
-	if err != nil {
-		return nil, &httpError{http.StatusUnauthorized, err.Error()}
+	c, e := m.verify(tok)
+	if e != nil {
+		return nil, e
 	}
 	if c.Kind == KindTicket && !m.tickets.use(c.ID, c.ExpiresAt.Time, time.Now()) {
 		return nil, &httpError{http.StatusUnauthorized, "ticket already used: a ticket is valid once; get one per connection (POST /api/tickets)"}
@@ -84,6 +84,38 @@ func (m *Master) clientAuth(r *http.Request, machine bool) (*Claims, *httpError)
 		return c, nil
 	}
 	return nil, &httpError{http.StatusForbidden, "a " + c.Kind + " token cannot do this; use a client token (porthole-master token -client)"}
+}
+
+// verify checks tok and that it is not revoked (registry.go).
+func (m *Master) verify(tok string) (*Claims, *httpError) {
+	c, err := m.signer.Verify(tok)
+	if err != nil {
+		return nil, &httpError{http.StatusUnauthorized, err.Error()}
+	}
+	if m.revs.isRevoked(c) {
+		return nil, &httpError{http.StatusUnauthorized, "token " + c.Principal() + " (id " + c.revocable() + ") is revoked"}
+	}
+	return c, nil
+}
+
+// bound closes r's connection when c is revoked (registry.go) or expires
+// (a ticket: when the token it was issued to expires), until the returned
+// func is called.
+func (m *Master) bound(r *http.Request, c *Claims) (release func()) {
+	conn := connOf(r)
+	untrack := m.revs.track(c, conn)
+	exp := c.ExpiresAt
+	if c.Kind == KindTicket {
+		exp = c.ParentExpires
+	}
+	if conn == nil || exp == nil {
+		return untrack
+	}
+	t := time.AfterFunc(time.Until(exp.Time), func() {
+		m.log.Info("token expired: its connection is closed", "principal", c.Principal(), "path", r.URL.Path)
+		conn.Close()
+	})
+	return func() { t.Stop(); untrack() }
 }
 
 // access is who may call an endpoint (docs/master.md, Endpoints).
@@ -146,6 +178,7 @@ func (m *Master) guard(ep endpoint, h authedFunc) http.HandlerFunc {
 				return
 			}
 			defer done()
+			defer m.bound(r, c)()
 		}
 		h(w, r, c)
 	}
@@ -237,8 +270,11 @@ func (t *tickets) use(id string, exp, now time.Time) bool {
 }
 
 // serveTicket issues a ticket to a client (its token as Bearer).
-func (m *Master) serveTicket(w http.ResponseWriter, r *http.Request, _ *Claims) {
-	t, exp, err := m.signer.Ticket(time.Now())
+func (m *Master) serveTicket(w http.ResponseWriter, r *http.Request, c *Claims) {
+	if err := m.audit.record(masterapi.AuditEntry{Principal: c.Principal(), TokenID: c.revocable(), Remote: r.RemoteAddr, Action: "ticket"}); err != nil {
+		m.log.Error("audit record not written", "err", err)
+	}
+	t, exp, err := m.signer.Ticket(time.Now(), c)
 	if err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err.Error())
 		return

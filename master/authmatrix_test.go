@@ -70,6 +70,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"/api/runtimes/{rid}/machines/{name}/agent/{path...}", "/api/runtimes/w:e:o/machines/dev/agent/v1/rpc", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 200, 401, 401, 401, 403, 403, 403}},
 		{"POST /api/tickets", "/api/tickets", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 403, 401, 401, 401, 403, 200, 403}},
 		{"GET /metrics", "/metrics", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 200, 401, 401, 401, 403, 200, 200}},
+		{"GET /api/audit", "/api/audit", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 200, 401, 401, 401, 403, 200, 200}},
 		{"GET /api/info", "/api/info", false, [15]int{401, 401, 401, 401, 401, 200, 200, 200, 200, 401, 401, 401, 200, 200, 200}},
 	}
 	tm := startMaster(t, t.TempDir(), "", func(o *master.Options) { o.Web = dashboard.Handler() })

@@ -86,7 +86,7 @@ func startMasterTLS(t *testing.T, dir, addr string, tlsConf *tls.Config, opts ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := master.Options{Store: st, Signer: signer, Version: "test", BinariesDir: filepath.Dir(porthole)}
+	o := master.Options{Store: st, Signer: signer, Version: "test", BinariesDir: filepath.Dir(porthole), TokensDir: dir, AuditDir: dir}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -111,7 +111,7 @@ func startMasterTLS(t *testing.T, dir, addr string, tlsConf *tls.Config, opts ..
 	}
 	tm := &testMaster{Master: m, dir: dir, signer: signer, st: st, served: make(chan struct{}),
 		URL: "http" + scheme + "://" + ln.Addr().String(), WS: "ws" + scheme + "://" + ln.Addr().String(),
-		srv: &http.Server{Handler: m.Handler()}}
+		srv: &http.Server{Handler: m.Handler(), ConnContext: master.ConnContext}}
 	go func() { defer close(tm.served); tm.srv.Serve(ln) }()
 	t.Cleanup(tm.stop)
 	return tm
@@ -348,14 +348,14 @@ func jsonRaw(s string) *json.RawMessage {
 // tunnelAgent runs `porthole agent -listen none -master tm.WS` for machine
 // name of rid (and the flags extra), killed at cleanup; exited is closed
 // when it has exited.
-func tunnelAgent(t *testing.T, tm *testMaster, rid, name string, extra ...string) (ag *exec.Cmd, exited chan struct{}) {
+func tunnelAgent(t *testing.T, tm *testMaster, rid, name string, extra ...string) (ag *exec.Cmd, exited chan struct{}, out *testutil.SyncBuffer) {
 	t.Helper()
 	tokFile := filepath.Join(t.TempDir(), "machine.token")
 	os.WriteFile(tokFile, []byte(tm.machineToken(t, rid, name)), 0o600)
 	ag = exec.Command(porthole, append([]string{"agent", "-listen", "none", "-master", tm.WS, "-machine-token-file", tokFile,
 		"-runtime-id", rid, "-machine-name", name}, extra...)...)
-	var out testutil.SyncBuffer
-	ag.Stderr = &out
+	out = &testutil.SyncBuffer{}
+	ag.Stderr = out
 	if err := ag.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -368,5 +368,5 @@ func tunnelAgent(t *testing.T, tm *testMaster, rid, name string, extra ...string
 			t.Logf("agent output:\n%s", out.String())
 		}
 	})
-	return ag, exited
+	return ag, exited, out
 }

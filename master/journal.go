@@ -95,6 +95,11 @@ type machine struct {
 	tail    []tailEntry
 	tailN   int // bytes of data in tail
 	bsConns int // open bootstrapper connections
+	// bsEnded: a bootstrapper connection ended normally since one last
+	// opened. When the last connection goes, it decides whether the
+	// machine stopped, not how that last one ended: a connection a fault
+	// left half-open may be reaped, with an error, after the normal end.
+	bsEnded bool
 	// connAt is when the document's connection state was last written;
 	// connTimer, when set, writes it once connEvery has passed since.
 	connAt    time.Time
@@ -270,11 +275,13 @@ func (s *state) bootstrapperConn(k store.Key, open, normalEnd bool) {
 	m := s.get(k)
 	if open {
 		m.bsConns++
-	} else if m.bsConns > 0 {
-		m.bsConns--
+		m.bsEnded = false
+	} else {
+		m.bsConns = max(0, m.bsConns-1)
+		m.bsEnded = m.bsEnded || normalEnd
 	}
 	now := time.Now()
-	if stop := !open && normalEnd; stop || now.Sub(m.connAt) >= connEvery {
+	if stop := !open && m.bsEnded; stop || now.Sub(m.connAt) >= connEvery {
 		if m.connTimer != nil {
 			m.connTimer.Stop()
 			m.connTimer = nil
@@ -296,7 +303,8 @@ func (s *state) bootstrapperConn(k store.Key, open, normalEnd bool) {
 }
 
 // syncConn writes m's bootstrapper connection state into its document
-// when it changed (normalEnd: the last connection closed with 1000); mu
+// when it changed (normalEnd: a connection closed with 1000 since one last
+// opened, m.bsEnded); mu
 // held.
 func (s *state) syncConn(k store.Key, m *machine, normalEnd bool, now time.Time) {
 	connected := m.bsConns > 0

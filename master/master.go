@@ -31,6 +31,17 @@ type Options struct {
 	Signer *Signer
 	// Version is the build version, shown by the API and the dashboard.
 	Version string
+	// TokensDir holds the token registry (registry.go, tokens.json: the
+	// data directory): tokens revoked there are refused, and their open
+	// connections closed within about a second. Empty: nothing is
+	// revocable but by a new signing key.
+	TokensDir string
+	// AuditDir holds the audit trail (audit.go: the data directory);
+	// empty: none. AuditMaxBytes bounds it on disk (default
+	// DefaultAuditMaxBytes); AuditMaxAge > 0 hides older records.
+	AuditDir      string
+	AuditMaxBytes int64
+	AuditMaxAge   time.Duration
 	// BinariesDir holds the binaries served at /agent-binaries/:
 	// porthole-linux-amd64 and porthole-linux-arm64 (or porthole for the
 	// master's own architecture). Empty: the master's executable's
@@ -131,6 +142,9 @@ type Master struct {
 	rates    *rateLimiter
 	tickets  tickets
 	metrics  *metrics
+	revs     *revocations
+	audit    *auditLog
+	watched  chan struct{} // closed when the registry's watcher has ended
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -156,6 +170,28 @@ func New(o Options) (*Master, error) {
 		opts: o, log: o.Logger, state: st, signer: o.Signer,
 		ctx: ctx, cancel: cancel,
 	}
+	m.revs = newRevocations(o.TokensDir)
+	if _, err := m.revs.reload(); err != nil {
+		cancel(err)
+		st.close(context.Background())
+		return nil, fmt.Errorf("token registry: %w", err)
+	}
+	if m.audit, err = openAudit(o.AuditDir, o.AuditMaxBytes, o.AuditMaxAge); err != nil {
+		cancel(err)
+		st.close(context.Background())
+		return nil, fmt.Errorf("audit trail: %w", err)
+	}
+	m.watched = make(chan struct{})
+	go func() {
+		defer close(m.watched)
+		m.revs.watch(ctx, func(names []string, err error) {
+			if err != nil {
+				m.log.Error("token registry not read: revocations since its last reading are not applied", "err", err)
+				return
+			}
+			m.log.Warn("tokens revoked: their connections are closed", "names", names)
+		})
+	}()
 	m.metrics = newMetrics(m)
 	st.commitSeconds = m.metrics.commitSeconds
 	m.agents = newAgents()
@@ -192,13 +228,16 @@ func (m *Master) Shutdown(ctx context.Context) error {
 	m.cancel(ErrShutdown)
 	m.mu.Unlock()
 	m.agents.closeAll()
+	<-m.watched
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
 	var err error
 	if !waitFor(ctx, done) {
 		err = fmt.Errorf("connections still open: %w", context.Cause(ctx))
 	}
-	return errors.Join(err, m.state.close(ctx))
+	err = errors.Join(err, m.state.close(ctx))
+	m.audit.close()
+	return err
 }
 
 // route is one endpoint of the master: a ServeMux pattern and its handler.
@@ -228,6 +267,7 @@ func (m *Master) routes() []route {
 		{"POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket)},
 		{"GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo)},
 		{"GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics)},
+		{"GET /api/audit", m.guard(endpoint{access: clientOnly}, m.serveAudit)},
 		{"GET /agent-binaries/{platform}/{name}/{file}", http.HandlerFunc(m.bins.serve)},
 	}
 	if m.opts.Web != nil {

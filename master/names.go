@@ -79,3 +79,21 @@ func badChar(s string) int {
 	}
 	return -1
 }
+
+// MaxTokenNameBytes bounds a client token's name (token -name).
+const MaxTokenNameBytes = 128
+
+// checkName checks a client token's name: 1 to MaxTokenNameBytes ASCII
+// letters, digits and - . _ @ + (an e-mail address fits).
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("token name is empty")
+	case len(name) > MaxTokenNameBytes:
+		return fmt.Errorf("token name of %d bytes: at most %d", len(name), MaxTokenNameBytes)
+	}
+	if i := badChar(name); i >= 0 {
+		return fmt.Errorf("token name %q: character %q not allowed (letters, digits and - . _ @ + only)", name, name[i])
+	}
+	return nil
+}

@@ -28,7 +28,7 @@ func (m *Master) serveRPC(w http.ResponseWriter, r *http.Request, c *Claims) {
 	}
 	stream := wsrpc.New(ws, wsrpc.Options{Limit: int64(m.opts.MaxEventBytes), PingInterval: m.opts.PingInterval, WriteTimeout: m.opts.WriteTimeout})
 	cs := &clientSession{m: m, claims: c, subs: map[string]context.CancelFunc{},
-		log: m.log.With("conn", "client", "remote", r.RemoteAddr)}
+		log: m.log.With("conn", "client", "remote", r.RemoteAddr, "principal", c.Principal())}
 	cs.ctx, cs.cancel = context.WithCancel(m.ctx)
 	conn := jsonrpc2.NewConn(context.WithoutCancel(cs.ctx), stream, jsonrpc2.HandlerWithError(cs.handle), jsonrpc2.SetLogger(slog.NewLogLogger(cs.log.Handler(), slog.LevelDebug)))
 	select {

@@ -42,7 +42,32 @@ type Claims struct {
 	Kind    string `json:"kind"`
 	Runtime string `json:"rid,omitempty"`
 	Machine string `json:"mn,omitempty"`
+	// Name is who the token stands for (token -name; a machine token's
+	// is RUNTIME/MACHINE), the principal of the logs and the audit trail.
+	Name string `json:"name,omitempty"`
+	// Parent is, on a ticket, the id of the token it was issued to:
+	// revoking that token revokes its tickets too; ParentExpires is when
+	// that token expires, which ends the connections the ticket opened.
+	Parent        string           `json:"parent,omitempty"`
+	ParentExpires *jwt.NumericDate `json:"pexp,omitempty"`
 	jwt.RegisteredClaims
+}
+
+// Principal is who c stands for, for logs and the audit trail: its name,
+// else its kind (tokens minted before names).
+func (c *Claims) Principal() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.Kind + " token"
+}
+
+// revocable is the id that revokes c: its own, or a ticket's parent's.
+func (c *Claims) revocable() string {
+	if c.Parent != "" {
+		return c.Parent
+	}
+	return c.ID
 }
 
 // Signer issues and verifies tokens (JWT, HS256) with the key kept in the
@@ -112,33 +137,87 @@ func writeKey(path string, key []byte) error {
 	return nil
 }
 
-// MachineToken returns a token for the machine name of runtime rid.
-func (s *Signer) MachineToken(rid, name string) (string, error) {
-	if rid == "" || name == "" {
-		return "", errors.New("a machine token needs a runtime id and a machine name")
-	}
-	if err := checkKey(rid, name); err != nil {
-		return "", err
-	}
-	return s.sign(Claims{Kind: KindMachine, Runtime: rid, Machine: name})
+// Default lifetimes of Issue (porthole-master token -ttl).
+const (
+	DefaultClientTTL  = 30 * 24 * time.Hour
+	DefaultMachineTTL = 365 * 24 * time.Hour
+)
+
+// IssueOptions say what token to issue.
+type IssueOptions struct {
+	Kind             string // KindClient or KindMachine
+	Runtime, Machine string // a machine token's
+	Name             string // a client token's principal ("" : "unnamed"); a machine's is RUNTIME/MACHINE
+	TTL              time.Duration
+	Now              time.Time // zero: time.Now()
 }
 
-// ClientToken returns a client token.
-func (s *Signer) ClientToken() (string, error) { return s.sign(Claims{Kind: KindClient}) }
+// Issue returns a new token with a fresh id, and its record for the
+// token registry (registry.go; never the token itself).
+func (s *Signer) Issue(o IssueOptions) (string, TokenRecord, error) {
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	c := Claims{Kind: o.Kind, Name: o.Name}
+	switch o.Kind {
+	case KindMachine:
+		if o.Runtime == "" || o.Machine == "" {
+			return "", TokenRecord{}, errors.New("a machine token needs a runtime id and a machine name")
+		}
+		if err := checkKey(o.Runtime, o.Machine); err != nil {
+			return "", TokenRecord{}, err
+		}
+		c.Runtime, c.Machine, c.Name = o.Runtime, o.Machine, o.Runtime+"/"+o.Machine
+	case KindClient:
+		if c.Name == "" {
+			c.Name = "unnamed"
+		}
+		if err := checkName(c.Name); err != nil {
+			return "", TokenRecord{}, err
+		}
+	default:
+		return "", TokenRecord{}, fmt.Errorf("cannot issue a %q token", o.Kind)
+	}
+	c.ID = rand.Text()
+	rec := TokenRecord{ID: c.ID, Name: c.Name, Kind: c.Kind, Runtime: c.Runtime, Machine: c.Machine, Issued: o.Now.UTC()}
+	if o.TTL > 0 {
+		exp := o.Now.Add(o.TTL)
+		c.ExpiresAt = jwt.NewNumericDate(exp)
+		e := exp.UTC()
+		rec.Expires = &e
+	}
+	tok, err := s.signAt(c, o.Now)
+	return tok, rec, err
+}
 
-// Ticket returns a ticket valid for TicketTTL from now.
-func (s *Signer) Ticket(now time.Time) (string, time.Time, error) {
+// MachineToken returns a token for the machine name of runtime rid, with
+// no expiry (tests and embedders; the command issues with Issue).
+func (s *Signer) MachineToken(rid, name string) (string, error) {
+	tok, _, err := s.Issue(IssueOptions{Kind: KindMachine, Runtime: rid, Machine: name})
+	return tok, err
+}
+
+// ClientToken returns a client token with no expiry (tests and embedders).
+func (s *Signer) ClientToken() (string, error) {
+	tok, _, err := s.Issue(IssueOptions{Kind: KindClient})
+	return tok, err
+}
+
+// Ticket returns a ticket valid for TicketTTL from now, issued to the
+// client token parent: it carries its name, and revoking parent revokes
+// it.
+func (s *Signer) Ticket(now time.Time, parent *Claims) (string, time.Time, error) {
 	exp := now.Add(TicketTTL)
-	c := Claims{Kind: KindTicket}
+	c := Claims{Kind: KindTicket, Name: parent.Name, Parent: parent.revocable(), ParentExpires: parent.ExpiresAt}
 	c.ExpiresAt = jwt.NewNumericDate(exp)
 	c.ID = rand.Text() // single use: the master remembers it until it expires
-	tok, err := s.sign(c)
+	tok, err := s.signAt(c, now)
 	return tok, exp, err
 }
 
-func (s *Signer) sign(c Claims) (string, error) {
+func (s *Signer) signAt(c Claims, now time.Time) (string, error) {
 	c.Issuer = issuer
-	c.IssuedAt = jwt.NewNumericDate(time.Now())
+	c.IssuedAt = jwt.NewNumericDate(now)
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(s.key)
 }
 

@@ -23,6 +23,12 @@ const HeaderProtocol = "Porthole-Protocol"
 // HeaderAgentVersion carries the agent's build version on responses.
 const HeaderAgentVersion = "Porthole-Version"
 
+// HeaderPrincipal carries, on a request through porthole-master's tunnel,
+// who the master authenticated (its token's name): the "who" of the
+// agent's audit log lines. The agent believes it only there: on its own
+// listener anyone could send it.
+const HeaderPrincipal = "X-Porthole-Principal"
+
 // WebSocket subprotocols.
 const (
 	// SubprotocolRPC is the control socket: JSON-RPC 2.0, one object per text frame.

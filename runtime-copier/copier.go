@@ -73,7 +73,9 @@ type Result struct {
 }
 
 // Copy copies the binary and payloads into o.Dest. Each file is written to
-// a temporary file in the destination, synced, given mode 0755 and renamed
+// a temporary file in the destination, synced, given its mode (0755 for
+// the binary, a payload's own permission bits, without setuid, setgid or
+// sticky) and renamed
 // into place, so a reader never sees a half-written file; on any error
 // nothing half-written is left behind.
 func Copy(o Options) (Result, error) {
@@ -101,7 +103,8 @@ func Copy(o Options) (Result, error) {
 		src  string
 		into *File
 		name string
-	}{{src, &m.Binary, BinaryName}}
+		mode os.FileMode
+	}{{src, &m.Binary, BinaryName, 0o755}}
 	m.Payloads = make([]File, len(o.Payloads))
 	for i, p := range o.Payloads {
 		name := filepath.Base(p)
@@ -112,20 +115,24 @@ func Copy(o Options) (Result, error) {
 			src  string
 			into *File
 			name string
-		}{p, &m.Payloads[i], name})
+			mode os.FileMode
+		}{p, &m.Payloads[i], name, 0})
 	}
-	for _, f := range files {
-		sum, size, err := hashFile(f.src)
+	for i, f := range files {
+		sum, size, mode, err := hashFile(f.src)
 		if err != nil {
 			return Result{}, err
 		}
 		*f.into = File{Name: f.name, SHA256: sum, Size: size}
+		if i > 0 {
+			files[i].mode = mode
+		}
 	}
 	if len(m.Payloads) == 0 {
 		m.Payloads = nil
 	}
 	for _, f := range files {
-		if err := writeAtomic(o.Dest, f.name, 0o755, func(w io.Writer) error {
+		if err := writeAtomic(o.Dest, f.name, f.mode, func(w io.Writer) error {
 			in, err := os.Open(f.src)
 			if err != nil {
 				return err
@@ -163,25 +170,27 @@ func checkDest(dir string) error {
 	return nil
 }
 
-func hashFile(path string) (string, int64, error) {
+// hashFile returns the sha256, size and permission bits of the regular
+// file at path.
+func hashFile(path string) (string, int64, os.FileMode, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", 0, fmt.Errorf("read %s: %w", path, err)
+		return "", 0, 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
 	if !fi.Mode().IsRegular() {
-		return "", 0, fmt.Errorf("%s is not a regular file", path)
+		return "", 0, 0, fmt.Errorf("%s is not a regular file", path)
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return "", 0, fmt.Errorf("read %s: %w", path, err)
+		return "", 0, 0, fmt.Errorf("read %s: %w", path, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
+	return hex.EncodeToString(h.Sum(nil)), n, fi.Mode().Perm(), nil
 }
 
 // unchanged reports whether o.Dest already holds this version's files,
@@ -209,16 +218,18 @@ func unchanged(o Options, src string) (Manifest, bool) {
 	if old.Binary.Name != BinaryName {
 		return Manifest{}, false
 	}
-	for _, pr := range pairs {
-		if !sameBytes(pr[0], pr[1]) {
+	for i, pr := range pairs {
+		if !sameBytes(pr[0], pr[1], i == 0) {
 			return Manifest{}, false
 		}
 	}
 	return old, true
 }
 
-// sameBytes reports whether two regular files hold the same bytes.
-func sameBytes(a, b string) bool {
+// sameBytes reports whether two regular files hold the same bytes, and b
+// has the mode Copy gives a copy of a: 0755 for the binary, else a's
+// permission bits.
+func sameBytes(a, b string, binary bool) bool {
 	fa, err := os.Open(a)
 	if err != nil {
 		return false
@@ -232,6 +243,9 @@ func sameBytes(a, b string) bool {
 	sa, err1 := fa.Stat()
 	sb, err2 := fb.Stat()
 	if err1 != nil || err2 != nil || !sa.Mode().IsRegular() || !sb.Mode().IsRegular() || sa.Size() != sb.Size() {
+		return false
+	}
+	if want := sa.Mode().Perm(); binary && sb.Mode().Perm() != 0o755 || !binary && sb.Mode().Perm() != want {
 		return false
 	}
 	ba, bb := make([]byte, 256<<10), make([]byte, 256<<10)

@@ -81,7 +81,7 @@ func TestCopyRunningExecutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	exe, _ := os.Executable()
-	sum, _, _ := hashFile(exe)
+	sum, _, _, _ := hashFile(exe)
 	if r.Manifest.Binary.SHA256 != sum {
 		t.Fatal("copied binary is not the running executable")
 	}
@@ -147,4 +147,49 @@ func TestCopyRefusesReadOnlyAndFullDisk(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(full, BinaryName)); !os.IsNotExist(err) {
 		t.Fatalf("a partial binary was left: %v", err)
 	}
+}
+
+// TestCopyPayloadModes (issue 11, low): a payload keeps its source's
+// permission bits (a 0600 secret stays 0600, a 0644 file is not made
+// executable), without setuid, setgid or sticky; the binary is 0755. A
+// copy whose mode alone differs is rewritten. Before, every payload was
+// made 0755.
+func TestCopyPayloadModes(t *testing.T) {
+	src := t.TempDir()
+	bin := writeFile(t, filepath.Join(src, "bin"), "binary")
+	modes := map[string]os.FileMode{"secret.key": 0o600, "data.tar": 0o644, "tool": 0o755, "suid": 0o4755}
+	want := map[string]os.FileMode{"secret.key": 0o600, "data.tar": 0o644, "tool": 0o755, "suid": 0o755}
+	var payloads []string
+	for name, mode := range modes {
+		p := writeFile(t, filepath.Join(src, name), name)
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		payloads = append(payloads, p)
+	}
+	dest := t.TempDir()
+	o := Options{Dest: dest, Source: bin, Payloads: payloads, Version: "v1", ProtocolVersion: "1.0"}
+	check := func() {
+		t.Helper()
+		for name, m := range want {
+			fi, err := os.Stat(filepath.Join(dest, name))
+			if err != nil || fi.Mode() != m {
+				t.Errorf("%s: mode %v, %v; want %v", name, fi.Mode(), err, m)
+			}
+		}
+		if fi, err := os.Stat(filepath.Join(dest, BinaryName)); err != nil || fi.Mode() != 0o755 {
+			t.Errorf("binary: %v", err)
+		}
+	}
+	if _, err := Copy(o); err != nil {
+		t.Fatal(err)
+	}
+	check()
+	if err := os.Chmod(filepath.Join(dest, "secret.key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Copy(o); err != nil || !r.Written {
+		t.Fatalf("copy over a copy with another mode = %+v, %v; want written", r, err)
+	}
+	check()
 }

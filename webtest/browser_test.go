@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,16 +117,21 @@ func TestBrowserTerminal(t *testing.T) {
 }
 
 // TestBrowserTerminalOtherOrigin serves the page from another origin, which
-// the agent allows with -allow-origin: the page reaches the agent named by
-// ?agent=, its WebSocket passes the origin check, and its POSTs pass CORS.
+// the agent allows with -allow-origin: the page, deployed for that agent
+// (its porthole-agent meta tag), reaches it, its WebSocket passes the
+// origin check, and its POSTs pass CORS.
 func TestBrowserTerminalOtherOrigin(t *testing.T) {
 	dist := webDist(t)
 	chromium := chromiumPath(t)
-	pages := agenttest.Serve(t, http.FileServer(http.Dir(dist)))
+	var pageDir atomic.Value // the pages name the agent, which must allow their origin
+	pages := agenttest.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.FileServer(http.Dir(pageDir.Load().(string))).ServeHTTP(w, r)
+	}))
 	ag := startAgent(t, agent.Options{AllowedOrigins: []string{"http://" + pages}})
+	pageDir.Store(deployedFor(t, dist, "http://"+ag.addr))
 	p := startBrowser(t, chromium)
 
-	p.do(chromedp.Navigate("http://" + pages + "/?agent=http://" + ag.addr + "#token=" + url.QueryEscape(token)))
+	p.do(chromedp.Navigate("http://" + pages + "/#token=" + url.QueryEscape(token)))
 	p.wait("a shell prompt", `screen().includes(`+jsString(strings.TrimSpace(prompt))+`)`)
 	p.wait("window.processId", `typeof window.processId === 'string'`)
 	id := eval[string](p, `window.processId`)
@@ -138,6 +144,71 @@ func TestBrowserTerminalOtherOrigin(t *testing.T) {
 	if ex := p.exceptions(); len(ex) > 0 {
 		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
 	}
+}
+
+// TestBrowserTerminalRefusesOtherAgent (issue 11, M3): a link to the
+// page with ?agent= naming another origin (an attacker's, which would
+// gladly allow the page's origin) gets nothing from the page: no request,
+// no token; the status line says why. The page's own agent starts nothing
+// either. Before, the page sent the token to whatever ?agent= named.
+func TestBrowserTerminalRefusesOtherAgent(t *testing.T) {
+	dist := webDist(t)
+	chromium := chromiumPath(t)
+	ag := startAgent(t, agent.Options{WebDir: dist})
+	var mu sync.Mutex
+	var got []string // what the other origin received
+	evil := agenttest.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.String()+" "+r.Header.Get("Authorization")+r.Header.Get("Sec-WebSocket-Protocol"))
+		mu.Unlock()
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Allow-Headers", "*")
+		w.Header().Set("Access-Control-Allow-Methods", "*")
+	}))
+	p := startBrowser(t, chromium)
+	for _, other := range []string{"http://" + evil, "http://" + evil + "/x", "javascript:alert(1)", "not a url"} {
+		p.do(chromedp.Navigate("http://" + ag.addr + "/?agent=" + url.QueryEscape(other) + "#token=" + url.QueryEscape(token)))
+		p.wait("the refusal", `document.getElementById('status').textContent.startsWith('refusing ?agent=')`)
+	}
+	// The page's own origin, named, is still fine.
+	p.do(chromedp.Navigate("http://" + ag.addr + "/?agent=" + url.QueryEscape("http://"+ag.addr) + "#token=" + url.QueryEscape(token)))
+	p.wait("a shell prompt", `screen().includes(`+jsString(strings.TrimSpace(prompt))+`)`)
+	if n := ag.count(t); n != 1 {
+		t.Errorf("the agent has %d processes; want 1 (the refused pages start none)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) > 0 {
+		t.Errorf("the other origin received:\n%s", strings.Join(got, "\n"))
+	}
+	if ex := p.exceptions(); len(ex) > 0 {
+		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
+	}
+}
+
+// deployedFor copies the built page into a new directory, with
+// index.html naming agentURL in its porthole-agent meta tag, as a page
+// deployed for an agent on another origin is.
+func deployedFor(t *testing.T, dist, agentURL string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ents, err := os.ReadDir(dist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dist, e.Name()))
+		if err != nil {
+			continue // a directory
+		}
+		if e.Name() == "index.html" {
+			b = bytes.Replace(b, []byte("<title>"), []byte(`<meta name="porthole-agent" content="`+agentURL+`">`+"\n<title>"), 1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // hasLine is a predicate: some visible row, trimmed, equals s.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -91,19 +92,25 @@ func Executable() (string, error) {
 	return exe, nil
 }
 
-// Secret environment variables: the agent's token and the machine token
-// for porthole-master. Children never see them.
+// Secret environment variables: the agent's token, the machine token for
+// porthole-master and Che's machine token (the bootstrapper's). porthole
+// reads them at start, removes them from its own environment and passes
+// them to no child (see secrets.go).
 const (
-	EnvToken        = "PORTHOLE_TOKEN"
-	EnvMachineToken = "PORTHOLE_MACHINE_TOKEN"
+	EnvToken           = "PORTHOLE_TOKEN"
+	EnvMachineToken    = "PORTHOLE_MACHINE_TOKEN"
+	EnvCheMachineToken = "CHE_MACHINE_TOKEN"
 )
 
+// SecretEnv lists every secret variable porthole reads.
+var SecretEnv = []string{EnvToken, EnvMachineToken, EnvCheMachineToken}
+
 // ChildEnv is the environment a child inherits from environ (typically
-// os.Environ()): all of it but the secret variables (EnvToken,
-// EnvMachineToken) and the variables named in drop.
+// os.Environ()): all of it but the secret variables (SecretEnv),
+// EnvSecretsFD and the variables named in drop.
 func ChildEnv(environ []string, drop ...string) []string {
 	var out []string
-	names := append([]string{EnvToken, EnvMachineToken}, drop...)
+	names := append(append(slices.Clone(SecretEnv), EnvSecretsFD), drop...)
 next:
 	for _, kv := range environ {
 		for _, k := range names {

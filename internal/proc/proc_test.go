@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,7 +243,7 @@ func TestStartSession(t *testing.T) {
 // TestChildEnv: the secrets and the named variables are gone, the rest is
 // kept in order.
 func TestChildEnv(t *testing.T) {
-	environ := []string{"PATH=/bin", "PORTHOLE_TOKEN=t", "HOME=/root", "PORTHOLE_MACHINE_TOKEN=m", "PORTHOLE_ENTRYPOINT_ROLE=worker", "PORTHOLE_TOKENS=kept", "PORTHOLE_URL=ws://x"}
+	environ := []string{"PATH=/bin", "PORTHOLE_TOKEN=t", "HOME=/root", "PORTHOLE_MACHINE_TOKEN=m", "CHE_MACHINE_TOKEN=c", "PORTHOLE_SECRETS_FD=3", "PORTHOLE_ENTRYPOINT_ROLE=worker", "PORTHOLE_TOKENS=kept", "PORTHOLE_URL=ws://x"}
 	tests := []struct {
 		name string
 		drop []string
@@ -323,5 +326,106 @@ func TestGroupAlive(t *testing.T) {
 	}
 	if err := c2.Wait(ctx); err != cause {
 		t.Errorf("Child.Wait with an ended context = %v; want its cause", err)
+	}
+}
+
+// TestCloexecInherited (issue 11): a descriptor this process holds
+// without close-on-exec, as one it inherited, reaches a child until
+// CloexecInherited, and no longer after.
+func TestCloexecInherited(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "root-only")
+	if err := os.WriteFile(file, []byte("root-only-content\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(file, unix.O_RDONLY, 0) // no O_CLOEXEC: as inherited
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	read := func() string {
+		out, _ := exec.Command("/bin/sh", "-c", fmt.Sprintf("cat /proc/self/fd/%d || cat <&%d", fd, fd)).CombinedOutput()
+		return string(out)
+	}
+	if out := read(); !strings.Contains(out, "root-only-content") {
+		t.Fatalf("control: the child could not read the inherited descriptor %d: %s", fd, out)
+	}
+	if err := CloexecInherited(); err != nil {
+		t.Fatal(err)
+	}
+	if out := read(); strings.Contains(out, "root-only-content") {
+		t.Fatalf("the child read descriptor %d after CloexecInherited: %s", fd, out)
+	}
+	// The descriptor itself is still open, for this process.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("descriptor %d closed: %v", fd, err)
+	}
+}
+
+// TestPassSecrets: secrets reach a re-executed child on a pipe, not in
+// its environment, and bad ones are refused with the variable named.
+func TestPassSecrets(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", `env; echo ==; cat <&"$`+EnvSecretsFD+`"`)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	r, err := PassSecrets(cmd, []string{"PORTHOLE_TOKEN=t1", "CHE_MACHINE_TOKEN=c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.Output()
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, piped, _ := strings.Cut(string(out), "==\n")
+	if strings.Contains(env, "t1") || strings.Contains(env, "c1") || !strings.Contains(env, EnvSecretsFD+"=3") {
+		t.Errorf("environment %q: want %s=3 and no secret", env, EnvSecretsFD)
+	}
+	if piped != "PORTHOLE_TOKEN=t1\nCHE_MACHINE_TOKEN=c1\n" {
+		t.Errorf("pipe %q", piped)
+	}
+	for _, bad := range [][]string{{"HOME=/root"}, {"PORTHOLE_TOKEN=a\nb"}, {"PORTHOLE_TOKEN=" + strings.Repeat("x", MaxSecretsBytes)}} {
+		cmd := exec.Command("true")
+		cmd.Env = []string{}
+		if _, err := PassSecrets(cmd, bad); err == nil {
+			t.Errorf("PassSecrets(%.40q): no error", bad)
+		}
+	}
+	if r, err := PassSecrets(exec.Command("true"), nil); r != nil || err != nil {
+		t.Errorf("no secrets: %v, %v; want nothing", r, err)
+	}
+}
+
+// TestReceiveSecrets: what PassSecrets sent comes back as environment
+// entries, the descriptor is closed, and a bad descriptor or content is
+// an error naming PORTHOLE_SECRETS_FD.
+func TestReceiveSecrets(t *testing.T) {
+	pipe := func(content string) int {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.WriteString(content)
+		w.Close()
+		fd, err := unix.Dup(int(r.Fd()))
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	fd := pipe("PORTHOLE_TOKEN=t1\n")
+	got, err := ReceiveSecrets([]string{"A=1", EnvSecretsFD + "=" + strconv.Itoa(fd)})
+	if err != nil || !slices.Equal(got, []string{"A=1", "PORTHOLE_TOKEN=t1"}) {
+		t.Errorf("ReceiveSecrets = %q, %v", got, err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+		t.Errorf("descriptor %d still open", fd)
+	}
+	if got, err := ReceiveSecrets([]string{"A=1"}); err != nil || !slices.Equal(got, []string{"A=1"}) {
+		t.Errorf("without %s: %q, %v", EnvSecretsFD, got, err)
+	}
+	for _, bad := range []string{"x", "1", "-5", "99999", strconv.Itoa(pipe("HOME=/root\n")), strconv.Itoa(pipe(strings.Repeat("x", MaxSecretsBytes+1)))} {
+		if _, err := ReceiveSecrets([]string{EnvSecretsFD + "=" + bad}); err == nil || !strings.Contains(err.Error(), EnvSecretsFD) {
+			t.Errorf("%s=%s: %v; want an error naming it", EnvSecretsFD, bad, err)
+		}
 	}
 }

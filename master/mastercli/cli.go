@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/httpserve"
@@ -41,10 +42,14 @@ to clients and a dashboard, and proxies terminals to the agents.
 
 Usage:
   porthole-master -listen ADDR -data DIR [flags]       serve (see -h)
-  porthole-master token -data DIR -runtime-id ID -machine-name NAME
+  porthole-master token -data DIR -runtime-id ID -machine-name NAME [-ttl D]
                                                        print a machine token
-  porthole-master token -data DIR -client              print a client token
+  porthole-master token -data DIR -client -name WHO [-ttl D]
+                                                       print a client token
                                   (DIR must hold the signing key; -init creates it)
+  porthole-master token list -data DIR                 list the tokens issued
+  porthole-master token revoke -data DIR NAME|ID       revoke tokens (a running master
+                                                       closes their connections)
   porthole-master version
 `
 
@@ -127,11 +132,21 @@ func dataDir(dir string) error {
 }
 
 func runToken(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "list":
+			return runTokenList(args[1:], stdout, stderr)
+		case "revoke":
+			return runTokenRevoke(args[1:], stdout, stderr)
+		}
+	}
 	fs := newFlagSet("porthole-master token", stderr)
-	data := fs.String("data", "", "the master's data directory (holds the signing key)")
+	data := fs.String("data", "", "the master's data directory (holds the signing key and the token registry)")
 	rid := fs.String("runtime-id", "", "machine token: the runtime id, workspace:env:owner")
 	name := fs.String("machine-name", "", "machine token: the machine name")
 	client := fs.Bool("client", false, "print a client token instead")
+	who := fs.String("name", "", "client token: who it is for (a person, a team, a script), the principal of logs and the audit trail; 'unnamed' if not given")
+	ttl := fs.Duration("ttl", 0, fmt.Sprintf("how long the token is valid (0: %s for a client token, %s for a machine token; -1s: never expires)", master.DefaultClientTTL, master.DefaultMachineTTL))
 	initKey := fs.Bool("init", false, "create the data directory and its signing key when missing (otherwise a missing key is an error: a mistyped -data would mint tokens no master accepts)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -148,6 +163,8 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 		return usageError{"-client and -runtime-id/-machine-name exclude each other"}
 	case !*client && (*rid == "" || *name == ""):
 		return usageError{"a machine token needs -runtime-id and -machine-name (or -client for a client token)"}
+	case !*client && *who != "":
+		return usageError{"-name is a client token's: a machine token's name is RUNTIME/MACHINE"}
 	case !*client && strings.Count(*rid, ":") != 2:
 		return usageError{fmt.Sprintf("-runtime-id %q: want workspace:env:owner (three parts separated by ':')", *rid)}
 	}
@@ -159,27 +176,97 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 			return usageError{"-machine-name: " + err.Error()}
 		}
 	}
-	load := master.ReadSigner
-	if *initKey {
-		load = master.LoadSigner
-	}
-	s, err := load(*data)
-	if errors.Is(err, master.ErrNoSigningKey) {
-		return fmt.Errorf("-data %s: %w; is the directory right? The master creates the key when it first starts; -init creates it here", *data, err)
-	}
+	s, err := loadSigner(*data, *initKey)
 	if err != nil {
 		return err
 	}
-	var tok string
+	o := master.IssueOptions{Kind: master.KindMachine, Runtime: *rid, Machine: *name, TTL: *ttl}
 	if *client {
-		tok, err = s.ClientToken()
-	} else {
-		tok, err = s.MachineToken(*rid, *name)
+		o = master.IssueOptions{Kind: master.KindClient, Name: *who, TTL: *ttl}
 	}
+	switch {
+	case *ttl == 0 && *client:
+		o.TTL = master.DefaultClientTTL
+	case *ttl == 0:
+		o.TTL = master.DefaultMachineTTL
+	case *ttl < 0:
+		o.TTL = 0
+	}
+	tok, rec, err := s.Issue(o)
 	if err != nil {
-		return err
+		return usageError{err.Error()}
+	}
+	if err := master.NewRegistry(*data).Add(rec); err != nil {
+		return fmt.Errorf("token registry: %w", err)
 	}
 	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// loadSigner reads data's signing key (creating it with init).
+func loadSigner(data string, init bool) (*master.Signer, error) {
+	load := master.ReadSigner
+	if init {
+		load = master.LoadSigner
+	}
+	s, err := load(data)
+	if errors.Is(err, master.ErrNoSigningKey) {
+		return nil, fmt.Errorf("-data %s: %w; is the directory right? The master creates the key when it first starts; -init creates it here", data, err)
+	}
+	return s, err
+}
+
+// runTokenList is `porthole-master token list -data DIR`.
+func runTokenList(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("porthole-master token list", stderr)
+	data := fs.String("data", "", "the master's data directory (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *data == "" {
+		return usageError{"-data DIR is required"}
+	}
+	recs, err := master.NewRegistry(*data).List()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tKIND\tISSUED\tEXPIRES\tSTATUS")
+	now := time.Now()
+	for _, r := range recs {
+		exp, status := "never", "valid"
+		if r.Expires != nil {
+			exp = r.Expires.Format(time.RFC3339)
+			if now.After(*r.Expires) {
+				status = "expired"
+			}
+		}
+		if r.Revoked != nil {
+			status = "revoked " + r.Revoked.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, r.Kind, r.Issued.Format(time.RFC3339), exp, status)
+	}
+	return tw.Flush()
+}
+
+// runTokenRevoke is `porthole-master token revoke -data DIR NAME|ID`.
+func runTokenRevoke(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("porthole-master token revoke", stderr)
+	data := fs.String("data", "", "the master's data directory (required)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return flagError{usageError{err.Error()}}
+	}
+	if *data == "" || fs.NArg() != 1 {
+		return usageError{"usage: porthole-master token revoke -data DIR NAME|ID"}
+	}
+	n, err := master.NewRegistry(*data).Revoke(fs.Arg(0), time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d token(s) revoked; a running master refuses them and closes their connections within a second or two\n", n)
 	return nil
 }
 
@@ -193,6 +280,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	keepAge := fs.Duration("keep-age", 0, "journal entries older than this are dropped (checked every "+pruneEvery.String()+"); 0 keeps them whatever their age")
 	tlsCert := fs.String("tls-cert", "", "serve -listen over TLS (https, wss) with this PEM certificate, reloaded when the file changes (needs -tls-key)")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of -tls-cert")
+	auditMax := fs.Int64("audit-max-bytes", master.DefaultAuditMaxBytes, "bytes of audit trail kept on disk (DATA/audit.jsonl and audit.1.jsonl; the oldest half goes first)")
+	auditAge := fs.Duration("audit-max-age", 0, "audit records older than this are not served (0: kept until -audit-max-bytes drops them)")
 	metricsListen := fs.String("metrics-listen", "", "also serve /metrics on this address without authentication, for a Prometheus scraper ('': only on -listen, to client tokens)")
 	var logFlags logging.Flags
 	logFlags.Register(fs)
@@ -267,7 +356,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 	}()
-	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir = log, st, signer, Version, *bins
+	o.Logger, o.Store, o.Signer, o.Version, o.BinariesDir, o.TokensDir = log, st, signer, Version, *bins, *data
+	o.AuditDir, o.AuditMaxBytes, o.AuditMaxAge = *data, *auditMax, *auditAge
 	o.Web = dashboard.Handler()
 	for _, h := range strings.Split(*allowedHosts, ",") {
 		if h = strings.TrimSpace(h); h != "" {
@@ -296,6 +386,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := httpserve.New(m.Handler(), ho)
+	srv.ConnContext = master.ConnContext // revoked and expired tokens' connections are closed
 	srv.ErrorLog = serverLog(log)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

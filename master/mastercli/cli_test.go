@@ -63,3 +63,47 @@ func TestMetricsListenAndJSONLogs(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// token -name -ttl records the token in the registry; token list shows
+// it, token revoke revokes every token of a name, and names what it does
+// not know.
+func TestTokenListRevoke(t *testing.T) {
+	data := t.TempDir()
+	tok := func(args ...string) (string, error) {
+		var out strings.Builder
+		err := run(context.Background(), append([]string{"token", "-data", data}, args...), &out, io.Discard)
+		return out.String(), err
+	}
+	if _, err := tok("-init", "-client", "-name", "alice@example.com", "-ttl", "1h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tok("-client", "-name", "alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tok("-runtime-id", "w:e:o", "-machine-name", "m"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tok("-client", "-name", "bad name"); err == nil || !strings.Contains(err.Error(), `token name "bad name"`) {
+		t.Errorf("a bad name: %v", err)
+	}
+	list := func() string {
+		var out strings.Builder
+		if err := run(context.Background(), []string{"token", "list", "-data", data}, &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	if l := list(); strings.Count(l, "alice@example.com") != 2 || !strings.Contains(l, "w:e:o/m") || strings.Count(l, "valid") != 3 {
+		t.Fatalf("token list:\n%s", l)
+	}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"token", "revoke", "-data", data, "alice@example.com"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "2 token(s) revoked") {
+		t.Fatalf("revoke: %v %q", err, out.String())
+	}
+	if l := list(); strings.Count(l, "revoked") != 2 || strings.Count(l, "valid") != 1 {
+		t.Fatalf("token list after the revocation:\n%s", l)
+	}
+	if err := run(context.Background(), []string{"token", "revoke", "-data", data, "carol"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `no token named or numbered "carol"`) {
+		t.Errorf("revoking an unknown name: %v", err)
+	}
+}

@@ -147,3 +147,35 @@ const (
 	AgentConnected    = "CONNECTED"
 	AgentDisconnected = "DISCONNECTED"
 )
+
+// AuditEntry is one record of porthole-master's audit trail (GET
+// /api/audit): who did what, when, from where, on which machine.
+type AuditEntry struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Principal string    `json:"principal"` // the token's name
+	TokenID   string    `json:"tokenId,omitempty"`
+	Remote    string    `json:"remote"`
+	// Action: "ticket", "rpc" (a control socket opened), "attach", a
+	// JSON-RPC method of the agent's HTTP endpoint ("process.start",
+	// "process.signal", "process.kill", …), or "http" (another request
+	// to the agent).
+	Action  string   `json:"action"`
+	Runtime string   `json:"runtimeId,omitempty"`
+	Machine string   `json:"machine,omitempty"`
+	Process string   `json:"process,omitempty"`
+	Argv    []string `json:"argv,omitempty"`
+	Signal  string   `json:"signal,omitempty"`
+	Method  string   `json:"method,omitempty"` // the HTTP method, for "http"
+	Path    string   `json:"path,omitempty"`   // the agent path, for "http" and "attach"
+}
+
+// AuditPage is GET /api/audit's answer; Next is the ?after= of the next
+// page.
+type AuditPage struct {
+	Entries []AuditEntry `json:"entries"`
+	Next    uint64       `json:"next"`
+}
+
+// MaxAuditPage is the most entries of one GET /api/audit page.
+const MaxAuditPage = 1000

@@ -2,12 +2,16 @@
 // (porthole.raw.v1) with the stock AttachAddon, and POST /v1/rpc for
 // process.start and process.resize. See docs/browser.md.
 //
-// URL: /[?id=N][&agent=URL]#token=TOKEN
+// URL: /[?id=N]#token=TOKEN
 //   #token  the agent's token; in the fragment, which is never sent to a
 //           server (without it the page asks for it)
 //   ?id     attach to that process instead of starting a shell
-//   ?agent  the agent's base URL when it is not this page's origin (the
-//           agent then needs -allow-origin for this page's origin)
+//
+// The page talks to one agent only: its own origin, or the one its
+// index.html names in <meta name="porthole-agent" content="URL"> (a page
+// deployed for an agent on another origin, which then needs -allow-origin
+// for the page's). A ?agent= naming any other origin is refused before
+// anything is sent: a link must not be able to send the token elsewhere.
 import { Terminal } from "@xterm/xterm";
 import { AttachAddon } from "@xterm/addon-attach";
 import { FitAddon } from "@xterm/addon-fit";
@@ -24,8 +28,34 @@ function status(text) {
 }
 
 const query = new URLSearchParams(location.search);
-const agent = new URL(query.get("agent") || location.origin);
-const token = fragmentParam("token") || window.prompt("porthole agent token") || "";
+const agent = agentURL();
+const token = agent ? fragmentParam("token") || window.prompt("porthole agent token") || "" : "";
+
+// agentURL is the agent this page was deployed for (its own origin, or the
+// porthole-agent meta tag's), or null when ?agent= names another: then
+// the page says so and sends nothing.
+function agentURL() {
+  const meta = document.querySelector('meta[name="porthole-agent"]');
+  let own;
+  try {
+    own = new URL(meta && meta.content ? meta.content : location.origin);
+  } catch {
+    status(`the page's porthole-agent meta tag is not a URL: ${meta.content}`);
+    return null;
+  }
+  const asked = query.get("agent");
+  if (asked !== null) {
+    let origin = "";
+    try {
+      origin = new URL(asked).origin;
+    } catch {}
+    if (origin !== own.origin) {
+      status(`refusing ?agent=${asked}: this page talks only to ${own.origin}`);
+      return null;
+    }
+  }
+  return own;
+}
 
 let rpcSeq = 0;
 async function rpc(method, params) {
@@ -73,6 +103,9 @@ function sendResize() {
 }
 
 async function main() {
+  if (!agent) {
+    return; // refused, and said why
+  }
   if (!token) {
     status("no token: open this page as " + location.pathname + "#token=TOKEN");
     return;
