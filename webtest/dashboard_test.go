@@ -560,11 +560,11 @@ type tokenFile struct{ token, path string }
 
 // startAgentProc runs a machine's agent that serves only through its
 // tunnel to the master.
-func startAgentProc(t *testing.T, b binaries, m *testMaster, tok tokenFile, rid, name string) *proc {
+func startAgentProc(t *testing.T, b binaries, m *testMaster, tok tokenFile, rid, name string, extra ...string) *proc {
 	t.Helper()
-	return startProc(t, "porthole agent", b.porthole, []string{"agent",
+	return startProc(t, "porthole agent", b.porthole, append([]string{"agent",
 		"-master", "ws://" + m.addr, "-machine-token-file", tok.path,
-		"-runtime-id", rid, "-machine-name", name, "-listen", "none"})
+		"-runtime-id", rid, "-machine-name", name, "-listen", "none"}, extra...))
 }
 
 // startBootstrap runs porthole bootstrap with config (installers JSON)
