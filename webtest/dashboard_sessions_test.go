@@ -63,7 +63,9 @@ func TestDashboardProcesses(t *testing.T) {
 	// Attach: the orphan in a tab, from its first byte; the list counts the
 	// page as its client.
 	eval[bool](p, orphanRow+`.querySelector('button.attach').click() ?? true`)
-	termOf := func(id string) string { return `window.porthole.terminal(` + jsString(rid) + `, ` + jsString(name) + `, ` + jsString(id) + `)` }
+	termOf := func(id string) string {
+		return `window.porthole.terminal(` + jsString(rid) + `, ` + jsString(name) + `, ` + jsString(id) + `)`
+	}
 	p.wait("the orphan's output in its tab", termHas(termOf(orphan.ID), "orphan-42"))
 	p.wait("the orphan's client counted", orphanRow+`.querySelector('.clients').textContent === '1'`)
 
@@ -134,6 +136,84 @@ func TestDashboardProcesses(t *testing.T) {
 	if len(list.Processes) != before {
 		t.Errorf("the agent has %d processes after the reload, want %d: %+v", len(list.Processes), before, list.Processes)
 	}
+	if ex := p.exceptions(); len(ex) > 0 {
+		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
+	}
+}
+
+// TestDashboardReplayAndAudit: on an agent started with -record, a shell
+// opened in the page and exited is replayed from its recording in the
+// player (its output, to the end); New shell replaces the ended tab. The
+// Audit view lists the master's audit trail a page at a time (here 3,
+// ?audit-page=3), "Load more" goes on after the last entry, and the
+// action and principal filters narrow it.
+func TestDashboardReplayAndAudit(t *testing.T) {
+	dashboardDist(t)
+	chromium := chromiumPath(t)
+	bins := buildBinaries(t)
+	m := startMaster(t, bins)
+	const rid, name = "ws6:default:owner6", "recorded"
+	machineToken := m.tokenFile(t, "-runtime-id", rid, "-machine-name", name)
+	startAgentProc(t, bins, m, machineToken, rid, name, "-record", t.TempDir())
+	client := m.token(t, "-client", "-name", "alice")
+
+	p := startBrowser(t, chromium)
+	p.do(chromedp.Navigate("http://" + m.addr + "/?audit-page=3#token=" + client))
+	card := machineJS(rid, name)
+	p.wait("the agent connected", card+`?.querySelector('.open-terminal')?.disabled === false`)
+	eval[bool](p, card+`.querySelector('.open-terminal').click() ?? true`)
+	stateJS := card + `?.querySelector('.terminal-panel:not([hidden]) .terminal-status')?.dataset.state`
+	termJS := `window.porthole.terminal(` + jsString(rid) + `, ` + jsString(name) + `)`
+	p.wait("a shell prompt", termHas(termJS, strings.TrimSpace(prompt))+` && `+stateJS+` === 'open'`)
+	id := eval[string](p, `window.porthole.processId(`+jsString(rid)+`, `+jsString(name)+`)`)
+	p.typeText("echo rec-$((6*7)); exit\r")
+	p.wait("the shell's end", stateJS+` === 'exited' && !`+card+`.querySelector('.terminal-panel:not([hidden]) .new-shell').hidden`)
+
+	// Replay: the recording, played to its end.
+	row := rowJS(card, id)
+	p.wait("the exited shell listed", row+`?.dataset.state === 'exited'`)
+	eval[bool](p, row+`.querySelector('button.replay').click() ?? true`)
+	playerJS := `window.porthole.player(` + jsString(rid) + `, ` + jsString(name) + `)`
+	p.wait("the replay to end", card+`.querySelector('.player-status')?.dataset.state === 'ended'`)
+	p.wait("the recorded output replayed", termHas(playerJS, "rec-42"))
+	t.Logf("player: %s", eval[string](p, card+`.querySelector('.player-status').textContent`))
+	p.screenshot("dashboard-replay.png")
+	// Play again from the start.
+	eval[bool](p, card+`.querySelector('.player-play').click() ?? true`)
+	p.wait("the replay ended again", card+`.querySelector('.player-status').dataset.state === 'ended' && `+termHas(playerJS, "rec-42"))
+
+	// New shell replaces the ended tab.
+	eval[bool](p, card+`.querySelector('.terminal-panel:not([hidden]) .new-shell').click() ?? true`)
+	p.wait("a new shell in the only tab", tabsJS(card)+`.length === 1 && `+tabsJS(card)+`[0] && `+tabsJS(card)+`[0] !== `+jsString(id)+` && `+stateJS+` === 'open'`)
+
+	// The Audit view: 3 entries a page.
+	entriesJS := `[...document.querySelectorAll('#audit tr.audit-entry')].map(r => ({seq: Number(r.dataset.seq), action: r.dataset.action, principal: r.dataset.principal}))`
+	eval[bool](p, `document.getElementById('nav-audit').click() ?? true`)
+	p.wait("the first page", entriesJS+`.length === 3 && document.getElementById('runtimes').hidden`)
+	eval[bool](p, `document.getElementById('audit-more').click() ?? true`)
+	p.wait("the second page", entriesJS+`.length === 6`)
+	type entry struct {
+		Seq       int    `json:"seq"`
+		Action    string `json:"action"`
+		Principal string `json:"principal"`
+	}
+	got := eval[[]entry](p, entriesJS)
+	for i, e := range got {
+		if i > 0 && e.Seq <= got[i-1].Seq {
+			t.Errorf("entry %d has seq %d after %d: %+v", i, e.Seq, got[i-1].Seq, got)
+		}
+		if e.Principal != "alice" {
+			t.Errorf("entry %+v: principal %q, want alice", e, e.Principal)
+		}
+	}
+	// Filter by action: the page's process.start calls (two shells).
+	eval[bool](p, `(() => { document.getElementById('audit-action').value = 'process.start'; document.querySelector('.audit-filter button[type=submit]').click(); return true })()`)
+	p.wait("the process.start entries", entriesJS+`.length === 2 && `+entriesJS+`.every(e => e.action === 'process.start' && e.principal === 'alice')`)
+	p.wait("the machine in each", `[...document.querySelectorAll('#audit tr.audit-entry')].every(r => r.textContent.includes(`+jsString(name)+`))`)
+	p.screenshot("dashboard-audit.png")
+	// Filter by a principal nobody is.
+	eval[bool](p, `(() => { document.getElementById('audit-principal').value = 'mallory'; document.querySelector('.audit-filter button[type=submit]').click(); return true })()`)
+	p.wait("no entry for mallory", entriesJS+`.length === 0 && document.querySelector('.audit-status').textContent.startsWith('0 entries')`)
 	if ex := p.exceptions(); len(ex) > 0 {
 		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
 	}
