@@ -174,7 +174,8 @@ func TestDashboardReconnect(t *testing.T) {
 // output does not), the page reattaches at the exact offset, and the
 // buffer holds every line once, in order. A reload then reattaches to
 // the same shell (the agent has no second process) and replays it, and
-// Close hangs up that shell. When the agent restarts, the panel says its
+// Close hangs up that shell. While the master is down, a banner says so
+// and the agent's state shows unknown, not CONNECTED. When the agent restarts, the panel says its
 // shell is gone and stops.
 func TestDashboardTerminalReconnect(t *testing.T) {
 	dashboardDist(t)
@@ -239,6 +240,10 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	m.kill(t)
 	p.wait("the bar to say reconnecting", stateJS+` === 'reconnecting' && `+card+`.querySelector('.terminal-status').textContent.startsWith('reconnecting… (attempt ')`)
 	t.Logf("while the master is down: %s", eval[string](p, card+`.querySelector('.terminal-status').textContent`))
+	// The page can no longer vouch for the agent: a banner, and its state
+	// unknown instead of CONNECTED.
+	agentJS := card + `.querySelector('.agent-status .badge')`
+	p.wait("the banner and the agent's state unknown", `!document.getElementById('banner').hidden && `+agentJS+`.dataset.status === 'UNKNOWN' && `+agentJS+`.textContent.includes('reconnecting')`)
 	// Typing while reconnecting sends nothing (the tty would echo it).
 	p.typeText("zzz")
 	p.screenshot("dashboard-terminal-reconnecting.png")
@@ -254,6 +259,7 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	startMasterAt(t, bins, m.addr, m.data) // stopped at cleanup
 	t.Logf("the master answers again after %v", time.Since(down).Round(time.Millisecond))
 	p.wait("reattached", stateJS+` === 'open'`)
+	p.wait("the banner gone, the agent CONNECTED", `document.getElementById('banner').hidden && `+agentJS+`.dataset.status === 'CONNECTED'`)
 	t.Logf("reattached after %v", time.Since(down).Round(time.Millisecond))
 	p.wait("the stream going on live", fmt.Sprintf(`%s >= %d`, lastNumber, before+20))
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
