@@ -324,21 +324,23 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 }
 
 // TestDashboardSharedJS runs the unit tests of web/shared (the backoff,
-// the framed attach protocol, the attachment's offsets) with node's test
-// runner: web/shared/shared.test.mjs.
+// the framed attach protocol, the attachment's offsets) and of the
+// dashboard's pure helpers (the asciicast reader, ages, the audit page
+// size) with node's test runner: web/shared/shared.test.mjs,
+// web/dashboard/src/cast.test.mjs.
 func TestDashboardSharedJS(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node is not installed (%v): install node and npm (Debian: apt-get install nodejs npm)", err)
 	}
-	cmd := exec.Command(node, "--test", filepath.Join("web", "shared"))
+	cmd := exec.Command(node, "--test", filepath.Join("web", "shared"), filepath.Join("web", "dashboard", "src"))
 	cmd.Dir = repoRoot(t)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("node --test web/shared: %v\n%s", err, out)
+		t.Fatalf("node --test web/shared web/dashboard/src: %v\n%s", err, out)
 	}
 	if !strings.Contains(string(out), "# fail 0") || strings.Contains(string(out), "# pass 0") {
-		t.Fatalf("node --test web/shared ran no test, or reported a failure:\n%s", out)
+		t.Fatalf("node --test web/shared web/dashboard/src ran no test, or reported a failure:\n%s", out)
 	}
 }
 

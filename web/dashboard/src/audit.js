@@ -3,21 +3,15 @@
 // "Load more" asks for the entries after the last one shown (the API's
 // next), which also shows those recorded since.
 import { api } from "./api.js";
+import { auditPageSize } from "./cast.js";
 import { h } from "./dom.js";
-
-// PAGE is the entries asked for per page: ?audit-page=N in the page's
-// URL (1..1000, the API's MaxAuditPage), else 100.
-export function auditPageSize(search = location.search) {
-  const n = Number(new URLSearchParams(search).get("audit-page"));
-  return Number.isInteger(n) && n >= 1 && n <= 1000 ? n : 100;
-}
 
 export class AuditView {
   constructor(root) {
     this.root = root;
     this.next = 0;
     this.loaded = false;
-    this.page = auditPageSize();
+    this.page = auditPageSize(location.search);
     this.principalEl = h("input", { id: "audit-principal", placeholder: "principal (token name)", "aria-label": "principal" });
     this.actionEl = h("select", { id: "audit-action", "aria-label": "action" },
       h("option", { value: "" }, "any action"),

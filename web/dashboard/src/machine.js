@@ -219,7 +219,7 @@ class MachineView {
     this.tabsEl.hidden = false;
     this.panelsEl.append(tv.el);
     this.show(tv);
-    tv.start(saved).catch((e) => tv.status(String(e.message || e), "failed"));
+    tv.start(saved).then(() => this.procs.soon(), (e) => tv.status(String(e.message || e), "failed"));
     return tv;
   }
 
@@ -266,7 +266,7 @@ class MachineView {
       this.active = null;
       if (this.terms.length) this.show(this.terms[this.terms.length - 1]);
     }
-    this.procs.refresh();
+    this.procs.soon();
   }
 
   // replay plays a process's recording in a player panel.

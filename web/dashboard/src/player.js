@@ -6,44 +6,10 @@
 // are shortened to it. Play/pause, speed, restart.
 import { Terminal } from "@xterm/xterm";
 import { agentBase, fetchText } from "./api.js";
+import { parseCast } from "./cast.js";
 import { h } from "./dom.js";
 
-// MAX_IDLE_S bounds the pause between two events as played (s).
-export const MAX_IDLE_S = 2;
 const SPEEDS = [0.5, 1, 2, 4, 16];
-
-// parseCast reads an asciicast v2 file: {header, events: [[t, code,
-// data]]}, t with pauses bounded by maxIdle. It throws naming the line
-// that is not valid.
-export function parseCast(text, maxIdle = MAX_IDLE_S) {
-  const lines = text.split("\n").filter((l) => l.trim() !== "");
-  if (!lines.length) throw new Error("recording: empty file");
-  let header;
-  try {
-    header = JSON.parse(lines[0]);
-  } catch (e) {
-    throw new Error(`recording: line 1 (the header) is not JSON: ${e.message}`);
-  }
-  if (!header || header.version !== 2) throw new Error(`recording: asciicast version ${header && header.version}, want 2`);
-  const events = [];
-  let last = 0;
-  let t = 0;
-  for (let i = 1; i < lines.length; i++) {
-    let ev;
-    try {
-      ev = JSON.parse(lines[i]);
-    } catch (e) {
-      throw new Error(`recording: line ${i + 1} is not JSON: ${e.message}`);
-    }
-    if (!Array.isArray(ev) || typeof ev[0] !== "number" || typeof ev[1] !== "string") {
-      throw new Error(`recording: line ${i + 1} is not an event [time, code, data]`);
-    }
-    t += Math.min(Math.max(0, ev[0] - last), maxIdle);
-    last = Math.max(last, ev[0]);
-    events.push([t, ev[1], String(ev[2] ?? "")]);
-  }
-  return { header, events };
-}
 
 export class Player {
   // mv: the MachineView (rid, name, player); p: the process's ProcessInfo.
