@@ -243,7 +243,7 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	// The page can no longer vouch for the agent: a banner, and its state
 	// unknown instead of CONNECTED.
 	agentJS := card + `.querySelector('.agent-status .badge')`
-	p.wait("the banner and the agent's state unknown", `!document.getElementById('banner').hidden && `+agentJS+`.dataset.status === 'UNKNOWN' && `+agentJS+`.textContent.includes('reconnecting')`)
+	p.wait("the banner and the agent's state unknown", `!document.getElementById('banner').hidden && /reconnecting in \d+\.\d s/.test(document.getElementById('banner').textContent) && `+agentJS+`.dataset.status === 'UNKNOWN' && `+agentJS+`.textContent.includes('reconnecting')`)
 	// Typing while reconnecting sends nothing (the tty would echo it).
 	p.typeText("zzz")
 	p.screenshot("dashboard-terminal-reconnecting.png")

@@ -67,6 +67,7 @@ export class AuditView {
 function row(e) {
   const machine = e.machine ? `${e.machine}${e.runtimeId ? " (" + e.runtimeId + ")" : ""}` : "";
   const detail = e.argv && e.argv.length ? e.argv.join(" ")
+    : e.action === "process.start" ? "(the agent's shell)"
     : e.signal ? "signal " + e.signal
       : e.path ? `${e.method || ""} ${e.path}`.trim() : "";
   return h("tr", { class: "audit-entry", dataset: { seq: e.seq, action: e.action, principal: e.principal } },

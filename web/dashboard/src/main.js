@@ -34,16 +34,26 @@ import { findMachine, setStale } from "./machine.js";
 const connEl = document.getElementById("conn");
 const bannerEl = document.getElementById("banner");
 let wasLive = false;
+let countdown = null;
 // setConn shows the live socket's state; once it has been live, any
-// other state makes every machine's agent state unknown, with a banner.
-function setConn(state, text) {
+// other state shows a banner, with the countdown to the next attempt, and
+// makes every machine's agent state unknown.
+function setConn(state, text, retry) {
+  clearInterval(countdown);
   connEl.dataset.state = state;
   connEl.textContent = text;
   if (state === "live") wasLive = true;
   const down = wasLive && state !== "live";
   bannerEl.hidden = !down;
-  if (down) bannerEl.textContent = `Connection to the master lost: machine states may be out of date. ${text}`;
   setStale(down);
+  if (!down) return;
+  const show = () => {
+    const t = retry ? `${retry.why}; reconnecting in ${(Math.max(0, retry.at - Date.now()) / 1000).toFixed(1)} s` : text;
+    bannerEl.textContent = `Connection to the master lost: machine states may be out of date. ${t}`;
+    connEl.textContent = t;
+  };
+  show();
+  if (retry) countdown = setInterval(show, 200);
 }
 
 // The views: machines, audit.
