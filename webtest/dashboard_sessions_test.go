@@ -47,7 +47,7 @@ func TestDashboardProcesses(t *testing.T) {
 	// Started before the page, by someone else: a shell nobody views, and
 	// a process that failed.
 	var orphan, failed processInfo
-	m.agentRPC(t, client, rid, name, "process.start", map[string]any{"tty": true, "argv": []string{"sh", "-c", "echo orphan-$((6*7)); exec sleep 600"}}, &orphan)
+	m.agentRPC(t, client, rid, name, "process.start", map[string]any{"tty": true, "argv": []string{"sh", "-c", "echo orphan-$((6*7)); exec sleep 600", "<i>not-html</i>"}}, &orphan)
 	m.agentRPC(t, client, rid, name, "process.start", map[string]any{"argv": []string{"sh", "-c", "echo failing; exit 3"}}, &failed)
 
 	p := startBrowser(t, chromium)
@@ -56,6 +56,13 @@ func TestDashboardProcesses(t *testing.T) {
 	orphanRow, failedRow := rowJS(card, orphan.ID), rowJS(card, failed.ID)
 	p.wait("the orphan listed, running", orphanRow+`?.dataset.state === 'running' && `+orphanRow+`.querySelector('.command').textContent.includes('orphan')`)
 	p.wait("the failed process listed with its exit code", failedRow+`?.dataset.state === 'exited' && `+failedRow+`.querySelector('.exit').textContent === '3'`)
+	// Text, never HTML: the argv's <i> stays text.
+	if n := eval[int](p, card+`.querySelectorAll('table.processes i').length`); n != 0 {
+		t.Errorf("the process list made %d <i> elements of an argv", n)
+	}
+	if !eval[bool](p, orphanRow+`.querySelector('.command').textContent.includes('<i>not-html</i>')`) {
+		t.Errorf("the orphan's command is %q, want its argv as text", eval[string](p, orphanRow+`.querySelector('.command').textContent`))
+	}
 	if n := eval[int](p, tabsJS(card)+`.length`); n != 0 {
 		t.Fatalf("%d terminal tabs before any was opened", n)
 	}
