@@ -68,6 +68,9 @@ type Options struct {
 	// Clock measures the stall bound and the exit drain and paces
 	// keepalive pings; nil is the real clock. Tests set a fake one.
 	Clock clock.Clock
+	// PortPollInterval is how often a ports.subscribe subscription reads
+	// the listening sockets. Default DefaultPortPollInterval (2s).
+	PortPollInterval time.Duration
 	// WebDir, when set, is served at / without authentication: static
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
@@ -115,6 +118,7 @@ func (o *Options) setDefaults() {
 	defDur(&o.ExitDrain, time.Second)
 	defDur(&o.PingInterval, DefaultPingInterval)
 	defDur(&o.WriteTimeout, 30*time.Second)
+	defDur(&o.PortPollInterval, DefaultPortPollInterval)
 }
 
 // Agent is the exec agent. Serve its Handler; call Shutdown to stop.
@@ -183,6 +187,9 @@ func (a *Agent) routes() []route {
 		{"OPTIONS /v1/rpc", a.servePreflight},
 		{"GET /v1/processes/{id}/attach", a.guard("attach", a.serveAttach)},
 		{"GET /v1/processes/{id}/recording", a.guard("recording", a.serveRecording)},
+		{"GET /v1/ports/{port}/forward", a.guard("forward", a.serveForward)},
+		{"GET /v1/files/archive", a.guard("archive", a.serveArchive)},
+		{"GET /v1/files/extract", a.guard("extract", a.serveExtract)},
 	}
 	if a.opts.WebDir != "" {
 		rs = append(rs, route{"GET /", webHandler(a.opts.WebDir).ServeHTTP})

@@ -46,6 +46,10 @@ func TestAuthMatrix(t *testing.T) {
 		// No process 7: authorized requests get as far as the lookup.
 		{"GET /v1/processes/{id}/attach", "GET", "/v1/processes/7/attach", true, [12]int{401, 401, 401, 401, 401, 401, 404, 404, 401, 403, 404, 403}},
 		{"GET /v1/processes/{id}/recording", "GET", "/v1/processes/7/recording", false, [12]int{401, 401, 401, 401, 401, 401, 404, 404, 401, 403, 404, 403}},
+		// Port 0 and no path: authorized requests get as far as the checks.
+		{"GET /v1/ports/{port}/forward", "GET", "/v1/ports/0/forward", true, [12]int{401, 401, 401, 401, 401, 401, 400, 400, 401, 403, 400, 403}},
+		{"GET /v1/files/archive", "GET", "/v1/files/archive", true, [12]int{401, 401, 401, 401, 401, 401, 400, 400, 401, 403, 400, 403}},
+		{"GET /v1/files/extract", "GET", "/v1/files/extract", true, [12]int{401, 401, 401, 401, 401, 401, 400, 400, 401, 403, 400, 403}},
 	}
 	var patterns []string
 	for _, r := range rows {

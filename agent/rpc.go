@@ -166,7 +166,7 @@ func (s *session) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2
 		return
 	}
 	var replied chan struct{}
-	if req.Method == protocol.MethodSubscribe {
+	if req.Method == protocol.MethodSubscribe || req.Method == protocol.MethodPortsSubscribe {
 		replied = make(chan struct{})
 		c.replied = replied
 	}
@@ -216,6 +216,10 @@ var methods = map[string]method{
 	protocol.MethodSubscribe:   (*session).subscribe,
 	protocol.MethodUnsubscribe: withProcess((*session).unsubscribe),
 	protocol.MethodRemove:      (*session).remove,
+
+	protocol.MethodPortsList:        (*session).portsList,
+	protocol.MethodPortsSubscribe:   (*session).portsSubscribe,
+	protocol.MethodPortsUnsubscribe: (*session).portsUnsubscribe,
 }
 
 func (s *session) call(ctx context.Context, c *call) (any, error) {

@@ -68,9 +68,15 @@ func (s *session) audit(action string, args ...any) {
 
 // upgrade completes a WebSocket handshake with the agent's headers.
 func (a *Agent) upgrade(w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
-	u := a.upgrader
+	return a.upgradeWith(a.upgrader, w, r, subprotocols...)
+}
+
+func (a *Agent) upgradeWith(u websocket.Upgrader, w http.ResponseWriter, r *http.Request, subprotocols ...string) (*websocket.Conn, error) {
+	return a.upgradeHeader(u, w, r, http.Header{}, subprotocols...)
+}
+
+func (a *Agent) upgradeHeader(u websocket.Upgrader, w http.ResponseWriter, r *http.Request, h http.Header, subprotocols ...string) (*websocket.Conn, error) {
 	u.Subprotocols = subprotocols
-	h := http.Header{}
 	h.Set(protocol.HeaderProtocol, protocol.Version)
 	h.Set(protocol.HeaderAgentVersion, a.opts.Version)
 	return u.Upgrade(w, r, h)

@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/sourcegraph/jsonrpc2"
+
 	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/protocol"
 )
@@ -54,17 +56,26 @@ Usage:
                                                                ... also (or, with -listen none, only) through porthole-master
   porthole exec [-url URL] [-i] [-t] [flags] -- CMD [ARGS...]  run a command in the agent
   porthole attach [-url URL] [-offset N] ID                    attach to a running process
-  porthole ps [-url URL]                                       list processes
+  porthole ps [-url URL] [-o json]                             list processes (CPU, RSS, age, user, clients)
+  porthole login -url URL [-token-file F] [-name N] [-ca F]    save an agent or porthole-master as a context
+  porthole context list|use NAME|remove NAME                   the saved contexts
+  porthole machines [-context C] [-o json]                     a porthole-master's machines
   porthole kill [-url URL] [-s SIGNAL] ID                      signal a process (default KILL)
+  porthole ports [-url URL] [-w] [-o json]                     TCP ports listening in the agent's machine
+  porthole cp [-url URL] SRC DST                               copy files and trees; :PATH is in the agent's machine
+  porthole port-forward [-url URL] [LOCAL:]REMOTE...           forward local ports to ports in the agent's machine
   porthole copy [-to DIR] [-payload FILE]...                   copy this binary into a shared volume
   porthole entrypoint [agent flags] [-- CMD [ARGS...]]         run as the container's PID 1
   porthole bootstrap -push-endpoint URL -runtime-id W:E:O -machine-name M [flags]
                                                                run Che installers (also run as 'bootstrapper')
+  porthole completion bash|zsh|fish                            print a shell completion script
   porthole health [-url http://127.0.0.1:4444/healthz]        exit 0 if the URL answers 200 (a probe)
   porthole version                                             print versions
 
-The token comes from $PORTHOLE_TOKEN or -token-file; the agent URL from
--url or $PORTHOLE_URL (default ws://127.0.0.1:4444).
+Client commands go to -url (or $PORTHOLE_URL) with -token-file (or
+$PORTHOLE_TOKEN), else to -context (or $PORTHOLE_CONTEXT, else the current
+context, see 'porthole login'), else to ws://127.0.0.1:4444. On a
+porthole-master, -m RUNTIME/MACHINE (or -m MACHINE) names the machine.
 Run 'porthole COMMAND -h' for a command's flags.
 `
 
@@ -101,9 +112,37 @@ func Main(args []string, environ []string) int {
 		fmt.Fprintln(os.Stderr, "porthole:", ue.msg)
 		return 2
 	default:
-		fmt.Fprintln(os.Stderr, "porthole:", err)
+		fmt.Fprintln(os.Stderr, "porthole:", plain(err))
 		return 1
 	}
+}
+
+// plain words an error for people: a JSON-RPC error is its message, not
+// "jsonrpc2: code -32001 message: ..."; a token library's reason for a
+// refused token is said plainly.
+func plain(err error) string {
+	msg := err.Error()
+	var je *jsonrpc2.Error
+	if errors.As(err, &je) {
+		msg = strings.Replace(msg, je.Error(), je.Message, 1)
+	}
+	for _, r := range jwtWords {
+		if i := strings.Index(msg, r.lib); i >= 0 {
+			// The library's wording runs to the end of the message.
+			return msg[:i] + r.plain
+		}
+	}
+	return msg
+}
+
+// jwtWords are the JWT library's reasons porthole-master gives for a
+// refused token, and what they mean to a user.
+var jwtWords = []struct{ lib, plain string }{
+	{"token is malformed", "this is not a porthole-master token (check -token-file, $PORTHOLE_TOKEN or the context)"},
+	{"token signature is invalid", "this token was not issued by this porthole-master (another master's, or altered)"},
+	{"token has invalid claims: token is expired", "this token has expired: get a new one (porthole-master token)"},
+	{"token is expired", "this token has expired: get a new one (porthole-master token)"},
+	{"token is unverifiable", "this token cannot be verified by this porthole-master"},
 }
 
 func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stderr *os.File) error {
@@ -123,6 +162,22 @@ func run(ctx context.Context, args []string, e env, stdin *os.File, stdout, stde
 		return runPS(ctx, rest, e, stdout, stderr)
 	case "kill":
 		return runKill(ctx, rest, e, stderr)
+	case "cp":
+		return runCp(ctx, rest, e, stderr)
+	case "login":
+		return runLogin(ctx, rest, e, stdin, stdout, stderr)
+	case "context":
+		return runContext(rest, e, stdout, stderr)
+	case "machines":
+		return runMachines(ctx, rest, e, stdout, stderr)
+	case "ports":
+		return runPorts(ctx, rest, e, stdout, stderr)
+	case "completion":
+		return runCompletion(rest, stdout)
+	case "__complete":
+		return runComplete(ctx, rest, e, stdout)
+	case "port-forward":
+		return runPortForward(ctx, rest, e, stdout, stderr)
 	case "entrypoint":
 		return runEntrypoint(ctx, rest, e, stderr)
 	case "copy":

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +34,7 @@ func TestVersion(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("porthole version: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if want := "(protocol 1.0)"; protocol.Version != "1.0" || !strings.Contains(r.stdout, want) {
+	if want := "(protocol 1.1)"; protocol.Version != "1.1" || !strings.Contains(r.stdout, want) {
 		t.Errorf("porthole version printed %q, want it to name %s", r.stdout, want)
 	}
 }
@@ -286,6 +287,16 @@ func TestPSAndKill(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(row, " "), `"sleep" "600"`) {
 		t.Errorf("ps row %q: want the command [sleep 600]", row)
+	}
+
+	// -o json: the agent's process infos, with RSS sampled.
+	r := porthole(t, a, nil, "", "ps", "-url", a.url, "-o", "json")
+	var infos []protocol.ProcessInfo
+	if err := json.Unmarshal([]byte(r.stdout), &infos); err != nil || r.code != 0 {
+		t.Fatalf("ps -o json: exit %d, %v: %q", r.code, err, r.stdout)
+	}
+	if i := slices.IndexFunc(infos, func(p protocol.ProcessInfo) bool { return p.ID == id }); i < 0 || infos[i].RSSBytes == 0 || infos[i].Name != name {
+		t.Errorf("ps -o json: no running %s with its RSS in %+v", id, infos)
 	}
 
 	// The issue's form: flags may follow the id.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,23 +21,21 @@ import (
 	"github.com/porthole-dev/porthole/client"
 	"github.com/porthole-dev/porthole/internal/backoff"
 	"github.com/porthole-dev/porthole/internal/clock"
-	"github.com/porthole-dev/porthole/internal/tlsconf"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
 // clientFlags are the flags every client command has.
 type clientFlags struct {
-	url, tokenFile, cacert string
+	url, tokenFile, cacert, context, machine string
+	resolved                                 *client.Options // by options
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, e env) {
-	def := e["PORTHOLE_URL"]
-	if def == "" {
-		def = "ws://127.0.0.1:4444"
-	}
-	fs.StringVar(&f.url, "url", def, "agent URL (default $PORTHOLE_URL)")
-	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (default $PORTHOLE_TOKEN)")
-	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for a wss:// -url, beside the system's")
+	fs.StringVar(&f.url, "url", "", "agent or porthole-master URL (default $PORTHOLE_URL, else the current context, else ws://127.0.0.1:4444)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (default $PORTHOLE_TOKEN, or the context's)")
+	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for wss://, beside the system's (default: the context's)")
+	fs.StringVar(&f.context, "context", "", "a context saved by 'porthole login' (default $PORTHOLE_CONTEXT, else the current one)")
+	fs.StringVar(&f.machine, "m", "", "the machine, RUNTIME/MACHINE or MACHINE, on a porthole-master")
 }
 
 // reconnect is how a session reattaches after its connection drops: with
@@ -63,17 +62,13 @@ const (
 )
 
 func (f *clientFlags) dial(ctx context.Context, e env) (*client.Client, error) {
-	tok, err := readToken(f.tokenFile, e)
+	o, err := f.options(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	conf, err := tlsconf.Client(f.cacert)
-	if err != nil {
-		return nil, usageError{fmt.Sprintf("-cacert %s: %v", f.cacert, err)}
-	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return client.Dial(dctx, client.Options{URL: f.url, Token: tok, TLS: conf})
+	return client.Dial(dctx, o)
 }
 
 // forwarded are the signals the CLI passes on to the remote process.
@@ -332,8 +327,12 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 	fs := newFlagSet("ps", stderr)
 	var cf clientFlags
 	cf.register(fs, e)
+	output := fs.String("o", "table", "output: table or json (the agent's process.list, one object per process)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *output != "table" && *output != "json" {
+		return usageError{fmt.Sprintf("-o %q: want table or json", *output)}
 	}
 	c, err := cf.dial(ctx, e)
 	if err != nil {
@@ -344,8 +343,29 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPID\tTTY\tSTATE\tEXIT\tCLIENTS\tOUTPUT\tNAME\tCOMMAND")
+	if *output == "json" {
+		if ps == nil {
+			ps = []protocol.ProcessInfo{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(ps)
+	}
+	return writePS(stdout, ps, time.Now())
+}
+
+// writePS writes the ps table. CPU and RSS are the process's own (not its
+// children's), sampled while it runs; AGE is since it started, until it
+// exited.
+func writePS(w io.Writer, ps []protocol.ProcessInfo, now time.Time) error {
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPID\tTTY\tSTATE\tEXIT\tUSER\tCPU\tRSS\tAGE\tCLIENTS\tOUTPUT\tNAME\tCOMMAND")
 	for _, p := range ps {
 		exit := ""
 		switch {
@@ -358,9 +378,34 @@ func runPS(ctx context.Context, args []string, e env, stdout, stderr *os.File) e
 		if p.Stderr != nil {
 			out += p.Stderr.End
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%d\t%d\t%s\t%q\n", p.ID, p.PID, p.TTY, p.State, exit, p.Clients, out, p.Name, p.Argv)
+		cpu, rss := "-", "-"
+		if p.State == protocol.StateRunning {
+			cpu = fmt.Sprintf("%.2fs", p.CPUSeconds)
+			rss = humanBytes(int64(p.RSSBytes))
+		}
+		end := now
+		if p.ExitedAt != nil {
+			end = *p.ExitedAt
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%q\n", p.ID, p.PID, p.TTY, p.State, dash(exit),
+			dash(p.User), cpu, strings.ReplaceAll(rss, " ", ""), age(end.Sub(p.StartedAt)), p.Clients, out, dash(p.Name), p.Argv)
 	}
 	return tw.Flush()
+}
+
+// age is a duration as ps shows it: 42s, 5m03s, 3h12m, 2d04h.
+func age(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 // parseID parses the flags and the one process id of attach and kill;

@@ -28,10 +28,14 @@ import (
 
 	"github.com/porthole-dev/porthole/cli"
 	"github.com/porthole-dev/porthole/internal/testutil"
+	"github.com/porthole-dev/porthole/master/mastercli"
 )
 
 // The test binary stands in for porthole.
-var programs = testutil.Programs{"porthole": func(argv []string) int { return cli.Main(argv[1:], os.Environ()) }}
+var programs = testutil.Programs{
+	"porthole":        func(argv []string) int { return cli.Main(argv[1:], os.Environ()) },
+	"porthole-master": func(argv []string) int { return mastercli.Main(argv[1:], os.Stdout, os.Stderr) },
+}
 
 // bin runs porthole: a link to the test binary.
 var bin string

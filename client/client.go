@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -41,22 +42,11 @@ type Options struct {
 	MaxMessageBytes int64
 }
 
-// Client talks to one agent over a control socket.
-type Client struct {
-	opts   Options
-	base   *url.URL
-	stream *wsrpc.Stream
-	conn   *jsonrpc2.Conn
-	hello  protocol.AgentInfo
-}
-
-// Dial connects the control socket and reads the agent's hello. It fails
-// with a clear error on a wrong token, an incompatible protocol version or
-// an unreachable agent.
-func Dial(ctx context.Context, opts Options) (*Client, error) {
-	base, err := url.Parse(opts.URL)
+// base parses URL: ws or wss (http and https are taken as these).
+func (o *Options) base() (*url.URL, error) {
+	base, err := url.Parse(o.URL)
 	if err != nil {
-		return nil, fmt.Errorf("agent url %q: %w", opts.URL, err)
+		return nil, fmt.Errorf("agent url %q: %w", o.URL, err)
 	}
 	switch base.Scheme {
 	case "ws", "wss":
@@ -65,11 +55,38 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	case "https":
 		base.Scheme = "wss"
 	default:
-		return nil, fmt.Errorf("agent url %q: scheme must be ws or wss", opts.URL)
+		return nil, fmt.Errorf("agent url %q: scheme must be ws or wss", o.URL)
 	}
-	if opts.Dialer == nil {
-		opts.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10, TLSClientConfig: opts.TLS}
+	return base, nil
+}
+
+func (o *Options) setDialer() {
+	if o.Dialer == nil {
+		o.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, WriteBufferSize: 32 << 10, TLSClientConfig: o.TLS}
 	}
+}
+
+// Client talks to one agent over a control socket.
+type Client struct {
+	opts   Options
+	base   *url.URL
+	stream *wsrpc.Stream
+	conn   *jsonrpc2.Conn
+	hello  protocol.AgentInfo
+
+	portsMu sync.Mutex
+	ports   func([]protocol.ListeningPort) // SubscribePorts's
+}
+
+// Dial connects the control socket and reads the agent's hello. It fails
+// with a clear error on a wrong token, an incompatible protocol version or
+// an unreachable agent.
+func Dial(ctx context.Context, opts Options) (*Client, error) {
+	base, err := opts.base()
+	if err != nil {
+		return nil, err
+	}
+	opts.setDialer()
 	if opts.PingInterval == 0 {
 		opts.PingInterval = 15 * time.Second
 	}
@@ -84,6 +101,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	c.stream = stream
 	c.conn = jsonrpc2.NewConn(context.Background(), stream, jsonrpc2.HandlerWithError(func(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+		if req.Method == protocol.EventPortsChanged && req.Params != nil {
+			c.onPorts(*req.Params)
+		}
 		if req.Method == protocol.EventHello && req.Params != nil {
 			var info protocol.AgentInfo
 			if jsonUnmarshal(*req.Params, &info) == nil {

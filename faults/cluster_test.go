@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -77,8 +78,13 @@ func (c *cluster) masterURL() string { return fmt.Sprintf("http://%s:%d", master
 
 func (c *cluster) token(args ...string) string {
 	c.t.Helper()
-	out, err := exec.Command(masterBin, append([]string{"token", "-data", c.dir}, args...)...).Output()
+	// -init: the master may not have made its key yet.
+	out, err := exec.Command(masterBin, append([]string{"token", "-init", "-data", c.dir}, args...)...).Output()
 	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			c.t.Fatalf("porthole-master token %q: %v: %s", args, err, ee.Stderr)
+		}
 		c.t.Fatalf("porthole-master token %q: %v", args, err)
 	}
 	return string(bytes.TrimSpace(out))

@@ -68,6 +68,11 @@ func TestAuthMatrix(t *testing.T) {
 		{"GET /api/runtimes/{rid}/machines/{name}", "/api/runtimes/w:e:o/machines/dev", false, [15]int{401, 401, 401, 401, 401, 200, 403, 200, 200, 401, 401, 401, 200, 200, 200}},
 		{"GET /api/runtimes/{rid}/machines/{name}/logs", "/api/runtimes/w:e:o/machines/dev/logs", false, [15]int{401, 401, 401, 401, 401, 200, 403, 200, 200, 401, 401, 401, 200, 200, 200}},
 		{"/api/runtimes/{rid}/machines/{name}/agent/{path...}", "/api/runtimes/w:e:o/machines/dev/agent/v1/rpc", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 200, 401, 401, 401, 403, 403, 403}},
+		// No server declared on the port: authorized requests get the 404
+		// naming the declared ones. No Origin check: only a client token
+		// or a ticket opens it (no cookie), and sandboxed pages send
+		// "Origin: null".
+		{"/api/runtimes/{rid}/machines/{name}/ports/{port}/{path...}", "/api/runtimes/w:e:o/machines/dev/ports/8080/", false, [15]int{401, 401, 401, 401, 401, 403, 403, 404, 404, 401, 401, 401, 403, 404, 404}},
 		{"POST /api/tickets", "/api/tickets", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 403, 401, 401, 401, 403, 200, 403}},
 		{"GET /metrics", "/metrics", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 200, 401, 401, 401, 403, 200, 200}},
 		{"GET /api/audit", "/api/audit", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 200, 401, 401, 401, 403, 200, 200}},

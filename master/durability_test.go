@@ -65,7 +65,10 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 	// however fast the bootstrapper reconnects.
 	gate := filepath.Join(t.TempDir(), "gate")
 	cfg := config(t, `[{"id":"org.lines","script":"i=1; while [ $i -le `+strconv.Itoa(lines)+` ]; do echo line-$i; [ $((i % 1000)) -eq 0 ] && sleep 0.05; if [ $i -eq `+strconv.Itoa(lines/2)+` ]; then while [ ! -e `+gate+` ]; do sleep 0.05; done; fi; i=$((i+1)); done"}]`)
-	boot := bootstrap(t, "ws://"+addr, mtok, rid, "m", cfg, "-installer-timeout", "120")
+	// The flush at the end gets the test's own bound: under load, with the
+	// race detector, delivering the second half after the gate opens can
+	// take longer than the default 10 s, and this test is about the kills.
+	boot := bootstrap(t, "ws://"+addr, mtok, rid, "m", cfg, "-installer-timeout", "120", "-flush-timeout", "50s")
 	tm := &testMaster{URL: url}
 	for kill := 1; kill <= 2; kill++ {
 		// Kill once some lines (more at the second kill) are stored.

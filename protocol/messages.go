@@ -180,3 +180,39 @@ type EOFEvent struct {
 
 // Empty is the result of methods that return nothing.
 type Empty struct{}
+
+// CopyStatus is the one text message that ends a file-copy socket
+// (docs/protocol.md §20): what was copied, or why the copy failed.
+type CopyStatus struct {
+	Files int   `json:"files"` // regular files
+	Dirs  int   `json:"dirs"`
+	Links int   `json:"links"` // symlinks
+	Bytes int64 `json:"bytes"` // content of regular files
+	// Skipped names special files (sockets, devices, FIFOs) left out, at
+	// most 100.
+	Skipped []string `json:"skipped,omitempty"`
+	// Error, when set, says why the copy failed, naming the path.
+	Error string `json:"error,omitempty"`
+}
+
+// Port detection (docs/protocol.md §21, since 1.1).
+const (
+	MethodPortsList        = "ports.list"
+	MethodPortsSubscribe   = "ports.subscribe"
+	MethodPortsUnsubscribe = "ports.unsubscribe"
+	EventPortsChanged      = "ports.changed"
+)
+
+// ListeningPort is a TCP port something listens on in the agent's
+// machine (its network namespace).
+type ListeningPort struct {
+	Port int `json:"port"`
+	// Address is the listening address: "0.0.0.0", "::", "127.0.0.1"...
+	Address string `json:"address"`
+}
+
+// PortsResult is the result of ports.list and the params of
+// ports.changed: every listening port, sorted by port then address.
+type PortsResult struct {
+	Ports []ListeningPort `json:"ports"`
+}

@@ -14,7 +14,7 @@ import (
 // Version is the protocol version this build speaks, "major.minor". Peers
 // with the same major version interoperate; a minor bump only adds optional
 // fields and methods.
-const Version = "1.0"
+const Version = "1.1"
 
 // HeaderProtocol carries the client's protocol version on every HTTP and
 // WebSocket request, and the agent's on every response.
@@ -22,6 +22,11 @@ const HeaderProtocol = "Porthole-Protocol"
 
 // HeaderAgentVersion carries the agent's build version on responses.
 const HeaderAgentVersion = "Porthole-Version"
+
+// HeaderMaxMessage, on the 101 of a byte-stream socket (port forwarding,
+// file copy), is the largest message the agent reads, in bytes: the
+// client's frames must not be larger.
+const HeaderMaxMessage = "Porthole-Max-Message"
 
 // HeaderPrincipal carries, on a request through porthole-master's tunnel,
 // who the master authenticated (its token's name): the "who" of the
@@ -40,6 +45,12 @@ const (
 	// (xterm.js addon-attach): output bytes as binary frames, every frame
 	// received is stdin, no control messages.
 	SubprotocolRaw = "porthole.raw.v1"
+	// SubprotocolForward is a port-forward socket: one TCP connection's
+	// bytes in binary frames, an empty binary frame ending a direction.
+	SubprotocolForward = "porthole.forward.v1"
+	// SubprotocolFiles is a file-copy socket: a tar stream in binary
+	// frames, then one JSON status in a text frame.
+	SubprotocolFiles = "porthole.files.v1"
 	// TokenSubprotocolPrefix lets a browser, which cannot set headers on a
 	// WebSocket, present its token: "porthole.token." + base64url(token)
 	// without padding. The agent never selects it.
@@ -62,6 +73,25 @@ func CheckVersion(peer string) error {
 		return fmt.Errorf("protocol version mismatch: peer speaks %s, this side speaks %s", peer, Version)
 	}
 	return nil
+}
+
+// AtLeast reports whether version v ("major.minor") is want or a later
+// minor of the same major: whether a peer has what want added. An empty or
+// malformed v is not.
+func AtLeast(v, want string) bool {
+	vm, vn, ok1 := parse(v)
+	wm, wn, ok2 := parse(want)
+	return ok1 && ok2 && vm == wm && vn >= wn
+}
+
+func parse(v string) (maj, minor int, ok bool) {
+	m, n, found := strings.Cut(v, ".")
+	if !found || !digits(m) || !digits(n) {
+		return 0, 0, false
+	}
+	maj, _ = strconv.Atoi(m)
+	minor, _ = strconv.Atoi(n)
+	return maj, minor, true
 }
 
 func major(v string) (int, error) {

@@ -318,12 +318,15 @@ func TestFramesAliasAndAppend(t *testing.T) {
 // that a rename is a deliberate, visible change of the protocol.
 func TestWireConstants(t *testing.T) {
 	str := []struct{ got, want string }{
-		{Version, "1.0"},
+		{Version, "1.1"},
 		{HeaderProtocol, "Porthole-Protocol"},
 		{HeaderAgentVersion, "Porthole-Version"},
+		{HeaderMaxMessage, "Porthole-Max-Message"},
 		{SubprotocolRPC, "porthole.rpc.v1"},
 		{SubprotocolAttach, "porthole.attach.v1"},
 		{SubprotocolRaw, "porthole.raw.v1"},
+		{SubprotocolForward, "porthole.forward.v1"},
+		{SubprotocolFiles, "porthole.files.v1"},
 		{TokenSubprotocolPrefix, "porthole.token."},
 		{MethodAgentInfo, "agent.info"},
 		{MethodStart, "process.start"},

@@ -26,9 +26,11 @@ fi
 echo "lint: go vet"
 go vet ./...
 go vet -tags engine ./deploy/e2e/   # make e2e-engine's test, behind its build tag
+go vet -tags faults ./faults/         # make faults's suite, behind its build tag
 echo "lint: staticcheck ($STATICCHECK)"
 "$tools/staticcheck" ./...
 "$tools/staticcheck" -tags engine ./deploy/e2e/
+"$tools/staticcheck" -tags faults ./faults/
 
 echo "lint: govulncheck ($GOVULNCHECK, database golang.org/x/vulndb@$VULNDB_VERSION)"
 info=$(cd /tmp && go mod download -json "golang.org/x/vulndb@$VULNDB_VERSION")

@@ -148,6 +148,15 @@ func (s *Session) Close() error {
 	return err
 }
 
+// Dialer returns a WebSocket dialer whose every connection is a new
+// stream of the tunnel (the URL's host is ignored): for the master's own
+// requests to the agent, such as a port forward. They are trusted as the
+// proxied ones are.
+func (s *Session) Dialer() *websocket.Dialer {
+	return &websocket.Dialer{NetDialContext: s.transport.DialContext, HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize: bufferSize, WriteBufferSize: bufferSize}
+}
+
 // RemoteAddr is the agent's address as the master sees it.
 func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 

@@ -41,7 +41,7 @@ const usage = `porthole-master: receives every machine's statuses and logs, serv
 to clients and a dashboard, and proxies terminals to the agents.
 
 Usage:
-  porthole-master -listen ADDR -data DIR [flags]       serve (see -h)
+  porthole-master -listen ADDR -data DIR [flags]       serve (flags below)
   porthole-master token -data DIR -runtime-id ID -machine-name NAME [-ttl D]
                                                        print a machine token
   porthole-master token -data DIR -client -name WHO [-ttl D]
@@ -91,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		case "help", "-h", "-help", "--help":
 			fmt.Fprint(stdout, usage)
+			fmt.Fprintln(stdout)
+			runServe(ctx, []string{"-h"}, stdout) // prints the serve flags; ErrHelp
 			return nil
 		}
 		if !strings.HasPrefix(args[0], "-") {
