@@ -33,7 +33,8 @@ func termHas(termJS, s string) string {
 // first byte; New shell opens more tabs, Close hangs one up while the
 // others stay live; Kill and Remove act from the list; Replay of a
 // session the agent did not record says so; a reload reattaches the
-// tabs whose shells still run and starts none.
+// tabs whose shells still run and starts none; Detach leaves its shell
+// running and listed.
 func TestDashboardProcesses(t *testing.T) {
 	dashboardDist(t)
 	chromium := chromiumPath(t)
@@ -142,6 +143,17 @@ func TestDashboardProcesses(t *testing.T) {
 	m.agentRPC(t, client, rid, name, "process.list", nil, &list)
 	if len(list.Processes) != before {
 		t.Errorf("the agent has %d processes after the reload, want %d: %+v", len(list.Processes), before, list.Processes)
+	}
+
+	// Detach: the tab goes, the shell runs on, listed with Attach; a reload
+	// no longer opens it.
+	eval[bool](p, card+`.querySelector('.terminal-panel:not([hidden]) .detach-terminal').click() ?? true`)
+	p.wait("the tab gone, the shell running and attachable", tabsJS(card)+`.length === 0 && `+rowJS(card, shell3)+`?.dataset.state === 'running' && `+
+		rowJS(card, shell3)+`.querySelector('button.attach').textContent === 'Attach' && `+rowJS(card, shell3)+`.querySelector('.clients').textContent === '0'`)
+	p.do(chromedp.Reload())
+	p.wait("the list after the reload", rowJS(card, shell3)+`?.dataset.state === 'running'`)
+	if n := eval[int](p, tabsJS(card)+`.length`); n != 0 {
+		t.Errorf("%d tabs after a reload that follows Detach, want none", n)
 	}
 	if ex := p.exceptions(); len(ex) > 0 {
 		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
