@@ -81,6 +81,9 @@ type Options struct {
 	RecordDir   string
 	RecordMax   int64
 	RecordInput bool
+	// Extensions add routes to the agent's handler (Che's agents, package
+	// agent/cheapi). See Extension.
+	Extensions []Extension
 }
 
 func (o *Options) setDefaults() {
@@ -135,6 +138,9 @@ type Agent struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	connSeq uint64
+
+	// extRoutes are the extensions' routes, built once by New.
+	extRoutes map[string]http.Handler
 }
 
 // ErrNoToken is returned by New when no token is configured.
@@ -153,6 +159,12 @@ func New(o Options) (*Agent, error) {
 		ctx:  ctx, cancel: cancel,
 	}
 	a.procs = newManager(&a.opts)
+	a.extRoutes = make(map[string]http.Handler)
+	for _, ext := range o.Extensions {
+		for pattern, h := range ext(a) {
+			a.extRoutes[pattern] = h
+		}
+	}
 	a.upgrader = websocket.Upgrader{
 		// A small read buffer (messages of any size are read through it);
 		// write buffers come from a pool and are held only while a message
@@ -193,6 +205,9 @@ func (a *Agent) routes() []route {
 	}
 	if a.opts.WebDir != "" {
 		rs = append(rs, route{"GET /", webHandler(a.opts.WebDir).ServeHTTP})
+	}
+	for pattern, h := range a.extRoutes {
+		rs = append(rs, route{pattern, h.ServeHTTP})
 	}
 	return rs
 }

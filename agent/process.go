@@ -35,6 +35,9 @@ type process struct {
 	stdinClosed atomic.Bool
 	stats       *stats    // the agent's counters
 	rec         *recorder // nil: not recorded
+	// ext is an extension's state for this process (embed.go), dropped
+	// with the process.
+	ext atomic.Pointer[any]
 
 	// done is closed once the process has exited and its output streams
 	// have ended: everything a client should see before the exit status.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/agent/cheapi"
 	"github.com/porthole-dev/porthole/internal/logging"
 	"github.com/porthole-dev/porthole/internal/proc"
 	"github.com/porthole-dev/porthole/internal/tlsconf"
@@ -46,6 +47,11 @@ type agentFlags struct {
 	master, machineTokenFile, runtimeID, machineName string
 	// tun is set by options when -master is given.
 	tun *agent.MasterOptions
+
+	// Che's agents (package agent/cheapi).
+	che      bool
+	cheShell string
+	cheLog   int
 }
 
 // noListener reports whether -listen asks for no local listener.
@@ -74,6 +80,9 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.machineTokenFile, "machine-token-file", "", "file holding the machine token for -master (default $"+envMachineToken+")")
 	fs.StringVar(&f.runtimeID, "runtime-id", "", "runtime id for -master, workspace:env:owner")
 	fs.StringVar(&f.machineName, "machine-name", "", "machine name for -master")
+	fs.BoolVar(&f.che, "che", false, "also speak Eclipse Che's terminal-agent (/pty), exec-agent (/connect, /process, /liveness) and che-machine-exec (/connect, /attach/ID): docs/che-compatibility.md")
+	fs.StringVar(&f.cheShell, "che-shell", "", "with -che: the shell of terminals and commands (default /bin/bash, else /bin/sh)")
+	fs.IntVar(&f.cheLog, "che-log-bytes", cheapi.DefaultLogBytes, "with -che: bytes of exec-agent log kept per process (oldest lines dropped past it)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve -listen over TLS with this PEM certificate (reloaded when the file changes; needs -tls-key)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
 	fs.StringVar(&f.o.RecordDir, "record", "", "record every terminal session in this directory, an asciicast v2 file each (docs/operations.md)")
@@ -140,6 +149,14 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 	o.Shell = f.shell
 	o.Version = Version
 	o.Logger = log
+	if f.che {
+		if f.cheLog <= 0 {
+			return o, usageError{fmt.Sprintf("-che-log-bytes %d: must be positive", f.cheLog)}
+		}
+		o.Extensions = append(o.Extensions, cheapi.Extension(cheapi.Options{Shell: f.cheShell, LogBytes: f.cheLog, MachineName: f.machineName}))
+	} else if f.cheShell != "" {
+		return o, usageError{"-che-shell needs -che"}
+	}
 	if f.master != "" {
 		if f.tun, err = f.masterOptions(e); err != nil {
 			return o, err

@@ -73,6 +73,12 @@ func (o *Options) setDefaults() {
 // New returns a server of h with o's timeouts and limits. Serve it as
 // any http.Server; the limits apply to every listener.
 func New(h http.Handler, o Options) *http.Server {
+	srv, _ := newServer(h, o)
+	return srv
+}
+
+// newServer is New, with the limiter (for tests).
+func newServer(h http.Handler, o Options) (*http.Server, *limiter) {
 	o.setDefaults()
 	l := &limiter{o: o, conns: map[net.Conn]string{}, perIP: map[string]int{}}
 	return &http.Server{
@@ -81,7 +87,14 @@ func New(h http.Handler, o Options) *http.Server {
 		IdleTimeout:       o.IdleTimeout,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		ConnState:         l.connState,
-	}
+	}, l
+}
+
+// pending returns how many pending connections come from ip.
+func (l *limiter) pending(ip string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.perIP[ip]
 }
 
 // deadlines sets the read and write deadlines of every request but
