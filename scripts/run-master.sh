@@ -3,6 +3,9 @@
 # machines, each a `porthole entrypoint` (agent connected to the master
 # through its outbound tunnel) running the bootstrapper with fixture
 # installers: "web" reaches RUNNING, "db" fails with a readable error.
+# The agents record their terminal sessions (-record, in the temporary
+# directory), and a short demo session is run on "web", so the dashboard's
+# process list has a recording to Replay.
 # Prints the dashboard URL with a client token. Ctrl-C stops everything.
 set -eu
 addr=${1:-127.0.0.1:8080}
@@ -44,16 +47,25 @@ sed "s/PORT/$port/g" fixtures/demo/web.json > "$dir/web.json"
 cp fixtures/demo/db.json "$dir/db.json"
 
 for m in web db; do
-  mkdir -p "$dir/$m"
+  mkdir -p "$dir/$m" "$dir/$m/recordings"
   DEMO_DIR="$dir/$m" CHE_MACHINE_TOKEN=$(cat "$dir/$m.token") \
   ./bin/porthole entrypoint -listen none -master "ws://$addr" -machine-token-file "$dir/$m.token" \
-      -runtime-id "$rid" -machine-name "$m" -log-level warn \
+      -runtime-id "$rid" -machine-name "$m" -log-level warn -record "$dir/$m/recordings" \
       -bootstrap "-file $dir/$m.json -push-endpoint ws://$addr/api/websocket -push-logs-endpoint ws://$addr/api/websocket-minor -runtime-id $rid -machine-name $m -enable-auth -installer-timeout 30 -flush-timeout 3s -log-level warn" \
       -grace 2s 2> "$dir/$m.log" &
   machine_pids="$machine_pids $!"
 done
 
 tok=$(cat "$dir/client.token")
+# A recorded terminal session on "web", once its agent is connected.
+demo='{"jsonrpc":"2.0","id":1,"method":"process.start","params":{"name":"recorded demo","tty":true,"argv":["sh","-c","echo this session is recorded; for i in 1 2 3; do date; sleep 1; done; echo bye"]}}'
+i=0
+until curl -fsS -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
+    -d "$demo" "http://$addr/api/runtimes/$rid/machines/web/agent/v1/rpc" 2>/dev/null | grep -q '"result"'; do
+  i=$((i+1))
+  if [ $i -gt 100 ]; then echo "(the web machine's agent did not connect: no demo recording; see $dir/web.log)"; break; fi
+  sleep 0.1
+done
 cat <<MSG
 porthole-master on http://$addr with two demo machines (Ctrl-C stops everything)
 
@@ -63,7 +75,7 @@ porthole-master on http://$addr with two demo machines (Ctrl-C stops everything)
   curl -s -H "Authorization: Bearer $tok" http://$addr/api/runtimes
   ./bin/porthole exec -url ws://$addr/api/runtimes/$rid/machines/web/agent -- uname -a   (with PORTHOLE_TOKEN=<client token>)
 
-Logs: $dir/{master,web,db}.log
+Logs: $dir/{master,web,db}.log   Recordings: $dir/{web,db}/recordings
 MSG
 if [ ! -f master/dashboard/dist/index.html ] && [ ! -f web/dashboard/dist/index.html ]; then
   echo "(the dashboard's assets are not built: the page says how; 'make web' builds them with npm)"

@@ -508,6 +508,12 @@ func (p *page) wait(what, predicate string) {
 func (p *page) typeText(s string) {
 	p.t.Helper()
 	p.do(chromedp.Focus(chromedp.CSS(".xterm-helper-textarea")))
+	p.typeKeys(s)
+}
+
+// typeKeys types s into the element that has the focus, as typeText does.
+func (p *page) typeKeys(s string) {
+	p.t.Helper()
 	for _, r := range s {
 		evs := kb.Encode(r)
 		if len(evs) == 3 && evs[1].Type == kb.KeyChar { // keyDown, char, keyUp

@@ -174,7 +174,8 @@ func TestDashboardReconnect(t *testing.T) {
 // output does not), the page reattaches at the exact offset, and the
 // buffer holds every line once, in order. A reload then reattaches to
 // the same shell (the agent has no second process) and replays it, and
-// Close hangs up that shell. When the agent restarts, the panel says its
+// Close hangs up that shell. While the master is down, a banner says so
+// and the agent's state shows unknown, not CONNECTED. When the agent restarts, the panel says its
 // shell is gone and stops.
 func TestDashboardTerminalReconnect(t *testing.T) {
 	dashboardDist(t)
@@ -239,6 +240,10 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	m.kill(t)
 	p.wait("the bar to say reconnecting", stateJS+` === 'reconnecting' && `+card+`.querySelector('.terminal-status').textContent.startsWith('reconnecting… (attempt ')`)
 	t.Logf("while the master is down: %s", eval[string](p, card+`.querySelector('.terminal-status').textContent`))
+	// The page can no longer vouch for the agent: a banner, and its state
+	// unknown instead of CONNECTED.
+	agentJS := card + `.querySelector('.agent-status .badge')`
+	p.wait("the banner and the agent's state unknown", `!document.getElementById('banner').hidden && /reconnecting in \d+\.\d s/.test(document.getElementById('banner').textContent) && `+agentJS+`.dataset.status === 'UNKNOWN' && `+agentJS+`.textContent.includes('reconnecting')`)
 	// Typing while reconnecting sends nothing (the tty would echo it).
 	p.typeText("zzz")
 	p.screenshot("dashboard-terminal-reconnecting.png")
@@ -254,6 +259,7 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	startMasterAt(t, bins, m.addr, m.data) // stopped at cleanup
 	t.Logf("the master answers again after %v", time.Since(down).Round(time.Millisecond))
 	p.wait("reattached", stateJS+` === 'open'`)
+	p.wait("the banner gone, the agent CONNECTED", `document.getElementById('banner').hidden && `+agentJS+`.dataset.status === 'CONNECTED'`)
 	t.Logf("reattached after %v", time.Since(down).Round(time.Millisecond))
 	p.wait("the stream going on live", fmt.Sprintf(`%s >= %d`, lastNumber, before+20))
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
@@ -318,21 +324,23 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 }
 
 // TestDashboardSharedJS runs the unit tests of web/shared (the backoff,
-// the framed attach protocol, the attachment's offsets) with node's test
-// runner: web/shared/shared.test.mjs.
+// the framed attach protocol, the attachment's offsets) and of the
+// dashboard's pure helpers (the asciicast reader, ages, the audit page
+// size) with node's test runner: web/shared/shared.test.mjs,
+// web/dashboard/src/cast.test.mjs.
 func TestDashboardSharedJS(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node is not installed (%v): install node and npm (Debian: apt-get install nodejs npm)", err)
 	}
-	cmd := exec.Command(node, "--test", filepath.Join("web", "shared"))
+	cmd := exec.Command(node, "--test", filepath.Join("web", "shared"), filepath.Join("web", "dashboard", "src"))
 	cmd.Dir = repoRoot(t)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("node --test web/shared: %v\n%s", err, out)
+		t.Fatalf("node --test web/shared web/dashboard/src: %v\n%s", err, out)
 	}
 	if !strings.Contains(string(out), "# fail 0") || strings.Contains(string(out), "# pass 0") {
-		t.Fatalf("node --test web/shared ran no test, or reported a failure:\n%s", out)
+		t.Fatalf("node --test web/shared web/dashboard/src ran no test, or reported a failure:\n%s", out)
 	}
 }
 
@@ -560,11 +568,11 @@ type tokenFile struct{ token, path string }
 
 // startAgentProc runs a machine's agent that serves only through its
 // tunnel to the master.
-func startAgentProc(t *testing.T, b binaries, m *testMaster, tok tokenFile, rid, name string) *proc {
+func startAgentProc(t *testing.T, b binaries, m *testMaster, tok tokenFile, rid, name string, extra ...string) *proc {
 	t.Helper()
-	return startProc(t, "porthole agent", b.porthole, []string{"agent",
+	return startProc(t, "porthole agent", b.porthole, append([]string{"agent",
 		"-master", "ws://" + m.addr, "-machine-token-file", tok.path,
-		"-runtime-id", rid, "-machine-name", name, "-listen", "none"})
+		"-runtime-id", rid, "-machine-name", name, "-listen", "none"}, extra...))
 }
 
 // startBootstrap runs porthole bootstrap with config (installers JSON)

@@ -80,3 +80,21 @@ export async function agentRPC(rid, name, method, params) {
   if (!msg) throw new Error(`${method}: empty answer`);
   return rpcResult(method, msg);
 }
+
+// fetchText GETs a master path with the client token and returns its body
+// as text; an error status throws an HTTPError with the answer's message.
+export async function fetchText(path) {
+  const res = await fetch(path, { cache: "no-store", headers: { Authorization: "Bearer " + token } });
+  const text = await res.text();
+  if (!res.ok) {
+    let msg = text.trim();
+    try {
+      const d = JSON.parse(text);
+      if (d && typeof d.error === "string") msg = d.error;
+    } catch {
+      // not JSON
+    }
+    throw new HTTPError(res.status, `GET ${path}: ${res.status} ${msg || res.statusText}`);
+  }
+  return text;
+}

@@ -22,8 +22,9 @@ const BACKOFF_MAX = 30000;
 const BACKOFF_STABLE = 5000;
 
 export class Live {
-  // onState(state, text) shows the connection's state: "connecting",
-  // "live" or "error". onUnauthorized(reason) asks for a token: the master
+  // onState(state, text, retry) shows the connection's state:
+  // "connecting", "live" or "error" (retry: {why, at}, when the next
+  // attempt is due, for a countdown). onUnauthorized(reason) asks for a token: the master
   // refused this one, and Live stops until connect is called again.
   constructor({ onState, onUnauthorized }) {
     this.onState = onState;
@@ -128,7 +129,7 @@ export class Live {
 
   retry(why) {
     const delay = this.backoff.next();
-    this.onState("error", `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    this.onState("error", `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`, { why, at: Date.now() + delay });
     this.timer = setTimeout(() => this.connect(), delay);
   }
 }

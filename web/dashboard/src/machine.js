@@ -1,7 +1,9 @@
 // Runtimes and their machines: a section per runtime, and per machine a
 // card with its status, installers, servers, installer logs and terminal.
 import { badge, h, insertSorted, link } from "./dom.js";
-import { TerminalView, savedShell } from "./terminal.js";
+import { Player } from "./player.js";
+import { ProcessList } from "./processes.js";
+import { TerminalView, savedShells } from "./terminal.js";
 
 // MAX_LOG_LINES bounds the log lines kept in the page per machine; older
 // ones are removed from the DOM.
@@ -39,6 +41,19 @@ export function machine(rid, name) {
   return mv;
 }
 
+// findMachine returns a machine's view, or undefined.
+export function findMachine(rid, name) {
+  return runtimes.get(rid)?.machines.get(name);
+}
+
+// stale: the page's connection to the master is down, so what it shows
+// of each machine may be out of date (main.js, from the live socket).
+let stale = false;
+export function setStale(s) {
+  stale = s;
+  for (const mv of machines()) mv.showAgent();
+}
+
 // machines yields every machine's view in the page.
 export function* machines() {
   for (const rt of runtimes.values()) yield* rt.machines.values();
@@ -52,17 +67,23 @@ class MachineView {
     this.lastSeq = 0; // the last journal entry shown
     this.logLines = 0;
     this.partial = null; // the line a partial log entry left open: {key, el}
-    this.term = null; // TerminalView
+    this.terms = []; // TerminalViews, in tab order
+    this.active = null; // the TerminalView shown
+    this.player = null; // the Player shown
 
     this.statusEl = h("span", { class: "machine-status badge" });
     this.agentEl = h("span", { class: "agent-status" });
     this.bootEl = h("span", { class: "boot-status muted" });
-    this.termButton = h("button", { class: "open-terminal", disabled: true, onclick: () => this.openTerminal() }, "Terminal");
+    this.termButton = h("button", { class: "open-terminal", disabled: true, onclick: () => this.openTerminal() }, "New shell");
     this.errorEl = h("div", { class: "machine-error", hidden: true });
     this.installersEl = h("tbody");
     this.serversEl = h("tbody");
     this.logEl = h("div", { class: "log", role: "log" });
     this.logCountEl = h("span", { class: "muted" });
+    this.procs = new ProcessList(this);
+    this.tabsEl = h("div", { class: "terminal-tabs", role: "tablist", hidden: true });
+    this.panelsEl = h("div", { class: "terminal-panels" });
+    this.playerEl = h("div", { class: "player-slot" });
     this.el = h("article", { class: "machine", dataset: { runtime: rid, machine: name } },
       h("div", { class: "machine-head" },
         h("h3", {}, name), this.statusEl, this.agentEl, this.bootEl, h("span", { class: "spacer" }), this.termButton),
@@ -73,7 +94,21 @@ class MachineView {
       h("table", { class: "servers" },
         h("thead", {}, h("tr", {}, h("th", {}, "Server"), h("th", {}, "Port"), h("th", {}, "Status"), h("th", {}, "URL"))),
         this.serversEl),
-      h("details", { class: "logs", open: true }, h("summary", {}, "Installer logs ", this.logCountEl), this.logEl));
+      h("details", { class: "logs", open: true }, h("summary", {}, "Installer logs ", this.logCountEl), this.logEl),
+      this.procs.el, this.playerEl, this.tabsEl, this.panelsEl);
+  }
+
+  // showAgent shows the agent's state: from the last machine document,
+  // or unknown while the page's connection to the master is down.
+  showAgent() {
+    const agent = (this.doc && this.doc.agent) || {};
+    this.el.dataset.stale = stale ? "true" : "false";
+    if (stale) {
+      this.agentEl.replaceChildren("agent ", h("span", { class: "badge", dataset: { status: "UNKNOWN" }, title: "the page's connection to the master is down" }, "UNKNOWN (reconnecting)"));
+      return;
+    }
+    this.agentEl.replaceChildren("agent ", badge(agent.connected ? "CONNECTED" : "DISCONNECTED"),
+      agent.connected && agent.version ? " " + agent.version : "");
   }
 
   update(doc) {
@@ -84,14 +119,20 @@ class MachineView {
     this.errorEl.textContent = doc.error || "";
     this.errorEl.hidden = !doc.error;
     const agent = doc.agent || {};
-    this.agentEl.replaceChildren("agent ", badge(agent.connected ? "CONNECTED" : "DISCONNECTED"),
-      agent.connected && agent.version ? " " + agent.version : "");
+    this.showAgent();
     const bs = doc.bootstrapper || {};
     this.bootEl.textContent = `bootstrapper ${bs.status || "–"}${bs.connected ? " (connected)" : ""}`;
     this.termButton.disabled = !agent.connected;
     this.termButton.title = agent.connected ? "open a shell on this machine" : "the machine's agent is not connected to the master";
-    // After a reload: the shell this tab opened and did not close.
-    if (!this.term && agent.connected && savedShell(this.rid, this.name)) this.openTerminal();
+    if (agent.connected) {
+      this.procs.start();
+      // After a reload: the shells this tab opened and did not close.
+      for (const saved of savedShells(this.rid, this.name)) {
+        if (!this.terminalFor(saved.id)) this.openTerminal(saved);
+      }
+    } else {
+      this.procs.stop();
+    }
 
     this.installersEl.replaceChildren(...(doc.installers || []).map((i) =>
       h("tr", { class: "installer", dataset: { installer: i.id } },
@@ -168,13 +209,71 @@ class MachineView {
     this.logLines++;
   }
 
-  openTerminal() {
-    if (this.term) {
-      this.term.focus();
-      return;
+  // openTerminal opens a tab: on a saved or listed process ({id,
+  // startedAt, tty}), else on a new shell.
+  openTerminal(saved = null) {
+    const tv = new TerminalView(this);
+    this.terms.push(tv);
+    tv.tab = h("button", { class: "terminal-tab", role: "tab", onclick: () => this.show(tv) }, "…");
+    this.tabsEl.append(tv.tab);
+    this.tabsEl.hidden = false;
+    this.panelsEl.append(tv.el);
+    this.show(tv);
+    tv.start(saved).then(() => this.procs.soon(), (e) => tv.status(String(e.message || e), "failed"));
+    return tv;
+  }
+
+  // newShell replaces an ended tab with a new shell.
+  newShell(old) {
+    old.close(false);
+    this.openTerminal();
+  }
+
+  // attach shows a listed process in a tab: its own if it has one.
+  attach(p) {
+    const tv = this.terminalFor(p.id);
+    if (tv) this.show(tv);
+    else this.openTerminal({ id: p.id, startedAt: p.startedAt, tty: p.tty });
+  }
+
+  terminalFor(id) {
+    return this.terms.find((t) => t.id === id);
+  }
+
+  show(tv) {
+    this.active = tv;
+    for (const t of this.terms) {
+      t.el.hidden = t !== tv;
+      t.tab.setAttribute("aria-selected", String(t === tv));
     }
-    this.term = new TerminalView(this);
-    this.el.append(this.term.el);
-    this.term.start(savedShell(this.rid, this.name)).catch((e) => this.term && this.term.status(String(e.message || e)));
+    tv.focus();
+  }
+
+  // tabState labels a terminal's tab with its process and state.
+  tabState(tv) {
+    if (!tv.tab) return;
+    const st = tv.statusEl.dataset.state;
+    tv.tab.dataset.state = st;
+    tv.tab.dataset.process = tv.id ?? "";
+    tv.tab.textContent = (tv.id != null ? `#${tv.id}` : "new") + (st === "exited" || st === "failed" ? " (ended)" : "");
+  }
+
+  removeTerminal(tv) {
+    this.terms = this.terms.filter((t) => t !== tv);
+    tv.tab.remove();
+    this.tabsEl.hidden = this.terms.length === 0;
+    if (this.active === tv) {
+      this.active = null;
+      if (this.terms.length) this.show(this.terms[this.terms.length - 1]);
+    }
+    this.procs.soon();
+  }
+
+  // replay plays a process's recording in a player panel.
+  replay(p) {
+    if (this.player) this.player.close();
+    this.player = new Player(this, p);
+    this.playerEl.append(this.player.el);
+    this.player.load();
   }
 }

@@ -13,7 +13,11 @@
 //                the master's proxy
 //   live.js      the runtime.subscribe socket: reconnects, resumes by seq
 //   machine.js   runtimes and machine cards: statuses and installer logs
-//   terminal.js  a machine's xterm.js terminal
+//   terminal.js  a machine's xterm.js terminals (tabs)
+//   processes.js a machine's process list (process.list on a control
+//                socket: agentsocket.js), Attach, Kill, Remove, Replay
+//   player.js    a recorded session played in xterm.js
+//   audit.js     the Audit view (GET /api/audit)
 //   dom.js       h(), which builds the DOM
 // and ../../shared (also used by web/terminal): the token from the
 // fragment, base64url, the agent protocol, the resize queue.
@@ -24,13 +28,43 @@ import "@xterm/xterm/css/xterm.css";
 import "./style.css";
 import { api, setToken, takeToken } from "./api.js";
 import { Live } from "./live.js";
-import { terminals } from "./terminal.js";
+import { AuditView } from "./audit.js";
+import { findMachine, setStale } from "./machine.js";
 
 const connEl = document.getElementById("conn");
-function setConn(state, text) {
+const bannerEl = document.getElementById("banner");
+let wasLive = false;
+let countdown = null;
+// setConn shows the live socket's state; once it has been live, any
+// other state shows a banner, with the countdown to the next attempt, and
+// makes every machine's agent state unknown.
+function setConn(state, text, retry) {
+  clearInterval(countdown);
   connEl.dataset.state = state;
   connEl.textContent = text;
+  if (state === "live") wasLive = true;
+  const down = wasLive && state !== "live";
+  bannerEl.hidden = !down;
+  setStale(down);
+  if (!down) return;
+  const show = () => {
+    const t = retry ? `${retry.why}; reconnecting in ${(Math.max(0, retry.at - Date.now()) / 1000).toFixed(1)} s` : text;
+    bannerEl.textContent = `Connection to the master lost: machine states may be out of date. ${t}`;
+    connEl.textContent = t;
+  };
+  show();
+  if (retry) countdown = setInterval(show, 200);
 }
+
+// The views: machines, audit.
+const audit = new AuditView(document.getElementById("audit"));
+function view(name) {
+  document.getElementById("runtimes").hidden = name !== "machines";
+  document.getElementById("audit").hidden = name !== "audit";
+  for (const b of document.querySelectorAll("nav button")) b.setAttribute("aria-pressed", String(b.dataset.view === name));
+  if (name === "audit") audit.show();
+}
+for (const b of document.querySelectorAll("nav button")) b.addEventListener("click", () => view(b.dataset.view));
 
 const loginEl = document.getElementById("login");
 function showLogin(reason) {
@@ -54,10 +88,16 @@ function start() {
   live.connect();
 }
 
-// For tests and the console: the open terminals.
+// For tests and the console: a machine's terminal (its tab for process
+// id, else the tab shown), its process id, and its player's terminal.
+const tab = (rid, name, id) => {
+  const mv = findMachine(rid, name);
+  return id != null ? mv?.terminalFor(id) : mv?.active;
+};
 window.porthole = {
-  terminal: (rid, name) => terminals.get(rid + "\n" + name)?.term,
-  processId: (rid, name) => terminals.get(rid + "\n" + name)?.id,
+  terminal: (rid, name, id) => tab(rid, name, id)?.term,
+  processId: (rid, name) => tab(rid, name)?.id,
+  player: (rid, name) => findMachine(rid, name)?.player?.term,
 };
 
 if (takeToken()) start();

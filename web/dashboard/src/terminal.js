@@ -3,8 +3,10 @@
 // (.../agent/v1/processes/ID/attach, porthole.attach.v1) that survives
 // dropped sockets and master restarts (shared/attach.js: it reattaches at
 // the exact offset with the shared backoff), and process.resize on fit.
-// The process id is kept in sessionStorage per machine, so a reload
-// reattaches to the same shell; only Close hangs it up.
+// A machine has several (machine.js shows them as tabs). The process ids
+// are kept in sessionStorage per machine, so a reload reattaches to the
+// same shells; only Close hangs one up (Detach leaves it running, listed
+// in the machine's processes).
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { gapMarker } from "../../shared/agent.js";
@@ -15,31 +17,34 @@ import { wsURL } from "../../shared/socket.js";
 import { HTTPError, agentBase, agentRPC, ticket } from "./api.js";
 import { h } from "./dom.js";
 
-// terminals holds the open terminals by "rid\nname", for tests and the
-// console (window.porthole).
-export const terminals = new Map();
-
-// The shell a page opened on a machine, kept across reloads of the tab:
-// {id, startedAt} under SESSION_KEY + rid + "\n" + name.
+// The shells a page opened or attached to on a machine, kept across
+// reloads of the tab: a JSON list of {id, startedAt} under SESSION_KEY +
+// rid + "\n" + name (a single object, as earlier pages kept, is read as a
+// list of one).
 const SESSION_KEY = "porthole-dashboard.terminal\n";
 
-// savedShell returns the shell this tab opened on the machine and did not
-// close, or null.
-export function savedShell(rid, name) {
+// savedShells returns the shells this tab opened on the machine and did
+// not close.
+export function savedShells(rid, name) {
   try {
-    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY + rid + "\n" + name) || "null");
-    return s && typeof s.id === "string" ? s : null;
+    let s = JSON.parse(sessionStorage.getItem(SESSION_KEY + rid + "\n" + name) || "[]");
+    if (!Array.isArray(s)) s = [s];
+    return s.filter((x) => x && typeof x.id === "string");
   } catch {
-    return null;
+    return [];
   }
 }
 
 function saveShell(rid, name, s) {
-  sessionStorage.setItem(SESSION_KEY + rid + "\n" + name, JSON.stringify(s));
+  const list = savedShells(rid, name).filter((x) => x.id !== s.id);
+  list.push(s);
+  sessionStorage.setItem(SESSION_KEY + rid + "\n" + name, JSON.stringify(list));
 }
 
-function forgetShell(rid, name) {
-  sessionStorage.removeItem(SESSION_KEY + rid + "\n" + name);
+function forgetShell(rid, name, id) {
+  const list = savedShells(rid, name).filter((x) => x.id !== id);
+  if (list.length) sessionStorage.setItem(SESSION_KEY + rid + "\n" + name, JSON.stringify(list));
+  else sessionStorage.removeItem(SESSION_KEY + rid + "\n" + name);
 }
 
 // finalError marks an error that retrying will not fix.
@@ -50,12 +55,13 @@ function finalError(message) {
 }
 
 export class TerminalView {
-  // mv is the MachineView the panel belongs to: rid, name, and term, which
-  // close clears.
+  // mv is the MachineView the panel belongs to: rid, name, and
+  // removeTerminal, which close calls.
   constructor(mv) {
     this.mv = mv;
     this.id = null;
     this.startedAt = null;
+    this.tty = true; // a pipe process has no size to set
     this.att = null; // the Attachment
     this.closed = false; // the panel was closed
     this.ended = false; // the process exited, or cannot be attached to
@@ -63,7 +69,10 @@ export class TerminalView {
     this.statusEl = h("span", { class: "terminal-status", dataset: { state: "starting" } }, "starting…");
     this.box = h("div", { class: "terminal" });
     this.el = h("div", { class: "terminal-panel" },
-      h("div", { class: "terminal-bar" }, this.statusEl, h("button", { class: "close-terminal", onclick: () => this.close() }, "Close")),
+      h("div", { class: "terminal-bar" }, this.statusEl,
+        this.newButton = h("button", { class: "new-shell", hidden: true, onclick: () => this.mv.newShell(this) }, "New shell"),
+        h("button", { class: "detach-terminal", title: "close this tab, leave the process running", onclick: () => this.close(false) }, "Detach"),
+        h("button", { class: "close-terminal", title: "hang up the process (SIGHUP) and close this tab", onclick: () => this.close() }, "Close")),
       this.box);
     this.term = new Terminal({ cursorBlink: true, scrollback: 10000, fontSize: 13 });
     this.fit = new FitAddon();
@@ -75,6 +84,7 @@ export class TerminalView {
   status(text, state = this.statusEl.dataset.state) {
     this.statusEl.textContent = text;
     this.statusEl.dataset.state = state;
+    this.mv.tabState(this);
   }
 
   focus() {
@@ -88,10 +98,13 @@ export class TerminalView {
     this.term.open(this.box);
     this.fit.fit();
     this.el.scrollIntoView({ block: "nearest" });
-    terminals.set(rid + "\n" + name, this);
     if (saved) {
       this.id = saved.id;
       this.startedAt = saved.startedAt || null;
+      this.tty = saved.tty !== false;
+      if (!this.tty) this.term.options.convertEol = true; // a pipe's "\n"
+      saveShell(rid, name, { id: this.id, startedAt: this.startedAt });
+      this.mv.tabState(this);
     } else {
       // Start at the size the fit addon chose, so the shell never sees 24x80.
       const p = await agentRPC(rid, name, "process.start", { tty: true, size: { rows: this.term.rows, cols: this.term.cols } });
@@ -102,6 +115,7 @@ export class TerminalView {
       this.id = p.id;
       this.startedAt = p.startedAt;
       saveShell(rid, name, { id: p.id, startedAt: p.startedAt });
+      this.mv.tabState(this);
     }
     const id = this.id;
     // Resizes go out one at a time, and the last size wins.
@@ -116,14 +130,14 @@ export class TerminalView {
       gap: (_, n) => this.term.write(gapMarker(n)),
       state: (s, d) => {
         this.attachState(s, d);
-        if (s === "open") sendResize(); // another viewer may have left it at another size
+        if (s === "open" && this.tty) sendResize(); // another viewer may have left it at another size
       },
     });
     const enc = new TextEncoder();
     this.term.onData((data) => this.att.send(enc.encode(data)));
     // onBinary: mouse reports of some modes, one byte per character.
     this.term.onBinary((data) => this.att.send(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
-    this.term.onResize(sendResize);
+    if (this.tty) this.term.onResize(sendResize);
     this.observer = new ResizeObserver(() => this.fit.fit());
     this.observer.observe(this.box);
     this.att.start();
@@ -173,31 +187,34 @@ export class TerminalView {
       }
       case "exited":
         this.ended = true;
-        forgetShell(this.mv.rid, name);
+        forgetShell(this.mv.rid, name, this.id);
+        this.newButton.hidden = false;
         this.status(`process ${this.id}: ${d.reason}`, "exited");
         this.term.write(`\r\n[${d.reason}]\r\n`);
         break;
       case "failed":
         this.ended = true;
-        forgetShell(this.mv.rid, name);
+        forgetShell(this.mv.rid, name, this.id);
+        this.newButton.hidden = false;
         this.status(d.why, "failed");
         break;
     }
   }
 
   // close hangs the shell up (SIGHUP, as closing a terminal window does)
-  // and removes the panel. Leaving the page does not: a reload reattaches.
-  close() {
+  // unless hangUp is false (Detach: the process goes on, listed in the
+  // machine's processes), and removes the panel. Leaving the page does
+  // not: a reload reattaches.
+  close(hangUp = true) {
     this.closed = true;
     clearInterval(this.countdown);
     if (this.observer) this.observer.disconnect();
-    forgetShell(this.mv.rid, this.mv.name);
-    if (this.id != null && !this.ended) this.hangUp(this.id);
+    if (this.id != null) forgetShell(this.mv.rid, this.mv.name, this.id);
+    if (hangUp && this.id != null && !this.ended) this.hangUp(this.id);
     if (this.att) this.att.stop();
-    terminals.delete(this.mv.rid + "\n" + this.mv.name);
     this.term.dispose();
     this.el.remove();
-    this.mv.term = null;
+    this.mv.removeTerminal(this);
   }
 
   hangUp(id) {
