@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/sourcegraph/jsonrpc2"
@@ -55,7 +56,10 @@ func pump(f *os.File, out *ring.Buffer, pool *sync.Pool) {
 			}
 			return true
 		})
-		if err != nil { // deadline or closed
+		if err != nil { // the drain deadline, or closed
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				drainNow(rc, out, pool)
+			}
 			return
 		}
 		if n <= 0 || rerr != nil { // EOF, or EIO: the terminal's EOF
@@ -68,6 +72,32 @@ func pump(f *os.File, out *ring.Buffer, pool *sync.Pool) {
 			return
 		}
 	}
+}
+
+// drainNow reads what the source holds now, without waiting for more,
+// into out. At the drain deadline the process has exited: what it wrote
+// is in the pipe (or the terminal's buffer) already, and is kept however
+// long a paced viewer held the pump back before; only what a background
+// child might still write is not waited for.
+func drainNow(rc syscall.RawConn, out *ring.Buffer, pool *sync.Pool) {
+	rc.Control(func(fd uintptr) {
+		if unix.SetNonblock(int(fd), true) != nil {
+			return
+		}
+		for {
+			bp := pool.Get().(*[]byte)
+			n, err := unix.Read(int(fd), *bp)
+			if n <= 0 || err != nil { // empty (EAGAIN), EOF, or EIO
+				pool.Put(bp)
+				return
+			}
+			_, werr := out.Write((*bp)[:n])
+			pool.Put(bp)
+			if werr != nil {
+				return
+			}
+		}
+	})
 }
 
 // sink is where a viewer sends a process's life, in the fixed wire order:

@@ -92,7 +92,10 @@ func (p *process) run(wg *sync.WaitGroup, clk clock.Clock, drain time.Duration, 
 		// Drain what the process wrote before it exited. A background child
 		// that keeps the terminal or a pipe open does not hold the session
 		// beyond the drain bound, measured by clk: when it passes, a read
-		// deadline in the past ends the pumps' reads.
+		// deadline in the past ends the pumps' waits for more, and each
+		// pump reads what its source holds then (drainNow): the bound
+		// never cuts what the process wrote, however long a paced viewer
+		// held a pump back.
 		stopDrain := clk.AfterFunc(drain, func() {
 			for _, f := range srcs {
 				f.SetReadDeadline(time.Unix(1, 0))
