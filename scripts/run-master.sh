@@ -27,7 +27,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 rid=demo:default:you
-./bin/porthole-master token -init -data "$dir/master" -client > "$dir/client.token"
+./bin/porthole-master token -init -data "$dir/master" -client -name "${USER:-demo}" > "$dir/client.token"
 for m in web db; do
   ./bin/porthole-master token -data "$dir/master" -runtime-id "$rid" -machine-name "$m" > "$dir/$m.token"
 done
