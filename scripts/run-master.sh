@@ -27,7 +27,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 rid=demo:default:you
-./bin/porthole-master token -init -data "$dir/master" -client -name "${USER:-demo}" > "$dir/client.token"
+who=$(printf %s "${USER:-demo}" | tr -c 'A-Za-z0-9._@+-' '_')   # a token name's characters
+./bin/porthole-master token -init -data "$dir/master" -client -name "${who:-demo}" > "$dir/client.token"
 for m in web db; do
   ./bin/porthole-master token -data "$dir/master" -runtime-id "$rid" -machine-name "$m" > "$dir/$m.token"
 done
