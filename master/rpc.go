@@ -135,10 +135,10 @@ func (cs *clientSession) subscribe(conn *jsonrpc2.Conn, p masterapi.SubscribePar
 		}
 	}
 	cs.wg.Add(1)
+	cs.m.metrics.subscriptions.Inc() // before the reply: a scrape after it counts this one
 	go func() {
 		defer cs.wg.Done()
 		defer cancel()
-		cs.m.metrics.subscriptions.Inc()
 		defer cs.m.metrics.subscriptions.Dec()
 		sub.run(ctx)
 	}()
