@@ -406,14 +406,23 @@ type pidParams struct {
 	PID uint64 `json:"pid"`
 }
 
-func execKill(t *tunnel, raw json.RawMessage) (any, func(), error) {
+// execByPID decodes {"pid":N} params and finds that process.
+func (t *tunnel) execByPID(raw json.RawMessage) (*execProc, pidParams, error) {
 	var p pidParams
 	if err := decodeParams(raw, &p); err != nil {
-		return nil, nil, err
+		return nil, p, err
 	}
 	e, rerr := t.s.lookupExec(p.PID)
 	if rerr != nil {
-		return nil, nil, rerr
+		return nil, p, rerr
+	}
+	return e, p, nil
+}
+
+func execKill(t *tunnel, raw json.RawMessage) (any, func(), error) {
+	e, p, err := t.execByPID(raw)
+	if err != nil {
+		return nil, nil, err
 	}
 	e.mu.Lock()
 	dead := e.dead
@@ -491,13 +500,9 @@ func execSubscribe(t *tunnel, raw json.RawMessage) (any, func(), error) {
 }
 
 func execUnsubscribe(t *tunnel, raw json.RawMessage) (any, func(), error) {
-	var p pidParams
-	if err := decodeParams(raw, &p); err != nil {
+	e, p, err := t.execByPID(raw)
+	if err != nil {
 		return nil, nil, err
-	}
-	e, rerr := t.s.lookupExec(p.PID)
-	if rerr != nil {
-		return nil, nil, rerr
 	}
 	e.mu.Lock()
 	delete(e.subs, t)
@@ -566,13 +571,9 @@ func execGetLogs(t *tunnel, raw json.RawMessage) (any, func(), error) {
 }
 
 func execGetProcess(t *tunnel, raw json.RawMessage) (any, func(), error) {
-	var p pidParams
-	if err := decodeParams(raw, &p); err != nil {
+	e, _, err := t.execByPID(raw)
+	if err != nil {
 		return nil, nil, err
-	}
-	e, rerr := t.s.lookupExec(p.PID)
-	if rerr != nil {
-		return nil, nil, rerr
 	}
 	return e.info(), nil, nil
 }
