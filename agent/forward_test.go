@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,28 +24,11 @@ import (
 // upperServer answers each connection with its bytes upper-cased once the
 // client ended its side, then closes: it needs the half-close.
 func upperServer(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(testutil.Wait))
-				b, _ := io.ReadAll(c)
-				c.Write(bytes.ToUpper(b))
-			})
-		}
+	return testutil.ServeTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(testutil.Wait))
+		b, _ := io.ReadAll(c)
+		c.Write(bytes.ToUpper(b))
 	})
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // One forwarded connection: bytes both ways, the client's end passed on,

@@ -94,29 +94,12 @@ func (p *prngReader) Read(b []byte) (int, error) { return p.r.Read(b) }
 // (FIN), then answers with its length and sha256 and closes: only a
 // forward that passes the client's end on gets an answer.
 func halfCloseServer(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(waitTimeout))
-				h := sha256.New()
-				n, _ := io.Copy(h, c)
-				fmt.Fprintf(c, "%d %x", n, h.Sum(nil))
-			})
-		}
+	return testutil.ServeTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(waitTimeout))
+		h := sha256.New()
+		n, _ := io.Copy(h, c)
+		fmt.Fprintf(c, "%d %x", n, h.Sum(nil))
 	})
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // portForward is a running `porthole port-forward`.

@@ -158,3 +158,29 @@ func Config(tb testing.TB, content string) string {
 	}
 	return path
 }
+
+// ServeTCP serves loopback TCP until tb ends, calling handle for each
+// connection on its own goroutine (the connection is closed after it);
+// it returns the port.
+func ServeTCP(tb testing.TB, handle func(net.Conn)) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	return ln.Addr().(*net.TCPAddr).Port
+}
