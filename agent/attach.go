@@ -81,8 +81,9 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 			// bytes have nowhere to go, as on a real terminal.
 			return nil
 		}
-		// The stream reuses b: queue a copy.
-		return s.queueStdin(p, stdinItem{data: append([]byte(nil), data...)})
+		// Written now if the process takes it; queueStdin copies what
+		// it queues (the stream reuses b).
+		return s.queueStdin(p, stdinItem{data: data})
 	}
 	mode := protocol.SubprotocolAttach
 	if raw {

@@ -25,7 +25,8 @@ type manager struct {
 	log  *slog.Logger
 	env  []string // base environment of children
 
-	wg sync.WaitGroup // every process goroutine
+	wg     sync.WaitGroup // every process goroutine
+	reaper reaper         // learns of every exit, on wg
 
 	mu      sync.Mutex
 	procs   map[string]*process
@@ -37,13 +38,15 @@ type manager struct {
 }
 
 func newManager(o *Options) *manager {
-	return &manager{
+	m := &manager{
 		opts:   o,
 		log:    o.Logger,
 		env:    o.Env,
 		procs:  make(map[string]*process),
 		timers: make(map[string]*time.Timer),
 	}
+	m.reaper.wg = &m.wg
+	return m
 }
 
 // start validates sp, then spawns the process.
@@ -118,7 +121,7 @@ func (m *manager) start(sp protocol.StartParams) (*process, error) {
 	}
 	m.procs[p.id] = p
 	m.log.Info("process started", "id", p.id, "pid", p.pid, "argv0", argv[0], "tty", sp.TTY)
-	p.run(&m.wg, clock.Or(m.opts.Clock), m.opts.ExitDrain, func() { m.exited(p) })
+	p.run(&m.wg, &m.reaper, clock.Or(m.opts.Clock), m.opts.ExitDrain, func() { m.exited(p) })
 	return p, nil
 }
 

@@ -6,6 +6,19 @@ package agent
 // viewer, reads it out of the ring at the viewer's offset into a frame and
 // hands the frame to the viewer's sink, which writes it to the WebSocket
 // (internal/wsrpc). See docs/architecture.md.
+//
+// The fast path: a viewer on an attach socket that has read everything
+// is handed to the pump (ring.Reader.Direct), which then sends each chunk
+// it read to that viewer's socket itself, right after putting it in the
+// ring: one read, one write, no other goroutine woken. The rule that
+// keeps the pump from waiting on any viewer: a fast send is one sendmsg
+// that does not wait (wsrpc.Stream.TryWriteBinary). If the viewer's socket
+// takes nothing, or another write holds the socket, the chunk stays in the
+// ring for that viewer, which drops back to its own follow loop here and
+// reads it at its offset (paced by the ring, as before, up to the stall
+// bound). If the socket takes part of the frame, the viewer's loop
+// finishes it first. Per chunk the pump spends at most one non-blocking
+// sendmsg per fast viewer.
 
 import (
 	"context"
@@ -112,6 +125,18 @@ type sink interface {
 	exited(protocol.ProcessInfo) error
 }
 
+// directSink is a sink that can also take output on the pump's goroutine
+// without waiting: the fast path.
+type directSink interface {
+	sink
+	// fast reports whether tryOutput can ever send (a kernel socket).
+	fast() bool
+	// tryOutput sends payload p at offset off of stream s now, or declines
+	// (sent false). whole false: part was sent, flush sends the rest.
+	tryOutput(s protocol.Stream, off int64, p []byte) (sent, whole bool)
+	flush() error
+}
+
 // frameData is the largest payload of one output frame.
 const frameData = 32 << 10
 
@@ -144,9 +169,37 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 	if err := sk.started(p.Info(false)); err != nil {
 		return err
 	}
+	// The fast path (see the top of this file): deliver[s] sends stream s
+	// from the pump while this viewer is caught up.
+	var deliver [3]ring.DeliverFunc
+	ds, _ := sk.(directSink)
+	if ds != nil && !ds.fast() {
+		ds = nil
+	}
+	if ds != nil {
+		for s, r := range readers {
+			if r == nil {
+				continue
+			}
+			deliver[s] = func(off int64, b []byte) (bool, bool) {
+				sent, whole := ds.tryOutput(protocol.Stream(s), off, b)
+				if sent {
+					p.stats.bytesOut.Add(int64(len(b)))
+				}
+				return sent, !whole
+			}
+		}
+	}
 	for {
 		if ctx.Err() != nil { // also when busy: unsubscribe stops at once
 			return context.Cause(ctx)
+		}
+		if ds != nil {
+			// A frame the pump began, if any, is finished before
+			// anything else is sent.
+			if err := ds.flush(); err != nil {
+				return err
+			}
 		}
 		active, progressed := false, false
 		for s, r := range readers {
@@ -169,6 +222,9 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 		if progressed {
 			continue
 		}
+		if ds != nil && !handOver(readers, deliver) {
+			continue // more came in meanwhile
+		}
 		var n1, n2 <-chan struct{}
 		if r := readers[protocol.Stdout]; r != nil {
 			n1 = r.Notify()
@@ -189,6 +245,18 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 		return context.Cause(ctx)
 	}
 	return sk.exited(p.Info(false))
+}
+
+// handOver hands every caught-up reader to its pump (ring.Reader.Direct),
+// reporting false when one is not caught up after all. The next Read of a
+// reader takes it back.
+func handOver(readers [3]*ring.Reader, deliver [3]ring.DeliverFunc) bool {
+	for s, r := range readers {
+		if r != nil && !r.Direct(deliver[s]) {
+			return false
+		}
+	}
+	return true
 }
 
 // sendOnce moves one chunk (or a gap, or the end) from r to sk, counting
@@ -232,6 +300,16 @@ func (f frameSink) output(s protocol.Stream, off int64, frame []byte) error {
 	return f.s.stream.WriteBinary(frame)
 }
 
+func (f frameSink) fast() bool { return f.s.stream.CanTryWrite() }
+
+func (f frameSink) tryOutput(s protocol.Stream, off int64, p []byte) (bool, bool) {
+	var h [protocol.OutputHeaderLen]byte
+	protocol.PutOutputHeader(h[:], s, off)
+	return f.s.stream.TryWriteBinary(h[:], p)
+}
+
+func (f frameSink) flush() error { return f.s.stream.Flush() }
+
 func (f frameSink) gap(s protocol.Stream, from, to int64) error {
 	return f.notify(protocol.EventGap, protocol.GapEvent{ID: f.s.proc.id, Stream: s.String(), From: from, To: to})
 }
@@ -267,6 +345,14 @@ func (rawSink) started(protocol.ProcessInfo) error { return nil }
 func (r rawSink) output(_ protocol.Stream, _ int64, frame []byte) error {
 	return r.s.stream.WriteBinary(frame[protocol.OutputHeaderLen:])
 }
+
+func (r rawSink) fast() bool { return r.s.stream.CanTryWrite() }
+
+func (r rawSink) tryOutput(_ protocol.Stream, _ int64, p []byte) (bool, bool) {
+	return r.s.stream.TryWriteBinary(nil, p)
+}
+
+func (r rawSink) flush() error { return r.s.stream.Flush() }
 
 func (r rawSink) gap(_ protocol.Stream, from, to int64) error {
 	return r.s.stream.WriteBinary(fmt.Appendf(nil, "\r\n[porthole: %d bytes of output were lost]\r\n", to-from))

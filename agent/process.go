@@ -9,6 +9,7 @@ import (
 	"time"
 
 	psutil "github.com/shirou/gopsutil/v4/process"
+	"golang.org/x/sys/unix"
 
 	"github.com/porthole-dev/porthole/agent/ring"
 	"github.com/porthole-dev/porthole/internal/clock"
@@ -59,9 +60,9 @@ func (p *process) Output(s protocol.Stream) *ring.Buffer {
 	return p.out[s]
 }
 
-// run owns the process's goroutines: one pump per output stream and the
-// waiter. wg is the manager's.
-func (p *process) run(wg *sync.WaitGroup, clk clock.Clock, drain time.Duration, onDone func()) {
+// run owns the process's goroutines: one pump per output stream, and
+// once the process exited (rp tells), the waiter. wg is the manager's.
+func (p *process) run(wg *sync.WaitGroup, rp *reaper, clk clock.Clock, drain time.Duration, onDone func()) {
 	var pumps sync.WaitGroup
 	srcs := map[protocol.Stream]*os.File{protocol.Stdout: p.child.master}
 	pool := &ttyBufs
@@ -76,9 +77,8 @@ func (p *process) run(wg *sync.WaitGroup, clk clock.Clock, drain time.Duration, 
 			pump(f, p.out[s], pool)
 		})
 	}
-	wg.Go(func() {
+	waiter := func() {
 		cmd := p.child.cmd
-		_ = waitReady(cmd.Process.Pid) // on failure Wait simply blocks longer
 		err := cmd.Wait()
 		p.mu.Lock()
 		p.exited = true
@@ -111,7 +111,10 @@ func (p *process) run(wg *sync.WaitGroup, clk clock.Clock, drain time.Duration, 
 		}
 		close(p.done)
 		onDone()
-	})
+	}
+	if !rp.watch(p.pid, waiter) {
+		wg.Go(waiter) // no pidfds: Wait blocks a thread
+	}
 }
 
 // Info returns a snapshot; sample adds CPU and memory of a running process.
@@ -226,6 +229,39 @@ func (p *process) WriteStdin(b []byte) error {
 		return err
 	}
 	return nil
+}
+
+// tryWriteStdin writes what the process's stdin takes of b now, without
+// waiting, and returns how much that was (0 when its buffer is full).
+func (p *process) tryWriteStdin(b []byte) (int, error) {
+	if p.stdinClosed.Load() {
+		return 0, stdinClosedError(p.id)
+	}
+	rc := p.child.stdinRC
+	if rc == nil {
+		return 0, nil
+	}
+	var (
+		n    int
+		werr error
+	)
+	// Control, not Write: a writer of another socket waiting for room
+	// holds the file's write lock, and this must not wait for it.
+	if err := rc.Control(func(fd uintptr) { n, werr = unix.Write(int(fd), b) }); err != nil {
+		return 0, stdinClosedError(p.id)
+	}
+	switch {
+	case werr == unix.EAGAIN || werr == unix.EINTR:
+		n, werr = 0, nil
+	case werr == unix.EIO || werr == unix.EPIPE:
+		return 0, stdinClosedError(p.id)
+	case werr != nil:
+		return 0, werr
+	}
+	if n > 0 && p.rec != nil {
+		p.rec.typed(b[:n])
+	}
+	return n, nil
 }
 
 // CloseStdin half-closes stdin: the pipe is closed, so the process reads

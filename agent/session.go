@@ -33,7 +33,7 @@ type session struct {
 	// (stdin frames, process.write, process.closeStdin), so a process that
 	// does not read blocks neither this socket's other requests nor anyone
 	// else, until its queue is full. Used only by the read loop.
-	stdin map[*process]chan stdinItem
+	stdin map[*process]*stdinQueue
 
 	mu     sync.Mutex
 	closed bool
@@ -123,6 +123,13 @@ func (s *session) finish(cause error) {
 // blocks while the queue is full (the process is not reading), which
 // pushes back on the client's connection, until the session ends. Called
 // only from the read loop.
+//
+// The fast path: when nothing of this socket's is queued for p, the
+// bytes are written to the terminal or pipe right here, without waiting
+// (process.tryWriteStdin); only what the process does not take at once
+// is queued, for a writer goroutine that runs while the queue is not
+// empty. A keystroke thus goes from the socket's reader to the PTY with
+// no hand-off, and an idle socket holds no writer.
 func (s *session) queueStdin(p *process, item stdinItem) error {
 	switch {
 	case item.eof && (p.stdinClosed.Load() || p.hasExited()):
@@ -135,41 +142,94 @@ func (s *session) queueStdin(p *process, item stdinItem) error {
 	q, ok := s.stdin[p]
 	if !ok {
 		if s.stdin == nil {
-			s.stdin = make(map[*process]chan stdinItem)
+			s.stdin = make(map[*process]*stdinQueue)
 		}
-		q = make(chan stdinItem, s.a.opts.StdinQueue)
+		q = &stdinQueue{space: make(chan struct{}, 1)}
 		s.stdin[p] = q
-		log := s.log
-		// The writer belongs to the process's lifetime: it ends when the
-		// queue is closed and drained, or when the process's stdin is gone.
-		s.a.procs.wg.Go(func() {
-			for item := range q {
-				var err error
-				if item.eof {
-					err = p.CloseStdin()
-				} else {
-					err = p.WriteStdin(item.data)
-				}
-				if err != nil {
-					log.Debug("stdin", "process", p.id, "err", err)
-				}
-			}
-		})
 	}
-	select {
-	case q <- item:
-		return nil
-	case <-s.ctx.Done():
-		return context.Cause(s.ctx)
+	for {
+		q.mu.Lock()
+		if !item.eof && !q.running && len(q.items) == 0 {
+			q.mu.Unlock()
+			n, err := p.tryWriteStdin(item.data)
+			if err != nil {
+				s.log.Debug("stdin", "process", p.id, "err", err)
+				return nil
+			}
+			if n == len(item.data) {
+				return nil
+			}
+			item.data = item.data[n:]
+			q.mu.Lock() // still empty and idle: only this goroutine adds
+		}
+		if len(q.items) < s.a.opts.StdinQueue {
+			if !item.eof {
+				item.data = append([]byte(nil), item.data...) // the stream reuses it
+			}
+			q.items = append(q.items, item)
+			if !q.running {
+				q.running = true
+				log := s.log
+				// The writer belongs to the process's lifetime: it ends
+				// when the queue is empty, or the process's stdin is gone.
+				s.a.procs.wg.Go(func() { q.write(p, log) })
+			}
+			q.mu.Unlock()
+			return nil
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.space:
+		case <-s.ctx.Done():
+			return context.Cause(s.ctx)
+		}
 	}
 }
 
-// closeStdinQueues ends the writers once the read loop is over.
-func (s *session) closeStdinQueues() {
-	for p, q := range s.stdin {
-		close(q)
-		delete(s.stdin, p)
+// stdinQueue is what one socket has for one process's stdin and the
+// process has not taken yet, at most Options.StdinQueue writes.
+type stdinQueue struct {
+	mu      sync.Mutex
+	items   []stdinItem
+	running bool          // a writer goroutine runs
+	space   chan struct{} // cap 1: the writer took an item
+}
+
+// write writes the queue out in order, blocking while the process does
+// not read, and ends when the queue is empty.
+func (q *stdinQueue) write(p *process, log *slog.Logger) {
+	for {
+		q.mu.Lock()
+		if len(q.items) == 0 {
+			q.items = nil
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		item := q.items[0]
+		q.items[0] = stdinItem{}
+		q.items = q.items[1:]
+		q.mu.Unlock()
+		select {
+		case q.space <- struct{}{}:
+		default:
+		}
+		var err error
+		if item.eof {
+			err = p.CloseStdin()
+		} else {
+			err = p.WriteStdin(item.data)
+		}
+		if err != nil {
+			log.Debug("stdin", "process", p.id, "err", err)
+		}
 	}
+}
+
+// closeStdinQueues forgets the queues once the read loop is over; their
+// writers finish what is queued.
+func (s *session) closeStdinQueues() {
+	clear(s.stdin)
 }
 
 // directStdin runs a stdin operation of an HTTP request. The write itself

@@ -32,6 +32,24 @@ type child struct {
 	master *os.File
 	// stdin, stdout, stderr are the agent's pipe ends (pipe mode).
 	stdin, stdout, stderr *os.File
+	// stdinRC is the raw stdin (master or pipe), for writes that must not
+	// wait; nil if it has none.
+	stdinRC syscall.RawConn
+}
+
+// done fills in what the agent keeps of a started child, and drops what
+// it does not need once the child runs: its environment, a copy of the
+// agent's, would cost every session a kilobyte or more.
+func (c *child) done() *child {
+	f := c.master
+	if f == nil {
+		f = c.stdin
+	}
+	if rc, err := f.SyscallConn(); err == nil {
+		c.stdinRC = rc
+	}
+	c.cmd.Env = nil
+	return c
 }
 
 // spawn is the single place where the agent starts processes, through
@@ -75,7 +93,7 @@ func spawnTTY(c proc.Command, size protocol.WindowSize) (*child, error) {
 		master.Close()
 		return nil, err
 	}
-	return &child{cmd: cmd, master: master}, nil
+	return (&child{cmd: cmd, master: master}).done(), nil
 }
 
 func pollable(f *os.File) (*os.File, error) {
@@ -173,28 +191,7 @@ func spawnPipes(c proc.Command) (*child, error) {
 	inR.Close()
 	outW.Close()
 	errW.Close()
-	return &child{cmd: cmd, stdin: inW, stdout: outR, stderr: errR}, nil
-}
-
-// waitReady blocks the calling goroutine, not an OS thread, until pid has
-// exited, so that the following Wait returns at once. Idle sessions then
-// cost no thread each. It returns an error when pidfds are not available
-// (Linux < 5.10); the caller then just calls Wait.
-func waitReady(pid int) error {
-	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
-	if err != nil {
-		return err
-	}
-	f := os.NewFile(uintptr(fd), "pidfd")
-	defer f.Close()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	return rc.Read(func(fd uintptr) bool {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
-		return n > 0 || (err != nil && err != unix.EINTR)
-	})
+	return (&child{cmd: cmd, stdin: inW, stdout: outR, stderr: errR}).done(), nil
 }
 
 // lookupCredential resolves a user name or numeric uid to the credential

@@ -14,6 +14,17 @@
 //
 // The ring grows on demand up to its maximum, so an idle process costs only
 // what it printed.
+//
+// A reader that is caught up can be handed to the writer (Direct): each
+// Write then delivers its chunk to the reader's deliver function on the
+// writer's own goroutine, right after appending it, instead of waking the
+// reader's goroutine. This is the fast path of a live viewer: one read,
+// one write, no hand-off. The ring stays the record: the chunk is appended
+// first and the reader's offset moves only by what was delivered. A
+// delivery that fails, or asks to stop, gives the reader back: it is
+// signalled and reads on from its offset as any other reader. The deliver
+// function must not wait (the writer serves every direct reader in turn);
+// see Reader.Direct.
 package ring
 
 import (
@@ -21,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/porthole-dev/porthole/internal/clock"
@@ -58,6 +70,17 @@ type Buffer struct {
 	stopped  chan struct{} // closed by Stop: a blocked Write returns
 	demoted  int64         // readers demoted so far (for tests and metrics)
 	onDemote func()
+
+	// deliveries is the writer's own list of direct readers served by the
+	// current chunk, kept between writes (one writer at a time).
+	deliveries []delivery
+}
+
+// delivery is one direct reader served by the chunk being written.
+type delivery struct {
+	r       *Reader
+	fn      DeliverFunc
+	ok, end bool // delivered; give the reader back
 }
 
 // Options configure a Buffer.
@@ -167,11 +190,52 @@ func (b *Buffer) writeChunk(p []byte) error {
 			return ErrClosed
 		}
 	}
+	off := b.end
 	b.appendLocked(p)
+	ds := b.deliveries[:0]
 	for r := range b.readers {
+		if r.direct != nil && r.off == off {
+			// Handed to the writer and caught up: deliver below, without
+			// the lock. dmu makes Undirect and Close wait for it.
+			r.dmu.Lock()
+			r.off = b.end
+			r.progress++
+			ds = append(ds, delivery{r: r, fn: r.direct})
+			continue
+		}
 		r.signal()
 	}
 	b.mu.Unlock()
+	if len(ds) == 0 {
+		return nil
+	}
+	back := false
+	for i := range ds {
+		d := &ds[i]
+		d.ok, d.end = d.fn(off, p)
+		d.end = d.end || !d.ok
+		back = back || d.end
+	}
+	if back {
+		b.mu.Lock()
+		for _, d := range ds {
+			if !d.end {
+				continue
+			}
+			if !d.ok {
+				d.r.off = off // not sent: the reader reads it from the ring
+			}
+			d.r.direct = nil
+			d.r.isDirect.Store(false)
+			d.r.signal()
+		}
+		b.mu.Unlock()
+	}
+	for i := range ds {
+		ds[i].r.dmu.Unlock()
+		ds[i] = delivery{}
+	}
+	b.deliveries = ds[:0]
 	return nil
 }
 
@@ -294,8 +358,12 @@ func (b *Buffer) Stop() {
 type Reader struct {
 	b      *Buffer
 	notify chan struct{}
+	// dmu is held by the writer while it delivers to this reader.
+	dmu      sync.Mutex
+	isDirect atomic.Bool // direct != nil, read without the lock
 
 	// Guarded by b.mu.
+	direct       DeliverFunc // non-nil: handed to the writer (Direct)
 	off          int64
 	paced        bool
 	follower     bool // never paced (NewFollower)
@@ -362,6 +430,9 @@ func (r *Reader) Paced() bool {
 // them (the reader has skipped them), and io.EOF at the end of a closed
 // stream.
 func (r *Reader) Read(p []byte) (int, error) {
+	if r.isDirect.Load() {
+		r.Undirect()
+	}
 	b := r.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -412,17 +483,73 @@ func (b *Buffer) wake() {
 	}
 }
 
-// Close detaches the reader; the writer no longer waits for it.
+// Close detaches the reader; the writer no longer waits for it. It
+// returns once no delivery to it is in progress.
 func (r *Reader) Close() {
 	b := r.b
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if r.closed {
+		b.mu.Unlock()
 		return
 	}
 	r.closed = true
+	r.direct = nil
+	r.isDirect.Store(false)
 	delete(b.readers, r)
 	if b.waiting {
 		b.wake()
 	}
+	b.mu.Unlock()
+	r.dmu.Lock() // a delivery in progress ends
+	r.dmu.Unlock()
+}
+
+// DeliverFunc receives, on the writer's goroutine and without the ring's
+// lock, a chunk p at offset off that was just appended, for a direct
+// reader (Reader.Direct). It must not wait: every direct reader is served
+// in turn by the one writer. It returns whether p was delivered (the
+// reader has then read it) and whether the reader is given back, to read
+// on its own from its offset (which is past p if it was delivered, at off
+// if not). A chunk not delivered always gives the reader back.
+type DeliverFunc func(off int64, p []byte) (delivered, giveBack bool)
+
+// Direct hands a caught-up reader to the writer: from now on every Write
+// delivers its chunk to deliver instead of waking the reader, until a
+// delivery gives it back, the stream ends (CloseWrite), or Undirect. In
+// each of those cases Notify fires, and the reader's owner calls Read (or
+// Undirect) as usual. Direct returns false, and changes nothing, when the
+// reader is not caught up: it has something to read, a gap, or the end of
+// the stream.
+func (r *Reader) Direct(deliver DeliverFunc) bool {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.closed || b.closed || r.off != b.end || r.off < b.start {
+		return false
+	}
+	if !r.follower {
+		r.paced = true // caught up
+		r.blockedSince = time.Time{}
+	}
+	r.direct = deliver
+	r.isDirect.Store(true)
+	// Nothing is pending: a stale wake-up would only cost a round trip.
+	select {
+	case <-r.notify:
+	default:
+	}
+	return true
+}
+
+// Undirect takes the reader back from the writer (see Direct). It returns
+// once no delivery to it is in progress: from then on the reader's offset
+// is final until its owner reads. Read calls it for a direct reader.
+func (r *Reader) Undirect() {
+	b := r.b
+	b.mu.Lock()
+	r.direct = nil
+	r.isDirect.Store(false)
+	b.mu.Unlock()
+	r.dmu.Lock()
+	r.dmu.Unlock()
 }

@@ -20,7 +20,7 @@ func (s *Stream) AckPings(ack func() error) {
 		if err := ack(); err != nil {
 			return err
 		}
-		err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.opts.WriteTimeout))
+		err := s.control(websocket.PongMessage, []byte(data), time.Now().Add(s.opts.WriteTimeout))
 		// As gorilla's own ping handler: a pong that cannot be sent
 		// because the socket is closing, or timed out, is not a read error.
 		var ne net.Error

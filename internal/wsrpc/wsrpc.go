@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -67,14 +69,21 @@ type Stream struct {
 	ws   *websocket.Conn
 	opts Options
 
-	wmu sync.Mutex // serializes data writes (gorilla allows one writer)
+	// wl is the write lock (a channel, so that control frames can give up
+	// waiting for it at their deadline, as gorilla's own lock does). Every
+	// frame the stream sends takes it: data, pings, pongs, close frames,
+	// and TryWriteBinary's frames written past gorilla (fast.go).
+	wl chan struct{}
+	// Guarded by wl.
+	pending   []byte // the rest of a frame TryWriteBinary began
+	closeSent bool   // no data frame may follow
+
+	raw syscall.RawConn // the kernel socket, for TryWriteBinary; nil if none
 
 	closeOnce sync.Once
 
 	errMu   sync.Mutex
 	readErr error // why the reads ended
-
-	rbuf bytes.Buffer // the current message; reused while small
 
 	// The keepalive is a self-rearming timer, not a goroutine: an idle
 	// connection costs no stack.
@@ -92,8 +101,17 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 		opts.WriteTimeout = 30 * time.Second
 	}
 	opts.Clock = clock.Or(opts.Clock)
-	s := &Stream{ws: ws, opts: opts}
+	s := &Stream{ws: ws, opts: opts, wl: make(chan struct{}, 1), raw: rawConn(ws.NetConn())}
 	ws.SetReadLimit(opts.hardLimit())
+	// gorilla's own answers to pings and close frames, through the write
+	// lock (the defaults write past it).
+	ws.SetPingHandler(func(data string) error {
+		return ignoreClosing(s.control(websocket.PongMessage, []byte(data), time.Now().Add(controlWait)))
+	})
+	ws.SetCloseHandler(func(code int, _ string) error {
+		s.control(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(controlWait))
+		return nil
+	})
 	if opts.PingInterval > 0 {
 		deadline := func() time.Time { return time.Now().Add(2*opts.PingInterval + time.Second) }
 		ws.SetReadDeadline(deadline())
@@ -112,7 +130,7 @@ func (s *Stream) ping() {
 	if s.stopped {
 		return
 	}
-	if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
+	if err := s.control(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
 		return
 	}
 	s.stopPing = s.opts.Clock.AfterFunc(s.opts.PingInterval, s.ping)
@@ -154,14 +172,34 @@ func (s *Stream) readObject(v any) error {
 		if s.opts.PingInterval > 0 {
 			s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
 		}
-		if s.rbuf.Cap() > keepBuffer {
-			s.rbuf = bytes.Buffer{} // a large message's buffer is not kept
+		// The message's buffer is the stream's only while it is handled:
+		// an idle stream holds none.
+		buf := readBuffers.Get().(*bytes.Buffer)
+		err = s.handle(typ, r, buf, v)
+		if buf.Cap() <= keepBuffer { // a large message's buffer is not kept
+			buf.Reset()
+			readBuffers.Put(buf)
 		}
-		s.rbuf.Reset()
-		if _, err := s.rbuf.ReadFrom(io.LimitReader(r, s.opts.Limit+1)); err != nil {
+		if err != errNext {
 			return err
 		}
-		data := s.rbuf.Bytes()
+	}
+}
+
+// readBuffers hold messages being read, shared by every stream.
+var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// errNext: the message was handled; read the next one.
+var errNext = errors.New("next message")
+
+// handle reads one message from r into buf and handles it: binary data
+// to OnBinary, a JSON-RPC message into v (then it returns nil).
+func (s *Stream) handle(typ int, r io.Reader, buf *bytes.Buffer, v any) error {
+	{
+		if _, err := buf.ReadFrom(io.LimitReader(r, s.opts.Limit+1)); err != nil {
+			return err
+		}
+		data := buf.Bytes()
 		if int64(len(data)) > s.opts.Limit {
 			n, err := io.Copy(io.Discard, r)
 			if err != nil {
@@ -175,7 +213,7 @@ func (s *Stream) readObject(v any) error {
 				s.opts.OnTooLarge(total)
 			}
 			s.replyError(nil, protocol.CodeTooLarge, fmt.Sprintf("message of %d bytes exceeds the limit of %d bytes", total, s.opts.Limit))
-			continue
+			return errNext
 		}
 		if typ == websocket.BinaryMessage || s.opts.RawText {
 			if s.opts.OnBinary == nil {
@@ -184,13 +222,13 @@ func (s *Stream) readObject(v any) error {
 			if err := s.opts.OnBinary(data); err != nil {
 				return s.fail(protocol.CloseProtocolError, err.Error())
 			}
-			continue
+			return errNext
 		}
 		if err := s.decode(data, v); err != nil {
 			var re *Error
 			if errors.As(err, &re) {
 				s.replyError(re.ID, re.Code, re.Message)
-				continue
+				return errNext
 			}
 			return err
 		}
@@ -268,12 +306,60 @@ func (s *Stream) WriteText(msg []byte) error { return s.write(websocket.TextMess
 func (s *Stream) WriteBinary(b []byte) error { return s.write(websocket.BinaryMessage, b) }
 
 func (s *Stream) write(typ int, b []byte) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	s.ws.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-	err := s.ws.WriteMessage(typ, b)
+	s.wl <- struct{}{}
+	defer s.unlock()
+	deadline := time.Now().Add(s.opts.WriteTimeout)
+	err := s.flushLocked(deadline)
+	if err == nil {
+		s.ws.SetWriteDeadline(deadline)
+		err = s.ws.WriteMessage(typ, b)
+	}
 	if err != nil {
 		s.ws.Close() // a failed write leaves the stream unusable: end the reads too
+	}
+	return err
+}
+
+func (s *Stream) unlock() { <-s.wl }
+
+// controlWait bounds gorilla's answers to pings and close frames (its own
+// default).
+const controlWait = time.Second
+
+// control sends a control frame, waiting for the write lock at most until
+// deadline.
+func (s *Stream) control(typ int, data []byte, deadline time.Time) error {
+	t := time.NewTimer(time.Until(deadline))
+	select {
+	case s.wl <- struct{}{}:
+		t.Stop()
+	case <-t.C:
+		return timeoutError{}
+	}
+	defer s.unlock()
+	if err := s.flushLocked(deadline); err != nil {
+		s.ws.Close()
+		return err
+	}
+	if typ == websocket.CloseMessage {
+		s.closeSent = true
+	}
+	return s.ws.WriteControl(typ, data, deadline)
+}
+
+// timeoutError: the write lock was not free by the deadline.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "websocket: write lock not free before the deadline" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// ignoreClosing is gorilla's rule for a pong: one that cannot be sent
+// because the socket is closing, or timed out, is not a read error.
+func ignoreClosing(err error) error {
+	var ne net.Error
+	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) {
+		return nil
 	}
 	return err
 }
@@ -293,7 +379,7 @@ func (s *Stream) SendClose(code int, reason string) error {
 		reason = reason[:120]
 	}
 	msg := websocket.FormatCloseMessage(code, reason)
-	return s.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	return s.control(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 }
 
 // Close implements jsonrpc2.ObjectStream; it also stops the keepalive.

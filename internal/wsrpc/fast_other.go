@@ -1,0 +1,9 @@
+//go:build !linux
+
+package wsrpc
+
+import "errors"
+
+// sendNow is Linux's only (fast_linux.go): elsewhere TryWriteBinary
+// declines and the caller writes as usual.
+func sendNow(fd uintptr, a, b []byte) (int, error) { return 0, errors.ErrUnsupported }
