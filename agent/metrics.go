@@ -12,6 +12,7 @@ import (
 type stats struct {
 	started  atomic.Int64 // processes started
 	bytesOut atomic.Int64 // output bytes handed to viewers (attach sockets, subscriptions)
+	direct   atomic.Int64 // of those, sent by the pump itself (the fast path, output.go)
 	gaps     atomic.Int64 // gaps reported to viewers (output they lagged too far to get)
 	stalls   atomic.Int64 // viewers demoted for not reading within -stall-timeout
 }
@@ -48,6 +49,7 @@ func (a *Agent) MetricsHandler() http.Handler {
 		metric("porthole_agent_attached_clients", "gauge", "Viewers following a process (attach sockets and subscriptions).", fmt.Sprintf(" %d", clients))
 		metric("porthole_agent_processes_started_total", "counter", "Processes started.", fmt.Sprintf(" %d", st.started.Load()))
 		metric("porthole_agent_output_bytes_total", "counter", "Output bytes sent to viewers.", fmt.Sprintf(" %d", st.bytesOut.Load()))
+		metric("porthole_agent_output_direct_bytes_total", "counter", "Output bytes sent to viewers that kept up by the reader of the terminal or pipe itself (the fast path).", fmt.Sprintf(" %d", st.direct.Load()))
 		metric("porthole_agent_gaps_total", "counter", "Gaps reported to viewers: output they fell too far behind to get.", fmt.Sprintf(" %d", st.gaps.Load()))
 		metric("porthole_agent_stalls_total", "counter", "Viewers that stopped reading for -stall-timeout and stopped holding their process back.", fmt.Sprintf(" %d", st.stalls.Load()))
 		var ms runtime.MemStats

@@ -185,6 +185,7 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 				sent, whole := ds.tryOutput(protocol.Stream(s), off, b)
 				if sent {
 					p.stats.bytesOut.Add(int64(len(b)))
+					p.stats.direct.Add(int64(len(b)))
 				}
 				return sent, !whole
 			}

@@ -221,7 +221,7 @@ func fpEchoRun(tb testing.TB, a *fpAgent) fpEcho {
 	c0 := a.counters(tb)
 	lat := make([]float64, fpKeystrokes)
 	for i := range lat {
-		lat[i] = float64(key(byte('a'+i%26)).Microseconds())
+		lat[i] = float64(key(byte('a' + i%26)).Microseconds())
 	}
 	c1 := a.counters(tb)
 	slices.Sort(lat)
@@ -377,10 +377,12 @@ func BenchmarkAgentIdleAttached(b *testing.B) {
 }
 
 func fpIdle(b *testing.B, bin string, n int) float64 {
-	a := fpStart(b, bin)
+	maddr := testutil.FreeAddr(b)
+	a := fpStart(b, bin, "-metrics-listen", maddr)
 	defer a.stop()
 	time.Sleep(500 * time.Millisecond)
 	idle := a.rssKiB(b)
+	m0 := fpMetrics(b, maddr)
 	conns := make([]*websocket.Conn, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
@@ -405,7 +407,27 @@ func fpIdle(b *testing.B, bin string, n int) float64 {
 		time.Sleep(300 * time.Millisecond)
 	}
 	m, _, _ := fpMedian(rss)
+	m1 := fpMetrics(b, maddr)
+	b.Logf("%d sessions: per session %.2f goroutines, %.0f B of heap in use, %.0f B from the OS (Go's figures)", n,
+		(m1["go_goroutines"]-m0["go_goroutines"])/float64(n), (m1["go_memstats_heap_inuse_bytes"]-m0["go_memstats_heap_inuse_bytes"])/float64(n),
+		(m1["go_memstats_sys_bytes"]-m0["go_memstats_sys_bytes"])/float64(n))
 	return (m - float64(idle)) / float64(n)
 }
 
-
+// fpMetrics reads the agent's unlabelled metrics.
+func fpMetrics(b *testing.B, addr string) map[string]float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	m := make(map[string]float64)
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(k, "#") {
+			m[k], _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return m
+}
