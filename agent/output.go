@@ -29,6 +29,7 @@ import (
 	"sync"
 	"syscall"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/sourcegraph/jsonrpc2"
 	"golang.org/x/sys/unix"
@@ -37,12 +38,22 @@ import (
 	"github.com/porthole-dev/porthole/protocol"
 )
 
-// Read buffers: a PTY read never returns more than the line discipline's
-// 4 KiB; a pipe holds 64 KiB.
+// Read buffers, held only from a read until the ring (and the viewers on
+// the fast path) took its bytes. A PTY read never returns more than the
+// line discipline's 4 KiB, but the pump reads a burst into one buffer
+// (see burstRead); a pipe holds 64 KiB.
 var (
-	ttyBufs  = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+	ttyBufs  = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 	pipeBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 )
+
+// burstRead: a read that returned at least this much is part of a burst
+// (a program printing, not a keystroke's echo), so the pump reads again
+// at once, without waiting, while its buffer has room: a burst then goes
+// to the ring and the viewers in chunks of up to 32 KiB instead of one
+// per terminal read (fewer frames, fewer syscalls). A small read, as of
+// an echo, goes out at once.
+const burstRead = 2048
 
 // pump copies one output source into its ring until EOF, EIO (the PTY's
 // EOF), the drain deadline or close, then ends the stream. It holds a read
@@ -62,10 +73,18 @@ func pump(f *os.File, out *ring.Buffer, pool *sync.Pool) {
 		)
 		err := rc.Read(func(fd uintptr) bool {
 			bp = pool.Get().(*[]byte)
-			n, rerr = unix.Read(int(fd), *bp)
+			buf := *bp
+			n, rerr = readNow(fd, buf)
 			if rerr == unix.EAGAIN || rerr == unix.EINTR {
 				pool.Put(bp)
 				return false // wait until readable (or the deadline)
+			}
+			for rerr == nil && n >= burstRead && len(buf)-n >= burstRead {
+				m, err := readNow(fd, buf[n:])
+				if m <= 0 || err != nil {
+					break // nothing more now; an EOF or EIO comes again next read
+				}
+				n += m
 			}
 			return true
 		})
@@ -85,6 +104,35 @@ func pump(f *os.File, out *ring.Buffer, pool *sync.Pool) {
 			return
 		}
 	}
+}
+
+// readNow and writeNow are read(2) and write(2) on a non-blocking
+// descriptor, which never wait: they are made as raw system calls, which
+// skip the runtime's bookkeeping for calls that may block. That
+// bookkeeping wakes the runtime's monitor thread (sysmon) out of its deep
+// sleep whenever the agent was idle, that is at every keystroke: one
+// context switch per keystroke for nothing (docs/performance.md, "Agent
+// fast path").
+func readNow(fd uintptr, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func writeNow(fd uintptr, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // drainNow reads what the source holds now, without waiting for more,

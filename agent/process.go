@@ -247,7 +247,7 @@ func (p *process) tryWriteStdin(b []byte) (int, error) {
 	)
 	// Control, not Write: a writer of another socket waiting for room
 	// holds the file's write lock, and this must not wait for it.
-	if err := rc.Control(func(fd uintptr) { n, werr = unix.Write(int(fd), b) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { n, werr = writeNow(fd, b) }); err != nil {
 		return 0, stdinClosedError(p.id)
 	}
 	switch {

@@ -87,7 +87,7 @@ func (a *fpAgent) stop() {
 
 // fpCounters are the agent's own costs so far, summed over its threads.
 type fpCounters struct {
-	cpuNS, switches int64
+	cpuNS, switches, involuntary int64
 }
 
 func (a *fpAgent) counters(tb testing.TB) fpCounters {
@@ -113,6 +113,9 @@ func (a *fpAgent) counters(tb testing.TB) fpCounters {
 			if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
 				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 				c.switches += n
+				if k == "nonvoluntary_ctxt_switches" {
+					c.involuntary += n
+				}
 			}
 		}
 	}
@@ -189,7 +192,7 @@ func waitComm(tb testing.TB, pid int, comm string) {
 }
 
 type fpEcho struct {
-	p50, p99, switches, cpuUS float64
+	p50, p99, switches, involuntary, cpuUS float64
 }
 
 // fpEchoRun types keystrokes one at a time into `stty raw -echo; exec cat`
@@ -227,8 +230,9 @@ func fpEchoRun(tb testing.TB, a *fpAgent) fpEcho {
 	slices.Sort(lat)
 	return fpEcho{
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100],
-		switches: float64(c1.switches-c0.switches) / fpKeystrokes,
-		cpuUS:    float64(c1.cpuNS-c0.cpuNS) / 1e3 / fpKeystrokes,
+		switches:    float64(c1.switches-c0.switches) / fpKeystrokes,
+		involuntary: float64(c1.involuntary-c0.involuntary) / fpKeystrokes,
+		cpuUS:       float64(c1.cpuNS-c0.cpuNS) / 1e3 / fpKeystrokes,
 	}
 }
 
@@ -346,9 +350,10 @@ func BenchmarkAgentFastPath(b *testing.B) {
 			m, lo, hi := fpMedian(v)
 			return fmt.Sprintf("%.1f (%.1f–%.1f)", m, lo, hi)
 		}
-		b.Logf("%s: echo p50 %s µs, p99 %s µs, %s switches and %s CPU µs per keystroke; output %s MiB/s, %s switches and %s CPU µs per 32 KiB",
+		b.Logf("%s: echo p50 %s µs, p99 %s µs, %s switches (%s involuntary) and %s CPU µs per keystroke; output %s MiB/s, %s switches and %s CPU µs per 32 KiB",
 			bin[0], col(func(e fpEcho) float64 { return e.p50 }), col(func(e fpEcho) float64 { return e.p99 }),
-			col(func(e fpEcho) float64 { return e.switches }), col(func(e fpEcho) float64 { return e.cpuUS }),
+			col(func(e fpEcho) float64 { return e.switches }), col(func(e fpEcho) float64 { return e.involuntary }),
+			col(func(e fpEcho) float64 { return e.cpuUS }),
 			ocol(func(o fpOut) float64 { return o.mibps }), ocol(func(o fpOut) float64 { return o.switches }),
 			ocol(func(o fpOut) float64 { return o.cpuUS }))
 	}

@@ -7,7 +7,10 @@ import (
 )
 
 // sendNow writes a then b to the socket fd in one sendmsg that does not
-// wait (the socket's buffer takes what it can) and raises no SIGPIPE.
+// wait (the socket's buffer takes what it can) and raises no SIGPIPE. It
+// is a raw system call: one that never blocks needs none of the runtime's
+// bookkeeping, which would wake its monitor thread (agent/output.go
+// readNow).
 func sendNow(fd uintptr, a, b []byte) (int, error) {
 	var iov [2]unix.Iovec
 	iov[0].Base = &a[0]
@@ -21,7 +24,7 @@ func sendNow(fd uintptr, a, b []byte) (int, error) {
 	var msg unix.Msghdr
 	msg.Iov = &iov[0]
 	msg.SetIovlen(k)
-	n, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+	n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 	if e != 0 {
 		return 0, e
 	}
