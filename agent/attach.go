@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
@@ -117,8 +118,74 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 		readDone = s.conn.DisconnectNotify()
 	}
 	// The handler returns now, so net/http's goroutine and buffers are
-	// released; the session goroutine is the viewer itself.
-	go s.runAttach(p, offs, sk, readDone)
+	// released; the viewer runs on a goroutine of its own while it has
+	// something to send.
+	av := &attachView{s: s, readDone: readDone}
+	v, err := openView(s.ctx, p, offs, sk, av.wake)
+	if err != nil { // the offsets were checked: cannot happen
+		go s.endAttach(err, readDone)
+		return
+	}
+	av.v = v
+	av.state.Store(viewRunning)
+	av.stopCtx = context.AfterFunc(s.ctx, av.wake)
+	go av.loop()
+}
+
+// attachView runs an attach socket's view on a goroutine only while it
+// has something to do: while the viewer keeps up, its pump sends to it
+// (the fast path) and no goroutine waits for it, so an idle attached
+// terminal costs no goroutine beyond its socket's reader and its pump.
+// A reader's wake-up (a delivery declined, the end of the stream) or the
+// session's end starts one again.
+type attachView struct {
+	s        *session
+	v        *view
+	readDone <-chan struct{}
+	stopCtx  func() bool
+	state    atomic.Int32 // viewParked, viewRunning, viewRerun
+}
+
+const (
+	viewParked = iota
+	viewRunning
+	viewRerun // woken while running: look again before parking
+)
+
+// wake makes sure the view runs (again); any goroutine, any lock held.
+func (av *attachView) wake() {
+	for {
+		switch av.state.Load() {
+		case viewParked:
+			if av.state.CompareAndSwap(viewParked, viewRunning) {
+				go av.loop()
+				return
+			}
+		case viewRunning:
+			if av.state.CompareAndSwap(viewRunning, viewRerun) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// loop runs the view until it parks or ends; only one runs at a time.
+func (av *attachView) loop() {
+	for {
+		parked, err := av.v.run(true)
+		if !parked {
+			av.stopCtx()
+			av.v.close()
+			av.s.endAttach(err, av.readDone)
+			return
+		}
+		if av.state.CompareAndSwap(viewRunning, viewParked) {
+			return
+		}
+		av.state.Store(viewRunning) // woken meanwhile
+	}
 }
 
 // closeWait bounds how long an attach socket waits for the client's
@@ -128,11 +195,10 @@ const closeWait = 5 * time.Second
 // errClientClosed is the cause of a session whose client went away.
 var errClientClosed = errors.New("client closed the connection")
 
-// runAttach is an attach session's own goroutine: it sends the process to
-// the client, then tears the session down. The agent waits for it through
-// the session's tracking.
-func (s *session) runAttach(p *process, offs [3]*int64, sk sink, readDone <-chan struct{}) {
-	err := follow(s.ctx, p, offs, sk)
+// endAttach tears an attach session down once its view ended with err
+// (nil: the process's exit was sent). The agent waits for it through the
+// session's tracking.
+func (s *session) endAttach(err error, readDone <-chan struct{}) {
 	switch cause := context.Cause(s.ctx); {
 	case err == nil:
 		// exited was sent, then a close frame: the socket closes once the

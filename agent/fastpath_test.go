@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -383,4 +384,34 @@ func pipeFull(pid int) bool {
 	defer f.Close()
 	n, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ)
 	return err == nil && n >= 64<<10
+}
+
+// An idle attached terminal costs two goroutines: its socket's reader and
+// its pump. Its viewer runs on none while the pump serves it, and no
+// goroutine waits for the process's exit (one reaper waits for all).
+func TestIdleAttachedSessionGoroutines(t *testing.T) {
+	ta := startAgent(t, agent.Options{})
+	c := ta.dial(t)
+	const n = 20
+	for range n {
+		var info protocol.ProcessInfo
+		if err := c.Call(ctxT(t), protocol.MethodStart, protocol.StartParams{Argv: []string{"sleep", "3600"}, TTY: true}, &info); err != nil {
+			t.Fatal(err)
+		}
+		newViewer(t, "idle", ta.url+"/v1/processes/"+info.ID+"/attach", false, nil, websocket.DefaultDialer)
+	}
+	count := func(fn string) int {
+		var b bytes.Buffer
+		pprof.Lookup("goroutine").WriteTo(&b, 2)
+		return strings.Count(b.String(), fn)
+	}
+	testutil.WaitFor(t, "idle viewers parked", func() bool {
+		return count("agent.(*attachView).loop") == 0 && count("agent.pump(") == n
+	})
+	if got := count("os/exec.(*Cmd).Wait") + count("agent.waitReady"); got != 0 {
+		t.Fatalf("%d goroutines wait for a process; want 0", got)
+	}
+	if got := count("agent.(*reaper).run("); got != 1 {
+		t.Fatalf("%d reapers; want 1", got)
+	}
 }

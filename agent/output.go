@@ -197,9 +197,38 @@ var framePool = sync.Pool{New: func() any {
 
 // follow sends process p to sk from the given offsets (nil: that stream is
 // not followed) until the process is done and everything was sent, or ctx
-// ends. It is the one viewer loop behind attach sockets and subscriptions.
+// ends. It is the one viewer loop behind subscriptions and extensions;
+// attach sockets run the same view, parked while it has nothing to do
+// (attach.go).
 func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
-	var readers [3]*ring.Reader
+	v, err := openView(ctx, p, offsets, sk, nil)
+	if err != nil {
+		return err
+	}
+	defer v.close()
+	_, err = v.run(false)
+	return err
+}
+
+// view is one viewer of a process: a ring reader per followed stream and
+// the sink they are sent to. One goroutine at a time runs it.
+type view struct {
+	ctx     context.Context
+	p       *process
+	sk      sink
+	ds      directSink // nil: no fast path
+	all     [3]*ring.Reader
+	readers [3]*ring.Reader // those not at their end yet
+	deliver [3]ring.DeliverFunc
+	started bool
+	counted bool // in p.clients
+}
+
+// openView opens the readers of a view at the given offsets. wake, when
+// set, is called each time a reader may have something new (with a
+// ring's lock held: it must only schedule work).
+func openView(ctx context.Context, p *process, offsets [3]*int64, sk sink, wake func()) (*view, error) {
+	v := &view{ctx: ctx, p: p, sk: sk}
 	for _, s := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
 		out := p.Output(s)
 		if offsets[s] == nil || out == nil {
@@ -207,29 +236,25 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 		}
 		r, err := out.NewReader(*offsets[s])
 		if err != nil {
-			return invalidParams("%s offset: %v", s, err)
+			v.close()
+			return nil, invalidParams("%s offset: %v", s, err)
 		}
-		defer r.Close()
-		readers[s] = r
+		if wake != nil {
+			r.OnNotify(wake)
+		}
+		v.all[s], v.readers[s] = r, r
 	}
 	p.clients.Add(1)
-	defer p.clients.Add(-1)
-	if err := sk.started(p.Info(false)); err != nil {
-		return err
-	}
+	v.counted = true
 	// The fast path (see the top of this file): deliver[s] sends stream s
 	// from the pump while this viewer is caught up.
-	var deliver [3]ring.DeliverFunc
-	ds, _ := sk.(directSink)
-	if ds != nil && !ds.fast() {
-		ds = nil
-	}
-	if ds != nil {
-		for s, r := range readers {
+	if ds, ok := sk.(directSink); ok && ds.fast() {
+		v.ds = ds
+		for s, r := range v.readers {
 			if r == nil {
 				continue
 			}
-			deliver[s] = func(off int64, b []byte) (bool, bool) {
+			v.deliver[s] = func(off int64, b []byte) (bool, bool) {
 				sent, whole := ds.tryOutput(protocol.Stream(s), off, b)
 				if sent {
 					p.stats.bytesOut.Add(int64(len(b)))
@@ -239,15 +264,44 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 			}
 		}
 	}
-	for {
-		if ctx.Err() != nil { // also when busy: unsubscribe stops at once
-			return context.Cause(ctx)
+	return v, nil
+}
+
+// close detaches the view's readers; no delivery to it is in progress
+// once it returns.
+func (v *view) close() {
+	for _, r := range v.all {
+		if r != nil {
+			r.Close()
 		}
-		if ds != nil {
+	}
+	if v.counted {
+		v.counted = false
+		v.p.clients.Add(-1)
+	}
+}
+
+// run sends until the process is done and everything was sent (then
+// nil), or ctx ends, or, when park is set, every stream is caught up and
+// handed to its pump: then it returns parked, and the view has nothing to
+// do until a reader's wake-up.
+func (v *view) run(park bool) (parked bool, err error) {
+	p, sk, readers := v.p, v.sk, &v.readers
+	if !v.started {
+		v.started = true
+		if err := sk.started(p.Info(false)); err != nil {
+			return false, err
+		}
+	}
+	for {
+		if v.ctx.Err() != nil { // also when busy: unsubscribe stops at once
+			return false, context.Cause(v.ctx)
+		}
+		if v.ds != nil {
 			// A frame the pump began, if any, is finished before
 			// anything else is sent.
-			if err := ds.flush(); err != nil {
-				return err
+			if err := v.ds.flush(); err != nil {
+				return false, err
 			}
 		}
 		active, progressed := false, false
@@ -258,7 +312,7 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 			active = true
 			more, done, err := sendOnce(r, protocol.Stream(s), sk, p.stats)
 			if err != nil {
-				return err
+				return false, err
 			}
 			if done {
 				readers[s] = nil
@@ -271,8 +325,11 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 		if progressed {
 			continue
 		}
-		if ds != nil && !handOver(readers, deliver) {
+		if v.ds != nil && !handOver(*readers, v.deliver) {
 			continue // more came in meanwhile
+		}
+		if v.ds != nil && park {
+			return true, nil
 		}
 		var n1, n2 <-chan struct{}
 		if r := readers[protocol.Stdout]; r != nil {
@@ -284,16 +341,16 @@ func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
 		select {
 		case <-n1:
 		case <-n2:
-		case <-ctx.Done():
-			return context.Cause(ctx)
+		case <-v.ctx.Done():
+			return false, context.Cause(v.ctx)
 		}
 	}
 	select {
 	case <-p.done:
-	case <-ctx.Done():
-		return context.Cause(ctx)
+	case <-v.ctx.Done():
+		return false, context.Cause(v.ctx)
 	}
-	return sk.exited(p.Info(false))
+	return false, sk.exited(p.Info(false))
 }
 
 // handOver hands every caught-up reader to its pump (ring.Reader.Direct),

@@ -237,3 +237,25 @@ func TestDirectBesideStalledReader(t *testing.T) {
 		t.Fatalf("stalled reader: %v; want a gap 0..8", err)
 	}
 }
+
+// OnNotify's function is called whenever Notify fires: for an owner with
+// no goroutine waiting on Notify.
+func TestOnNotify(t *testing.T) {
+	b := New(Options{Max: 64, Stall: time.Second})
+	r, _ := b.NewReader(0)
+	defer r.Close()
+	var calls int
+	r.OnNotify(func() { calls++ })
+	r.Direct(func(int64, []byte) (bool, bool) { return false, true })
+	b.Write([]byte("a")) // declined: given back, woken
+	if calls != 1 {
+		t.Fatalf("calls = %d after a give-back; want 1", calls)
+	}
+	r.Read(make([]byte, 4))
+	r.Direct(func(int64, []byte) (bool, bool) { return true, false })
+	b.Write([]byte("b")) // delivered: no wake-up
+	b.CloseWrite()
+	if calls != 2 {
+		t.Fatalf("calls = %d after a delivery and the end; want 2", calls)
+	}
+}

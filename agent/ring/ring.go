@@ -363,6 +363,7 @@ type Reader struct {
 	isDirect atomic.Bool // direct != nil, read without the lock
 
 	// Guarded by b.mu.
+	onNotify     func()      // OnNotify
 	direct       DeliverFunc // non-nil: handed to the writer (Direct)
 	off          int64
 	paced        bool
@@ -404,6 +405,19 @@ func (r *Reader) signal() {
 	case r.notify <- struct{}{}:
 	default:
 	}
+	if r.onNotify != nil {
+		r.onNotify()
+	}
+}
+
+// OnNotify makes fn be called each time Notify fires, with the ring's lock
+// held (fn must not call the ring, nor wait): for an owner that does not
+// keep a goroutine waiting on Notify, such as one whose reader is direct
+// (it starts one when called).
+func (r *Reader) OnNotify(fn func()) {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	r.onNotify = fn
 }
 
 // Notify returns a channel that receives a value when the reader may have
