@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/master/store"
+	"github.com/porthole-dev/porthole/protocol"
 	"github.com/porthole-dev/porthole/protocol/che"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
@@ -326,6 +327,19 @@ func (s *state) agentConn(k store.Key, a *masterapi.AgentState, address string) 
 	e := agentConn(&m.doc, a, address, now)
 	s.touch(k, m, now)
 	s.append(k, &e)
+}
+
+// agentPorts records the listening ports k's agent reports (ports.changed):
+// the document changes, and subscribers hear of it, only when they do; no
+// journal entry.
+func (s *state) agentPorts(k store.Key, ports []protocol.ListeningPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.get(k)
+	if !m.doc.Agent.Connected || !agentPorts(&m.doc, ports) {
+		return
+	}
+	s.touch(k, m, time.Now())
 }
 
 // waitRoom blocks while too much waits for a commit; mu held.
