@@ -1,7 +1,8 @@
 // Runtimes and their machines: a section per runtime, and per machine a
 // card with its status, installers, servers, installer logs and terminal.
-import { badge, h, insertSorted, link } from "./dom.js";
+import { badge, h, insertSorted } from "./dom.js";
 import { Player } from "./player.js";
+import { PortsView } from "./ports.js";
 import { ProcessList } from "./processes.js";
 import { TerminalView, savedShells } from "./terminal.js";
 
@@ -77,7 +78,7 @@ class MachineView {
     this.termButton = h("button", { class: "open-terminal", disabled: true, onclick: () => this.openTerminal() }, "New shell");
     this.errorEl = h("div", { class: "machine-error", hidden: true });
     this.installersEl = h("tbody");
-    this.serversEl = h("tbody");
+    this.ports = new PortsView(this);
     this.logEl = h("div", { class: "log", role: "log" });
     this.logCountEl = h("span", { class: "muted" });
     this.procs = new ProcessList(this);
@@ -91,9 +92,7 @@ class MachineView {
       h("table", { class: "installers" },
         h("thead", {}, h("tr", {}, h("th", {}, "Installer"), h("th", {}, "Status"), h("th", {}, "Error"))),
         this.installersEl),
-      h("table", { class: "servers" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Server"), h("th", {}, "Port"), h("th", {}, "Status"), h("th", {}, "URL"))),
-        this.serversEl),
+      this.ports.el,
       h("details", { class: "logs", open: true }, h("summary", {}, "Installer logs ", this.logCountEl), this.logEl),
       this.procs.el, this.playerEl, this.tabsEl, this.panelsEl);
   }
@@ -140,11 +139,7 @@ class MachineView {
         h("td", { class: "error installer-error" }, i.error || ""))));
     if (!this.installersEl.children.length) this.installersEl.append(h("tr", {}, h("td", { class: "muted", colspan: 3 }, "none")));
 
-    this.serversEl.replaceChildren(...(doc.servers || []).map((s) =>
-      h("tr", { class: "server", dataset: { server: s.name } },
-        h("td", { class: "mono" }, s.name), h("td", { class: "mono" }, s.port || ""),
-        h("td", {}, badge(s.status, "server-status")), h("td", { class: "mono" }, link(s.url)))));
-    if (!this.serversEl.children.length) this.serversEl.append(h("tr", {}, h("td", { class: "muted", colspan: 4 }, "none")));
+    this.ports.update(doc);
   }
 
   // addEntries shows journal entries in order; those already shown
