@@ -2,9 +2,11 @@ package master
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,6 +150,25 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
 	log.Info("agent disconnected")
 }
 
+// noMachine is the refusal of a path naming a machine the master does not
+// know (a typo): 404 naming the runtime's machines, or the runtimes.
+func (m *Master) noMachine(k store.Key) *httpError {
+	var known []string
+	if rts := m.state.runtimes(false, k.Runtime); len(rts) == 1 {
+		for _, mv := range rts[0].Machines {
+			known = append(known, mv.Name)
+		}
+		return &httpError{http.StatusNotFound, fmt.Sprintf("no machine %s in runtime %s (known: %s)", k.Machine, k.Runtime, strings.Join(known, ", "))}
+	}
+	for _, rt := range m.state.runtimes(false, "") {
+		known = append(known, rt.ID)
+	}
+	if len(known) == 0 {
+		known = []string{"none"}
+	}
+	return &httpError{http.StatusNotFound, fmt.Sprintf("no machine %s: no runtime %s (known: %s)", k.Machine, k.Runtime, strings.Join(known, ", "))}
+}
+
 // watchPorts keeps k's listening ports (its document's Ports) as its
 // agent reports them, subscribed with ports.subscribe on a control socket
 // through the tunnel sess, until ctx ends or the socket closes. An agent
@@ -189,6 +210,11 @@ func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, c *Clai
 		return
 	}
 	sess := m.agents.get(k)
+	if sess == nil && m.state.machineView(k, true) == nil {
+		e := m.noMachine(k)
+		writeJSONError(w, e.status, e.msg)
+		return
+	}
 	if sess == nil {
 		writeJSONError(w, http.StatusBadGateway, "the agent of machine "+k.Machine+" of runtime "+k.Runtime+" is not connected")
 		return

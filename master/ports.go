@@ -52,7 +52,8 @@ func (m *Master) servePort(w http.ResponseWriter, r *http.Request, c *Claims) {
 	}
 	mv := m.state.machineView(k, true)
 	if mv == nil {
-		writeJSONError(w, http.StatusNotFound, "machine "+strconv.Quote(k.Machine)+" of runtime "+strconv.Quote(k.Runtime)+" not found")
+		e := m.noMachine(k)
+		writeJSONError(w, e.status, e.msg)
 		return
 	}
 	if e := portServed(mv, port); e != nil {

@@ -70,7 +70,9 @@ func TestServePort(t *testing.T) {
 		{base + "0/", client, 400, "want a TCP port 1-65535"},
 		{base + strconv.Itoa(web) + "/healthz", "", 401, "missing client token"},
 		{base + strconv.Itoa(web) + "/healthz", tm.machineToken(t, rid, name), 403, "cannot do this"},
-		{tm.URL + "/api/runtimes/" + rid + "/machines/nope/ports/" + strconv.Itoa(web) + "/", client, 404, "of runtime"},
+		{tm.URL + "/api/runtimes/" + rid + "/machines/nope/ports/" + strconv.Itoa(web) + "/", client, 404, "no machine nope in runtime w:e:o (known: dev)"},
+		{tm.URL + "/api/runtimes/" + rid + "/machines/nope/agent/v1/rpc", client, 404, "no machine nope in runtime w:e:o (known: dev)"},
+		{tm.URL + "/api/runtimes/x:y:z/machines/nope/agent/v1/rpc", client, 404, "no machine nope: no runtime x:y:z (known: w:e:o)"},
 	}
 	for _, c := range refusals {
 		if resp, body := do(c.url, c.token, nil); resp.StatusCode != c.status || !strings.Contains(body, c.want) {
