@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/master"
@@ -179,6 +182,36 @@ func TestServePortSiteKey(t *testing.T) {
 		t.Errorf("a detected port with a site key: %d %q", resp.StatusCode, body)
 	}
 
+	// A WebSocket of the site (a dev server's live reload), through its
+	// key: the upgrade passes, messages flow both ways.
+	wsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			mt, b, err := c.ReadMessage()
+			if err != nil || c.WriteMessage(mt, append([]byte("echo "), b...)) != nil {
+				return
+			}
+		}
+	}))
+	defer wsSrv.Close()
+	wsPort := wsSrv.Listener.Addr().(*net.TCPAddr).Port
+	testutil.WaitFor(t, "the WebSocket server's port on the machine", func() bool { return listening(alice, wsPort) })
+	resp, _ = do(base + strconv.Itoa(wsPort) + "/live?ticket=" + ticket())
+	ws, wresp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(tm.URL, "http")+resp.Header.Get("Location"), http.Header{"Origin": {"null"}})
+	if err != nil {
+		t.Fatalf("WebSocket through the site key: %v %v", err, wresp)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("reload?"))
+	if _, b, err := ws.ReadMessage(); err != nil || string(b) != "echo reload?" {
+		t.Errorf("WebSocket through the site key: %q, %v", b, err)
+	}
+	ws.Close()
+
 	// The internal server's port: refused, and hidden from clients even
 	// when something listens on it (the machine's token sees it).
 	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(admin))
@@ -228,12 +261,12 @@ func TestServePortSiteKey(t *testing.T) {
 	for _, e := range page.Entries {
 		if e.Action == "site" {
 			sites++
-			if e.Principal != "alice" || e.Machine != name || (e.Port != web && e.Port != detected) || strings.Contains(e.Path, key) {
+			if e.Principal != "alice" || e.Machine != name || !slices.Contains([]int{web, detected, wsPort}, e.Port) || strings.Contains(e.Path, key) {
 				t.Errorf("audit entry %+v", e)
 			}
 		}
 	}
-	if sites != 2 {
-		t.Errorf("%d site entries in the audit trail, want 2", sites)
+	if sites != 3 {
+		t.Errorf("%d site entries in the audit trail, want 3", sites)
 	}
 }
