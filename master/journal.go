@@ -143,6 +143,7 @@ func newState(st Store, log *slog.Logger, tailBytes, tailTotal int) (*state, err
 		// as agents and bootstrappers reconnect.
 		m.doc.Agent.Connected = false
 		m.doc.Bootstrapper.Connected = false
+		m.doc.Ports = nil // the agent's, reported again when it reconnects
 		m.rev, m.pubRev = 1, 1
 		m.pub = view(&m.doc, true)
 		s.machines[k] = m

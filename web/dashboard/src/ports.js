@@ -19,11 +19,9 @@ export class PortsView {
       h("table", { class: "servers" },
         h("thead", {}, h("tr", {}, ...["Server", "Port", "Status", "Open", "Machine URL"].map((t) => h("th", {}, t)))),
         this.serversEl),
-      h("details", { class: "listening", open: true },
-        h("summary", {}, "Listening ports ", this.countEl),
-        h("table", { class: "listening" },
-          h("thead", {}, h("tr", {}, ...["Port", "Addresses", "Server", "Open"].map((t) => h("th", {}, t)))),
-          this.portsEl)),
+      h("table", { class: "listening" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Listening port ", this.countEl), ...["Addresses", "Server", "Open"].map((t) => h("th", {}, t)))),
+        this.portsEl),
       this.errorEl);
   }
 
