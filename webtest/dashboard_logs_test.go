@@ -205,6 +205,16 @@ func TestDashboardLogs(t *testing.T) {
 			t.Fatalf("JSONL line %d: %s (%v), want %+v", i+1, l, err, entries[i])
 		}
 	}
+
+	// 1024 px wide and a narrow window: nothing wider than the window
+	// (the tables scroll inside their box).
+	for _, w := range []int64{1024, 400} {
+		p.do(chromedp.EmulateViewport(w, 800))
+		p.wait(fmt.Sprintf("no sideways scrolling at %d px", w), `document.documentElement.scrollWidth <= innerWidth`)
+		if w == 400 {
+			p.screenshot("narrow.png")
+		}
+	}
 	if ex := p.exceptions(); len(ex) > 0 {
 		t.Errorf("the page threw:\n%s", strings.Join(ex, "\n"))
 	}
