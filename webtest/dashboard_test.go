@@ -180,8 +180,8 @@ func TestDashboardReconnect(t *testing.T) {
 // survives the master being killed (SIGKILL) and restarted on the same
 // port and data directory: the panel's bar says it is reconnecting (its
 // output does not), the page reattaches at the exact offset, and the
-// buffer holds every line once, in order. A reload then reattaches to
-// the same shell (the agent has no second process) and replays it, and
+// buffer holds every line once, in order; so does a reload while it
+// streams. A reload then reattaches to the same shell (the agent has no second process) and replays it, and
 // Close hangs up that shell. While the master is down, a banner says so
 // and the agent's state shows unknown, not CONNECTED. When the agent restarts, the panel says its
 // shell is gone and stops.
@@ -270,12 +270,18 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	p.wait("the banner gone, the agent CONNECTED", `document.getElementById('banner').hidden && `+agentJS+`.dataset.status === 'CONNECTED'`)
 	t.Logf("reattached after %v", time.Since(down).Round(time.Millisecond))
 	p.wait("the stream going on live", fmt.Sprintf(`%s >= %d`, lastNumber, before+20))
+	p.screenshot("dashboard-terminal-reconnected.png")
+	// A reload while the shell streams: the same process, replayed from
+	// its first byte, then live; no line twice, none missing.
+	streamed := eval[int](p, lastNumber)
+	p.do(chromedp.Reload())
+	p.wait("the same shell after a reload while streaming", fmt.Sprintf(`%s === %s && %s === 'open'`, idJS, jsString(id), stateJS))
+	p.wait("the stream going on after the reload", fmt.Sprintf(`%s >= %d`, lastNumber, streamed+20))
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p.wait("the end of the stream", has(`^end-\d+$`))
-	checkNumbers("after the master's restart")
-	p.screenshot("dashboard-terminal-reconnected.png")
+	checkNumbers("after the master's restart and a reload while streaming")
 
 	// A reload: the tab reattaches to the shell it opened, and replays it.
 	p.do(chromedp.Reload())
