@@ -177,13 +177,25 @@ class MachineView {
   openTerminal(saved = null) {
     const tv = new TerminalView(this);
     this.terms.push(tv);
-    tv.tab = h("button", { class: "terminal-tab", role: "tab", onclick: () => this.show(tv) }, "…");
+    tv.tab = h("button", { class: "terminal-tab", role: "tab", onclick: () => this.show(tv), onkeydown: (ev) => this.tabKey(ev, tv) }, "…");
     this.tabsEl.append(tv.tab);
     this.tabsEl.hidden = false;
     this.panelsEl.append(tv.el);
     this.show(tv);
     tv.start(saved).then(() => this.procs.soon(), (e) => tv.status(String(e.message || e), "failed"));
     return tv;
+  }
+
+  // tabKey: the arrow keys, Home and End move between the tabs (the
+  // focus stays on the tabs; Tab goes on into the terminal).
+  tabKey(ev, tv) {
+    const i = this.terms.indexOf(tv), n = this.terms.length;
+    const to = { ArrowRight: (i + 1) % n, ArrowLeft: (i - 1 + n) % n, Home: 0, End: n - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    const next = this.terms[to];
+    this.show(next);
+    next.tab.focus();
   }
 
   // newShell replaces an ended tab with a new shell.
