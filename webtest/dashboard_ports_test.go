@@ -100,9 +100,18 @@ func TestDashboardPorts(t *testing.T) {
 	siteLink := card + `?.querySelector('tr.server[data-server="site"] a.open-port')`
 	detLink := card + `?.querySelector('tr.port[data-port="` + strconv.Itoa(detPort) + `"] a.open-port')`
 	p.wait("the site's link", siteLink+` != null && `+card+`.querySelector('tr.server[data-server="site"] .badge').dataset.status === 'RUNNING'`)
+	p.screenshot("dashboard-ports.png")
+	// The host's ports are listed too (the agent's scope is "all"): past
+	// 10, the list shows 10 rows and a button for the others.
+	p.wait("every listening port shown (Show all pressed past 10)", `(() => {
+		const c = `+card+`; if (!c) return false;
+		const rows = c.querySelectorAll('tr.port').length, more = c.querySelector('button.show-all-ports');
+		const n = parseInt(c.querySelector('table.listening th span').textContent.slice(1), 10);
+		if (more) { if (rows !== 10 || n <= 10) throw new Error(rows + " rows shown of " + n + " with Show all"); more.click(); return false; }
+		return n > 0 && rows === n;
+	})()`)
 	p.wait("the detected port with its link", detLink+` != null`)
 	p.wait("the site's port listed as listening, named after its server", card+`.querySelector('tr.port[data-port="`+strconv.Itoa(webPort)+`"]')?.textContent.includes('site')`)
-	p.screenshot("dashboard-ports.png")
 
 	// open clicks a link of the dashboard and returns the tab it opens,
 	// once that tab is at the site key (after about:blank, the ticket and

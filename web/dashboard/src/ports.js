@@ -7,6 +7,9 @@
 import { siteURL, ticket } from "./api.js";
 import { badge, h } from "./dom.js";
 
+// PORTS_SHOWN is how many listening ports a machine shows before "Show all".
+const PORTS_SHOWN = 10;
+
 export class PortsView {
   // mv is the MachineView: rid, name.
   constructor(mv) {
@@ -41,7 +44,10 @@ export class PortsView {
 
     const ports = doc.ports || [];
     this.countEl.textContent = connected ? `(${ports.length})` : "";
-    this.portsEl.replaceChildren(...ports.map((p) => {
+    // A long list (a machine sharing its host's network) shows its first
+    // rows and a button for the rest.
+    const shown = this.showAll || ports.length <= PORTS_SHOWN ? ports : ports.slice(0, PORTS_SHOWN);
+    this.portsEl.replaceChildren(...shown.map((p) => {
       const names = servers.filter((s) => parseInt(s.port, 10) === p.port).map((s) => s.name);
       return h("tr", { class: "port", dataset: { port: String(p.port) } },
         h("td", { class: "mono" }, String(p.port)),
@@ -49,6 +55,11 @@ export class PortsView {
         h("td", { class: "mono" }, names.join(" ")),
         h("td", { class: "mono" }, this.link(p.port, "/", connected)));
     }));
+    if (shown.length < ports.length) {
+      const more = h("button", { type: "button", class: "show-all-ports", onclick: () => { this.showAll = true; this.update(doc); } },
+        `Show all ${ports.length} ports`);
+      this.portsEl.append(h("tr", {}, h("td", { colspan: 4 }, more)));
+    }
     if (!ports.length) {
       this.portsEl.append(h("tr", {}, h("td", { class: "muted", colspan: 4 },
         connected ? "none" : "unknown: the machine's agent is not connected")));
