@@ -44,7 +44,16 @@ func gottyBin(b *testing.B) (bin, skipped string) {
 			"GOFLAGS=-modcacherw", "CGO_ENABLED=0", "GOTOOLCHAIN=local")
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			msg := strings.Join(strings.Fields(string(out)), " ")
+			var why []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "go: downloading") {
+					why = append(why, l)
+				}
+			}
+			msg := strings.Join(why, " ")
+			if len(msg) > 240 {
+				msg = msg[:240] + "…"
+			}
 			gottyBuild.skipped = fmt.Sprintf("go install %s: %v: %s", gottyModule, err, msg)
 			return
 		}
