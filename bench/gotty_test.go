@@ -154,8 +154,8 @@ func gottySessionsOnce(ctx context.Context, b *testing.B, n int) (kib float64, s
 	if err := waitChildren(ctx, g.srv.cmd.Process.Pid, n); err != nil {
 		return 0, "", fmt.Errorf("gotty: %w", err)
 	}
-	time.Sleep(2 * time.Second)
-	r1, _, err := g.srv.rss(3, 500*time.Millisecond)
+	time.Sleep(time.Second)
+	r1, _, err := g.srv.rss(3, 300*time.Millisecond)
 	if err != nil {
 		return 0, "", err
 	}

@@ -35,8 +35,10 @@ import (
 )
 
 const (
-	// userReps is the number of interleaved repetitions of each side.
-	userReps = 5
+	// userReps is the number of interleaved repetitions of each side
+	// for echo; throughput takes userThroughputReps (each a 64 MiB cat).
+	userReps           = 5
+	userThroughputReps = 3
 	// userKeys is the number of timed keystrokes per repetition, after
 	// echoWarmup untimed ones.
 	userKeys = 3000
@@ -639,7 +641,7 @@ func echoRecord(ctx context.Context, t term, sd *echoSide) error {
 // from the newline that lets the command start (it waits for it, so the
 // viewer is attached first) to the end of the output (the socket's close
 // 1000, the PTY's EIO); every side must deliver the file's exact length
-// with \n as \r\n. userReps interleaved repetitions; medians with range,
+// with \n as \r\n. userThroughputReps interleaved repetitions; medians with range,
 // and the CPU and context switches of the agent and master per 32 KiB of
 // the file.
 func BenchmarkUserThroughput(b *testing.B) {
@@ -715,7 +717,7 @@ func BenchmarkUserThroughput(b *testing.B) {
 		}
 		return nil
 	}
-	for rep := range userReps {
+	for rep := range userThroughputReps {
 		var line []string
 		for _, sd := range sides {
 			if sd.skipped != "" {
@@ -875,14 +877,14 @@ func sessionsOnce(ctx context.Context, b *testing.B, n int, withMaster bool) (ag
 	if err := waitChildren(ctx, s.agent.cmd.Process.Pid, n); err != nil {
 		return 0, 0, fmt.Errorf("agent: %w", err)
 	}
-	time.Sleep(2 * time.Second) // nothing is pending; let the figure settle
-	a1, _, err := s.agent.rss(3, 500*time.Millisecond)
+	time.Sleep(time.Second) // nothing is pending; let the figure settle
+	a1, _, err := s.agent.rss(3, 300*time.Millisecond)
 	if err != nil {
 		return 0, 0, err
 	}
 	agentKiB = float64(a1-a0) / float64(n)
 	if withMaster {
-		m1, _, err := s.master.rss(3, 500*time.Millisecond)
+		m1, _, err := s.master.rss(3, 300*time.Millisecond)
 		if err != nil {
 			return 0, 0, err
 		}
