@@ -153,7 +153,13 @@ type endpoint struct {
 	// request), which Shutdown closes and waits for: refused with 503
 	// once shutting down.
 	conn bool
+	// cors: pages of the origins -allow-origin lists may use it (origin.go):
+	// its answers carry CORS headers for them, its preflights are answered.
+	cors bool
 }
+
+// corsHandler is the handler of an endpoint with cors set.
+type corsHandler struct{ http.HandlerFunc }
 
 // authedFunc is an authenticated handler: c is who calls.
 type authedFunc func(w http.ResponseWriter, r *http.Request, c *Claims)
@@ -161,8 +167,11 @@ type authedFunc func(w http.ResponseWriter, r *http.Request, c *Claims)
 // guard is the one prologue of the master's authenticated handlers: it
 // authenticates the request, refuses what ep refuses (logged, never the
 // token), registers a connection with Shutdown, then calls h.
-func (m *Master) guard(ep endpoint, h authedFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (m *Master) guard(ep endpoint, h authedFunc) http.Handler {
+	f := func(w http.ResponseWriter, r *http.Request) {
+		if ep.cors {
+			m.corsHeaders(w, r) // an allowed page reads refusals too
+		}
 		c, e := m.authenticate(r, ep.access)
 		if e == nil && ep.check != nil {
 			e = ep.check(r, c)
@@ -182,6 +191,10 @@ func (m *Master) guard(ep endpoint, h authedFunc) http.HandlerFunc {
 		}
 		h(w, r, c)
 	}
+	if ep.cors {
+		return corsHandler{f}
+	}
+	return http.HandlerFunc(f)
 }
 
 // scope is what a reader sees: a client every runtime without their
