@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -925,7 +926,17 @@ func TestReadUsage(t *testing.T) {
 	if _, err := readUsage(1 << 30); err == nil {
 		t.Error("readUsage of a pid that cannot exist: no error")
 	}
-	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	// Busy until this process has used 50 ms more CPU (by getrusage, not
+	// by the wall clock: on a loaded machine 50 ms of wall time may be
+	// 5 ms of CPU).
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	for end := cpu() + 50*time.Millisecond; cpu() < end; {
 	}
 	for range 20 {
 		time.Sleep(time.Millisecond)
@@ -935,8 +946,8 @@ func TestReadUsage(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := u1.sub(u0)
-	if d.cpu < 10*time.Millisecond {
-		t.Errorf("CPU after a 50 ms busy loop: %v more, want at least 10ms", d.cpu)
+	if d.cpu < 30*time.Millisecond { // 50 ms, counted in 10 ms ticks
+		t.Errorf("CPU after a busy loop of 50 ms of CPU: %v more, want at least 30ms", d.cpu)
 	}
 	if d.ctxsw < 20 {
 		t.Errorf("context switches after 20 sleeps: %d more, want at least 20", d.ctxsw)
