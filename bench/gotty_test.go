@@ -97,8 +97,11 @@ func newGotty(ctx context.Context, b *testing.B, argv ...string) (*gotty, error)
 	return &gotty{srv: srv}, nil
 }
 
-// open opens a terminal on gotty: its WebSocket (subprotocol webtty), the
-// init message, then input as '1'+bytes and output as '1'+base64.
+// open opens a terminal on gotty (its webtty/ and server/ packages): the
+// WebSocket at /ws (subprotocol webtty), the init message
+// ({"Arguments","AuthToken"}), then input as '1'+bytes and output as
+// '1'+base64; gotty starts the command once it has the init message, and
+// closes the socket without a close frame when the command exits.
 func (g *gotty) open(ctx context.Context) (term, error) {
 	ws, err := dialWS(ctx, "ws://"+g.srv.addr+"/ws", []string{"webtty"}, nil)
 	if err != nil {
@@ -108,7 +111,7 @@ func (g *gotty) open(ctx context.Context) (term, error) {
 		ws.Close()
 		return nil, err
 	}
-	return &rawTerm{ws: ws, encode: gottyInput, decode: gottyOutput}, nil
+	return &rawTerm{ws: ws, encode: gottyInput, decode: gottyOutput, endIsEOF: true}, nil
 }
 
 func gottyInput(p []byte) (int, []byte) {
