@@ -271,6 +271,7 @@ func (m *Master) routes() []route {
 		{"GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader, cors: true}, m.serveLogs)},
 		{"/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: m.checkClientOrigin, conn: true, cors: true}, m.serveAgentProxy)},
 		{"/api/runtimes/{rid}/machines/{name}/ports/{port}/{path...}", m.guard(endpoint{access: clientOnly, conn: true}, m.servePort)},
+		{"/api/runtimes/{rid}/machines/{name}/ports/{port}/" + siteKeyDir + "/{key}/{path...}", m.guard(endpoint{access: siteKey, conn: true}, m.servePort)},
 		{"POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket, cors: true}, m.serveTicket)},
 		{"GET /api/info", m.guard(endpoint{access: reader, cors: true}, m.serveInfo)},
 		{"GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics)},

@@ -51,8 +51,9 @@ func TestDashboard(t *testing.T) {
 	card := machineJS(rid, name)
 	p.wait("the machine RUNNING", card+`?.querySelector('.machine-status')?.dataset.status === `+jsString(masterapi.MachineRunning))
 	p.wait("the installer RUNNING", card+`.querySelector('tr.installer[data-installer="org.example.web"] .badge').dataset.status === `+jsString(che.StatusRunning))
-	p.wait("the server with its URL", card+`.querySelector('tr.server[data-server="web"] .badge').dataset.status === `+jsString(masterapi.ServerRunning)+` && `+
-		card+`.querySelector('tr.server[data-server="web"] a')?.getAttribute('href') === `+jsString(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
+	p.wait("the server with its link through the master and its URL", card+`.querySelector('tr.server[data-server="web"] .badge').dataset.status === `+jsString(masterapi.ServerRunning)+` && `+
+		card+`.querySelector('tr.server[data-server="web"] a.open-port')?.getAttribute('href') === `+jsString(fmt.Sprintf("/api/runtimes/%s/machines/%s/ports/%d/healthz", strings.ReplaceAll(rid, ":", "%3A"), name, port))+` && `+
+		card+`.querySelector('tr.server[data-server="web"] .machine-url')?.textContent === `+jsString(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
 	p.wait("the installer's stdout", logLines(card, ".stdout")+`.some(l => l.endsWith('installing'))`)
 	p.wait("the installer's stderr, marked", logLines(card, ".stderr")+`.some(l => l.endsWith('warming up'))`)
 	p.wait("the agent connected", `!`+card+`.querySelector('.open-terminal').disabled`)

@@ -1,8 +1,9 @@
 // Runtimes and their machines: a section per runtime, and per machine a
 // card with its status, installers, servers, installer logs and terminal.
-import { badge, h, insertSorted, link } from "./dom.js";
+import { badge, h, insertSorted } from "./dom.js";
 import { LogView } from "./logs.js";
 import { Player } from "./player.js";
+import { PortsView } from "./ports.js";
 import { ProcessList } from "./processes.js";
 import { TerminalView, savedShells } from "./terminal.js";
 
@@ -71,7 +72,7 @@ class MachineView {
     this.termButton = h("button", { class: "open-terminal", disabled: true, onclick: () => this.openTerminal() }, "New shell");
     this.errorEl = h("div", { class: "machine-error", hidden: true });
     this.installersEl = h("tbody");
-    this.serversEl = h("tbody");
+    this.ports = new PortsView(this);
     this.logs = new LogView(this);
     this.procs = new ProcessList(this);
     this.tabsEl = h("div", { class: "terminal-tabs", role: "tablist", hidden: true });
@@ -84,9 +85,7 @@ class MachineView {
       h("table", { class: "installers" },
         h("thead", {}, h("tr", {}, h("th", {}, "Installer"), h("th", {}, "Status"), h("th", {}, "Error"))),
         this.installersEl),
-      h("table", { class: "servers" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Server"), h("th", {}, "Port"), h("th", {}, "Status"), h("th", {}, "URL"))),
-        this.serversEl),
+      this.ports.el,
       this.logs.el,
       this.procs.el, this.playerEl, this.tabsEl, this.panelsEl);
   }
@@ -133,11 +132,7 @@ class MachineView {
         h("td", { class: "error installer-error" }, i.error && i.error === doc.error ? h("span", { class: "muted" }, "the machine's error, above") : i.error || ""))));
     if (!this.installersEl.children.length) this.installersEl.append(h("tr", {}, h("td", { class: "muted", colspan: 3 }, "none")));
 
-    this.serversEl.replaceChildren(...(doc.servers || []).map((s) =>
-      h("tr", { class: "server", dataset: { server: s.name } },
-        h("td", { class: "mono" }, s.name), h("td", { class: "mono" }, s.port || ""),
-        h("td", {}, badge(s.status, "server-status")), h("td", { class: "mono" }, link(s.url)))));
-    if (!this.serversEl.children.length) this.serversEl.append(h("tr", {}, h("td", { class: "muted", colspan: 4 }, "none")));
+    this.ports.update(doc);
   }
 
   // lastSeq is the last journal entry the page holds (live.js resumes

@@ -16,6 +16,8 @@
 //   machine.js   runtimes and machine cards: statuses and installer logs
 //   logs.js      a machine's installer logs (logtext.js: lines, filter,
 //                downloads)
+//   ports.js     a machine's servers and listening ports, each opened
+//                through the master (a ticket, then a site key)
 //   terminal.js  a machine's xterm.js terminals (tabs); links.js: which
 //                links open
 //   popout.js    a terminal in a tab of its own
