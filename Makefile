@@ -103,8 +103,12 @@ faults: build
 	./faults/prepare.sh
 	PORTHOLE_BIN=$(CURDIR)/bin go test -race -tags faults -count=1 -timeout 15m -v ./faults/
 
+# The end-to-end benchmarks (bench/, docs/performance.md), about 6 minutes;
+# -v so that no benchmark's log is cut at 10 lines. The benchmarks build
+# cmd/porthole and cmd/porthole-master themselves, once per run, from the
+# tree as it is.
 bench: build
-	go test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/ | tee bench.out
+	go test -v -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m ./bench/ | tee bench.out
 
 # porthole-master with two demo machines (scripts/run-master.sh).
 run: build

@@ -8,6 +8,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -71,6 +72,10 @@ type Options struct {
 	// PortPollInterval is how often a ports.subscribe subscription reads
 	// the listening sockets. Default DefaultPortPollInterval (2s).
 	PortPollInterval time.Duration
+	// PortScope says which listening sockets ports.list and
+	// ports.subscribe report: PortsAll (the default: the whole network
+	// namespace) or PortsOwn (those of the agent's process tree).
+	PortScope string
 	// WebDir, when set, is served at / without authentication: static
 	// pages such as the xterm.js terminal (web/terminal, built by npm).
 	// Pages hold no secret; they ask for the token.
@@ -122,6 +127,9 @@ func (o *Options) setDefaults() {
 	defDur(&o.PingInterval, DefaultPingInterval)
 	defDur(&o.WriteTimeout, 30*time.Second)
 	defDur(&o.PortPollInterval, DefaultPortPollInterval)
+	if o.PortScope == "" {
+		o.PortScope = PortsAll
+	}
 }
 
 // Agent is the exec agent. Serve its Handler; call Shutdown to stop.
@@ -152,6 +160,9 @@ func New(o Options) (*Agent, error) {
 		return nil, ErrNoToken
 	}
 	o.setDefaults()
+	if o.PortScope != PortsAll && o.PortScope != PortsOwn {
+		return nil, fmt.Errorf("port scope %q: want %q or %q", o.PortScope, PortsAll, PortsOwn)
+	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	a := &Agent{
 		opts: o,

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/porthole-dev/porthole/protocol"
@@ -26,7 +29,7 @@ func TestParseProcNetTCP(t *testing.T) {
 	old := procNetTCP
 	defer func() { procNetTCP = old }()
 	procNetTCP = []string{filepath.Join(dir, "tcp"), filepath.Join(dir, "tcp6"), filepath.Join(dir, "missing")}
-	got, err := listeningPorts()
+	got, err := newPortScanner(PortsAll).listeningPorts()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +42,90 @@ func TestParseProcNetTCP(t *testing.T) {
 			t.Errorf("port %d: %v, want %v", i, got[i], want[i])
 		}
 	}
-	os.WriteFile(filepath.Join(dir, "tcp"), []byte("header\n 0: zz:1F90 0 0A\n"), 0o644)
-	if _, err := listeningPorts(); err == nil {
+	os.WriteFile(filepath.Join(dir, "tcp"), []byte("header\n 0: zz:1F90 0 0A 0 0 0 0 0 1\n"), 0o644)
+	if _, err := newPortScanner(PortsAll).listeningPorts(); err == nil {
 		t.Error("a bad address: no error")
+	}
+	os.WriteFile(filepath.Join(dir, "tcp"), []byte("header\n 0: 0100007F:1F90 0 0A 0 0 0 0 0 x\n"), 0o644)
+	if _, err := newPortScanner(PortsAll).listeningPorts(); err == nil {
+		t.Error("a bad inode: no error")
+	}
+}
+
+// PortsOwn reports a socket held by a descendant of its root and not one
+// held only outside the tree; it scans processes again only when the
+// listening sockets changed.
+func TestPortScopeOwn(t *testing.T) {
+	shared, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	mine, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	f, err := shared.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A child (the root of the scanned tree) holds shared as its fd 3;
+	// this test process, outside that tree, holds mine.
+	child := exec.Command("sh", "-c", "exec cat")
+	child.ExtraFiles = []*os.File{f}
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer func() { stdin.Close(); child.Wait() }()
+
+	port := func(l net.Listener) int { return l.Addr().(*net.TCPAddr).Port }
+	has := func(ps []protocol.ListeningPort, p int) bool {
+		return slices.ContainsFunc(ps, func(lp protocol.ListeningPort) bool { return lp.Port == p })
+	}
+	all, err := newPortScanner(PortsAll).listeningPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !has(all, port(shared)) || !has(all, port(mine)) {
+		t.Fatalf("all: %v lacks %d or %d", all, port(shared), port(mine))
+	}
+	sc := newPortScanner(PortsOwn)
+	sc.root = child.Process.Pid
+	own, err := sc.listeningPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !has(own, port(shared)) || has(own, port(mine)) {
+		t.Fatalf("own (root %d): %v, want %d and not %d", sc.root, own, port(shared), port(mine))
+	}
+	// Unchanged sockets: the answer is the cached one (root is not read).
+	sc.root = -1
+	if again, err := sc.listeningPorts(); err != nil || !slices.Equal(again, own) {
+		t.Fatalf("unchanged sockets: %v, %v; want %v", again, err, own)
+	}
+	// A new listening socket: the tree is scanned again (root -1 has no
+	// descendants, so nothing is owned).
+	third, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	if got, err := sc.listeningPorts(); err != nil || len(got) != 0 {
+		t.Fatalf("after a new socket, root -1: %v, %v; want none", got, err)
+	}
+}
+
+func TestParentPID(t *testing.T) {
+	if got, ok := parentPID(os.Getpid()); !ok || got != os.Getppid() {
+		t.Errorf("parentPID(self) = %d, %v; want %d", got, ok, os.Getppid())
+	}
+	if _, ok := parentPID(-1); ok {
+		t.Error("parentPID(-1): ok")
 	}
 }

@@ -9,11 +9,23 @@
 // against (the bare PTY, a bare WebSocket, a bare shell), measured in the
 // same run, and the ratio of the two.
 //
-// The benchmarks time their own work (medians of three inner repetitions)
-// and are meant to run once:
+// BenchmarkUserEcho, BenchmarkUserThroughput and BenchmarkUserSessions
+// (user_test.go) measure what a user sees: the client (this process),
+// `porthole agent` and `porthole-master` are separate processes, driven
+// as a browser terminal drives them (POST /v1/rpc, a raw attach socket),
+// with a real process on the far side of each terminal; they charge the
+// agent's and the master's CPU time and context switches (/proc) to each
+// keystroke and each 32 KiB of output, and run gotty beside porthole
+// when it can be built from the Go module proxy (else its line says why
+// it was skipped). The older benchmarks serve the agent in this process
+// and talk to it through the Go client; they remain as diagnostics.
 //
-//	go test -run '^$' -bench . -benchtime 1x -count 1 ./bench/
+// The benchmarks time their own work (medians of interleaved inner
+// repetitions, with their range) and are meant to run once:
 //
-// which is what `make bench` does. docs/performance.md records the figures,
+//	go test -v -run '^$' -bench . -benchtime 1x -count 1 -timeout 20m ./bench/
+//
+// which is what `make bench` does (-v: a benchmark's log is otherwise cut
+// at 10 lines). docs/performance.md records the figures,
 // the targets and what they mean.
 package bench

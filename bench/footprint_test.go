@@ -215,6 +215,12 @@ type server struct {
 // startServer runs bin with args(a free loopback address) and waits until
 // its /healthz answers.
 func startServer(ctx context.Context, tb testing.TB, bin string, args func(addr string) []string) (*server, error) {
+	return startServerAt(ctx, tb, bin, args, "/healthz")
+}
+
+// startServerAt is startServer for a server whose health is a 200 on
+// another path.
+func startServerAt(ctx context.Context, tb testing.TB, bin string, args func(addr string) []string, health string) (*server, error) {
 	addr := testutil.FreeAddr(tb)
 	cmd := exec.Command(bin, args(addr)...)
 	srv := &server{cmd: cmd, addr: addr, out: &bytes.Buffer{}, exited: make(chan struct{})}
@@ -227,7 +233,7 @@ func startServer(ctx context.Context, tb testing.TB, bin string, args func(addr 
 	go func() { cmd.Wait(); close(srv.exited) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
+		resp, err := http.Get("http://" + addr + health)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

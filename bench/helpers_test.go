@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
+	if gottyBuild.dir != "" {
+		os.RemoveAll(gottyBuild.dir)
+	}
 	os.Exit(code)
 }
 

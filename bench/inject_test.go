@@ -13,18 +13,20 @@ import (
 	runtimecopier "github.com/porthole-dev/porthole/runtime-copier"
 )
 
-// timeIt returns the median of n runs of f, in milliseconds.
-func timeIt(b *testing.B, n int, f func() error) float64 {
+// timeIt returns the median of n runs of f, in milliseconds, and logs it
+// with the range of the runs under name.
+func timeIt(b *testing.B, name string, n int, f func() error) float64 {
 	b.Helper()
-	var xs []float64
+	var xs spread
 	for range n {
 		start := time.Now()
 		if err := f(); err != nil {
 			b.Fatal(err)
 		}
-		xs = append(xs, float64(time.Since(start).Microseconds())/1000)
+		xs.add(float64(time.Since(start).Microseconds()) / 1000)
 	}
-	return median(xs)
+	b.Logf("%s: %s ms, %d runs", name, xs.format("%.2f"), n)
+	return xs.med()
 }
 
 // BenchmarkCopy: porthole copy, first run and idempotent run, in process
@@ -41,24 +43,24 @@ func BenchmarkCopy(b *testing.B) {
 		return d
 	}
 	var dir string
-	first := timeIt(b, n, func() error {
+	first := timeIt(b, "copy, first run, in process", n, func() error {
 		dir = fresh()
 		_, err := runtimecopier.Copy(runtimecopier.Options{Dest: dir, Source: bin, Version: "bench"})
 		return err
 	})
-	idem := timeIt(b, n, func() error {
+	idem := timeIt(b, "copy, idempotent run, in process", n, func() error {
 		r, err := runtimecopier.Copy(runtimecopier.Options{Dest: dir, Source: bin, Version: "bench"})
 		if err == nil && r.Written {
 			b.Fatal("idempotent copy wrote")
 		}
 		return err
 	})
-	cmdFirst := timeIt(b, n, func() error { return exec.Command(bin, "copy", "-to", fresh()).Run() })
+	cmdFirst := timeIt(b, "porthole copy, first run", n, func() error { return exec.Command(bin, "copy", "-to", fresh()).Run() })
 	cmdDir := fresh()
 	exec.Command(bin, "copy", "-to", cmdDir).Run()
-	cmdIdem := timeIt(b, n, func() error { return exec.Command(bin, "copy", "-to", cmdDir).Run() })
-	cp := timeIt(b, n, func() error { return exec.Command("cp", bin, filepath.Join(fresh(), "x")).Run() })
-	start := timeIt(b, n, func() error { return exec.Command(bin, "version").Run() })
+	cmdIdem := timeIt(b, "porthole copy, idempotent run", n, func() error { return exec.Command(bin, "copy", "-to", cmdDir).Run() })
+	cp := timeIt(b, "cp", n, func() error { return exec.Command("cp", bin, filepath.Join(fresh(), "x")).Run() })
+	start := timeIt(b, "porthole version (bare start)", n, func() error { return exec.Command(bin, "version").Run() })
 	report(b, map[string]float64{
 		"first_ms": first, "idempotent_ms": idem,
 		"cmd_first_ms": cmdFirst, "cmd_idempotent_ms": cmdIdem,
@@ -103,9 +105,9 @@ func readyTime(b *testing.B, bin string, args ...string) func() error {
 func BenchmarkEntrypointReady(b *testing.B) {
 	bin := porthole(b)
 	const n = 11
-	entry := timeIt(b, n, readyTime(b, bin, "entrypoint"))
-	agentOnly := timeIt(b, n, readyTime(b, bin, "agent"))
-	start := timeIt(b, n, func() error { return exec.Command(bin, "version").Run() })
+	entry := timeIt(b, "porthole entrypoint ready", n, readyTime(b, bin, "entrypoint"))
+	agentOnly := timeIt(b, "porthole agent ready", n, readyTime(b, bin, "agent"))
+	start := timeIt(b, "porthole version (bare start)", n, func() error { return exec.Command(bin, "version").Run() })
 	report(b, map[string]float64{
 		"entrypoint_ready_ms": entry, "agent_ready_ms": agentOnly, "start_cmd_ms": start,
 		"entrypoint_agent_ratio": entry / agentOnly,

@@ -88,6 +88,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.o.RecordDir, "record", "", "record every terminal session in this directory, an asciicast v2 file each (docs/operations.md)")
 	fs.Int64Var(&f.o.RecordMax, "record-max", agent.DefaultRecordMax, "bytes at most per recording; beyond, it stops with a marker")
 	fs.BoolVar(&f.o.RecordInput, "record-input", false, "with -record, record what is typed too (passwords included: think twice)")
+	fs.StringVar(&f.o.PortScope, "ports", agent.PortsAll, "listening ports reported (ports.list, ports.changed, the master's port links): all (the network namespace's: a container's) or own (those of porthole's process tree: for a machine sharing the host's network)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics on this address, without authentication ('': none; bind it where only the scraper reaches)")
 	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) trusted for a wss:// -master, beside the system's")
 }
@@ -111,6 +112,9 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 		if st, err := os.Stat(o.RecordDir); err != nil || !st.IsDir() {
 			return o, usageError{fmt.Sprintf("-record %q: not a directory", o.RecordDir)}
 		}
+	}
+	if o.PortScope != agent.PortsAll && o.PortScope != agent.PortsOwn {
+		return o, usageError{fmt.Sprintf("-ports %q: want %s or %s", o.PortScope, agent.PortsAll, agent.PortsOwn)}
 	}
 	if o.RecordMax < 4096 {
 		return o, usageError{fmt.Sprintf("-record-max %d: must be at least 4096", o.RecordMax)}

@@ -70,7 +70,10 @@ type ingestConn struct {
 
 	// Owned by the reading goroutine (run, and the ping handler it runs).
 	gen     uint64 // the generation that makes the last accepted event durable
-	pending int    // bytes accepted since the last wait for a commit
+	pending int    // bytes accepted since the last window boundary
+	// prevGen makes durable everything accepted before the last window
+	// boundary (see handle).
+	prevGen uint64
 	// lastAt is the time of the last event read: a refused frame's entry
 	// takes it, so that it is journaled where the frame came.
 	lastAt time.Time
@@ -85,7 +88,7 @@ func (c *ingestConn) run() {
 		if err := m.state.waitCommitted(c.gen); err != nil {
 			return err
 		}
-		c.pending = 0
+		c.pending, c.prevGen = 0, c.gen
 		return nil
 	})
 	closed := make(chan struct{})
@@ -209,13 +212,17 @@ func (c *ingestConn) handle(f *frame) error {
 	c.pending += f.size
 	c.m.metrics.ingestEvents.Inc()
 	c.m.metrics.ingestBytes.Add(float64(f.size))
-	if c.pending >= c.m.opts.ConnPendingBytes {
+	if c.pending >= c.m.opts.ConnPendingBytes/2 {
 		// Bounded per connection: a machine that floods waits for the
-		// store instead of growing the master's memory.
-		if err := c.m.state.waitCommitted(c.gen); err != nil {
+		// store instead of growing the master's memory. The bound is two
+		// windows of half of it: at the end of one, the reads wait for
+		// the commit of the one before, so the next window is read while
+		// this one is committed (waiting for this one would stop the
+		// reads for every commit, the group commit's delay included).
+		if err := c.m.state.waitCommitted(c.prevGen); err != nil {
 			return err
 		}
-		c.pending = 0
+		c.pending, c.prevGen = 0, c.gen
 	}
 	if isRequest { // Che's bootstrapper sends notifications; answer a request anyway
 		c.stream.WriteObject(result{"2.0", f.ID, nil}) // a failed write ends the reads

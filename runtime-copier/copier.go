@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/porthole-dev/porthole/internal/proc"
 )
@@ -93,18 +94,22 @@ func Copy(o Options) (Result, error) {
 		}
 		src = exe
 	}
-	// Idempotent fast path: the same version already there, byte for byte.
-	// Comparing bytes costs less than hashing both sides.
+	// Idempotent fast path: the same version already there. A file whose
+	// size and modification time (to the nanosecond) are the source's is
+	// taken as the same without reading it, as rsync's quick check does
+	// (Copy gives every copy its source's modification time); any other
+	// is compared byte for byte, which costs less than hashing both sides.
 	if old, ok := unchanged(o, src); ok {
 		return Result{Manifest: old}, nil
 	}
 	m := Manifest{Version: o.Version, ProtocolVersion: o.ProtocolVersion, OS: runtime.GOOS, Arch: runtime.GOARCH}
 	files := []struct {
-		src  string
-		into *File
-		name string
-		mode os.FileMode
-	}{{src, &m.Binary, BinaryName, 0o755}}
+		src   string
+		into  *File
+		name  string
+		mode  os.FileMode
+		mtime time.Time
+	}{{src, &m.Binary, BinaryName, 0o755, time.Time{}}}
 	m.Payloads = make([]File, len(o.Payloads))
 	for i, p := range o.Payloads {
 		name := filepath.Base(p)
@@ -112,27 +117,29 @@ func Copy(o Options) (Result, error) {
 			return Result{}, fmt.Errorf("payload %q: the name %q is reserved", p, name)
 		}
 		files = append(files, struct {
-			src  string
-			into *File
-			name string
-			mode os.FileMode
-		}{p, &m.Payloads[i], name, 0})
+			src   string
+			into  *File
+			name  string
+			mode  os.FileMode
+			mtime time.Time
+		}{p, &m.Payloads[i], name, 0, time.Time{}})
 	}
 	for i, f := range files {
-		sum, size, mode, err := hashFile(f.src)
+		sum, size, fi, err := hashFile(f.src)
 		if err != nil {
 			return Result{}, err
 		}
 		*f.into = File{Name: f.name, SHA256: sum, Size: size}
 		if i > 0 {
-			files[i].mode = mode
+			files[i].mode = fi.Mode().Perm()
 		}
+		files[i].mtime = fi.ModTime()
 	}
 	if len(m.Payloads) == 0 {
 		m.Payloads = nil
 	}
 	for _, f := range files {
-		if err := writeAtomic(o.Dest, f.name, f.mode, func(w io.Writer) error {
+		if err := writeAtomic(o.Dest, f.name, f.mode, f.mtime, func(w io.Writer) error {
 			in, err := os.Open(f.src)
 			if err != nil {
 				return err
@@ -148,7 +155,7 @@ func Copy(o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := writeAtomic(o.Dest, ManifestName, 0o644, func(w io.Writer) error {
+	if err := writeAtomic(o.Dest, ManifestName, 0o644, time.Time{}, func(w io.Writer) error {
 		_, err := w.Write(append(data, '\n'))
 		return err
 	}); err != nil {
@@ -170,27 +177,27 @@ func checkDest(dir string) error {
 	return nil
 }
 
-// hashFile returns the sha256, size and permission bits of the regular
-// file at path.
-func hashFile(path string) (string, int64, os.FileMode, error) {
+// hashFile returns the sha256, size and file info of the regular file
+// at path.
+func hashFile(path string) (string, int64, os.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("read %s: %w", path, err)
+		return "", 0, nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", 0, 0, err
+		return "", 0, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return "", 0, 0, fmt.Errorf("%s is not a regular file", path)
+		return "", 0, nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("read %s: %w", path, err)
+		return "", 0, nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), n, fi.Mode().Perm(), nil
+	return hex.EncodeToString(h.Sum(nil)), n, fi, nil
 }
 
 // unchanged reports whether o.Dest already holds this version's files,
@@ -219,17 +226,41 @@ func unchanged(o Options, src string) (Manifest, bool) {
 		return Manifest{}, false
 	}
 	for i, pr := range pairs {
-		if !sameBytes(pr[0], pr[1], i == 0) {
+		if !same(pr[0], pr[1], i == 0) {
 			return Manifest{}, false
 		}
 	}
 	return old, true
 }
 
-// sameBytes reports whether two regular files hold the same bytes, and b
-// has the mode Copy gives a copy of a: 0755 for the binary, else a's
-// permission bits.
-func sameBytes(a, b string, binary bool) bool {
+// same reports whether b is a copy of a as Copy makes it: both regular
+// files of one size, b with the mode Copy gives (0755 for the binary,
+// else a's permission bits), and the same bytes. Stat comes first: a
+// different size or mode needs no reading, and the same size and
+// modification time need none either (the quick check). A copy with the
+// same bytes but another modification time (made before Copy set it) is
+// given a's, so the next run is quick.
+func same(a, b string, binary bool) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Lstat(b)
+	if err1 != nil || err2 != nil || !sa.Mode().IsRegular() || !sb.Mode().IsRegular() || sa.Size() != sb.Size() {
+		return false
+	}
+	if want := sa.Mode().Perm(); binary && sb.Mode().Perm() != 0o755 || !binary && sb.Mode().Perm() != want {
+		return false
+	}
+	if sa.ModTime().Equal(sb.ModTime()) {
+		return true
+	}
+	if !sameBytes(a, b) {
+		return false
+	}
+	os.Chtimes(b, time.Time{}, sa.ModTime()) // best effort: only the next run's speed depends on it
+	return true
+}
+
+// sameBytes reports whether two files hold the same bytes.
+func sameBytes(a, b string) bool {
 	fa, err := os.Open(a)
 	if err != nil {
 		return false
@@ -240,14 +271,6 @@ func sameBytes(a, b string, binary bool) bool {
 		return false
 	}
 	defer fb.Close()
-	sa, err1 := fa.Stat()
-	sb, err2 := fb.Stat()
-	if err1 != nil || err2 != nil || !sa.Mode().IsRegular() || !sb.Mode().IsRegular() || sa.Size() != sb.Size() {
-		return false
-	}
-	if want := sa.Mode().Perm(); binary && sb.Mode().Perm() != 0o755 || !binary && sb.Mode().Perm() != want {
-		return false
-	}
 	ba, bb := make([]byte, 256<<10), make([]byte, 256<<10)
 	for {
 		na, ea := io.ReadFull(fa, ba)
@@ -262,8 +285,9 @@ func sameBytes(a, b string, binary bool) bool {
 }
 
 // writeAtomic writes name in dir through a synced temporary file and a
-// rename; the temporary file is removed on any failure.
-func writeAtomic(dir, name string, mode os.FileMode, fill func(io.Writer) error) (err error) {
+// rename, with mtime as its modification time unless zero; the temporary
+// file is removed on any failure.
+func writeAtomic(dir, name string, mode os.FileMode, mtime time.Time, fill func(io.Writer) error) (err error) {
 	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("destination %s is not writable: %w", dir, err)
@@ -279,6 +303,11 @@ func writeAtomic(dir, name string, mode os.FileMode, fill func(io.Writer) error)
 	}
 	if err := tmp.Chmod(mode); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if !mtime.IsZero() {
+		if err := os.Chtimes(tmp.Name(), time.Time{}, mtime); err != nil {
+			return fmt.Errorf("set the modification time of %s: %w", tmp.Name(), err)
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", filepath.Join(dir, name), err)

@@ -1,11 +1,13 @@
 package runtimecopier
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -192,4 +194,82 @@ func TestCopyPayloadModes(t *testing.T) {
 		t.Fatalf("copy over a copy with another mode = %+v, %v; want written", r, err)
 	}
 	check()
+}
+
+// TestCopyQuickCheck: an idempotent run decides from stat alone when it
+// can. A copy carries its source's modification time; a copy of the same
+// size with another modification time is compared byte for byte (and
+// replaced when the bytes differ, or given the source's time when they
+// do not); a copy with the source's size and time is taken as the same
+// without being read, as rsync's quick check does (docs/injection.md).
+func TestCopyQuickCheck(t *testing.T) {
+	src := t.TempDir()
+	bin := writeFile(t, filepath.Join(src, "bin"), "binary v1")
+	old := time.Date(2020, 1, 2, 3, 4, 5, 678901234, time.UTC)
+	if err := os.Chtimes(bin, time.Time{}, old); err != nil {
+		t.Fatal(err)
+	}
+	dest := t.TempDir()
+	copied := filepath.Join(dest, BinaryName)
+	o := Options{Dest: dest, Source: bin, Version: "v1"}
+	if r, err := Copy(o); err != nil || !r.Written {
+		t.Fatalf("first copy = %+v, %v", r, err)
+	}
+	mtime := func() time.Time {
+		t.Helper()
+		fi, err := os.Stat(copied)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.ModTime()
+	}
+	if got := mtime(); !got.Equal(old) {
+		t.Fatalf("copy's modification time = %v, want the source's %v", got, old)
+	}
+
+	// Same size, other bytes, another time: compared, replaced.
+	writeFile(t, copied, "binary v2")
+	if err := os.Chmod(copied, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Copy(o); err != nil || !r.Written {
+		t.Fatalf("copy over a same-size damaged copy = %+v, %v; want a write", r, err)
+	}
+	if b, _ := os.ReadFile(copied); string(b) != "binary v1" {
+		t.Fatalf("binary = %q, want the source's bytes", b)
+	}
+
+	// Same bytes, another time (a copy made before Copy kept times):
+	// nothing written, and the time is set for the next run.
+	later := old.Add(time.Hour)
+	if err := os.Chtimes(copied, time.Time{}, later); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Copy(o); err != nil || r.Written {
+		t.Fatalf("copy over the same bytes with another time = %+v, %v; want no write", r, err)
+	}
+	if got := mtime(); !got.Equal(old) {
+		t.Fatalf("modification time after the byte comparison = %v, want the source's %v", got, old)
+	}
+
+	// Same size and time: taken as the same without reading (the limit
+	// of the quick check: only someone who can write the volume, and then
+	// sets the time back to the nanosecond, gets past it).
+	writeFile(t, copied, "binary vX")
+	if err := errors.Join(os.Chmod(copied, 0o755), os.Chtimes(copied, time.Time{}, old)); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Copy(o); err != nil || r.Written {
+		t.Fatalf("copy with the source's size and time = %+v, %v; want no write", r, err)
+	}
+
+	// A new source (another time) is compared, and copied.
+	writeFile(t, bin, "binary v3")
+	if r, err := Copy(o); err != nil || !r.Written {
+		t.Fatalf("copy of a changed source = %+v, %v; want a write", r, err)
+	}
+	if b, _ := os.ReadFile(copied); string(b) != "binary v3" {
+		t.Fatalf("binary = %q, want binary v3", b)
+	}
+	assertNoTemp(t, dest)
 }

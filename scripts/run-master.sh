@@ -51,7 +51,7 @@ for m in web db; do
   mkdir -p "$dir/$m" "$dir/$m/recordings"
   DEMO_DIR="$dir/$m" CHE_MACHINE_TOKEN=$(cat "$dir/$m.token") \
   ./bin/porthole entrypoint -listen none -master "ws://$addr" -machine-token-file "$dir/$m.token" \
-      -runtime-id "$rid" -machine-name "$m" -log-level warn -record "$dir/$m/recordings" \
+      -runtime-id "$rid" -machine-name "$m" -log-level warn -ports own -record "$dir/$m/recordings" \
       -bootstrap "-file $dir/$m.json -push-endpoint ws://$addr/api/websocket -push-logs-endpoint ws://$addr/api/websocket-minor -runtime-id $rid -machine-name $m -enable-auth -installer-timeout 30 -flush-timeout 3s -log-level warn" \
       -grace 2s 2> "$dir/$m.log" &
   machine_pids="$machine_pids $!"
