@@ -514,8 +514,7 @@ func (r *Reader) Close() {
 		b.wake()
 	}
 	b.mu.Unlock()
-	r.dmu.Lock() // a delivery in progress ends
-	r.dmu.Unlock()
+	r.waitDelivery()
 }
 
 // DeliverFunc receives, on the writer's goroutine and without the ring's
@@ -564,6 +563,12 @@ func (r *Reader) Undirect() {
 	r.direct = nil
 	r.isDirect.Store(false)
 	b.mu.Unlock()
+	r.waitDelivery()
+}
+
+// waitDelivery returns once no delivery to r is in progress: the writer
+// holds dmu while it delivers.
+func (r *Reader) waitDelivery() {
 	r.dmu.Lock()
-	r.dmu.Unlock()
+	defer r.dmu.Unlock() // taking the lock is the wait: nothing is guarded
 }
