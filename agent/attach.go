@@ -121,13 +121,15 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	// released; the viewer runs on a goroutine of its own while it has
 	// something to send.
 	av := &attachView{s: s, readDone: readDone}
+	// Running from the start: a wake-up while the view opens (the pump
+	// may write at once) only asks the first loop to look again.
+	av.state.Store(viewRunning)
 	v, err := openView(s.ctx, p, offs, sk, av.wake)
 	if err != nil { // the offsets were checked: cannot happen
 		go s.endAttach(err, readDone)
 		return
 	}
 	av.v = v
-	av.state.Store(viewRunning)
 	av.stopCtx = context.AfterFunc(s.ctx, av.wake)
 	go av.loop()
 }
