@@ -8,7 +8,9 @@ package bench
 // thread's context switches and CPU time), so it is the agent's alone.
 //
 // PORTHOLE_FASTPATH_BASELINE=/path/to/porthole adds a second binary (an
-// older build) measured beside this tree's, interleaved, in the same run.
+// older build) measured beside this tree's, interleaved, in the same run;
+// without it (or PORTHOLE_FASTPATH=1) the benchmarks skip, so that `make
+// bench` does not run them.
 
 import (
 	"bytes"
@@ -287,7 +289,14 @@ func fpBuild(b *testing.B) string {
 	return bin
 }
 
+// fpBinaries are the agents to measure. The fast-path benchmarks compare
+// builds; `make bench` measures the same things its own way (user_test.go),
+// so they run only when asked: PORTHOLE_FASTPATH_BASELINE set, or
+// PORTHOLE_FASTPATH=1 for this tree alone.
 func fpBinaries(b *testing.B) [][2]string {
+	if os.Getenv("PORTHOLE_FASTPATH_BASELINE") == "" && os.Getenv("PORTHOLE_FASTPATH") == "" {
+		b.Skip("set PORTHOLE_FASTPATH_BASELINE=/path/to/porthole (or PORTHOLE_FASTPATH=1) to run")
+	}
 	bins := [][2]string{{"this tree", fpBuild(b)}}
 	if base := os.Getenv("PORTHOLE_FASTPATH_BASELINE"); base != "" {
 		bins = append([][2]string{{"baseline", base}}, bins...)
