@@ -11,10 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/porthole-dev/porthole/internal/testutil"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -22,6 +21,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/porthole-dev/porthole/internal/testutil"
 
 	"golang.org/x/sys/unix"
 
@@ -538,5 +542,55 @@ func TestAgentMetrics(t *testing.T) {
 		t.Errorf("/metrics on the agent's own address: %v %v; want it not served there", resp, err)
 	} else {
 		resp.Body.Close()
+	}
+}
+
+// A pipe session whose reader fell behind the agent's ring (here: stdout
+// unread past -stall-timeout with a 4 KiB ring) does not end as if its
+// stream had been whole: porthole exec names the lost bytes and fails.
+func TestExecLostOutputFails(t *testing.T) {
+	maddr := testutil.FreeAddr(t)
+	a := startAgent(t, "-ring", "4096", "-stall-timeout", "50ms", "-metrics-listen", maddr)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	cmd := exec.Command(bin, "exec", "-url", a.url, "--", "head", "-c", "64000000", "/dev/zero")
+	cmd.Env = append(baseEnv(), "PORTHOLE_TOKEN="+a.token)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = pw, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	// Nothing reads stdout until the agent demoted the client.
+	stalls := func() bool {
+		resp, err := http.Get("http://" + maddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "porthole_agent_stalls_total "); ok && v != "0" {
+				return true
+			}
+		}
+		return false
+	}
+	if !waitUntil(waitTimeout, stalls) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the agent never demoted the unread client; log:\n%s", a.log())
+	}
+	n, _ := io.Copy(io.Discard, pr)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exec after losing output: %v (read %d bytes), want exit status 1; stderr: %s", err, n, &stderr)
+	}
+	if n >= 64000000 || !strings.Contains(stderr.String(), "bytes of its output were lost") {
+		t.Fatalf("read %d of 64000000 bytes; stderr %q, want the lost bytes named", n, &stderr)
 	}
 }

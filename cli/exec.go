@@ -256,6 +256,9 @@ func session(ctx context.Context, sigs chan os.Signal, p *client.Process, url st
 		if !errors.As(err, &de) {
 			outWG.Wait()
 			restore()
+			if lost := lostOutput(p, tty); lost != nil {
+				return lost
+			}
 			var xe *client.ExitError
 			if errors.As(err, &xe) {
 				return exitError{xe.ExitCode()}
@@ -274,6 +277,26 @@ func session(ctx context.Context, sigs chan os.Signal, p *client.Process, url st
 			return fmt.Errorf("\r\n%v\nreattach with: %s", err, attachCommand(url, p))
 		}
 	}
+}
+
+// lostOutput reports the output a pipe session lost (the agent's gaps:
+// bytes evicted from its ring before this client read them), so that a
+// pipeline such as `porthole exec -- tar c . | tar x` never ends as if
+// its stream had been whole. A terminal's screen shows a gap as a jump
+// and goes on: nil.
+func lostOutput(p *client.Process, tty bool) error {
+	gaps := p.Gaps()
+	if tty || len(gaps) == 0 {
+		return nil
+	}
+	var n int64
+	for _, g := range gaps {
+		n += g.To - g.From
+	}
+	g := gaps[0]
+	return fmt.Errorf("process %s: %d bytes of its output were lost in %d gap(s), the first %s bytes %d..%d: "+
+		"the agent's ring overtook this client while it read nothing for the agent's -stall-timeout",
+		p.ID, n, len(gaps), g.Stream, g.From, g.To)
 }
 
 // reattach reattaches p after its connection dropped (de), at the exact
