@@ -66,9 +66,12 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	raw := slices.Contains(websocketProtocols(r), protocol.SubprotocolRaw) || r.URL.Query().Get("mode") == "raw"
+	// ?hold=1: this viewer is never demoted (protocol.md §12): the
+	// process waits for it however slowly it reads.
+	hold := r.URL.Query().Get("hold") == "1"
 	s.proc = p
 	s.log = s.log.With("process", p.id)
-	s.audit("attach", "raw", raw)
+	s.audit("attach", "raw", raw, "hold", hold)
 	onInput := func(b []byte) error {
 		data := b
 		if !raw {
@@ -124,12 +127,15 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	// Running from the start: a wake-up while the view opens (the pump
 	// may write at once) only asks the first loop to look again.
 	av.state.Store(viewRunning)
-	v, err := openView(s.ctx, p, offs, sk, av.wake)
+	v, err := openView(s.ctx, p, offs, sk, av.wake, hold)
 	if err != nil { // the offsets were checked: cannot happen
 		go s.endAttach(err, readDone)
 		return
 	}
 	av.v = v
+	if hold {
+		p.releaseStartHold() // this viewer holds the output now
+	}
 	av.stopCtx = context.AfterFunc(s.ctx, av.wake)
 	go av.loop()
 }

@@ -111,6 +111,9 @@ func (m *manager) start(sp protocol.StartParams) (*process, error) {
 	}
 	p.stats = &m.stats
 	m.stats.started.Add(1)
+	if sp.Hold {
+		p.holdOutput(clock.Or(m.opts.Clock), StartHoldTimeout)
+	}
 	if m.opts.RecordDir != "" && sp.TTY {
 		if rc, err := newRecorder(m.opts.RecordDir, p, m.opts, clock.Or(m.opts.Clock)); err != nil {
 			m.log.Error("cannot record the session: it runs unrecorded", "id", p.id, "err", err)

@@ -201,7 +201,7 @@ var framePool = sync.Pool{New: func() any {
 // attach sockets run the same view, parked while it has nothing to do
 // (attach.go).
 func follow(ctx context.Context, p *process, offsets [3]*int64, sk sink) error {
-	v, err := openView(ctx, p, offsets, sk, nil)
+	v, err := openView(ctx, p, offsets, sk, nil, false)
 	if err != nil {
 		return err
 	}
@@ -226,15 +226,20 @@ type view struct {
 
 // openView opens the readers of a view at the given offsets. wake, when
 // set, is called each time a reader may have something new (with a
-// ring's lock held: it must only schedule work).
-func openView(ctx context.Context, p *process, offsets [3]*int64, sk sink, wake func()) (*view, error) {
+// ring's lock held: it must only schedule work). hold opens holders,
+// never demoted (ring.NewHolder).
+func openView(ctx context.Context, p *process, offsets [3]*int64, sk sink, wake func(), hold bool) (*view, error) {
 	v := &view{ctx: ctx, p: p, sk: sk}
 	for _, s := range []protocol.Stream{protocol.Stdout, protocol.Stderr} {
 		out := p.Output(s)
 		if offsets[s] == nil || out == nil {
 			continue
 		}
-		r, err := out.NewReader(*offsets[s])
+		newReader := out.NewReader
+		if hold {
+			newReader = out.NewHolder
+		}
+		r, err := newReader(*offsets[s])
 		if err != nil {
 			v.close()
 			return nil, invalidParams("%s offset: %v", s, err)

@@ -49,6 +49,41 @@ type process struct {
 	exitedAt time.Time
 	status   syscall.WaitStatus
 	size     protocol.WindowSize
+	// startHold are the holders a start with hold opened at offset 0
+	// (StartParams.Hold), until the first held attach takes over or
+	// StartHoldTimeout passes; stopHold stops that timeout.
+	startHold []*ring.Reader
+	stopHold  func() bool
+}
+
+// holdOutput opens holders at offset 0 on every stream before the pumps
+// run: nothing is evicted before the first held attach arrives, or d
+// passed (measured by clk).
+func (p *process) holdOutput(clk clock.Clock, d time.Duration) {
+	for _, out := range p.out {
+		if out == nil {
+			continue
+		}
+		if r, err := out.NewHolder(0); err == nil {
+			p.startHold = append(p.startHold, r)
+		}
+	}
+	p.stopHold = clk.AfterFunc(d, p.releaseStartHold)
+}
+
+// releaseStartHold closes the start's holders: a held attach has its
+// own now, or nobody came in time.
+func (p *process) releaseStartHold() {
+	p.mu.Lock()
+	rs, stop := p.startHold, p.stopHold
+	p.startHold, p.stopHold = nil, nil
+	p.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	for _, r := range rs {
+		r.Close()
+	}
 }
 
 // Output returns the ring of a stream, or nil when the process has none
@@ -283,6 +318,7 @@ func (p *process) CloseStdin() error {
 
 // stop releases the rings' blocked writers at shutdown.
 func (p *process) stop() {
+	p.releaseStartHold()
 	for _, r := range p.out {
 		if r != nil {
 			r.Stop()

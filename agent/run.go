@@ -24,8 +24,13 @@ const (
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultRetention       = 10 * time.Minute
 	DefaultStallTimeout    = time.Second
-	DefaultPingInterval    = 15 * time.Second
-	DefaultGrace           = 5 * time.Second
+	// StartHoldTimeout bounds how long a process started with hold
+	// (StartParams.Hold) keeps its output for a held attach that has
+	// not come (its client died between start and attach): then its
+	// output drains as with no viewer.
+	StartHoldTimeout    = 30 * time.Second
+	DefaultPingInterval = 15 * time.Second
+	DefaultGrace        = 5 * time.Second
 )
 
 // MasterOptions say how the agent reaches porthole-master, which it

@@ -8,6 +8,7 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,11 +25,10 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-
-	"github.com/porthole-dev/porthole/internal/testutil"
-
 	"golang.org/x/sys/unix"
 
+	"github.com/porthole-dev/porthole/client"
+	"github.com/porthole-dev/porthole/internal/testutil"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -38,7 +38,7 @@ func TestVersion(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("porthole version: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if want := "(protocol 1.1)"; protocol.Version != "1.1" || !strings.Contains(r.stdout, want) {
+	if want := "(protocol 1.2)"; protocol.Version != "1.2" || !strings.Contains(r.stdout, want) {
 		t.Errorf("porthole version printed %q, want it to name %s", r.stdout, want)
 	}
 }
@@ -545,18 +545,50 @@ func TestAgentMetrics(t *testing.T) {
 	}
 }
 
-// A pipe session whose reader fell behind the agent's ring (here: stdout
-// unread past -stall-timeout with a 4 KiB ring) does not end as if its
-// stream had been whole: porthole exec names the lost bytes and fails.
-func TestExecLostOutputFails(t *testing.T) {
+// dialAgent connects the client library to a, for the test's life.
+func dialAgent(t *testing.T, a *agentProc) (context.Context, *client.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	c, err := client.Dial(ctx, client.Options{URL: a.url, Token: a.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ctx, c
+}
+
+// stallsSeen reports whether the agent serving metrics on maddr demoted a
+// viewer for stalling.
+func stallsSeen(maddr string) bool {
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "porthole_agent_stalls_total "); ok && v != "0" {
+			return true
+		}
+	}
+	return false
+}
+
+// A pipe session is never demoted: its reader stalls for 20 times
+// -stall-timeout once the agent's ring is full, yet no viewer is demoted,
+// and every byte arrives, exit 0.
+func TestExecPipeHeldWhole(t *testing.T) {
+	const size = 64000000 // beyond loopback's socket buffers
+	const stall = 50 * time.Millisecond
 	maddr := testutil.FreeAddr(t)
-	a := startAgent(t, "-ring", "4096", "-stall-timeout", "50ms", "-metrics-listen", maddr)
+	a := startAgent(t, "-ring", "4096", "-stall-timeout", stall.String(), "-metrics-listen", maddr)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pr.Close()
-	cmd := exec.Command(bin, "exec", "-url", a.url, "--", "head", "-c", "64000000", "/dev/zero")
+	cmd := exec.Command(bin, "exec", "-url", a.url, "--", "head", "-c", strconv.Itoa(size), "/dev/zero")
 	cmd.Env = append(baseEnv(), "PORTHOLE_TOKEN="+a.token)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = pw, &stderr
@@ -564,33 +596,52 @@ func TestExecLostOutputFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	pw.Close()
-	// Nothing reads stdout until the agent demoted the client.
-	stalls := func() bool {
-		resp, err := http.Get("http://" + maddr + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "porthole_agent_stalls_total "); ok && v != "0" {
-				return true
-			}
-		}
-		return false
-	}
-	if !waitUntil(waitTimeout, stalls) {
+	defer func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("the agent never demoted the unread client; log:\n%s", a.log())
+	}()
+
+	ctx, c := dialAgent(t, a)
+	// The client asked to be held, and the ring is full: from here on the
+	// process waits for this reader, which reads nothing.
+	if !waitUntil(waitTimeout, func() bool {
+		ps, err := c.List(ctx)
+		return err == nil && len(ps) == 1 && ps[0].Stdout.End > 4096 &&
+			strings.Contains(a.log(), "action=attach raw=false hold=true")
+	}) {
+		t.Fatalf("no held attach with a full ring; log:\n%s", a.log())
+	}
+	// The stall itself (20 bounds long): what is tested, not a wait for
+	// an event. A reader that is not held is demoted within one bound.
+	<-time.After(20 * stall)
+	if stallsSeen(maddr) {
+		t.Fatal("a viewer was demoted: the pipe's reader was not held")
 	}
 	n, _ := io.Copy(io.Discard, pr)
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("exec after losing output: %v (read %d bytes), want exit status 1; stderr: %s", err, n, &stderr)
+	if err := cmd.Wait(); err != nil || n != size {
+		t.Fatalf("exec: %v, %d of %d bytes; stderr: %s", err, n, size, &stderr)
 	}
-	if n >= 64000000 || !strings.Contains(stderr.String(), "bytes of its output were lost") {
-		t.Fatalf("read %d of 64000000 bytes; stderr %q, want the lost bytes named", n, &stderr)
+}
+
+// A pipe session that got a gap anyway (here `porthole attach` of a
+// process whose output overflowed the ring before anyone attached) does
+// not end as if its stream had been whole: it names the lost bytes and
+// exits 1.
+func TestAttachLostOutputFails(t *testing.T) {
+	a := startAgent(t, "-ring", "4096")
+	ctx, c := dialAgent(t, a)
+	var info protocol.ProcessInfo
+	if err := c.Call(ctx, protocol.MethodStart, protocol.StartParams{Argv: []string{"head", "-c", "65536", "/dev/zero"}}, &info); err != nil {
+		t.Fatal(err)
+	}
+	if !waitUntil(waitTimeout, func() bool {
+		got, err := c.Get(ctx, info.ID)
+		return err == nil && got.ExitCode != nil
+	}) {
+		t.Fatal("the process never exited")
+	}
+	r := porthole(t, a, nil, "", "attach", "-url", a.url, info.ID)
+	if r.code != 1 || len(r.stdout) != 4096 || !strings.Contains(r.stderr, "61440 bytes of its output were lost") {
+		t.Fatalf("attach after an overflow: exit %d, %d bytes out, stderr %q; want 1, the 4096 kept, the 61440 lost named", r.code, len(r.stdout), r.stderr)
 	}
 }

@@ -112,11 +112,14 @@ func runExec(ctx context.Context, args []string, e env, stdin, stdout, stderr *o
 		return err
 	}
 	defer done()
+	// A pipe session's output is held for it from the start (nothing is
+	// evicted before it attaches), by agents that know how (1.2).
+	spec.Hold = !*tty && protocol.AtLeast(c.Info().ProtocolVersion, "1.2")
 	var info protocol.ProcessInfo
 	if err := c.Call(ctx, protocol.MethodStart, spec, &info); err != nil {
 		return err
 	}
-	p, err := c.Attach(ctx, info.ID, client.Offsets{})
+	p, err := c.Attach(ctx, info.ID, client.Offsets{}, pipeHold(*tty, c)...)
 	if err != nil {
 		return err
 	}
@@ -182,7 +185,7 @@ func runAttach(ctx context.Context, args []string, e env, stdin, stdout, stderr 
 	if *stderrOffset >= 0 {
 		off.Stderr = *stderrOffset
 	}
-	p, err := c.Attach(ctx, id, off)
+	p, err := c.Attach(ctx, id, off, pipeHold(info.TTY, c)...)
 	if err != nil {
 		return err
 	}
@@ -277,6 +280,17 @@ func session(ctx context.Context, sigs chan os.Signal, p *client.Process, url st
 			return fmt.Errorf("\r\n%v\nreattach with: %s", err, attachCommand(url, p))
 		}
 	}
+}
+
+// pipeHold: a session without a terminal is its stream's consumer (a
+// pipe, a file), which must arrive whole: the agent waits for it however
+// slowly it reads (client.Hold). A terminal's viewer is demoted when it
+// stalls, so that it never holds the program back for other viewers.
+func pipeHold(tty bool, c *client.Client) []client.AttachOption {
+	if tty || !protocol.AtLeast(c.Info().ProtocolVersion, "1.2") {
+		return nil
+	}
+	return []client.AttachOption{client.Hold()}
 }
 
 // lostOutput reports the output a pipe session lost (the agent's gaps:

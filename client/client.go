@@ -220,7 +220,11 @@ func (c *Client) Start(ctx context.Context, spec protocol.StartParams) (*Process
 	if err := c.Call(ctx, protocol.MethodStart, spec, &info); err != nil {
 		return nil, err
 	}
-	return c.Attach(ctx, info.ID, Offsets{})
+	var opts []AttachOption
+	if spec.Hold {
+		opts = append(opts, Hold())
+	}
+	return c.Attach(ctx, info.ID, Offsets{}, opts...)
 }
 
 // Offsets are the stream positions a client already has.

@@ -96,6 +96,7 @@ type Process struct {
 	Stderr io.Reader
 	c      *Client
 	outW   [3]*outPipe
+	hold   bool // Hold: the agent never demotes this client
 
 	mu      sync.Mutex
 	info    protocol.ProcessInfo
@@ -111,9 +112,23 @@ type Process struct {
 	wg      sync.WaitGroup
 }
 
+// AttachOption changes how Attach attaches.
+type AttachOption func(*Process)
+
+// Hold asks the agent never to demote this client (protocol.md §12): the
+// process waits for it however slowly it reads, as a pipe's writer waits
+// for its reader, and the stream arrives whole. For the one consumer of a
+// pipe (`porthole exec -- tar c .`), not for a terminal another viewer
+// shares. An agent before protocol 1.2 ignores it: a client that stalls
+// then gets gaps (Gaps).
+func Hold() AttachOption { return func(p *Process) { p.hold = true } }
+
 // Attach attaches to a running or exited process from the given offsets.
-func (c *Client) Attach(ctx context.Context, id string, off Offsets) (*Process, error) {
+func (c *Client) Attach(ctx context.Context, id string, off Offsets, opts ...AttachOption) (*Process, error) {
 	p := &Process{ID: id, c: c}
+	for _, o := range opts {
+		o(p)
+	}
 	p.outW[protocol.Stdout], p.outW[protocol.Stderr] = newOutPipe(), newOutPipe()
 	p.Stdout, p.Stderr = p.outW[protocol.Stdout], p.outW[protocol.Stderr]
 	p.Stdin = stdinWriter{p}
@@ -155,6 +170,9 @@ func (p *Process) connect(ctx context.Context) error {
 	q := url.Values{}
 	q.Set("stdout", strconv.FormatInt(p.off[protocol.Stdout], 10))
 	q.Set("stderr", strconv.FormatInt(p.off[protocol.Stderr], 10))
+	if p.hold {
+		q.Set("hold", "1")
+	}
 	p.mu.Unlock()
 	stream, err := p.c.dial(ctx, "/v1/processes/"+url.PathEscape(p.ID)+"/attach", q, protocol.SubprotocolAttach, p.onOutput)
 	if err != nil {

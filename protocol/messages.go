@@ -64,6 +64,11 @@ type StartParams struct {
 	// Size is the initial terminal size (TTY only), so that the process
 	// never starts at a wrong size. Zero rows or cols mean 24x80.
 	Size WindowSize `json:"size,omitzero"`
+	// Hold keeps every byte of output from the start for the first attach
+	// with hold=1 (protocol.md §12), for at most the agent's start hold
+	// timeout (30 s): nothing is evicted between start and attach. Since
+	// protocol 1.2.
+	Hold bool `json:"hold,omitempty"`
 }
 
 // WindowSize is a terminal size, as in TIOCSWINSZ.

@@ -14,7 +14,7 @@ import (
 // Version is the protocol version this build speaks, "major.minor". Peers
 // with the same major version interoperate; a minor bump only adds optional
 // fields and methods.
-const Version = "1.1"
+const Version = "1.2"
 
 // HeaderProtocol carries the client's protocol version on every HTTP and
 // WebSocket request, and the agent's on every response.

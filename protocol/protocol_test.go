@@ -318,7 +318,7 @@ func TestFramesAliasAndAppend(t *testing.T) {
 // that a rename is a deliberate, visible change of the protocol.
 func TestWireConstants(t *testing.T) {
 	str := []struct{ got, want string }{
-		{Version, "1.1"},
+		{Version, "1.2"},
 		{HeaderProtocol, "Porthole-Protocol"},
 		{HeaderAgentVersion, "Porthole-Version"},
 		{HeaderMaxMessage, "Porthole-Max-Message"},

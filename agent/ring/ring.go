@@ -167,7 +167,7 @@ func (b *Buffer) writeChunk(p []byte) error {
 		return ErrClosed
 	}
 	for {
-		wait, ok := b.blockedLocked(int64(len(p)))
+		wait, timed, ok := b.blockedLocked(int64(len(p)))
 		if !ok {
 			break
 		}
@@ -175,7 +175,10 @@ func (b *Buffer) writeChunk(p []byte) error {
 		b.mu.Unlock()
 		// The next check is due when a reader advances or leaves, or when
 		// the first stall bound passes.
-		stopTimer := b.clock.AfterFunc(wait, b.wake)
+		stopTimer := func() bool { return false }
+		if timed {
+			stopTimer = b.clock.AfterFunc(wait, b.wake)
+		}
 		var stopped bool
 		select {
 		case <-b.space:
@@ -240,20 +243,21 @@ func (b *Buffer) writeChunk(p []byte) error {
 }
 
 // blockedLocked reports whether appending n bytes must wait for a paced
-// reader, and for how long at most before the next check. Readers stalled
-// past the bound are demoted here.
-func (b *Buffer) blockedLocked(n int64) (time.Duration, bool) {
+// reader, and, when timed, for how long at most before the next check (a
+// holder alone has no bound). Readers stalled past the bound are demoted
+// here.
+func (b *Buffer) blockedLocked(n int64) (wait time.Duration, timed, blocked bool) {
 	newStart := b.end + n - int64(b.max)
 	if newStart <= b.start {
-		return 0, false
+		return 0, false, false
 	}
-	var (
-		now     time.Time
-		wait    time.Duration
-		blocked bool
-	)
+	var now time.Time
 	for r := range b.readers {
 		if !r.paced || r.off >= newStart {
+			continue
+		}
+		if r.hold {
+			blocked = true // no bound: until it reads or leaves
 			continue
 		}
 		if now.IsZero() {
@@ -274,12 +278,12 @@ func (b *Buffer) blockedLocked(n int64) (time.Duration, bool) {
 			r.signal()
 			continue
 		}
-		if !blocked || left < wait {
+		if !timed || left < wait {
 			wait = left
 		}
-		blocked = true
+		timed, blocked = true, true
 	}
-	return wait, blocked
+	return wait, timed, blocked
 }
 
 func (b *Buffer) appendLocked(p []byte) {
@@ -368,6 +372,7 @@ type Reader struct {
 	off          int64
 	paced        bool
 	follower     bool // never paced (NewFollower)
+	hold         bool // paced and never demoted (NewHolder)
 	progress     uint64
 	seenProgress uint64
 	blockedSince time.Time
@@ -377,9 +382,15 @@ type Reader struct {
 // NewReader returns a paced reader starting at offset off, which must not
 // be beyond the end. An offset before the retained start is allowed: the
 // first Read reports the gap.
-func (b *Buffer) NewReader(off int64) (*Reader, error) { return b.newReader(off, false) }
+func (b *Buffer) NewReader(off int64) (*Reader, error) { return b.newReader(off, false, false) }
 
-func (b *Buffer) newReader(off int64, follower bool) (*Reader, error) {
+// NewHolder returns a paced reader that is never demoted (as NewReader
+// otherwise): the writer waits for it however long it does not read,
+// until it reads, leaves or Stop is called. For the one consumer of a
+// pipe, whose stream must arrive whole (`porthole exec -- tar c .`).
+func (b *Buffer) NewHolder(off int64) (*Reader, error) { return b.newReader(off, false, true) }
+
+func (b *Buffer) newReader(off int64, follower, hold bool) (*Reader, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if off < 0 {
@@ -388,7 +399,7 @@ func (b *Buffer) newReader(off int64, follower bool) (*Reader, error) {
 	if off > b.end {
 		return nil, fmt.Errorf("offset %d is beyond the end of the stream (%d bytes so far)", off, b.end)
 	}
-	r := &Reader{b: b, notify: make(chan struct{}, 1), off: off, paced: !follower, follower: follower}
+	r := &Reader{b: b, notify: make(chan struct{}, 1), off: off, paced: !follower, follower: follower, hold: hold}
 	b.readers[r] = struct{}{}
 	r.signal()
 	return r, nil
@@ -398,7 +409,7 @@ func (b *Buffer) newReader(off int64, follower bool) (*Reader, error) {
 // offset off (as NewReader): one that must never slow the stream (a
 // recorder); when it falls behind by more than the ring, its next Read
 // reports the gap.
-func (b *Buffer) NewFollower(off int64) (*Reader, error) { return b.newReader(off, true) }
+func (b *Buffer) NewFollower(off int64) (*Reader, error) { return b.newReader(off, true, false) }
 
 func (r *Reader) signal() {
 	select {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -375,5 +376,49 @@ func TestFollowerNeverPaces(t *testing.T) {
 	}
 	if d := b.Demoted(); d != 0 {
 		t.Fatalf("Demoted = %d; a follower is never demoted", d)
+	}
+}
+
+// A holder is never demoted: beside a stalled reader that is, the writer
+// waits for it past any stall bound, and it reads every byte, in order,
+// without a gap.
+func TestHolderIsNeverDemoted(t *testing.T) {
+	const max, stall = 1024, time.Second
+	clk := clocktest.New()
+	b := New(Options{Max: max, Stall: stall, Clock: clk})
+	holder, _ := b.NewHolder(0)
+	defer holder.Close()
+	stalled, _ := b.NewReader(0)
+	defer stalled.Close()
+	data := bytes.Repeat([]byte("abcdefgh"), 1024) // 8 KiB = 8 rings
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := b.Write(data)
+		b.CloseWrite()
+		wrote <- err
+	}()
+	clk.WaitPending(t, 1) // the stalled reader's bound
+	clk.Advance(stall)
+	waitingAlone := func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.waiting && b.demoted == 1
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !waitingAlone() {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer is not waiting for the holder after the other reader's demotion")
+		}
+		runtime.Gosched()
+	}
+	clk.Advance(100 * stall) // no bound for a holder
+	if !holder.Paced() || b.Demoted() != 1 {
+		t.Fatalf("holder paced %v, demoted %d; want true, 1", holder.Paced(), b.Demoted())
+	}
+	if got := readAll(t, holder, 300); !bytes.Equal(got, data) {
+		t.Fatalf("the holder read %d bytes, not the %d written", len(got), len(data))
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
 	}
 }
