@@ -77,7 +77,9 @@ func startProc(b *testing.B, name string, env []string, args ...string) *exec.Cm
 	return cmd
 }
 
-func startHop(ctx context.Context, b *testing.B) *hopSetup {
+// startHop starts a master (with masterEnv added to its environment) and
+// an agent.
+func startHop(ctx context.Context, b *testing.B, masterEnv ...string) *hopSetup {
 	b.Helper()
 	bin, mbin := porthole(b), built(b, "./cmd/porthole-master")
 	data := b.TempDir()
@@ -97,7 +99,7 @@ func startHop(ctx context.Context, b *testing.B) *hopSetup {
 		b.Fatal(err)
 	}
 	env := append(os.Environ(), "PORTHOLE_TOKEN="+h.agentToken)
-	h.master = startProc(b, mbin, env, "-listen", h.masterAddr, "-data", data, "-metrics-listen", h.metricsAddr, "-log-level", "warn")
+	h.master = startProc(b, mbin, append(env[:len(env):len(env)], masterEnv...), "-listen", h.masterAddr, "-data", data, "-metrics-listen", h.metricsAddr, "-log-level", "warn")
 	startProc(b, bin, env, "agent", "-listen", h.agentAddr, "-master", "ws://"+h.masterAddr,
 		"-runtime-id", h.rid, "-machine-name", h.name, "-machine-token-file", tokFile, "-log-level", "warn")
 	h.direct = "http://" + h.agentAddr
@@ -292,6 +294,54 @@ func (h *hopSetup) masterMem(ctx context.Context) (rss, heap float64, err error)
 	return rss, heap, sc.Err()
 }
 
+// masterCPU returns the master's CPU time (user + system) and its
+// context switches (voluntary + involuntary) so far.
+func (h *hopSetup) masterCPU() (time.Duration, float64, error) {
+	pid := h.master.Process.Pid
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command's closing parenthesis: utime and stime are
+	// the 14th and 15th of the line, in clock ticks (100 Hz on Linux).
+	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	stt, _ := strconv.ParseFloat(f[12], 64)
+	// Context switches are counted per thread.
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	var cs float64
+	for _, t := range tasks {
+		status, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread has ended
+		}
+		for l := range strings.Lines(string(status)) {
+			if f := strings.Fields(l); len(f) == 2 && strings.HasSuffix(f[0], "ctxt_switches:") {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				cs += v
+			}
+		}
+	}
+	return time.Duration((ut + stt) * float64(10*time.Millisecond)), cs, nil
+}
+
+// masterSyscalls returns how many read and write system calls the master
+// has made (/proc/PID/io syscr + syscw).
+func (h *hopSetup) masterSyscalls() float64 {
+	io, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", h.master.Process.Pid))
+	var n float64
+	for l := range strings.Lines(string(io)) {
+		if f := strings.Fields(l); len(f) == 2 && (f[0] == "syscr:" || f[0] == "syscw:") {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			n += v
+		}
+	}
+	return n
+}
+
 // idleSessions opens n raw attach sockets to one `cat` through base,
 // sends a keystroke through each and reads its echo (so each has carried
 // data), and returns them.
@@ -331,27 +381,47 @@ func BenchmarkMasterHop(b *testing.B) {
 	bases := []string{h.direct, h.viaMt}
 	names := []string{"direct", "through the master"}
 	var p50, p99, rate [2][]float64
+	var keyCPU, keyCS, keySys, mibCPU, mibSys []float64 // the master's, through it
+	const keys = 2000
 	for i := range reps {
 		for j, base := range bases {
-			us, err := h.hopEcho(ctx, base, 2000)
+			t0, cs0, _ := h.masterCPU()
+			sc0 := h.masterSyscalls()
+			us, err := h.hopEcho(ctx, base, keys)
 			if err != nil {
 				b.Fatalf("%s echo: %v", names[j], err)
+			}
+			t1, cs1, _ := h.masterCPU()
+			if j == 1 {
+				keyCPU = append(keyCPU, float64(t1-t0)/float64(time.Microsecond)/(keys+200))
+				keyCS = append(keyCS, (cs1-cs0)/(keys+200))
+				keySys = append(keySys, (h.masterSyscalls()-sc0)/(keys+200))
 			}
 			p50[j] = append(p50[j], percentile(us, 50))
 			p99[j] = append(p99[j], percentile(us, 99))
 		}
 		for j, base := range bases {
+			t0, _, _ := h.masterCPU()
+			sc0 := h.masterSyscalls()
 			d, err := h.hopCat(ctx, base, file, n)
 			if err != nil {
 				b.Fatalf("%s cat: %v", names[j], err)
 			}
+			t1, _, _ := h.masterCPU()
+			if j == 1 {
+				mibCPU = append(mibCPU, float64(t1-t0)/float64(time.Millisecond)/(float64(n)/mib))
+				mibSys = append(mibSys, (h.masterSyscalls()-sc0)/(float64(n)/mib))
+			}
 			rate[j] = append(rate[j], mibps(n, d))
 		}
-		b.Logf("rep %d: echo p50 %.0f / %.0f µs, p99 %.0f / %.0f µs; TTY cat %.1f / %.1f MiB/s (direct / through the master)",
-			i+1, p50[0][i], p50[1][i], p99[0][i], p99[1][i], rate[0][i], rate[1][i])
+		b.Logf("rep %d: echo p50 %.0f / %.0f µs, p99 %.0f / %.0f µs; TTY cat %.1f / %.1f MiB/s (direct / through the master); master per keystroke %.0f µs CPU, %.1f context switches, %.1f read+write syscalls; per MiB %.2f ms CPU, %.0f syscalls",
+			i+1, p50[0][i], p50[1][i], p99[0][i], p99[1][i], rate[0][i], rate[1][i], keyCPU[i], keyCS[i], keySys[i], mibCPU[i], mibSys[i])
 	}
 
+	// Memory on a master of its own whose collector runs often (GOGC=1),
+	// so that its heap in use is what the sessions hold, not garbage.
 	const sessions = 100
+	h = startHop(ctx, b, "GOGC=1")
 	mem := func() (rss, heap float64) {
 		var rs, hs []float64
 		for range 3 {
@@ -390,6 +460,8 @@ func BenchmarkMasterHop(b *testing.B) {
 		"direct_p99_µs": median(p99[0]), "master_p99_µs": median(p99[1]),
 		"direct_MiB/s": median(rate[0]), "master_MiB/s": median(rate[1]), "ratio": ratio,
 		"rss_KiB/session": rssPer, "heap_KiB/session": heapPer,
+		"master_key_cpu_µs": median(keyCPU), "master_key_cs": median(keyCS), "master_key_syscalls": median(keySys),
+		"master_cpu_ms/MiB": median(mibCPU), "master_syscalls/MiB": median(mibSys),
 	})
 	verdict(b, "echo p50 added by the master, µs", added, "<=", 50)
 	verdict(b, "TTY throughput through the master / direct", ratio, ">=", 0.9)
