@@ -66,8 +66,17 @@ func startProc(b *testing.B, name string, env []string, args ...string) *exec.Cm
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		// An interrupt first: the master and the agent shut down as
+		// they would.
+		cmd.Process.Signal(os.Interrupt)
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
 		out.Close()
 		if b.Failed() {
 			log, _ := os.ReadFile(out.Name())
@@ -99,7 +108,8 @@ func startHop(ctx context.Context, b *testing.B, masterEnv ...string) *hopSetup 
 		b.Fatal(err)
 	}
 	env := append(os.Environ(), "PORTHOLE_TOKEN="+h.agentToken)
-	h.master = startProc(b, mbin, append(env[:len(env):len(env)], masterEnv...), "-listen", h.masterAddr, "-data", data, "-metrics-listen", h.metricsAddr, "-log-level", "warn")
+	h.master = startProc(b, mbin, append(env[:len(env):len(env)], masterEnv...),
+		"-listen", h.masterAddr, "-data", data, "-metrics-listen", h.metricsAddr, "-log-level", "warn")
 	startProc(b, bin, env, "agent", "-listen", h.agentAddr, "-master", "ws://"+h.masterAddr,
 		"-runtime-id", h.rid, "-machine-name", h.name, "-machine-token-file", tokFile, "-log-level", "warn")
 	h.direct = "http://" + h.agentAddr

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
@@ -177,8 +178,18 @@ func (m *Master) guard(ep endpoint, h authedFunc) http.HandlerFunc {
 				writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
 				return
 			}
-			defer done()
-			defer m.bound(r, c)()
+			release := m.bound(r, c)
+			end := func() { release(); done() }
+			// A proxied WebSocket goes on after the handler returns
+			// (tunnel.WithDetach); the connection stays tracked until
+			// it ends.
+			detached := false
+			r = r.WithContext(tunnel.WithDetach(r.Context(), func() func() { detached = true; return end }))
+			defer func() {
+				if !detached {
+					end()
+				}
+			}()
 		}
 		h(w, r, c)
 	}

@@ -117,29 +117,47 @@ func (s *Session) proxyUpgrade(w http.ResponseWriter, r *http.Request, prefix st
 		http.Error(w, s.closedError(err).Error(), http.StatusBadGateway)
 		return
 	}
-	defer st.Close()
+	conn, err := s.switchProtocols(w, r, st, out, typ)
+	if err != nil {
+		st.Close()
+		return
+	}
+	if detach := DetachFrom(r.Context()); detach != nil {
+		ended := detach()
+		go func() {
+			defer ended()
+			copyBoth(conn, st)
+		}()
+		return
+	}
+	copyBoth(conn, st)
+}
+
+// switchProtocols sends req through st, passes the agent's answer on and,
+// when it is a 101, hijacks the client's connection and returns it, with
+// the bytes either side sent behind its headers passed on. Otherwise it
+// has answered the client and returns an error.
+func (s *Session) switchProtocols(w http.ResponseWriter, r *http.Request, st *yamux.Stream, req *http.Request, typ string) (net.Conn, error) {
 	// The client may go away during the handshake: end it then.
 	stop := context.AfterFunc(r.Context(), func() { st.Close() })
-	resp, br, err := handshake(st, out)
-	if !stop() || err != nil {
-		if br != nil {
+	resp, br, err := handshake(st, req)
+	if br != nil {
+		defer func() {
+			br.Reset(nil)
 			handshakeReaders.Put(br)
-		}
+		}()
+	}
+	if !stop() || err != nil {
 		if r.Context().Err() == nil {
 			http.Error(w, s.closedError(err).Error(), http.StatusBadGateway)
 		}
-		return
+		return nil, fmt.Errorf("tunnel: handshake: %w", errors.Join(err, r.Context().Err()))
 	}
-	defer func() {
-		if br != nil {
-			br.Reset(nil)
-			handshakeReaders.Put(br)
-		}
-	}()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		if got := upgradeType(resp.Header); !strings.EqualFold(got, typ) {
-			http.Error(w, fmt.Sprintf("the agent switched to protocol %q when %q was asked", got, typ), http.StatusBadGateway)
-			return
+			err := fmt.Errorf("the agent switched to protocol %q when %q was asked", got, typ)
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return nil, err
 		}
 	}
 	removeHopHeaders(resp.Header)
@@ -148,14 +166,13 @@ func (s *Session) proxyUpgrade(w http.ResponseWriter, r *http.Request, prefix st
 		copyHeader(w.Header(), resp.Header)
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, io.LimitReader(resp.Body, 1<<20))
-		return
+		return nil, fmt.Errorf("tunnel: the agent answered %d", resp.StatusCode)
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		http.Error(w, "cannot switch protocols on this connection: "+err.Error(), http.StatusInternalServerError)
-		return
+		return nil, err
 	}
-	defer conn.Close()
 	h := w.Header().Clone()
 	copyHeader(h, resp.Header)
 	h.Set("Connection", "Upgrade")
@@ -173,13 +190,16 @@ func (s *Session) proxyUpgrade(w http.ResponseWriter, r *http.Request, prefix st
 	if err == nil && br.Buffered() > 0 {
 		err = writeBuffered(conn, br)
 	}
-	brw = nil
-	br.Reset(nil)
-	handshakeReaders.Put(br)
-	br = nil
 	if err != nil {
-		return
+		conn.Close()
+		return nil, err
 	}
+	return conn, nil
+}
+
+// copyBoth copies between the client and the agent until either side
+// ends or fails, then closes both and returns once both copies have.
+func copyBoth(conn net.Conn, st *yamux.Stream) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -191,6 +211,27 @@ func (s *Session) proxyUpgrade(w http.ResponseWriter, r *http.Request, prefix st
 	conn.Close()
 	st.Close()
 	<-done
+}
+
+type detachKey struct{}
+
+// WithDetach returns a copy of ctx with which Proxy serves a protocol
+// switch on goroutines of its own once the client's connection is
+// hijacked: it calls detach (on the handler's goroutine) and returns at
+// once, so the server frees the
+// handler's goroutine and its buffers, and it calls the function detach
+// returned once both connections are closed. A handler whose cleanup
+// (metrics, connection tracking) must wait for the end of the session
+// runs it there. Without it, Proxy returns when the session ends.
+func WithDetach(ctx context.Context, detach func() (ended func())) context.Context {
+	return context.WithValue(ctx, detachKey{}, detach)
+}
+
+// DetachFrom returns the detach function ctx carries (WithDetach), or
+// nil: for a handler that adds its own cleanup to an outer one's.
+func DetachFrom(ctx context.Context) func() (ended func()) {
+	d, _ := ctx.Value(detachKey{}).(func() func())
+	return d
 }
 
 // handshake writes req to st and reads the agent's answer.

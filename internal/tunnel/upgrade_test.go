@@ -304,3 +304,44 @@ func TestProxyUpgradeTLS(t *testing.T) {
 	}
 	_ = protocol.Version
 }
+
+// With WithDetach, the handler returns once the socket is switched and
+// the session goes on; the function detach returned is called once, when
+// the session has ended.
+func TestProxyUpgradeDetach(t *testing.T) {
+	m := startMaster(t)
+	startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{Handler: echoAgent(t)})
+	s := m.next(t)
+	returned, ended := make(chan struct{}, 1), make(chan struct{}, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(tunnel.WithDetach(r.Context(), func() func() {
+			return func() { ended <- struct{}{} }
+		}))
+		s.Proxy("").ServeHTTP(w, r)
+		returned <- struct{}{}
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	testutil.Recv(t, "the handler to return", returned)
+	ws.ReadMessage()
+	if err := ws.WriteMessage(websocket.BinaryMessage, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := ws.ReadMessage(); err != nil || string(got) != "after" {
+		t.Fatalf("echo after the handler returned: %q, %v", got, err)
+	}
+	select {
+	case <-ended:
+		t.Fatal("ended before the session did")
+	default:
+	}
+	ws.Close()
+	testutil.Recv(t, "ended once the client closed", ended)
+	if len(ended) != 0 {
+		t.Fatal("ended called twice")
+	}
+}
