@@ -112,8 +112,9 @@ func (m *Master) bound(r *http.Request, c *Claims) (release func()) {
 	if conn == nil || exp == nil {
 		return untrack
 	}
+	path := r.URL.Path // not r: a proxied WebSocket outlives its request
 	t := time.AfterFunc(time.Until(exp.Time), func() {
-		m.log.Info("token expired: its connection is closed", "principal", c.Principal(), "path", r.URL.Path)
+		m.log.Info("token expired: its connection is closed", "principal", c.Principal(), "path", path)
 		conn.Close()
 	})
 	return func() { t.Stop(); untrack() }

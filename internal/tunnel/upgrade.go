@@ -24,12 +24,13 @@ import (
 // probeSize bytes (agent → client) and, on a connection that cannot be
 // polled for readability (TLS), readSize bytes (client → agent); never a
 // copy buffer. httputil.ReverseProxy held two 32 KiB buffers per socket
-// for its whole life, and wrote 32 KiB at a time.
+// for its whole life.
 const (
-	// copySize is a pooled copy buffer: the agent's largest frame
-	// (wsconn's 256 KiB) and its header fit in one, so a frame costs one
-	// write to the client.
-	copySize = 256<<10 + 64
+	// copySize is a pooled copy buffer: what one write to the client
+	// (or one stream write to the agent) carries at most. Larger buffers
+	// cut few syscalls more, and a burst to many sessions at once takes
+	// one buffer each.
+	copySize = 64 << 10
 	// probeSize is what a read of the agent's stream waits with; a
 	// keystroke's echo fits, larger output takes a pooled buffer.
 	probeSize = 1 << 10
@@ -38,6 +39,14 @@ const (
 	// longer shows).
 	readSize = 4 << 10
 )
+
+// shrinkAfter is how long the agent side of a proxied session must be
+// quiet before yamux's receive buffer, grown by a burst, is let go (a
+// variable for tests).
+var shrinkAfter = time.Second
+
+// shrinks counts the shrinks done (for tests).
+var shrinks atomic.Int64
 
 var copyPool = sync.Pool{New: func() any { b := make([]byte, copySize); return &b }}
 
@@ -316,12 +325,23 @@ func pollCopy(st *yamux.Stream, conn net.Conn, rc syscall.RawConn) error {
 // It waits on the stream with a probeSize buffer; a read that fills it
 // means more is queued, which is taken at once (a read with an expired
 // deadline, so it never waits) into a pooled buffer and written in one
-// piece.
+// piece. yamux keeps a stream's receive buffer at the largest burst it
+// held: once a burst has come, the stream is shrunk (Stream.Shrink) when
+// it has been quiet for shrinkAfter.
 func fromStream(conn net.Conn, st *yamux.Stream) error {
 	probe := make([]byte, probeSize)
 	past := time.Unix(1, 0)
+	var shrink *time.Timer // armed by the first burst
+	defer func() {
+		if shrink != nil {
+			shrink.Stop()
+		}
+	}()
 	for {
 		n, err := st.Read(probe)
+		if shrink != nil && n > 0 {
+			shrink.Reset(shrinkAfter)
+		}
 		if n < len(probe) || err != nil {
 			if n > 0 {
 				if _, werr := conn.Write(probe[:n]); werr != nil {
@@ -341,6 +361,9 @@ func fromStream(conn net.Conn, st *yamux.Stream) error {
 		st.SetReadDeadline(time.Time{})
 		if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) {
 			err = nil
+		}
+		if shrink == nil {
+			shrink = time.AfterFunc(shrinkAfter, func() { st.Shrink(); shrinks.Add(1) })
 		}
 		_, werr := conn.Write(buf[:n+m])
 		putCopyBuffer(bp)
