@@ -20,17 +20,20 @@ import (
 )
 
 // A proxied WebSocket (proxyUpgrade) is copied both ways with buffers
-// taken from copyPool only while bytes flow: an idle session holds
+// taken from a pool only while bytes flow: an idle session holds
 // probeSize bytes (agent → client) and, on a connection that cannot be
 // polled for readability (TLS), readSize bytes (client → agent); never a
 // copy buffer. httputil.ReverseProxy held two 32 KiB buffers per socket
 // for its whole life.
 const (
 	// copySize is a pooled copy buffer: what one write to the client
-	// (or one stream write to the agent) carries at most. Larger buffers
-	// cut few syscalls more, and a burst to many sessions at once takes
-	// one buffer each.
+	// (or one stream write to the agent) carries at most, so a burst to
+	// many sessions at once takes 64 KiB each.
 	copySize = 64 << 10
+	// bulkSize is the buffer of a copy whose last read filled a copySize
+	// one (a download, a port forward): the agent's largest frame
+	// (wsconn's 256 KiB) and its header fit, a frame is one write.
+	bulkSize = 256<<10 + 64
 	// probeSize is what a read of the agent's stream waits with; a
 	// keystroke's echo fits, larger output takes a pooled buffer.
 	probeSize = 1 << 10
@@ -48,19 +51,30 @@ var shrinkAfter = time.Second
 // shrinks counts the shrinks done (for tests).
 var shrinks atomic.Int64
 
-var copyPool = sync.Pool{New: func() any { b := make([]byte, copySize); return &b }}
+var (
+	copyPool = sync.Pool{New: func() any { b := make([]byte, copySize); return &b }}
+	bulkPool = sync.Pool{New: func() any { b := make([]byte, bulkSize); return &b }}
+)
 
 // copyBuffersOut counts the copy buffers taken and not given back (for
 // tests: an idle session holds none).
 var copyBuffersOut atomic.Int64
 
-func getCopyBuffer() *[]byte {
+// getCopyBuffer takes a copy buffer, a bulk one when bulk is set.
+func getCopyBuffer(bulk bool) *[]byte {
 	copyBuffersOut.Add(1)
+	if bulk {
+		return bulkPool.Get().(*[]byte)
+	}
 	return copyPool.Get().(*[]byte)
 }
 
 func putCopyBuffer(bp *[]byte) {
-	copyPool.Put(bp)
+	if len(*bp) == bulkSize {
+		bulkPool.Put(bp)
+	} else {
+		copyPool.Put(bp)
+	}
 	copyBuffersOut.Add(-1)
 }
 
@@ -303,12 +317,14 @@ func toStream(st *yamux.Stream, conn net.Conn) error {
 
 // pollCopy is toStream on a connection whose readability can be awaited.
 func pollCopy(st *yamux.Stream, conn net.Conn, rc syscall.RawConn) error {
+	bulk := false // the last read filled its buffer
 	for {
 		if err := waitReadable(rc); err != nil {
 			return err
 		}
-		bp := getCopyBuffer()
+		bp := getCopyBuffer(bulk)
 		n, err := conn.Read(*bp)
+		bulk = n == len(*bp)
 		if n > 0 {
 			if _, werr := st.Write((*bp)[:n]); werr != nil {
 				err = werr
@@ -327,10 +343,12 @@ func pollCopy(st *yamux.Stream, conn net.Conn, rc syscall.RawConn) error {
 // deadline, so it never waits) into a pooled buffer and written in one
 // piece. yamux keeps a stream's receive buffer at the largest burst it
 // held: once a burst has come, the stream is shrunk (Stream.Shrink) when
-// it has been quiet for shrinkAfter.
+// it has been quiet for shrinkAfter. A read that filled its buffer makes
+// the next one take a bulk buffer.
 func fromStream(conn net.Conn, st *yamux.Stream) error {
 	probe := make([]byte, probeSize)
 	past := time.Unix(1, 0)
+	bulk := false          // the last read filled its copy buffer
 	var shrink *time.Timer // armed by the first burst
 	defer func() {
 		if shrink != nil {
@@ -353,12 +371,13 @@ func fromStream(conn net.Conn, st *yamux.Stream) error {
 			}
 			continue
 		}
-		bp := getCopyBuffer()
+		bp := getCopyBuffer(bulk)
 		buf := *bp
 		copy(buf, probe)
 		st.SetReadDeadline(past)
 		m, err := st.Read(buf[n:])
 		st.SetReadDeadline(time.Time{})
+		bulk = n+m == len(buf)
 		if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) {
 			err = nil
 		}
