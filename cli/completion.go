@@ -51,8 +51,19 @@ _porthole() {
 compdef _porthole porthole
 `
 
+// fishCompletion: -f, so that files are offered only when porthole has
+// nothing to offer (an argument of cp), as bash's -o default and zsh's
+// _files do.
 const fishCompletion = `# porthole fish completion: porthole completion fish | source
-complete -c porthole -a '(porthole __complete (commandline -opc)[2..-1] (commandline -ct) 2>/dev/null)'
+function __porthole_complete
+    set -l c (porthole __complete (commandline -opc)[2..-1] (commandline -ct) 2>/dev/null)
+    if set -q c[1]
+        printf '%s\n' $c
+    else
+        __fish_complete_path (commandline -ct)
+    end
+end
+complete -c porthole -f -a '(__porthole_complete)'
 `
 
 func runCompletion(args []string, stdout *os.File) error {
@@ -61,11 +72,11 @@ func runCompletion(args []string, stdout *os.File) error {
 	}
 	switch args[0] {
 	case "bash":
-		fmt.Fprint(stdout, bashCompletion)
+		io.WriteString(stdout, bashCompletion)
 	case "zsh":
-		fmt.Fprint(stdout, zshCompletion)
+		io.WriteString(stdout, zshCompletion)
 	case "fish":
-		fmt.Fprint(stdout, fishCompletion)
+		io.WriteString(stdout, fishCompletion)
 	default:
 		return usageError{fmt.Sprintf("completion %q: want bash, zsh or fish", args[0])}
 	}

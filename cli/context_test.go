@@ -62,6 +62,13 @@ func TestContexts(t *testing.T) {
 	expect(run(nil, "", "exec", "-context", "prod", "--", "true"), 2, "", `context "prod" is a porthole-master: name a machine with -m`)
 	expect(run(nil, "", "exec", "-m", "dev", "--", "true"), 1, "", `-m dev: context "local" is an agent`)
 	expect(run(nil, "", "exec", "-context", "nope", "--", "true"), 1, "", `no context "nope" (known: local, prod)`)
+	// A misspelt machine in an explicit master URL: the master's words,
+	// not its JSON or a 502.
+	r = run([]string{"PORTHOLE_TOKEN=" + ma.clientToken}, "", "ps", "-url", ma.masterWS+"/api/runtimes/w:e:o/machines/nope/agent")
+	expect(r, 1, "", "404 Not Found: no machine nope in runtime w:e:o (known: dev)")
+	if strings.Contains(r.stderr, `{"error"`) {
+		t.Errorf("the master's JSON reached the user: %q", r.stderr)
+	}
 	// -url wins over the context.
 	expect(run([]string{"PORTHOLE_TOKEN=" + a.token}, "", "exec", "-url", a.url, "--", "echo", "explicit"), 0, "explicit\n", "")
 

@@ -177,6 +177,10 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Done is closed when the control socket is closed, by Close or by the
+// agent.
+func (c *Client) Done() <-chan struct{} { return c.conn.DisconnectNotify() }
+
 // Call makes one JSON-RPC call on the control socket.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
 	if result == nil {

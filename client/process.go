@@ -28,6 +28,14 @@ func readBody(resp *http.Response) string {
 	if len(b) > 0 && b[len(b)-1] == '\n' {
 		b = b[:len(b)-1]
 	}
+	// porthole-master's refusals are {"error": "..."} (the agent's are
+	// text): the message alone.
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return e.Error
+	}
 	return string(b)
 }
 

@@ -1,14 +1,19 @@
 package master
 
 import (
-	"github.com/porthole-dev/porthole/protocol"
+	"context"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/porthole-dev/porthole/client"
 	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/master/store"
+	"github.com/porthole-dev/porthole/protocol"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
@@ -126,15 +131,71 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
 	m.state.agentConn(k, &masterapi.AgentState{Connected: true, Version: r.Header.Get(HeaderAgentVersion),
 		Protocol: r.Header.Get(tunnel.HeaderProtocol), Via: masterapi.ViaTunnel, Since: time.Now()}, addr)
 	log.Info("agent connected", "version", r.Header.Get(HeaderAgentVersion))
+	watchCtx, stopWatch := context.WithCancel(m.ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		m.watchPorts(watchCtx, k, sess, r.Header.Get(tunnel.HeaderProtocol), log)
+	}()
 	select {
 	case <-sess.Done():
 	case <-m.ctx.Done():
 		sess.Close()
 	}
+	stopWatch()
+	<-watched // no report of this agent's ports after it is gone
 	if m.agents.remove(k, sess) {
 		m.state.agentConn(k, nil, "")
 	}
 	log.Info("agent disconnected")
+}
+
+// noMachine is the refusal of a path naming a machine the master does not
+// know (a typo): 404 naming the runtime's machines, or the runtimes.
+func (m *Master) noMachine(k store.Key) *httpError {
+	var known []string
+	if rts := m.state.runtimes(false, k.Runtime); len(rts) == 1 {
+		for _, mv := range rts[0].Machines {
+			known = append(known, mv.Name)
+		}
+		return &httpError{http.StatusNotFound, fmt.Sprintf("no machine %s in runtime %s (known: %s)", k.Machine, k.Runtime, strings.Join(known, ", "))}
+	}
+	for _, rt := range m.state.runtimes(false, "") {
+		known = append(known, rt.ID)
+	}
+	if len(known) == 0 {
+		known = []string{"none"}
+	}
+	return &httpError{http.StatusNotFound, fmt.Sprintf("no machine %s: no runtime %s (known: %s)", k.Machine, k.Runtime, strings.Join(known, ", "))}
+}
+
+// watchPorts keeps k's listening ports (its document's Ports) as its
+// agent reports them, subscribed with ports.subscribe on a control socket
+// through the tunnel sess, until ctx ends or the socket closes. An agent
+// older than protocol 1.1 reports none.
+func (m *Master) watchPorts(ctx context.Context, k store.Key, sess *tunnel.Session, proto string, log *slog.Logger) {
+	if !protocol.AtLeast(proto, "1.1") {
+		log.Info("the agent does not report its listening ports (protocol " + proto + " < 1.1)")
+		return
+	}
+	c, err := client.Dial(ctx, client.Options{URL: "ws://agent.tunnel", Dialer: sess.Dialer()})
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("listening ports not watched: control socket through the tunnel", "err", err)
+		}
+		return
+	}
+	defer c.Close()
+	if err := c.SubscribePorts(ctx, func(ps []protocol.ListeningPort) { m.state.agentPorts(k, ps) }); err != nil {
+		if ctx.Err() == nil {
+			log.Warn("listening ports not watched: ports.subscribe", "err", err)
+		}
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-c.Done():
+	}
 }
 
 // serveAgentProxy forwards a client's request to a machine's agent
@@ -149,6 +210,11 @@ func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, c *Clai
 		return
 	}
 	sess := m.agents.get(k)
+	if sess == nil && m.state.machineView(k, true) == nil {
+		e := m.noMachine(k)
+		writeJSONError(w, e.status, e.msg)
+		return
+	}
 	if sess == nil {
 		writeJSONError(w, http.StatusBadGateway, "the agent of machine "+k.Machine+" of runtime "+k.Runtime+" is not connected")
 		return

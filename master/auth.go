@@ -2,9 +2,11 @@ package master
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -87,6 +89,24 @@ func (m *Master) clientAuth(r *http.Request, machine bool) (*Claims, *httpError)
 	return nil, &httpError{http.StatusForbidden, "a " + c.Kind + " token cannot do this; use a client token (porthole-master token -client)"}
 }
 
+// siteAuth authenticates a browser's visit to a machine's server: the
+// site key in the path, which opens only the machine and port it names.
+// Nothing else is looked at: the page is sandboxed and sends no
+// credentials (docs/security.md, Serving a machine's ports).
+func (m *Master) siteAuth(r *http.Request) (*Claims, *httpError) {
+	c, e := m.verify(r.PathValue("key"))
+	if e != nil {
+		return nil, &httpError{e.status, "this link to a machine's server is not valid (" + e.msg + "): open the server again from the dashboard"}
+	}
+	if c.Kind != KindSite {
+		return nil, &httpError{http.StatusUnauthorized, "a " + c.Kind + " token is not a site key: open the server from the dashboard, or send the token as Authorization: Bearer to …/ports/PORT/PATH"}
+	}
+	if c.Runtime != r.PathValue("rid") || c.Machine != r.PathValue("name") || strconv.Itoa(c.Port) != r.PathValue("port") {
+		return nil, &httpError{http.StatusForbidden, fmt.Sprintf("this site key opens port %d of machine %s of runtime %s only", c.Port, c.Machine, c.Runtime)}
+	}
+	return c, nil
+}
+
 // verify checks tok and that it is not revoked (registry.go).
 func (m *Master) verify(tok string) (*Claims, *httpError) {
 	c, err := m.signer.Verify(tok)
@@ -106,13 +126,13 @@ func (m *Master) bound(r *http.Request, c *Claims) (release func()) {
 	conn := connOf(r)
 	untrack := m.revs.track(c, conn)
 	exp := c.ExpiresAt
-	if c.Kind == KindTicket {
+	if c.Kind == KindTicket || c.Kind == KindSite {
 		exp = c.ParentExpires
 	}
 	if conn == nil || exp == nil {
 		return untrack
 	}
-	path := r.URL.Path // not r: a proxied WebSocket outlives its request
+	path := logPath(r) // not r: a proxied WebSocket outlives its request
 	t := time.AfterFunc(time.Until(exp.Time), func() {
 		m.log.Info("token expired: its connection is closed", "principal", c.Principal(), "path", path)
 		conn.Close()
@@ -132,6 +152,9 @@ const (
 	// reader: a client token, a ticket, or a machine token, which reads
 	// only its own runtime (see scope).
 	reader
+	// siteKey: a site key in the path ({key}), for the machine and port
+	// of the path (siteAuth).
+	siteKey
 )
 
 func (m *Master) authenticate(r *http.Request, a access) (*Claims, *httpError) {
@@ -140,6 +163,8 @@ func (m *Master) authenticate(r *http.Request, a access) (*Claims, *httpError) {
 		return m.machineAuth(r)
 	case clientOnly:
 		return m.clientAuth(r, false)
+	case siteKey:
+		return m.siteAuth(r)
 	default:
 		return m.clientAuth(r, true)
 	}
@@ -155,7 +180,13 @@ type endpoint struct {
 	// request), which Shutdown closes and waits for: refused with 503
 	// once shutting down.
 	conn bool
+	// cors: pages of the origins -allow-origin lists may use it (origin.go):
+	// its answers carry CORS headers for them, its preflights are answered.
+	cors bool
 }
+
+// corsHandler is the handler of an endpoint with cors set.
+type corsHandler struct{ http.HandlerFunc }
 
 // authedFunc is an authenticated handler: c is who calls.
 type authedFunc func(w http.ResponseWriter, r *http.Request, c *Claims)
@@ -163,8 +194,11 @@ type authedFunc func(w http.ResponseWriter, r *http.Request, c *Claims)
 // guard is the one prologue of the master's authenticated handlers: it
 // authenticates the request, refuses what ep refuses (logged, never the
 // token), registers a connection with Shutdown, then calls h.
-func (m *Master) guard(ep endpoint, h authedFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (m *Master) guard(ep endpoint, h authedFunc) http.Handler {
+	f := func(w http.ResponseWriter, r *http.Request) {
+		if ep.cors {
+			m.corsHeaders(w, r) // an allowed page reads refusals too
+		}
 		c, e := m.authenticate(r, ep.access)
 		if e == nil && ep.check != nil {
 			e = ep.check(r, c)
@@ -194,6 +228,10 @@ func (m *Master) guard(ep endpoint, h authedFunc) http.HandlerFunc {
 		}
 		h(w, r, c)
 	}
+	if ep.cors {
+		return corsHandler{f}
+	}
+	return http.HandlerFunc(f)
 }
 
 // scope is what a reader sees: a client every runtime without their
@@ -208,9 +246,24 @@ func scope(c *Claims) (internal bool, only string) {
 
 // refuse answers e and logs it with the request, never the token.
 func (m *Master) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
-	m.log.Warn("request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "status", e.status, "reason", e.msg)
+	m.log.Warn("request refused", "path", logPath(r), "remote", r.RemoteAddr, "status", e.status, "reason", e.msg)
 	m.metrics.requestRefused.WithLabelValues(statusLabel(e.status)).Inc()
 	writeJSONError(w, e.status, e.msg)
+}
+
+// logPath is r's path for the log: a site key (…/~/KEY/…) replaced by
+// "~/KEY", for it opens the site until it expires.
+func logPath(r *http.Request) string {
+	p := r.URL.Path
+	i := strings.Index(p, "/~/")
+	if i < 0 {
+		return p
+	}
+	rest := p[i+3:]
+	if j := strings.IndexByte(rest, '/'); j >= 0 {
+		return p[:i] + "/~/KEY" + rest[j:]
+	}
+	return p[:i] + "/~/KEY"
 }
 
 func writeJSONError(w http.ResponseWriter, status int, msg string) {

@@ -73,6 +73,9 @@ func TestAuthMatrix(t *testing.T) {
 		// or a ticket opens it (no cookie), and sandboxed pages send
 		// "Origin: null".
 		{"/api/runtimes/{rid}/machines/{name}/ports/{port}/{path...}", "/api/runtimes/w:e:o/machines/dev/ports/8080/", false, [15]int{401, 401, 401, 401, 401, 403, 403, 404, 404, 401, 401, 401, 403, 404, 404}},
+		// A site key opens it, in the path, and nothing else does (a
+		// valid one: TestServePortSiteKey).
+		{"/api/runtimes/{rid}/machines/{name}/ports/{port}/~/{key}/{path...}", "/api/runtimes/w:e:o/machines/dev/ports/8080/~/x/", false, all(401)},
 		{"POST /api/tickets", "/api/tickets", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 403, 401, 401, 401, 403, 200, 403}},
 		{"GET /metrics", "/metrics", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 200, 401, 401, 401, 403, 200, 200}},
 		{"GET /api/audit", "/api/audit", false, [15]int{401, 401, 401, 401, 401, 403, 403, 200, 200, 401, 401, 401, 403, 200, 200}},

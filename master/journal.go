@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/master/store"
+	"github.com/porthole-dev/porthole/protocol"
 	"github.com/porthole-dev/porthole/protocol/che"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
@@ -142,6 +143,7 @@ func newState(st Store, log *slog.Logger, tailBytes, tailTotal int) (*state, err
 		// as agents and bootstrappers reconnect.
 		m.doc.Agent.Connected = false
 		m.doc.Bootstrapper.Connected = false
+		m.doc.Ports = nil // the agent's, reported again when it reconnects
 		m.rev, m.pubRev = 1, 1
 		m.pub = view(&m.doc, true)
 		s.machines[k] = m
@@ -326,6 +328,19 @@ func (s *state) agentConn(k store.Key, a *masterapi.AgentState, address string) 
 	e := agentConn(&m.doc, a, address, now)
 	s.touch(k, m, now)
 	s.append(k, &e)
+}
+
+// agentPorts records the listening ports k's agent reports (ports.changed):
+// the document changes, and subscribers hear of it, only when they do; no
+// journal entry.
+func (s *state) agentPorts(k store.Key, ports []protocol.ListeningPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.get(k)
+	if !m.doc.Agent.Connected || !agentPorts(&m.doc, ports) {
+		return
+	}
+	s.touch(k, m, time.Now())
 }
 
 // waitRoom blocks while too much waits for a commit; mu held.

@@ -89,6 +89,11 @@ type Options struct {
 	// another site whose name resolves to the master). Entries are host
 	// names without port, "*" allows any. Empty: any Host.
 	AllowedHosts []string
+	// AllowedOrigins are the origins of other sites' pages (scheme://host
+	// [:port], "*" for any; see ParseAllowedOrigin) allowed to use the
+	// endpoints clients use, with CORS (origin.go). Empty: the master's
+	// own origin only.
+	AllowedOrigins []string
 }
 
 // The defaults of Options, the one source of them (porthole-master's
@@ -201,8 +206,9 @@ func New(o Options) (*Master, error) {
 		ReadBufferSize:  4 << 10,
 		WriteBufferSize: 16 << 10,
 		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     sameOrigin,
+		CheckOrigin:     nil, // set below: m.originAllowed
 	}
+	m.upgrader.CheckOrigin = m.originAllowed // machines' endpoints refuse any other origin before (checkOrigin)
 	return m, nil
 }
 
@@ -258,15 +264,16 @@ func (m *Master) routes() []route {
 		{"GET /api/websocket", ingest}, // Che's default endpoints for bootstrapper events
 		{"GET /api/websocket-minor", ingest},
 		{"GET /api/agent", m.guard(endpoint{access: machineOnly, check: both(checkOrigin, agentHeaders), conn: true}, m.serveAgent)},
-		{"GET /api/rpc", m.guard(endpoint{access: reader, conn: true}, m.serveRPC)},
-		{"GET /api/runtimes", m.guard(endpoint{access: reader}, m.serveRuntimes)},
-		{"GET /api/runtimes/{rid}", m.guard(endpoint{access: reader}, m.serveRuntime)},
-		{"GET /api/runtimes/{rid}/machines/{name}", m.guard(endpoint{access: reader}, m.serveMachine)},
-		{"GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader}, m.serveLogs)},
-		{"/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: checkOrigin, conn: true}, m.serveAgentProxy)},
+		{"GET /api/rpc", m.guard(endpoint{access: reader, conn: true, cors: true}, m.serveRPC)},
+		{"GET /api/runtimes", m.guard(endpoint{access: reader, cors: true}, m.serveRuntimes)},
+		{"GET /api/runtimes/{rid}", m.guard(endpoint{access: reader, cors: true}, m.serveRuntime)},
+		{"GET /api/runtimes/{rid}/machines/{name}", m.guard(endpoint{access: reader, cors: true}, m.serveMachine)},
+		{"GET /api/runtimes/{rid}/machines/{name}/logs", m.guard(endpoint{access: reader, cors: true}, m.serveLogs)},
+		{"/api/runtimes/{rid}/machines/{name}/agent/{path...}", m.guard(endpoint{access: clientOnly, check: m.checkClientOrigin, conn: true, cors: true}, m.serveAgentProxy)},
 		{"/api/runtimes/{rid}/machines/{name}/ports/{port}/{path...}", m.guard(endpoint{access: clientOnly, conn: true}, m.servePort)},
-		{"POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket}, m.serveTicket)},
-		{"GET /api/info", m.guard(endpoint{access: reader}, m.serveInfo)},
+		{"/api/runtimes/{rid}/machines/{name}/ports/{port}/" + siteKeyDir + "/{key}/{path...}", m.guard(endpoint{access: siteKey, conn: true}, m.servePort)},
+		{"POST /api/tickets", m.guard(endpoint{access: clientOnly, check: notTicket, cors: true}, m.serveTicket)},
+		{"GET /api/info", m.guard(endpoint{access: reader, cors: true}, m.serveInfo)},
 		{"GET /metrics", m.guard(endpoint{access: clientOnly}, m.serveMetrics)},
 		{"GET /api/audit", m.guard(endpoint{access: clientOnly}, m.serveAudit)},
 		{"GET /agent-binaries/{platform}/{name}/{file}", http.HandlerFunc(m.bins.serve)},
@@ -280,15 +287,20 @@ func (m *Master) routes() []route {
 // Handler returns the master's HTTP handler: every endpoint on one address.
 func (m *Master) Handler() http.Handler {
 	mux := http.NewServeMux()
+	cors := map[string]bool{} // the patterns of routes open to allowed origins
 	for _, rt := range m.routes() {
 		mux.Handle(rt.pattern, rt.h)
-	}
-	if len(m.opts.AllowedHosts) == 0 {
-		return mux
+		if _, ok := rt.h.(corsHandler); ok {
+			cors[rt.pattern] = true
+		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !hostAllowed(r.Host, m.opts.AllowedHosts) {
+		if len(m.opts.AllowedHosts) > 0 && !hostAllowed(r.Host, m.opts.AllowedHosts) {
 			m.refuse(w, r, &httpError{http.StatusMisdirectedRequest, "host " + strconv.Quote(r.Host) + " is not one of the master's names (porthole-master -allowed-host)"})
+			return
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != "" {
+			m.preflight(w, r, mux, cors)
 			return
 		}
 		mux.ServeHTTP(w, r)

@@ -3,10 +3,12 @@ package master
 import (
 	"encoding/json"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/porthole-dev/porthole/protocol"
 	"github.com/porthole-dev/porthole/protocol/che"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
@@ -146,6 +148,7 @@ func bootstrapperConn(d *masterapi.Machine, connected, normalEnd bool, now time.
 // (a nil), and returns the journal entry saying so.
 func agentConn(d *masterapi.Machine, a *masterapi.AgentState, address string, now time.Time) masterapi.Entry {
 	e := masterapi.Entry{Time: now, Type: masterapi.EntryAgent}
+	d.Ports = nil // the new agent reports its own (agentPorts)
 	if a == nil {
 		d.Agent.Connected, d.Agent.Since = false, now
 		e.Status, e.Text = masterapi.AgentDisconnected, "agent disconnected"
@@ -158,6 +161,27 @@ func agentConn(d *masterapi.Machine, a *masterapi.AgentState, address string, no
 	}
 	e.Status, e.Text = masterapi.AgentConnected, "agent "+a.Version+" connected ("+a.Via+")"
 	return e
+}
+
+// agentPorts sets d's listening ports from its agent's report (sorted by
+// port then address), one entry per port; it reports whether they
+// changed.
+func agentPorts(d *masterapi.Machine, ports []protocol.ListeningPort) bool {
+	var out []masterapi.ListeningPort
+	for _, p := range ports {
+		if n := len(out); n > 0 && out[n-1].Port == p.Port {
+			out[n-1].Addresses = append(out[n-1].Addresses, p.Address)
+			continue
+		}
+		out = append(out, masterapi.ListeningPort{Port: p.Port, Addresses: []string{p.Address}})
+	}
+	if slices.EqualFunc(out, d.Ports, func(a, b masterapi.ListeningPort) bool {
+		return a.Port == b.Port && slices.Equal(a.Addresses, b.Addresses)
+	}) {
+		return false
+	}
+	d.Ports = out
+	return true
 }
 
 // installer returns d's installer id, adding it.

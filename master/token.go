@@ -25,11 +25,20 @@ const (
 	// KindTicket: a client's short-lived stand-in, for WebSocket URLs
 	// (browsers cannot set headers on WebSockets); see TicketTTL.
 	KindTicket = "ticket"
+	// KindSite: the key of a browser's visit to a machine's server
+	// through the master (ports.go): one port of one machine, for
+	// SiteKeyTTL, in the path of the server's URLs; see SiteKey.
+	KindSite = "site"
 )
 
 // TicketTTL is how long a ticket is valid. A ticket is also single-use:
 // the master accepts it once (see tickets).
 const TicketTTL = 60 * time.Second
+
+// SiteKeyTTL is how long a site key is valid (SiteKey): a working
+// session on a machine's server; the dashboard's link gives a new one.
+// Revoking the token it was issued to ends it at once.
+const SiteKeyTTL = 4 * time.Hour
 
 const issuer = "porthole-master"
 
@@ -50,6 +59,9 @@ type Claims struct {
 	// that token expires, which ends the connections the ticket opened.
 	Parent        string           `json:"parent,omitempty"`
 	ParentExpires *jwt.NumericDate `json:"pexp,omitempty"`
+	// Port is, on a site key, the machine's port it opens (Runtime and
+	// Machine say which machine).
+	Port int `json:"port,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -215,6 +227,25 @@ func (s *Signer) Ticket(now time.Time, parent *Claims) (string, time.Time, error
 	return tok, exp, err
 }
 
+// SiteKey returns a site key for port of machine name of runtime rid,
+// issued to c (a client token or a ticket): valid for SiteKeyTTL from now
+// and never after c's token expires, carrying its name, revoked with it.
+func (s *Signer) SiteKey(now time.Time, c *Claims, rid, name string, port int) (string, time.Time, error) {
+	pexp := c.ExpiresAt
+	if c.Kind == KindTicket || c.Kind == KindSite {
+		pexp = c.ParentExpires
+	}
+	exp := now.Add(SiteKeyTTL)
+	if pexp != nil && pexp.Time.Before(exp) {
+		exp = pexp.Time
+	}
+	k := Claims{Kind: KindSite, Name: c.Name, Parent: c.revocable(), ParentExpires: pexp, Runtime: rid, Machine: name, Port: port}
+	k.ExpiresAt = jwt.NewNumericDate(exp)
+	k.ID = rand.Text()
+	tok, err := s.signAt(k, now)
+	return tok, exp, err
+}
+
 func (s *Signer) signAt(c Claims, now time.Time) (string, error) {
 	c.Issuer = issuer
 	c.IssuedAt = jwt.NewNumericDate(now)
@@ -242,6 +273,10 @@ func (s *Signer) Verify(tok string) (*Claims, error) {
 	case KindTicket:
 		if c.ExpiresAt == nil || c.ID == "" {
 			return nil, errors.New("invalid token: a ticket without expiry or id")
+		}
+	case KindSite:
+		if c.ExpiresAt == nil || c.Runtime == "" || c.Machine == "" || c.Port < 1 || c.Port > 65535 {
+			return nil, errors.New("invalid token: a site key without expiry, machine or port")
 		}
 	default:
 		return nil, fmt.Errorf("invalid token: unknown kind %q", c.Kind)

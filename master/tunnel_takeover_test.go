@@ -22,6 +22,13 @@ import (
 // answering every request with name, until the test ends.
 func serveTunnel(t *testing.T, tm *testMaster, name string) {
 	t.Helper()
+	serveTunnelHandler(t, tm, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }))
+}
+
+// serveTunnelHandler runs an in-process agent tunnel for machine dev of
+// w:e:o whose requests h answers, until the test ends.
+func serveTunnelHandler(t *testing.T, tm *testMaster, h http.Handler) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -29,7 +36,7 @@ func serveTunnel(t *testing.T, tm *testMaster, name string) {
 		tunnel.Serve(ctx, tunnel.AgentOptions{
 			URL:        tm.WS + "/api/agent",
 			Header:     http.Header{"Authorization": {"Bearer " + tm.machineToken(t, "w:e:o", "dev")}},
-			Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }),
+			Handler:    h,
 			MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 		})
 	}()

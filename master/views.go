@@ -3,6 +3,7 @@ package master
 import (
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/porthole-dev/porthole/master/store"
@@ -19,10 +20,23 @@ func view(m *masterapi.Machine, internal bool) *masterapi.Machine {
 	c.Cursors = nil
 	c.Installers = slices.Clone(m.Installers)
 	c.Servers = nil
+	hidden := map[string]bool{}
 	for _, s := range m.Servers {
 		if internal || !s.Internal() {
 			c.Servers = append(c.Servers, s)
+		} else {
+			p, _, _ := strings.Cut(s.Port, "/")
+			hidden[p] = true
 		}
+	}
+	c.Ports = nil
+	for _, p := range m.Ports {
+		if !hidden[strconv.Itoa(p.Port)] {
+			c.Ports = append(c.Ports, p)
+		}
+	}
+	if c.Ports == nil {
+		c.Ports = []masterapi.ListeningPort{}
 	}
 	if c.Installers == nil {
 		c.Installers = []masterapi.Installer{}

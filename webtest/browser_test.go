@@ -552,7 +552,8 @@ func (p *page) state() string {
 
 // screenshot writes a PNG of the page to the directory named by
 // $PORTHOLE_WEBTEST_SCREENSHOTS, if it is set: a look at the page while
-// developing.
+// developing, and the pictures of docs/dashboard.md (docs/dashboard/,
+// written by one run of the dashboard's tests).
 func (p *page) screenshot(name string) {
 	p.t.Helper()
 	dir := os.Getenv("PORTHOLE_WEBTEST_SCREENSHOTS")

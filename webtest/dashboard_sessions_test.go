@@ -90,6 +90,21 @@ func TestDashboardProcesses(t *testing.T) {
 		t.Fatalf("tabs %v, want %v", got, []string{orphan.ID, shell2, shell3})
 	}
 	p.wait("the new shells listed", rowJS(card, shell2)+` && `+rowJS(card, shell3))
+	// The keyboard: ArrowLeft on the selected tab selects the one before,
+	// Home the first, and the focus stays on the tabs.
+	selected := `[...` + card + `.querySelectorAll('.terminal-tab')].find(b => b.getAttribute('aria-selected') === 'true')`
+	key := func(k string) string {
+		return eval[string](p, `(() => { `+selected+`.dispatchEvent(new KeyboardEvent('keydown', {key: `+jsString(k)+`, bubbles: true})); return `+selected+`.dataset.process + (document.activeElement === `+selected+` ? ' focused' : '') })()`)
+	}
+	if got := key("ArrowLeft"); got != shell2+" focused" {
+		t.Errorf("ArrowLeft on tab %s: %q, want %q", shell3, got, shell2+" focused")
+	}
+	if got := key("Home"); got != orphan.ID+" focused" {
+		t.Errorf("Home: %q, want %q", got, orphan.ID+" focused")
+	}
+	if got := key("End"); got != shell3+" focused" {
+		t.Errorf("End: %q, want %q", got, shell3+" focused")
+	}
 	p.screenshot("dashboard-processes.png")
 
 	// Close the second shell: it is hung up, the others stay live.

@@ -51,8 +51,9 @@ func TestDashboard(t *testing.T) {
 	card := machineJS(rid, name)
 	p.wait("the machine RUNNING", card+`?.querySelector('.machine-status')?.dataset.status === `+jsString(masterapi.MachineRunning))
 	p.wait("the installer RUNNING", card+`.querySelector('tr.installer[data-installer="org.example.web"] .badge').dataset.status === `+jsString(che.StatusRunning))
-	p.wait("the server with its URL", card+`.querySelector('tr.server[data-server="web"] .badge').dataset.status === `+jsString(masterapi.ServerRunning)+` && `+
-		card+`.querySelector('tr.server[data-server="web"] a')?.getAttribute('href') === `+jsString(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
+	p.wait("the server with its link through the master and its URL", card+`.querySelector('tr.server[data-server="web"] .badge').dataset.status === `+jsString(masterapi.ServerRunning)+` && `+
+		card+`.querySelector('tr.server[data-server="web"] a.open-port')?.getAttribute('href') === `+jsString(fmt.Sprintf("/api/runtimes/%s/machines/%s/ports/%d/healthz", strings.ReplaceAll(rid, ":", "%3A"), name, port))+` && `+
+		card+`.querySelector('tr.server[data-server="web"] .machine-url')?.textContent === `+jsString(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
 	p.wait("the installer's stdout", logLines(card, ".stdout")+`.some(l => l.endsWith('installing'))`)
 	p.wait("the installer's stderr, marked", logLines(card, ".stderr")+`.some(l => l.endsWith('warming up'))`)
 	p.wait("the agent connected", `!`+card+`.querySelector('.open-terminal').disabled`)
@@ -109,12 +110,20 @@ func TestDashboardFailedInstaller(t *testing.T) {
 	msg := che.ErrExitCode("org.example.failing", 3).Error()
 	p.wait("the machine FAILED", card+`?.querySelector('.machine-status')?.dataset.status === `+jsString(masterapi.MachineFailed))
 	p.wait("the machine's error", card+`.querySelector('.machine-error').textContent.includes(`+jsString(msg)+`)`)
-	p.wait("the installer FAILED with its error", card+`.querySelector('tr.installer[data-installer="org.example.failing"] .badge').dataset.status === `+jsString(che.StatusFailed)+` && `+
-		card+`.querySelector('tr.installer[data-installer="org.example.failing"] .installer-error').textContent.includes(`+jsString(msg)+`)`)
+	p.wait("the installer FAILED", card+`.querySelector('tr.installer[data-installer="org.example.failing"] .badge').dataset.status === `+jsString(che.StatusFailed))
 	// Text, never HTML: the <wrong> of the output stays text.
 	p.wait("the installer's stderr", logLines(card, ".stderr")+`.some(l => l.endsWith('it went <wrong>'))`)
 	if n := eval[int](p, card+`.querySelectorAll('wrong').length`); n != 0 {
 		t.Errorf("the log made %d <wrong> elements of the installer's output", n)
+	}
+	// The cause next to the sentence: the installer's last stderr lines.
+	p.wait("the last stderr lines under the error", card+`.querySelector('.machine-error .stderr-tail[data-installer="org.example.failing"] pre')?.textContent === 'it went <wrong>'`)
+	// The sentence once outside the log (the installer's row points at
+	// it), and once in it (the bootstrapper's failure says "above").
+	outside := eval[string](p, `(() => { const c = `+card+`.cloneNode(true); c.querySelector('details.logs').remove(); return c.textContent })()`)
+	inLog := eval[string](p, card+`.querySelector('.log').textContent`)
+	if n, k := strings.Count(outside, msg), strings.Count(inLog, msg); n != 1 || k != 1 {
+		t.Errorf("the error sentence shows %d times outside the log and %d times in it, want once each%s", n, k, p.state())
 	}
 	if !eval[bool](p, card+`.querySelector('.open-terminal').disabled`) {
 		t.Error("the terminal button is enabled, but no agent is connected")
@@ -172,8 +181,8 @@ func TestDashboardReconnect(t *testing.T) {
 // survives the master being killed (SIGKILL) and restarted on the same
 // port and data directory: the panel's bar says it is reconnecting (its
 // output does not), the page reattaches at the exact offset, and the
-// buffer holds every line once, in order. A reload then reattaches to
-// the same shell (the agent has no second process) and replays it, and
+// buffer holds every line once, in order; so does a reload while it
+// streams. A reload then reattaches to the same shell (the agent has no second process) and replays it, and
 // Close hangs up that shell. While the master is down, a banner says so
 // and the agent's state shows unknown, not CONNECTED. When the agent restarts, the panel says its
 // shell is gone and stops.
@@ -262,12 +271,18 @@ func TestDashboardTerminalReconnect(t *testing.T) {
 	p.wait("the banner gone, the agent CONNECTED", `document.getElementById('banner').hidden && `+agentJS+`.dataset.status === 'CONNECTED'`)
 	t.Logf("reattached after %v", time.Since(down).Round(time.Millisecond))
 	p.wait("the stream going on live", fmt.Sprintf(`%s >= %d`, lastNumber, before+20))
+	p.screenshot("dashboard-terminal-reconnected.png")
+	// A reload while the shell streams: the same process, replayed from
+	// its first byte, then live; no line twice, none missing.
+	streamed := eval[int](p, lastNumber)
+	p.do(chromedp.Reload())
+	p.wait("the same shell after a reload while streaming", fmt.Sprintf(`%s === %s && %s === 'open'`, idJS, jsString(id), stateJS))
+	p.wait("the stream going on after the reload", fmt.Sprintf(`%s >= %d`, lastNumber, streamed+20))
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p.wait("the end of the stream", has(`^end-\d+$`))
-	checkNumbers("after the master's restart")
-	p.screenshot("dashboard-terminal-reconnected.png")
+	checkNumbers("after the master's restart and a reload while streaming")
 
 	// A reload: the tab reattaches to the shell it opened, and replays it.
 	p.do(chromedp.Reload())
@@ -494,10 +509,11 @@ func startMaster(t *testing.T, b binaries) *testMaster {
 }
 
 // startMasterAt runs porthole-master on addr with data directory data.
-func startMasterAt(t *testing.T, b binaries, addr, data string) *testMaster {
+// extra are more flags.
+func startMasterAt(t *testing.T, b binaries, addr, data string, extra ...string) *testMaster {
 	t.Helper()
 	m := &testMaster{bins: b, addr: addr, data: data}
-	p := startProc(t, "porthole-master", b.master, []string{"-listen", m.addr, "-data", m.data, "-log-level", "debug"})
+	p := startProc(t, "porthole-master", b.master, append([]string{"-listen", m.addr, "-data", m.data, "-log-level", "debug"}, extra...))
 	m.proc = p
 	deadline := time.Now().Add(waitFor)
 	for {

@@ -291,6 +291,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
 	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
 	allowedHosts := fs.String("allowed-host", "", "comma-separated host names the master answers to besides IP addresses and localhost (a request with another Host header gets 421: stops DNS rebinding); empty: any")
+	var origins originsFlag
+	fs.Var(&origins, "allow-origin", "origin of another site's pages allowed to use the client endpoints (live socket, API, tickets, agent proxy) with a token or ticket, e.g. https://ide.example.com (repeatable; * for any)")
 	var ho httpserve.Options
 	fs.IntVar(&ho.MaxPending, "max-pending-conns", httpserve.DefaultMaxPending, "connections not serving a request (before their first, or idle) kept at once; beyond, new ones are closed")
 	fs.IntVar(&ho.MaxPendingPerIP, "max-pending-per-ip", httpserve.DefaultMaxPendingPerIP, "the same, from one IP address (raise it behind a reverse proxy)")
@@ -366,6 +368,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			o.AllowedHosts = append(o.AllowedHosts, h)
 		}
 	}
+	o.AllowedOrigins = origins
 	m, err := master.New(o)
 	if err != nil {
 		return err
@@ -430,4 +433,19 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 // not the master's, and would otherwise break -log-format json.
 func serverLog(log *slog.Logger) *stdlog.Logger {
 	return slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug)
+}
+
+// originsFlag is -allow-origin, repeatable: each value is checked as it
+// is parsed (master.ParseAllowedOrigin).
+type originsFlag []string
+
+func (f *originsFlag) String() string { return strings.Join(*f, ",") }
+
+func (f *originsFlag) Set(v string) error {
+	o, err := master.ParseAllowedOrigin(v)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, o)
+	return nil
 }

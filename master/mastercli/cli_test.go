@@ -107,3 +107,14 @@ func TestTokenListRevoke(t *testing.T) {
 		t.Errorf("revoking an unknown name: %v", err)
 	}
 }
+
+// A bad -allow-origin is refused with an error naming the flag and the
+// value, before anything starts.
+func TestAllowOriginFlag(t *testing.T) {
+	for _, v := range []string{"ide.example.com", "ftp://ide.example.com", "https://ide.example.com/path", "https://", "https://u@ide.example.com"} {
+		err := run(context.Background(), []string{"-listen", "127.0.0.1:0", "-data", t.TempDir(), "-allow-origin", v}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "-allow-origin") || !strings.Contains(err.Error(), v) {
+			t.Errorf("-allow-origin %q: %v, want an error naming the flag and the value", v, err)
+		}
+	}
+}

@@ -56,9 +56,14 @@ type Machine struct {
 	BootID    string `json:"bootId,omitempty"`
 	// Address is the host the machine's servers are reached on: the
 	// agent's announcement, else where its bootstrapper connects from.
-	Address      string            `json:"address,omitempty"`
-	Installers   []Installer       `json:"installers"`
-	Servers      []Server          `json:"servers"`
+	Address    string      `json:"address,omitempty"`
+	Installers []Installer `json:"installers"`
+	Servers    []Server    `json:"servers"`
+	// Ports are the TCP ports something listens on in the machine, as
+	// its agent last reported them (ports.changed, docs/protocol.md §21),
+	// by port: empty while no agent is connected. A client sees neither
+	// an internal server's port nor any port of it.
+	Ports        []ListeningPort   `json:"ports"`
 	Agent        AgentState        `json:"agent"`
 	Bootstrapper BootstrapperState `json:"bootstrapper"`
 	// Seq is the machine's last journal entry (its logs and events).
@@ -92,6 +97,15 @@ type Server struct {
 // Internal reports the attribute internal=true: such servers are for
 // machines of the runtime only and never shown to clients.
 func (s Server) Internal() bool { return strings.EqualFold(s.Attributes["internal"], "true") }
+
+// ListeningPort is a TCP port something listens on in the machine, and
+// the addresses it listens on ("0.0.0.0", "::", "127.0.0.1"…). The
+// master serves it to clients like a declared server
+// (/api/runtimes/{rid}/machines/{name}/ports/{port}/).
+type ListeningPort struct {
+	Port      int      `json:"port"`
+	Addresses []string `json:"addresses"`
+}
 
 // AgentState is the machine's agent as the master last saw it.
 type AgentState struct {
@@ -156,7 +170,8 @@ type AuditEntry struct {
 	Principal string    `json:"principal"` // the token's name
 	TokenID   string    `json:"tokenId,omitempty"`
 	Remote    string    `json:"remote"`
-	// Action: "ticket", "rpc" (a control socket opened), "attach", a
+	// Action: "ticket", "site" (a browser opened a machine's server:
+	// a site key issued for Port), "rpc" (a control socket opened), "attach", a
 	// JSON-RPC method of the agent's HTTP endpoint ("process.start",
 	// "process.signal", "process.kill", …), or "http" (another request
 	// to the agent).
@@ -167,7 +182,8 @@ type AuditEntry struct {
 	Argv    []string `json:"argv,omitempty"`
 	Signal  string   `json:"signal,omitempty"`
 	Method  string   `json:"method,omitempty"` // the HTTP method, for "http"
-	Path    string   `json:"path,omitempty"`   // the agent path, for "http" and "attach"
+	Path    string   `json:"path,omitempty"`   // the agent path, for "http" and "attach"; the server's, for "site"
+	Port    int      `json:"port,omitempty"`   // the machine's port, for "site"
 }
 
 // AuditPage is GET /api/audit's answer; Next is the ?after= of the next

@@ -68,6 +68,13 @@ export function agentBase(rid, name) {
   return `/api/runtimes/${encodeURIComponent(rid)}/machines/${encodeURIComponent(name)}/agent`;
 }
 
+// siteURL is the path of a machine's HTTP server on port through the
+// master (path relative to the server's root).
+export function siteURL(rid, name, port, path = "/") {
+  const p = path.startsWith("/") ? path.slice(1) : path;
+  return `/api/runtimes/${encodeURIComponent(rid)}/machines/${encodeURIComponent(name)}/ports/${port}/${p}`;
+}
+
 // agentRPC makes one JSON-RPC call to a machine's agent: POST /v1/rpc
 // through the master's proxy.
 let agentSeq = 0;

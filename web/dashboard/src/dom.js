@@ -25,20 +25,6 @@ export function badge(status, cls = "") {
   return h("span", { class: ("badge " + cls).trim(), dataset: { status: status || "UNKNOWN" } }, status || "UNKNOWN");
 }
 
-// link shows a server URL: a link for http(s), text otherwise.
-export function link(url) {
-  if (!url) return "";
-  try {
-    const u = new URL(url);
-    if (u.protocol === "http:" || u.protocol === "https:") {
-      return h("a", { href: u.href, target: "_blank", rel: "noopener noreferrer" }, url);
-    }
-  } catch {
-    // not a URL: shown as text
-  }
-  return url;
-}
-
 // insertSorted inserts el among parent's children whose dataset[key]
 // orders them.
 export function insertSorted(parent, el, key) {

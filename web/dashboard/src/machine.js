@@ -1,13 +1,11 @@
 // Runtimes and their machines: a section per runtime, and per machine a
 // card with its status, installers, servers, installer logs and terminal.
-import { badge, h, insertSorted, link } from "./dom.js";
+import { badge, h, insertSorted } from "./dom.js";
+import { LogView } from "./logs.js";
 import { Player } from "./player.js";
+import { PortsView } from "./ports.js";
 import { ProcessList } from "./processes.js";
 import { TerminalView, savedShells } from "./terminal.js";
-
-// MAX_LOG_LINES bounds the log lines kept in the page per machine; older
-// ones are removed from the DOM.
-const MAX_LOG_LINES = 2000;
 
 const runtimesEl = document.getElementById("runtimes");
 const emptyEl = document.getElementById("empty");
@@ -64,9 +62,6 @@ class MachineView {
     this.rid = rid;
     this.name = name;
     this.doc = null;
-    this.lastSeq = 0; // the last journal entry shown
-    this.logLines = 0;
-    this.partial = null; // the line a partial log entry left open: {key, el}
     this.terms = []; // TerminalViews, in tab order
     this.active = null; // the TerminalView shown
     this.player = null; // the Player shown
@@ -77,9 +72,8 @@ class MachineView {
     this.termButton = h("button", { class: "open-terminal", disabled: true, onclick: () => this.openTerminal() }, "New shell");
     this.errorEl = h("div", { class: "machine-error", hidden: true });
     this.installersEl = h("tbody");
-    this.serversEl = h("tbody");
-    this.logEl = h("div", { class: "log", role: "log" });
-    this.logCountEl = h("span", { class: "muted" });
+    this.ports = new PortsView(this);
+    this.logs = new LogView(this);
     this.procs = new ProcessList(this);
     this.tabsEl = h("div", { class: "terminal-tabs", role: "tablist", hidden: true });
     this.panelsEl = h("div", { class: "terminal-panels" });
@@ -91,10 +85,8 @@ class MachineView {
       h("table", { class: "installers" },
         h("thead", {}, h("tr", {}, h("th", {}, "Installer"), h("th", {}, "Status"), h("th", {}, "Error"))),
         this.installersEl),
-      h("table", { class: "servers" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Server"), h("th", {}, "Port"), h("th", {}, "Status"), h("th", {}, "URL"))),
-        this.serversEl),
-      h("details", { class: "logs", open: true }, h("summary", {}, "Installer logs ", this.logCountEl), this.logEl),
+      this.ports.el,
+      this.logs.el,
       this.procs.el, this.playerEl, this.tabsEl, this.panelsEl);
   }
 
@@ -116,8 +108,8 @@ class MachineView {
     const st = doc.status || "UNKNOWN";
     this.statusEl.textContent = st;
     this.statusEl.dataset.status = st;
-    this.errorEl.textContent = doc.error || "";
-    this.errorEl.hidden = !doc.error;
+    this.logs.update(doc);
+    this.showError();
     const agent = doc.agent || {};
     this.showAgent();
     const bs = doc.bootstrapper || {};
@@ -137,76 +129,42 @@ class MachineView {
     this.installersEl.replaceChildren(...(doc.installers || []).map((i) =>
       h("tr", { class: "installer", dataset: { installer: i.id } },
         h("td", { class: "mono" }, i.id), h("td", {}, badge(i.status, "installer-status")),
-        h("td", { class: "error installer-error" }, i.error || ""))));
+        h("td", { class: "error installer-error" }, i.error && i.error === doc.error ? h("span", { class: "muted" }, "the machine's error, above") : i.error || ""))));
     if (!this.installersEl.children.length) this.installersEl.append(h("tr", {}, h("td", { class: "muted", colspan: 3 }, "none")));
 
-    this.serversEl.replaceChildren(...(doc.servers || []).map((s) =>
-      h("tr", { class: "server", dataset: { server: s.name } },
-        h("td", { class: "mono" }, s.name), h("td", { class: "mono" }, s.port || ""),
-        h("td", {}, badge(s.status, "server-status")), h("td", { class: "mono" }, link(s.url)))));
-    if (!this.serversEl.children.length) this.serversEl.append(h("tr", {}, h("td", { class: "muted", colspan: 4 }, "none")));
+    this.ports.update(doc);
   }
 
-  // addEntries shows journal entries in order; those already shown
-  // (seq <= lastSeq, after a resubscription) are skipped.
+  // lastSeq is the last journal entry the page holds (live.js resumes
+  // after it).
+  get lastSeq() {
+    return this.logs.lastSeq;
+  }
+
+  // addEntries shows journal entries in order (logs.js).
   addEntries(entries) {
-    const log = this.logEl;
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 4;
-    for (const e of entries) {
-      if (typeof e.seq !== "number" || e.seq <= this.lastSeq) continue;
-      this.lastSeq = e.seq;
-      this.addEntry(e);
-    }
-    while (this.logLines > MAX_LOG_LINES && log.firstChild) {
-      log.firstChild.remove();
-      this.logLines--;
-    }
-    this.logCountEl.textContent = `(${this.logLines} line${this.logLines === 1 ? "" : "s"}${this.lastSeq ? ", seq " + this.lastSeq : ""})`;
-    if (atBottom) log.scrollTop = log.scrollHeight;
+    this.logs.addEntries(entries);
   }
 
-  addEntry(e) {
-    const time = e.time ? new Date(e.time).toLocaleString() : "";
-    if (e.type === "log") {
-      const stderr = e.stream === "STDERR";
-      const key = `${e.installer}\n${e.stream}`;
-      if (this.partial && this.partial.key === key) {
-        this.partial.el.append(e.text || ""); // the line goes on
-      } else {
-        const el = h("div", { class: [stderr ? "stderr" : "stdout", e.lost ? "lost" : ""].join(" ").trim(), title: time },
-          e.installer ? h("span", { class: "installer" }, e.installer) : null, e.text || "");
-        this.line(el);
-        this.partial = e.partial ? { key, el } : null;
-        return;
-      }
-      if (!e.partial) this.partial = null;
-      return;
-    }
-    this.partial = null;
-    let text;
-    switch (e.type) {
-      case "installer":
-        text = `installer ${e.installer}: ${e.status}`;
-        break;
-      case "bootstrapper":
-        text = `bootstrapper: ${e.status}`;
-        break;
-      case "server":
-        text = `server ${e.server} (${e.port}) of ${e.installer}: ${e.status}`;
-        break;
-      case "agent":
-        text = `agent: ${e.status}`;
-        break;
-      default:
-        text = `${e.type}: ${e.status || ""}`;
-    }
-    if (e.error) text += ` — ${e.error}`;
-    this.line(h("div", { class: "event" + (e.status === "FAILED" ? " error" : ""), title: time }, text));
+  // showError shows the machine's error once and, under it, the last
+  // stderr lines of each failed installer: the cause, next to the
+  // sentence.
+  showError() {
+    const doc = this.doc || {};
+    const failed = (doc.installers || []).filter((i) => i.status === "FAILED");
+    const tails = failed.map((i) => {
+      const lines = this.logs.stderrTail(i.id);
+      return h("div", { class: "stderr-tail", dataset: { installer: i.id } },
+        h("div", { class: "muted" }, lines.length ? `last stderr lines of ${i.id}:` : `${i.id} wrote nothing on stderr that the page holds`),
+        lines.length ? h("pre", {}, lines.join("\n")) : null);
+    });
+    this.errorEl.replaceChildren(doc.error ? h("div", { class: "machine-error-text" }, doc.error) : null, ...tails);
+    this.errorEl.hidden = !doc.error && !tails.length;
   }
 
-  line(el) {
-    this.logEl.append(el);
-    this.logLines++;
+  // logsChanged: lines were added; the error's stderr lines follow.
+  logsChanged() {
+    if (this.doc && (this.doc.installers || []).some((i) => i.status === "FAILED")) this.showError();
   }
 
   // openTerminal opens a tab: on a saved or listed process ({id,
@@ -214,13 +172,25 @@ class MachineView {
   openTerminal(saved = null) {
     const tv = new TerminalView(this);
     this.terms.push(tv);
-    tv.tab = h("button", { class: "terminal-tab", role: "tab", onclick: () => this.show(tv) }, "…");
+    tv.tab = h("button", { class: "terminal-tab", role: "tab", onclick: () => this.show(tv), onkeydown: (ev) => this.tabKey(ev, tv) }, "…");
     this.tabsEl.append(tv.tab);
     this.tabsEl.hidden = false;
     this.panelsEl.append(tv.el);
     this.show(tv);
     tv.start(saved).then(() => this.procs.soon(), (e) => tv.status(String(e.message || e), "failed"));
     return tv;
+  }
+
+  // tabKey: the arrow keys, Home and End move between the tabs (the
+  // focus stays on the tabs; Tab goes on into the terminal).
+  tabKey(ev, tv) {
+    const i = this.terms.indexOf(tv), n = this.terms.length;
+    const to = { ArrowRight: (i + 1) % n, ArrowLeft: (i - 1 + n) % n, Home: 0, End: n - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    const next = this.terms[to];
+    this.show(next);
+    next.tab.focus();
   }
 
   // newShell replaces an ended tab with a new shell.

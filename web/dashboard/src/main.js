@@ -2,7 +2,8 @@
 // servers and installer logs, live, and a terminal per machine whose agent
 // is connected. See docs/master.md.
 //
-// URL: /#token=TOKEN
+// URL: /#token=TOKEN, or /#/m/RUNTIME/MACHINE/p/ID for one process's
+// terminal in a tab of its own (popout.js)
 //   #token  a client token (porthole-master token -data DIR -client). It is
 //           in the fragment, which is never sent to a server; the page
 //           moves it to sessionStorage and out of the address bar. Without
@@ -13,7 +14,13 @@
 //                the master's proxy
 //   live.js      the runtime.subscribe socket: reconnects, resumes by seq
 //   machine.js   runtimes and machine cards: statuses and installer logs
-//   terminal.js  a machine's xterm.js terminals (tabs)
+//   logs.js      a machine's installer logs (logtext.js: lines, filter,
+//                downloads)
+//   ports.js     a machine's servers and listening ports, each opened
+//                through the master (a ticket, then a site key)
+//   terminal.js  a machine's xterm.js terminals (tabs); links.js: which
+//                links open
+//   popout.js    a terminal in a tab of its own
 //   processes.js a machine's process list (process.list on a control
 //                socket: agentsocket.js), Attach, Kill, Remove, Replay
 //   player.js    a recorded session played in xterm.js
@@ -30,6 +37,7 @@ import { api, setToken, takeToken } from "./api.js";
 import { Live } from "./live.js";
 import { AuditView } from "./audit.js";
 import { findMachine, setStale } from "./machine.js";
+import { Popout, popoutRoute } from "./popout.js";
 
 const connEl = document.getElementById("conn");
 const bannerEl = document.getElementById("banner");
@@ -81,7 +89,26 @@ loginEl.addEventListener("submit", (ev) => {
   start();
 });
 
+// A popped-out terminal: that terminal only, no live subscription.
+const route = popoutRoute();
+let popout = null;
+if (route) {
+  document.body.classList.add("popout-page");
+  popout = new Popout(route, document.body);
+}
+
+// The address names another view (a link, a typed address): load it.
+addEventListener("hashchange", () => {
+  const r = popoutRoute();
+  if ((r && !popout) || (popout && !r) || (r && popout && r.id !== popout.route.id && r.id !== popout.active?.id)) location.reload();
+});
+
 function start() {
+  if (popout) {
+    setConn("live", "");
+    popout.start();
+    return;
+  }
   api("/api/info").then((i) => {
     document.getElementById("version").textContent = `${i.version} · agent protocol ${i.protocolVersion}`;
   }).catch(() => {});
@@ -91,7 +118,7 @@ function start() {
 // For tests and the console: a machine's terminal (its tab for process
 // id, else the tab shown), its process id, and its player's terminal.
 const tab = (rid, name, id) => {
-  const mv = findMachine(rid, name);
+  const mv = popout || findMachine(rid, name);
   return id != null ? mv?.terminalFor(id) : mv?.active;
 };
 window.porthole = {

@@ -6,9 +6,16 @@
 // A machine has several (machine.js shows them as tabs). The process ids
 // are kept in sessionStorage per machine, so a reload reattaches to the
 // same shells; only Close hangs one up (Detach leaves it running, listed
-// in the machine's processes).
+// in the machine's processes). Pop out moves a terminal into a browser
+// tab of its own (popout.js: #/m/RID/MACHINE/p/ID, which a reload
+// reattaches). Copy and paste: the selection is copied with Ctrl+Shift+C
+// or Copy, pasted with Ctrl+Shift+V (the browser's paste) or Paste; a
+// program writes the clipboard with OSC 52 (the clipboard addon), but
+// never reads it. Links open only when http(s) (links.js).
 import { Terminal } from "@xterm/xterm";
+import { ClipboardAddon } from "@xterm/addon-clipboard";
 import { FitAddon } from "@xterm/addon-fit";
+import { WebLinksAddon } from "@xterm/addon-web-links";
 import { gapMarker } from "../../shared/agent.js";
 import { Attachment } from "../../shared/attach.js";
 import { RPCError } from "../../shared/jsonrpc.js";
@@ -16,6 +23,7 @@ import { resizeQueue } from "../../shared/resize.js";
 import { wsURL } from "../../shared/socket.js";
 import { HTTPError, agentBase, agentRPC, ticket } from "./api.js";
 import { h } from "./dom.js";
+import { openLink } from "./links.js";
 
 // The shells a page opened or attached to on a machine, kept across
 // reloads of the tab: a JSON list of {id, startedAt} under SESSION_KEY +
@@ -47,6 +55,19 @@ function forgetShell(rid, name, id) {
   else sessionStorage.removeItem(SESSION_KEY + rid + "\n" + name);
 }
 
+// popoutURL is the address of a process's terminal in a tab of its own.
+export function popoutURL(rid, name, id) {
+  return `${location.pathname}#/m/${encodeURIComponent(rid)}/${encodeURIComponent(name)}/p/${encodeURIComponent(id)}`;
+}
+
+// clipboard is the clipboard addon's provider: OSC 52 may write the
+// system clipboard; a read (OSC 52 "?") gets nothing, so a program on
+// the machine cannot take what the user copied elsewhere.
+const clipboard = {
+  readText: () => "",
+  writeText: (selection, text) => (selection === "c" ? navigator.clipboard.writeText(text) : undefined),
+};
+
 // finalError marks an error that retrying will not fix.
 function finalError(message) {
   const e = new Error(message);
@@ -71,12 +92,62 @@ export class TerminalView {
     this.el = h("div", { class: "terminal-panel" },
       h("div", { class: "terminal-bar" }, this.statusEl,
         this.newButton = h("button", { class: "new-shell", hidden: true, onclick: () => this.mv.newShell(this) }, "New shell"),
+        h("button", { type: "button", class: "copy-terminal", title: "copy the selection (Ctrl+Shift+C)", onclick: () => this.copy() }, "Copy"),
+        h("button", { type: "button", class: "paste-terminal", title: "paste the clipboard (Ctrl+Shift+V)", onclick: () => this.paste() }, "Paste"),
+        this.popButton = h("button", { type: "button", class: "popout-terminal", title: "move this terminal into a browser tab of its own", hidden: !!mv.isPopout, onclick: () => this.popOut() }, "Pop out"),
         h("button", { class: "detach-terminal", title: "close this tab, leave the process running", onclick: () => this.close(false) }, "Detach"),
         h("button", { class: "close-terminal", title: "hang up the process (SIGHUP) and close this tab", onclick: () => this.close() }, "Close")),
       this.box);
     this.term = new Terminal({ cursorBlink: true, scrollback: 10000, fontSize: 13 });
     this.fit = new FitAddon();
     this.term.loadAddon(this.fit);
+    this.term.loadAddon(new ClipboardAddon(undefined, clipboard));
+    this.term.loadAddon(new WebLinksAddon((_, uri) => openLink(uri)));
+    // OSC 8 hyperlinks: their URI is the program's, any scheme.
+    this.term.options.linkHandler = { activate: (_, uri) => openLink(uri), allowNonHttpProtocols: false };
+    this.term.attachCustomKeyEventHandler((ev) => {
+      if (ev.type !== "keydown" || !ev.ctrlKey || !ev.shiftKey || ev.altKey || ev.metaKey) return true;
+      if (ev.code === "KeyC") {
+        ev.preventDefault();
+        this.copy();
+        return false;
+      }
+      // Ctrl+Shift+V: the browser's paste event, which xterm.js takes.
+      return ev.code !== "KeyV";
+    });
+  }
+
+  // copy puts the terminal's selection on the clipboard.
+  copy() {
+    const sel = this.term.getSelection();
+    if (sel) navigator.clipboard.writeText(sel).catch((e) => console.warn("copy:", e));
+    this.term.focus();
+  }
+
+  // paste types the clipboard into the terminal (bracketed, when the
+  // program asked for it).
+  async paste() {
+    try {
+      const text = await navigator.clipboard.readText();
+      if (text && !this.ended) this.term.paste(text);
+    } catch (e) {
+      this.status(`paste: ${e.message} (the page may not read the clipboard: use Ctrl+Shift+V)`);
+    }
+    this.term.focus();
+  }
+
+  // popOut opens the terminal in a tab of its own, then leaves it there
+  // (Detach: the process goes on).
+  popOut() {
+    if (this.id == null || this.ended) return;
+    // Not noopener: the new tab starts with a copy of this tab's
+    // sessionStorage, which holds the token.
+    const w = window.open(popoutURL(this.mv.rid, this.mv.name, this.id), "_blank");
+    if (!w) {
+      this.status("the browser blocked the new tab: allow pop-ups for this page");
+      return;
+    }
+    this.close(false);
   }
 
   // status shows text in the panel's bar (never in the terminal's
