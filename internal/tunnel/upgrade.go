@@ -186,9 +186,10 @@ func (s *Session) switchProtocols(w http.ResponseWriter, r *http.Request, st *ya
 	removeHopHeaders(resp.Header)
 	resp.Header.Del("Set-Cookie") // the agent sets no cookie on the master's origin
 	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// A refusal, or a path that does not switch (its body, whole).
 		copyHeader(w.Header(), resp.Header)
 		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, io.LimitReader(resp.Body, 1<<20))
+		io.Copy(w, resp.Body)
 		return nil, fmt.Errorf("tunnel: the agent answered %d", resp.StatusCode)
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()

@@ -34,8 +34,12 @@ import (
 func echoAgent(report ...string) http.Handler {
 	up := websocket.Upgrader{Subprotocols: []string{"echo.v1"}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/refuse" {
+		switch r.URL.Path {
+		case "/refuse":
 			http.Error(w, "no such process: 42", http.StatusNotFound)
+			return
+		case "/big": // a path that does not switch protocols
+			w.Write(bytes.Repeat([]byte("0123456789abcdef"), 1<<17)) // 2 MiB
 			return
 		}
 		ws, err := up.Upgrade(w, r, http.Header{"Set-Cookie": {"master-session=forged"}, "X-Agent": {"yes"}})
@@ -138,6 +142,20 @@ func TestProxyUpgradeRefusal(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "no such process: 42") {
 		t.Fatalf("got %d %q; want 404 with the agent's message", resp.StatusCode, body)
+	}
+	// A path that answers an upgrade with an ordinary response: all of it.
+	req, _ := http.NewRequest("GET", m.srv.URL+prefix+"/big", nil)
+	req.Header = http.Header{"Authorization": {"Bearer " + clientToken}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"}}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err = (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ = io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || len(body) != 2<<20 {
+		t.Fatalf("got %d with %d bytes; want 200 with 2 MiB", resp.StatusCode, len(body))
 	}
 }
 
