@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -126,10 +127,20 @@ func BenchmarkPortForward(b *testing.B) {
 	}()
 	b.Cleanup(func() { cancel(); <-served })
 	viaMaster := client.Options{URL: "ws://" + bm.addr + "/api/runtimes/" + rid + "/machines/" + name + "/agent", Token: bm.clientToken(b)}
-	if c, err := dialThroughMaster(ctx, viaMaster); err != nil {
-		b.Fatal(err)
-	} else {
-		c.Close()
+	// Until the agent's tunnel is up the master knows no such machine
+	// (404) or has no tunnel for it (502, which dialThroughMaster waits
+	// out).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := dialThroughMaster(ctx, viaMaster)
+		if err == nil {
+			c.Close()
+			break
+		}
+		var he *client.HTTPError
+		if !errors.As(err, &he) || he.Status != http.StatusNotFound || time.Now().After(deadline) {
+			b.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the master for the tunnel to come up
 	}
 	direct := client.Options{URL: "ws://" + addr, Token: token}
 

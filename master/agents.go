@@ -231,6 +231,18 @@ func (m *Master) serveAgentProxy(w http.ResponseWriter, r *http.Request, c *Clai
 	m.auditProxied(r2, c, k.Runtime, k.Machine, r2.URL.Path)
 	m.metrics.proxiedTotal.Inc()
 	m.metrics.proxied.Inc()
-	defer m.metrics.proxied.Dec()
+	// A WebSocket is proxied on after this returns (guard's
+	// tunnel.WithDetach): the gauge counts it until it ends.
+	detached := false
+	if outer := tunnel.DetachFrom(r2.Context()); outer != nil {
+		r2 = r2.WithContext(tunnel.WithDetach(r2.Context(), func() func() {
+			detached = true
+			end := outer()
+			return func() { m.metrics.proxied.Dec(); end() }
+		}))
+	}
 	sess.Proxy("").ServeHTTP(w, r2)
+	if !detached {
+		m.metrics.proxied.Dec()
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porthole-dev/porthole/internal/tunnel"
 	"github.com/porthole-dev/porthole/protocol/masterapi"
 )
 
@@ -131,8 +132,9 @@ func (m *Master) bound(r *http.Request, c *Claims) (release func()) {
 	if conn == nil || exp == nil {
 		return untrack
 	}
+	path := logPath(r) // not r: a proxied WebSocket outlives its request
 	t := time.AfterFunc(time.Until(exp.Time), func() {
-		m.log.Info("token expired: its connection is closed", "principal", c.Principal(), "path", logPath(r))
+		m.log.Info("token expired: its connection is closed", "principal", c.Principal(), "path", path)
 		conn.Close()
 	})
 	return func() { t.Stop(); untrack() }
@@ -211,8 +213,18 @@ func (m *Master) guard(ep endpoint, h authedFunc) http.Handler {
 				writeJSONError(w, http.StatusServiceUnavailable, ErrShutdown.Error())
 				return
 			}
-			defer done()
-			defer m.bound(r, c)()
+			release := m.bound(r, c)
+			end := func() { release(); done() }
+			// A proxied WebSocket goes on after the handler returns
+			// (tunnel.WithDetach); the connection stays tracked until
+			// it ends.
+			detached := false
+			r = r.WithContext(tunnel.WithDetach(r.Context(), func() func() { detached = true; return end }))
+			defer func() {
+				if !detached {
+					end()
+				}
+			}()
 		}
 		h(w, r, c)
 	}

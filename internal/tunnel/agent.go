@@ -123,7 +123,8 @@ func Serve(ctx context.Context, o AgentOptions) error {
 		HandshakeTimeout: 30 * time.Second,
 		TLSClientConfig:  o.TLSConfig,
 		ReadBufferSize:   bufferSize,
-		WriteBufferSize:  bufferSize,
+		WriteBufferSize:  writeBufferSize,
+		WriteBufferPool:  writeBufferPool,
 	}
 	b := backoff.New(backoff.Options{First: o.MinBackoff, Max: o.MaxBackoff, Stable: stableAfter, Clock: o.Clock, Rand: o.Rand})
 	for {
@@ -181,7 +182,7 @@ func serveOnce(ctx context.Context, d *websocket.Dialer, o *AgentOptions, log *s
 		}
 		return false, err
 	}
-	c := NewConn(ws).(*conn)
+	c := newMuxConn(ws)
 	sess, err := yamux.Server(c, yamuxConfig(log))
 	if err != nil { // only for an invalid config
 		c.Close()

@@ -237,16 +237,6 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 	return c.ws.NetConn().SetWriteDeadline(t)
 }
 
-// err reports why the reader stopped, or nil while it runs.
-func (c *conn) err() error {
-	select {
-	case <-c.pumpDone:
-		return c.pumpErr
-	default:
-		return nil
-	}
-}
-
 func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"net"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -10,3 +11,17 @@ import (
 
 // NewConnClock is NewConn with read deadlines measured by clk.
 func NewConnClock(ws *websocket.Conn, clk clock.Clock) net.Conn { return newConn(ws, clk) }
+
+// CopyBuffersInUse is how many proxy copy buffers are taken.
+func CopyBuffersInUse() int64 { return copyBuffersOut.Load() }
+
+// SetShrinkAfter sets how long a proxied session waits, quiet after a
+// burst, before shrinking its stream, until the test ends.
+func SetShrinkAfter(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := shrinkAfter
+	shrinkAfter = d
+	t.Cleanup(func() { shrinkAfter = old })
+}
+
+// Shrinks is how many times proxied sessions have shrunk their stream.
+func Shrinks() int64 { return shrinks.Load() }

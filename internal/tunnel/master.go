@@ -31,25 +31,28 @@ var defaultUpgrader = websocket.Upgrader{
 // Session is the master's end of one agent's tunnel.
 type Session struct {
 	ys        *yamux.Session
-	conn      *conn
+	conn      *muxConn
 	transport *http.Transport
 	violation atomic.Bool // the agent opened a stream
 }
 
 // Accept upgrades r, an agent's tunnel request the caller has already
 // authenticated, to a WebSocket and returns the session over it. up may be
-// nil for a default upgrader. On failure the upgrader has answered r.
+// nil for a default upgrader; its write buffer is replaced by the tunnel's
+// pooled one (writeBufferPool). On failure the upgrader has answered r.
 // The session lives until Close, or until the agent goes away or stops
 // answering keepalives; the caller's handler may return at once.
 func Accept(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader) (*Session, error) {
 	if up == nil {
 		up = &defaultUpgrader
 	}
-	ws, err := up.Upgrade(w, r, nil)
+	u := *up
+	u.WriteBufferSize, u.WriteBufferPool = writeBufferSize, writeBufferPool
+	ws, err := u.Upgrade(w, r, nil)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: upgrade: %w", err)
 	}
-	c := NewConn(ws).(*conn)
+	c := newMuxConn(ws)
 	cfg := yamuxConfig(nil)
 	// The agent only accepts streams: one it opens is refused (see
 	// refuseStreams), and at most one waits meanwhile (yamux resets the
@@ -74,8 +77,6 @@ func Accept(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader) (*Se
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
-		WriteBufferSize:     bufferSize,
-		ReadBufferSize:      bufferSize,
 	}
 	go s.refuseStreams()
 	return s, nil
@@ -163,7 +164,9 @@ func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 // Proxy returns a handler that forwards requests under prefix to the
 // agent, with prefix removed from the path: with prefix "/m/agent",
 // "/m/agent/v1/rpc?x=1" reaches the agent as "/v1/rpc?x=1". WebSocket
-// upgrades pass through. The client's credentials for the master are not
+// upgrades pass through, byte for byte, copied with buffers taken from a
+// pool only while bytes flow (upgrade.go): an idle one holds none. The
+// client's credentials for the master are not
 // forwarded: the Authorization, Cookie and Origin headers, token
 // subprotocols (porthole.token.*) and the ticket and token query
 // parameters are removed; so is any Set-Cookie of the agent's response. A
@@ -196,6 +199,10 @@ func (s *Session) Proxy(prefix string) http.Handler {
 		}
 		if s.ys.IsClosed() {
 			http.Error(w, s.closedError(nil).Error(), http.StatusBadGateway)
+			return
+		}
+		if r.Method == http.MethodGet && r.ContentLength == 0 && upgradeType(r.Header) != "" {
+			s.proxyUpgrade(w, r, prefix)
 			return
 		}
 		rp.ServeHTTP(w, r)
