@@ -1041,14 +1041,15 @@ func BenchmarkMasterTerminal(b *testing.B) {
 }
 
 // dialThroughMaster dials the agent through the master, retrying while
-// the master answers 502 (the tunnel is not up yet).
+// the master answers 502 or 404 (the tunnel is not up yet; a machine
+// whose agent never connected is unknown to the master).
 func dialThroughMaster(ctx context.Context, o client.Options) (*client.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
 		c, err := client.Dial(ctx, o)
 		var he *client.HTTPError
-		if err == nil || !errors.As(err, &he) || he.Status != http.StatusBadGateway {
+		if err == nil || !errors.As(err, &he) || (he.Status != http.StatusBadGateway && he.Status != http.StatusNotFound) {
 			return c, err
 		}
 		select {
