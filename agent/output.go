@@ -376,8 +376,7 @@ func sendOnce(r *ring.Reader, s protocol.Stream, sk sink, st *stats) (more, done
 	bp := framePool.Get().(*[]byte)
 	defer framePool.Put(bp)
 	frame := *bp
-	off := r.Offset()
-	n, rerr := r.Read(frame[protocol.OutputHeaderLen:])
+	off, n, rerr := r.ReadOffset(frame[protocol.OutputHeaderLen:])
 	var gap *ring.GapError
 	switch {
 	case errors.As(rerr, &gap):

@@ -3,6 +3,7 @@ package ring
 import (
 	"bytes"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -257,5 +258,61 @@ func TestOnNotify(t *testing.T) {
 	b.CloseWrite()
 	if calls != 2 {
 		t.Fatalf("calls = %d after a delivery and the end; want 2", calls)
+	}
+}
+
+// ReadOffset names the offset its bytes start at even when it races a
+// delivery that fails: while the writer delivers, a direct reader's
+// offset is already past the chunk (Offset says so), and the failed
+// delivery puts it back. A frame labelled with Offset taken before Read
+// named the chunk after the one it carried (TestExecPipeHeldWhole saw
+// "stdout frame at offset X+4096 but X expected" under load).
+func TestReadOffsetRacingAFailedDelivery(t *testing.T) {
+	b := New(Options{Max: 4096})
+	r, _ := b.NewReader(0)
+	defer r.Close()
+	entered, release := make(chan struct{}), make(chan struct{})
+	if !r.Direct(func(off int64, p []byte) (bool, bool) {
+		close(entered)
+		<-release
+		return false, true // the socket took nothing
+	}) {
+		t.Fatal("Direct refused a caught-up reader")
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := b.Write([]byte("abc"))
+		wrote <- err
+	}()
+	<-entered
+	if off := r.Offset(); off != 3 {
+		t.Fatalf("Offset during the delivery = %d; want 3 (in flight)", off)
+	}
+	type result struct {
+		off int64
+		s   string
+		err error
+	}
+	read := make(chan result, 1)
+	go func() {
+		p := make([]byte, 16)
+		off, n, err := r.ReadOffset(p)
+		read <- result{off, string(p[:n]), err}
+	}()
+	// ReadOffset has taken the reader back and waits for the delivery.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.isDirect.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("ReadOffset did not take the reader back")
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	got := <-read
+	if got.err != nil || got.off != 0 || got.s != "abc" {
+		t.Fatalf("ReadOffset = %d %q %v; want 0 \"abc\"", got.off, got.s, got.err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -435,7 +435,8 @@ func (r *Reader) OnNotify(fn func()) {
 // something new to read: data, a gap, or the end of the stream.
 func (r *Reader) Notify() <-chan struct{} { return r.notify }
 
-// Offset returns the offset of the next byte the reader will read.
+// Offset returns the offset of the next byte the reader will read. For a
+// direct reader it moves while the writer delivers (see ReadOffset).
 func (r *Reader) Offset() int64 {
 	r.b.mu.Lock()
 	defer r.b.mu.Unlock()
@@ -455,12 +456,28 @@ func (r *Reader) Paced() bool {
 // them (the reader has skipped them), and io.EOF at the end of a closed
 // stream.
 func (r *Reader) Read(p []byte) (int, error) {
+	_, n, err := r.ReadOffset(p)
+	return n, err
+}
+
+// ReadOffset is Read, also returning the offset the read started at (for
+// a gap, its From; at io.EOF, the end), taken under the read's own lock:
+// Offset called before Read can be stale, since the writer moves a direct
+// reader's offset while it delivers, and back if the delivery failed.
+func (r *Reader) ReadOffset(p []byte) (off int64, n int, err error) {
 	if r.isDirect.Load() {
 		r.Undirect()
 	}
 	b := r.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	off = r.off
+	n, err = r.readLocked(p)
+	return off, n, err
+}
+
+func (r *Reader) readLocked(p []byte) (int, error) {
+	b := r.b
 	if r.closed {
 		return 0, io.ErrClosedPipe
 	}
