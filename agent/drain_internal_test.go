@@ -25,7 +25,10 @@ func TestExitDrainNotCutByStalledViewer(t *testing.T) {
 	m := newManager(&o)
 	defer m.shutdown(testutil.Ctx(t), time.Second)
 	const n = 65536
-	p, err := m.start(protocol.StartParams{Argv: []string{"head", "-c", "65536", "/dev/zero"}})
+	// The output starts once the viewer is there (a line on stdin): were
+	// it written before, the pump could drain it all into the ring with
+	// no viewer to wait for.
+	p, err := m.start(protocol.StartParams{Argv: []string{"sh", "-c", "read go && exec head -c 65536 /dev/zero"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,6 +37,9 @@ func TestExitDrainNotCutByStalledViewer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
+	if err := p.WriteStdin([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
 	// The process exits while the pump waits for the stalled viewer: the
 	// drain bound and the stall bound are both pending.
 	testutil.WaitFor(t, "the process's exit", p.hasExited)
