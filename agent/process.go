@@ -280,9 +280,15 @@ func (p *process) tryWriteStdin(b []byte) (int, error) {
 		n    int
 		werr error
 	)
+	recorded := func([]byte) {}
+	if p.rec != nil {
+		recorded = p.rec.typing()
+	}
 	// Control, not Write: a writer of another socket waiting for room
 	// holds the file's write lock, and this must not wait for it.
-	if err := rc.Control(func(fd uintptr) { n, werr = writeNow(fd, b) }); err != nil {
+	err := rc.Control(func(fd uintptr) { n, werr = writeNow(fd, b) })
+	recorded(b[:n])
+	if err != nil {
 		return 0, stdinClosedError(p.id)
 	}
 	switch {
@@ -292,9 +298,6 @@ func (p *process) tryWriteStdin(b []byte) (int, error) {
 		return 0, stdinClosedError(p.id)
 	case werr != nil:
 		return 0, werr
-	}
-	if n > 0 && p.rec != nil {
-		p.rec.typed(b[:n])
 	}
 	return n, nil
 }

@@ -101,6 +101,23 @@ func (rc *recorder) typed(b []byte) {
 	}
 }
 
+// typing is typed for input whose length is known only once it was
+// written: the recording is held from before the write until done (which
+// must be called once, with what was written), so that the input is
+// recorded before any output it causes and before the recording ends.
+func (rc *recorder) typing() (done func(written []byte)) {
+	if !rc.input {
+		return func([]byte) {}
+	}
+	rc.mu.Lock()
+	return func(b []byte) {
+		if len(b) > 0 {
+			rc.eventLocked("i", string(b))
+		}
+		rc.mu.Unlock()
+	}
+}
+
 // run records out until it ends, then closes the file. Output is cut
 // between UTF-8 characters (a character split across two reads is held
 // for the next event), so the "o" events' data concatenated is the
