@@ -285,3 +285,53 @@ func BenchmarkCp(b *testing.B) {
 	verdict(b, "cp into the machine / tar | exec -i tar x", median(cpUp)/median(tarUp), ">=", 1.0)
 	verdict(b, "cp out of the machine / exec tar c | tar x", median(cpDown)/median(tarDown), ">=", 1.0)
 }
+
+// BenchmarkPortForwardCPU: what a forwarded byte costs the agent and the
+// master, each its own process (the release binaries, as in
+// BenchmarkUserEcho): 256 MiB from a loopback TCP server in this
+// process, through the agent's port-forward socket directly and through
+// the master's proxy and the agent's tunnel, interleaved; the CPU time
+// (utime+stime, /proc/PID/stat) each process spent per GiB, medians of
+// the repetitions. No limit: a figure to compare changes by, steadier
+// than throughput on a shared machine.
+func BenchmarkPortForwardCPU(b *testing.B) {
+	const size = 256 * mib
+	ctx := benchCtx(b, 5*time.Minute)
+	port := sinkServer(b, size)
+	s := startStack(ctx, b, true)
+	names := []string{"direct", "through the master"}
+	routes := []client.Options{
+		{URL: "ws://" + s.agent.addr, Token: s.agentTok},
+		{URL: "ws://" + s.master.addr + "/api/runtimes/" + userRID + "/machines/" + userName + "/agent", Token: s.clientTok},
+	}
+	perGiB := func(d time.Duration) float64 { return d.Seconds() * float64(1<<30) / float64(size) }
+	var rate, agentCPU, masterCPU [2][]float64
+	for i := range reps {
+		for j, o := range routes {
+			settle()
+			c, err := client.DialPort(ctx, o, port)
+			if err != nil {
+				b.Fatalf("%s: %v", names[j], err)
+			}
+			a0, err1 := readUsage(s.agent.cmd.Process.Pid)
+			m0, err2 := readUsage(s.master.cmd.Process.Pid)
+			n, d, err := download(c)
+			a1, err3 := readUsage(s.agent.cmd.Process.Pid)
+			m1, err4 := readUsage(s.master.cmd.Process.Pid)
+			c.Close(protocol.CloseNormal, "")
+			if err := errors.Join(err, err1, err2, err3, err4); err != nil || n != size {
+				b.Fatalf("%s: %d bytes, %v; want %d", names[j], n, err, size)
+			}
+			rate[j] = append(rate[j], mibps(n, d))
+			agentCPU[j] = append(agentCPU[j], perGiB(a1.sub(a0).cpu))
+			masterCPU[j] = append(masterCPU[j], perGiB(m1.sub(m0).cpu))
+		}
+		b.Logf("rep %d: direct %.0f MiB/s, agent %.2f s/GiB; through the master %.0f MiB/s, agent %.2f, master %.2f s/GiB",
+			i+1, rate[0][i], agentCPU[0][i], rate[1][i], agentCPU[1][i], masterCPU[1][i])
+	}
+	report(b, map[string]float64{
+		"direct_MiB/s": median(rate[0]), "master_MiB/s": median(rate[1]),
+		"direct_agent_s/GiB": median(agentCPU[0]),
+		"master_agent_s/GiB": median(agentCPU[1]), "master_master_s/GiB": median(masterCPU[1]),
+	})
+}

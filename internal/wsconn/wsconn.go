@@ -46,6 +46,9 @@ type Options struct {
 type Conn struct {
 	ws   *websocket.Conn
 	opts Options
+	// fc is ws's connection when Conn writes its frames itself (a server
+	// socket upgraded through ServerWriter), else nil.
+	fc *frameConn
 
 	r    io.Reader // the current message
 	rGot bool      // r gave bytes
@@ -73,6 +76,7 @@ func New(ws *websocket.Conn, o Options) *Conn {
 		o.WriteTimeout = 30 * time.Second
 	}
 	c := &Conn{ws: ws, opts: o}
+	c.fc, _ = ws.NetConn().(*frameConn)
 	ws.SetReadLimit(o.Limit)
 	if o.PingInterval > 0 {
 		c.alive()
@@ -170,8 +174,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		k := min(len(p), c.opts.FrameBytes)
-		c.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-		if err := c.ws.WriteMessage(websocket.BinaryMessage, p[:k]); err != nil {
+		if err := c.writeMessage(websocket.BinaryMessage, p[:k]); err != nil {
 			return n, err
 		}
 		n += k
@@ -213,8 +216,16 @@ func (c *Conn) CloseWrite() error {
 		return nil
 	}
 	c.wEOF = true
+	return c.writeMessage(websocket.BinaryMessage, nil)
+}
+
+// writeMessage writes one message of type typ; the caller holds wmu.
+func (c *Conn) writeMessage(typ int, p []byte) error {
+	if c.fc != nil {
+		return c.fc.writeFrame(typ, p, c.opts.WriteTimeout)
+	}
 	c.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	return c.ws.WriteMessage(websocket.BinaryMessage, nil)
+	return c.ws.WriteMessage(typ, p)
 }
 
 // WriteStatus sends v as a JSON text message.
@@ -225,8 +236,7 @@ func (c *Conn) WriteStatus(v any) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	return c.ws.WriteMessage(websocket.TextMessage, b)
+	return c.writeMessage(websocket.TextMessage, b)
 }
 
 // Close sends a close frame with code and reason (shortened to fit) and
