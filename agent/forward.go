@@ -58,23 +58,21 @@ func (a *Agent) serveForward(w http.ResponseWriter, r *http.Request, s *session)
 	s.finish(err)
 }
 
-// streamWriteBuffers are gorilla's write buffers of byte-stream sockets,
-// held only while gorilla writes a message; it writes none on them (their
-// data frames are wsconn's, their control frames take no write buffer),
-// so none is ever taken.
+// streamWriteBuffers are the write buffers of byte-stream sockets, held
+// only while a message is written: one frame of DefaultFrameBytes goes
+// out in one write, not one per 64 KiB.
 var streamWriteBuffers sync.Pool
 
 // upgradeStream upgrades a byte-stream socket (port forwarding, file
-// copy). wsconn writes its data frames itself (wsconn.ServerWriter): a
-// frame goes out from the caller's bytes in one writev, and a forwarded
-// port's bytes are spliced into the socket.
+// copy).
 func (a *Agent) upgradeStream(w http.ResponseWriter, r *http.Request, subprotocol string) (*websocket.Conn, error) {
 	u := a.upgrader
+	u.WriteBufferSize = wsconn.DefaultFrameBytes + 16 // and the frame header
 	u.WriteBufferPool = &streamWriteBuffers
 	// The client's frames must fit the agent's message limit.
 	h := http.Header{}
 	h.Set(protocol.HeaderMaxMessage, strconv.Itoa(a.opts.MaxMessageBytes))
-	return a.upgradeHeader(u, wsconn.ServerWriter(w), r, h, subprotocol)
+	return a.upgradeHeader(u, w, r, h, subprotocol)
 }
 
 // connOptions are the options of the agent's byte-stream sockets

@@ -46,9 +46,6 @@ type Options struct {
 type Conn struct {
 	ws   *websocket.Conn
 	opts Options
-	// fc is ws's connection when Conn writes its frames itself (a server
-	// socket upgraded through ServerWriter), else nil.
-	fc *frameConn
 
 	r    io.Reader // the current message
 	rGot bool      // r gave bytes
@@ -76,7 +73,6 @@ func New(ws *websocket.Conn, o Options) *Conn {
 		o.WriteTimeout = 30 * time.Second
 	}
 	c := &Conn{ws: ws, opts: o}
-	c.fc, _ = ws.NetConn().(*frameConn)
 	ws.SetReadLimit(o.Limit)
 	if o.PingInterval > 0 {
 		c.alive()
@@ -174,7 +170,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		k := min(len(p), c.opts.FrameBytes)
-		if err := c.writeMessage(websocket.BinaryMessage, p[:k]); err != nil {
+		c.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+		if err := c.ws.WriteMessage(websocket.BinaryMessage, p[:k]); err != nil {
 			return n, err
 		}
 		n += k
@@ -216,16 +213,8 @@ func (c *Conn) CloseWrite() error {
 		return nil
 	}
 	c.wEOF = true
-	return c.writeMessage(websocket.BinaryMessage, nil)
-}
-
-// writeMessage writes one message of type typ; the caller holds wmu.
-func (c *Conn) writeMessage(typ int, p []byte) error {
-	if c.fc != nil {
-		return c.fc.writeFrame(typ, p, c.opts.WriteTimeout)
-	}
 	c.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	return c.ws.WriteMessage(typ, p)
+	return c.ws.WriteMessage(websocket.BinaryMessage, nil)
 }
 
 // WriteStatus sends v as a JSON text message.
@@ -236,7 +225,8 @@ func (c *Conn) WriteStatus(v any) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.writeMessage(websocket.TextMessage, b)
+	c.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+	return c.ws.WriteMessage(websocket.TextMessage, b)
 }
 
 // Close sends a close frame with code and reason (shortened to fit) and
