@@ -81,7 +81,10 @@ func (f *frameReader) fill() error {
 			f.r, f.w = 0, 0
 		}
 		n, rerr = readNow(fd, (*f.bp)[f.w:])
-		if rerr == syscall.EAGAIN || rerr == syscall.EINTR {
+		for rerr == syscall.EINTR {
+			n, rerr = readNow(fd, (*f.bp)[f.w:])
+		}
+		if rerr == syscall.EAGAIN {
 			if f.r == f.w { // nothing held: wait without a buffer
 				f.release()
 			}
