@@ -86,6 +86,17 @@ type outcome struct {
 // socket is on loopback TCP, so ReadDirect reads from the kernel socket.
 func runReader(t *testing.T, opts Options, frames []clientFrame, oneByte bool) outcome {
 	t.Helper()
+	var all []byte
+	for _, f := range frames {
+		all = append(all, f.bytes()...)
+	}
+	return runRaw(t, opts, all, oneByte, false)
+}
+
+// runRaw is runReader for bytes as they are; with end, the client then
+// closes its side for writing (the server reads EOF).
+func runRaw(t *testing.T, opts Options, all []byte, oneByte, end bool) outcome {
+	t.Helper()
 	var o outcome
 	msgs := make(chan string, 64)
 	ended := make(chan error, 1)
@@ -109,14 +120,13 @@ func runReader(t *testing.T, opts Options, frames []clientFrame, oneByte bool) o
 	}
 	pongs := make(chan string, 16)
 	c.SetPongHandler(func(s string) error { pongs <- s; return nil })
-	var all []byte
-	for _, f := range frames {
-		all = append(all, f.bytes()...)
-	}
 	nc := c.NetConn()
 	go func() { // ends with the connection (the test's cleanup closes it)
 		if !oneByte {
 			nc.Write(all)
+			if end {
+				nc.(*net.TCPConn).CloseWrite()
+			}
 			return
 		}
 		for i := range all {
@@ -395,4 +405,31 @@ func TestMaskBytes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzReadDirect: whatever bytes a client sends, the direct reader hands
+// the handler the same messages as gorilla's reader, and ends.
+func FuzzReadDirect(f *testing.F) {
+	for _, fr := range [][]clientFrame{
+		{data(websocket.BinaryMessage, true, "hello")},
+		{data(websocket.TextMessage, false, "he"), {op: websocket.PingMessage, fin: true, payload: []byte("p")}, data(0, true, "llo")},
+		{closeFrame(1000, "bye")},
+		{{op: websocket.BinaryMessage, fin: true, payload: []byte("x"), unmasked: true}},
+		{{op: websocket.BinaryMessage, fin: true, size: 1 << 40, long64: true}},
+	} {
+		var b []byte
+		for _, x := range fr {
+			b = append(b, x.bytes()...)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		opts := Options{Limit: 1 << 10}
+		want := runRaw(t, opts, raw, false, true)
+		opts.ReadDirect = true
+		got := runRaw(t, opts, raw, false, true)
+		if fmt.Sprint(got.messages) != fmt.Sprint(want.messages) {
+			t.Fatalf("messages: direct %q, gorilla %q", got.messages, want.messages)
+		}
+	})
 }
