@@ -100,6 +100,9 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	opts := a.streamOptions(onInput)
 	opts.RawText = raw
+	// Keystrokes read without waking the runtime's monitor thread
+	// (wsrpc read.go): an attach socket's reads are its stdin path.
+	opts.ReadDirect = true
 	// The end of the client's reads ends the session.
 	opts.OnReadEnd = func(error) { s.cancel(errClientClosed) }
 	s.stream = wsrpc.New(ws, opts)

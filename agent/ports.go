@@ -54,6 +54,7 @@ type portScanner struct {
 
 	lastInodes []uint64
 	lastPorts  []protocol.ListeningPort
+	scans      int // process scans so far (tests)
 }
 
 func newPortScanner(scope string) *portScanner {
@@ -86,6 +87,7 @@ func (sc *portScanner) listeningPorts() ([]protocol.ListeningPort, error) {
 	if sc.lastInodes != nil && slices.Equal(inodes, sc.lastInodes) {
 		return sc.lastPorts, nil
 	}
+	sc.scans++
 	owned, err := socketsOfTree(sc.root)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -104,20 +105,37 @@ func TestPortScopeOwn(t *testing.T) {
 	if !has(own, port(shared)) || has(own, port(mine)) {
 		t.Fatalf("own (root %d): %v, want %d and not %d", sc.root, own, port(shared), port(mine))
 	}
-	// Unchanged sockets: the answer is the cached one (root is not read).
-	sc.root = -1
-	if again, err := sc.listeningPorts(); err != nil || !slices.Equal(again, own) {
-		t.Fatalf("unchanged sockets: %v, %v; want %v", again, err, own)
+}
+
+// PortsOwn scans processes only when the listening sockets changed
+// (the tables here are files the test writes: the machine's own change
+// as other tests run).
+func TestPortScopeOwnScansOnChange(t *testing.T) {
+	dir := t.TempDir()
+	tcp := filepath.Join(dir, "tcp")
+	line := func(port, inode int) string {
+		return fmt.Sprintf("   0: 0100007F:%04X 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 %d 1 0 100 0 0 10 0\n", port, inode)
 	}
-	// A new listening socket: the tree is scanned again (root -1 has no
-	// descendants, so nothing is owned).
-	third, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	header := "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	os.WriteFile(tcp, []byte(header+line(8080, 111)), 0o644)
+	old := procNetTCP
+	defer func() { procNetTCP = old }()
+	procNetTCP = []string{tcp}
+	sc := newPortScanner(PortsOwn)
+	for i := range 3 {
+		if _, err := sc.listeningPorts(); err != nil {
+			t.Fatal(err)
+		}
+		if sc.scans != 1 {
+			t.Fatalf("read %d with the same sockets: %d scans; want 1", i+1, sc.scans)
+		}
+	}
+	os.WriteFile(tcp, []byte(header+line(8080, 111)+line(9090, 222)), 0o644)
+	if _, err := sc.listeningPorts(); err != nil {
 		t.Fatal(err)
 	}
-	defer third.Close()
-	if got, err := sc.listeningPorts(); err != nil || len(got) != 0 {
-		t.Fatalf("after a new socket, root -1: %v, %v; want none", got, err)
+	if sc.scans != 2 {
+		t.Fatalf("after a new socket: %d scans; want 2", sc.scans)
 	}
 }
 

@@ -90,11 +90,14 @@ func (a *fpAgent) stop() {
 // fpCounters are the agent's own costs so far, summed over its threads.
 type fpCounters struct {
 	cpuNS, switches, involuntary int64
+	// threads: per thread (by its task directory), CPU ns, voluntary
+	// and involuntary switches; for PORTHOLE_FASTPATH_THREADS=1.
+	threads map[string][3]int64
 }
 
 func (a *fpAgent) counters(tb testing.TB) fpCounters {
 	tb.Helper()
-	var c fpCounters
+	c := fpCounters{threads: map[string][3]int64{}}
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", a.cmd.Process.Pid))
 	if err != nil || len(tasks) == 0 {
 		tb.Fatalf("agent threads: %v", err)
@@ -104,6 +107,9 @@ func (a *fpAgent) counters(tb testing.TB) fpCounters {
 			if f := strings.Fields(string(b)); len(f) > 0 {
 				n, _ := strconv.ParseInt(f[0], 10, 64)
 				c.cpuNS += n
+				th := c.threads[t]
+				th[0] = n
+				c.threads[t] = th
 			}
 		}
 		b, err := os.ReadFile(t + "/status")
@@ -115,13 +121,32 @@ func (a *fpAgent) counters(tb testing.TB) fpCounters {
 			if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
 				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 				c.switches += n
+				th := c.threads[t]
 				if k == "nonvoluntary_ctxt_switches" {
 					c.involuntary += n
+					th[2] = n
+				} else {
+					th[1] = n
 				}
+				c.threads[t] = th
 			}
 		}
 	}
 	return c
+}
+
+// logThreads logs each thread's CPU and switches per keystroke between
+// c0 and c1 (threads that did nothing are left out).
+func logThreads(tb testing.TB, c0, c1 fpCounters, n int) {
+	for t, v1 := range c1.threads {
+		v0 := c0.threads[t]
+		cpu, vol, inv := v1[0]-v0[0], v1[1]-v0[1], v1[2]-v0[2]
+		if vol+inv == 0 {
+			continue
+		}
+		tb.Logf("thread %s: %.1f CPU µs, %.2f voluntary, %.2f involuntary switches per keystroke",
+			filepath.Base(t), float64(cpu)/1e3/float64(n), float64(vol)/float64(n), float64(inv)/float64(n))
+	}
 }
 
 func (a *fpAgent) rssKiB(tb testing.TB) int64 {
@@ -229,6 +254,9 @@ func fpEchoRun(tb testing.TB, a *fpAgent) fpEcho {
 		lat[i] = float64(key(byte('a' + i%26)).Microseconds())
 	}
 	c1 := a.counters(tb)
+	if os.Getenv("PORTHOLE_FASTPATH_THREADS") != "" {
+		logThreads(tb, c0, c1, fpKeystrokes)
+	}
 	slices.Sort(lat)
 	return fpEcho{
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100],

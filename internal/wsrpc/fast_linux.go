@@ -30,3 +30,16 @@ func sendNow(fd uintptr, a, b []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+// readNow is read(2) on the non-blocking socket fd, as a raw system call
+// for the same reason (read.go).
+func readNow(fd uintptr, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// canReadDirect reports whether Options.ReadDirect can be honoured.
+const canReadDirect = true

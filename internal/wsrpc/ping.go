@@ -15,6 +15,7 @@ import (
 // read is committed (docs/bootstrapper.md 5.2). An error from ack ends the
 // reads with it. Call it before reading.
 func (s *Stream) AckPings(ack func() error) {
+	s.ack = ack // for ReadDirect's reader (read.go)
 	s.ws.SetPingHandler(func(data string) error {
 		s.extendReadDeadline() // a ping is a sign of life
 		if err := ack(); err != nil {

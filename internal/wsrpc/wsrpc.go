@@ -62,6 +62,12 @@ type Options struct {
 	// Limit (and not than the hard limit), on the reading goroutine,
 	// before the error response: size is the message's, in bytes.
 	OnTooLarge func(size int64)
+	// ReadDirect, on a server's socket over a kernel socket (Linux),
+	// reads the client's frames straight from it with non-blocking raw
+	// reads instead of through gorilla (read.go): the same frames are
+	// accepted and refused, without waking the runtime's monitor thread
+	// on every message. Elsewhere (TLS, a tunnel stream) it is ignored.
+	ReadDirect bool
 }
 
 // Stream is a jsonrpc2.ObjectStream over a WebSocket.
@@ -79,6 +85,9 @@ type Stream struct {
 	closeSent bool   // no data frame may follow
 
 	raw syscall.RawConn // the kernel socket, for TryWriteBinary; nil if none
+
+	fr  *frameReader // Options.ReadDirect's reader; nil: gorilla reads
+	ack func() error // AckPings's, for fr
 
 	closeOnce sync.Once
 
@@ -103,6 +112,9 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	opts.Clock = clock.Or(opts.Clock)
 	s := &Stream{ws: ws, opts: opts, wl: make(chan struct{}, 1), raw: rawConn(ws.NetConn())}
 	ws.SetReadLimit(opts.hardLimit())
+	if opts.ReadDirect && canReadDirect && s.raw != nil {
+		s.fr = newFrameReader(s, s.raw)
+	}
 	// gorilla's own answers to pings and close frames, through the write
 	// lock (the defaults write past it).
 	ws.SetPingHandler(func(data string) error {
@@ -165,7 +177,7 @@ func (s *Stream) Err() error {
 
 func (s *Stream) readObject(v any) error {
 	for {
-		typ, r, err := s.ws.NextReader()
+		typ, r, err := s.nextReader()
 		if err != nil {
 			return err
 		}
@@ -184,6 +196,13 @@ func (s *Stream) readObject(v any) error {
 			return err
 		}
 	}
+}
+
+func (s *Stream) nextReader() (int, io.Reader, error) {
+	if s.fr != nil {
+		return s.fr.NextReader()
+	}
+	return s.ws.NextReader()
 }
 
 // readBuffers hold messages being read, shared by every stream.
