@@ -177,10 +177,14 @@ func New(o Options) (*Agent, error) {
 		}
 	}
 	a.upgrader = websocket.Upgrader{
-		// A small read buffer (messages of any size are read through it);
-		// write buffers come from a pool and are held only while a message
-		// is written, so an idle connection holds little.
-		ReadBufferSize:  1 << 10,
+		// A small read buffer, held by every socket for its life: a frame's
+		// header (at most 14 bytes) and a control frame (at most 125) are
+		// read through it; a larger payload, of any size, is read past it
+		// into the reader's own buffer (bufio reads straight into a
+		// destination larger than its buffer). Write buffers come from a
+		// pool and are held only while a message is written, so an idle
+		// connection holds little.
+		ReadBufferSize:  256,
 		WriteBufferSize: 64 << 10,
 		WriteBufferPool: &sync.Pool{},
 		// Origins are checked before the upgrade, with a clear 403.

@@ -28,6 +28,13 @@ const (
 	// request (new, or idle between requests): those nobody has
 	// authenticated on yet, or no longer uses.
 	DefaultMaxPendingConns = 256
+	// DefaultGCPercent is the agent's Go GC target (GOGC) unless $GOGC
+	// is set: the heap may grow by half its live size between
+	// collections instead of doubling, which keeps less garbage resident
+	// per idle session (docs/performance.md, §5). The agent allocates
+	// little while it streams (pooled buffers), so the extra collections
+	// cost little CPU.
+	DefaultGCPercent = 50
 )
 
 // pendingLimit bounds the connections that are not in a request (http

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,9 @@ type agentFlags struct {
 	// The listener's connection limits (agent.ServeOptions).
 	headerTimeout, readTimeout, idleTimeout time.Duration
 	maxPending                              int
+	// gcPercent is -gc-percent: 0 means the default (agent.DefaultGCPercent,
+	// or $GOGC when set); options resolves it, runOptions applies it.
+	gcPercent int
 
 	metricsListen string
 	// TLS: the listener's certificate; the CA certificates trusted for a wss:// -master.
@@ -73,6 +77,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.headerTimeout, "header-timeout", agent.DefaultHeaderTimeout, "how long a connection may take to send a request's headers")
 	fs.DurationVar(&f.readTimeout, "read-timeout", agent.DefaultReadTimeout, "how long a request's headers and body may take (not a WebSocket's life)")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", agent.DefaultIdleTimeout, "how long a kept-alive connection may wait for its next request")
+	fs.IntVar(&f.gcPercent, "gc-percent", 0, fmt.Sprintf("the Go GC's target heap growth between collections, percent of the live heap (default %d, or $GOGC when set): lower keeps less memory per session for more collections", agent.DefaultGCPercent))
 	fs.IntVar(&f.maxPending, "max-pending-conns", agent.DefaultMaxPendingConns, "connections not in a request (new or idle) kept at once; beyond, the oldest is closed (at most a quarter of RLIMIT_NOFILE)")
 	f.logging.Register(fs)
 	fs.StringVar(&f.o.WebDir, "web", "", "directory of static pages served at / (the built web/terminal)")
@@ -107,6 +112,12 @@ func (f *agentFlags) options(e env, stderr *os.File) (agent.Options, error) {
 		if v <= 0 {
 			return o, usageError{fmt.Sprintf("%s %d: must be positive", name, v)}
 		}
+	}
+	switch {
+	case f.gcPercent < 0:
+		return o, usageError{fmt.Sprintf("-gc-percent %d: must be positive", f.gcPercent)}
+	case f.gcPercent == 0 && e["GOGC"] == "":
+		f.gcPercent = agent.DefaultGCPercent
 	}
 	if o.RecordDir != "" {
 		if st, err := os.Stat(o.RecordDir); err != nil || !st.IsDir() {
@@ -252,6 +263,9 @@ func (f *agentFlags) runOptions(e env, stderr *os.File) (agent.RunOptions, error
 	ln, err := f.listener(o.Logger)
 	if err != nil {
 		return agent.RunOptions{}, err
+	}
+	if f.gcPercent > 0 { // 0: $GOGC, which the runtime read at start
+		debug.SetGCPercent(f.gcPercent)
 	}
 	var mln net.Listener
 	if f.metricsListen != "" {

@@ -61,6 +61,7 @@ func TestUsageErrors(t *testing.T) {
 		{"runtime id without master", []string{"agent", "-runtime-id", "w:e:o"}, "-runtime-id needs -master"},
 		{"che shell without che", []string{"agent", "-che-shell", "/bin/sh"}, "-che-shell needs -che"},
 		{"che log bound not positive", []string{"agent", "-che", "-che-log-bytes", "0"}, "-che-log-bytes 0: must be positive"},
+		{"GC percent not positive", []string{"agent", "-gc-percent", "-1"}, "-gc-percent -1: must be positive"},
 		{"bad port scope", []string{"agent", "-ports", "mine"}, `-ports "mine": want all or own`},
 		{"master not a WebSocket URL", []string{"agent", "-master", "http://127.0.0.1:1"}, "-master"},
 		{"master without machine token", []string{"agent", "-master", "ws://127.0.0.1:1", "-runtime-id", "w:e:o", "-machine-name", "m"}, "PORTHOLE_MACHINE_TOKEN"},

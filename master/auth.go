@@ -132,9 +132,11 @@ func (m *Master) bound(r *http.Request, c *Claims) (release func()) {
 	if conn == nil || exp == nil {
 		return untrack
 	}
-	path := logPath(r) // not r: a proxied WebSocket outlives its request
+	// Not r nor c: a proxied WebSocket outlives its request, and the
+	// timer would keep the request's parsed claims for the socket's life.
+	path, principal := logPath(r), c.Principal()
 	t := time.AfterFunc(time.Until(exp.Time), func() {
-		m.log.Info("token expired: its connection is closed", "principal", c.Principal(), "path", path)
+		m.log.Info("token expired: its connection is closed", "principal", principal, "path", path)
 		conn.Close()
 	})
 	return func() { t.Stop(); untrack() }

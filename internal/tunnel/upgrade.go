@@ -34,9 +34,11 @@ const (
 	// one (a download, a port forward): the agent's largest frame
 	// (wsconn's 256 KiB) and its header fit, a frame is one write.
 	bulkSize = 256<<10 + 64
-	// probeSize is what a read of the agent's stream waits with; a
-	// keystroke's echo fits, larger output takes a pooled buffer.
-	probeSize = 1 << 10
+	// probeSize is what a read of the agent's stream waits with, held
+	// by every proxied session for its life: a keystroke's echo (a
+	// WebSocket frame of a few bytes) fits, larger output takes a pooled
+	// buffer.
+	probeSize = 256
 	// readSize is the client-side read buffer when the connection cannot
 	// be polled (TLS: crypto/tls may hold decrypted bytes the socket no
 	// longer shows).
