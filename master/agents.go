@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -101,8 +102,15 @@ var agentProbeTimeout = 5 * time.Second
 // agentProbeTimeout, so that a leaked machine token cannot take over (or
 // share) the live agent's terminals; it replaces a first one that does
 // not answer (an agent reconnecting after its network dropped).
+//
+// The same endpoint takes the agent's data connections (Upgrade:
+// porthole-data; serveAgentData), authenticated the same way.
 func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
 	k := store.Key{Runtime: c.Runtime, Machine: c.Machine}
+	if strings.EqualFold(r.Header.Get("Upgrade"), tunnel.UpgradeData) {
+		m.serveAgentData(w, r, k)
+		return
+	}
 	log := m.log.With("conn", "agent", "runtime", k.Runtime, "machine", k.Machine, "remote", r.RemoteAddr)
 	old := m.agents.get(k)
 	if old != nil && old.Alive(agentProbeTimeout) {
@@ -110,7 +118,16 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
 			" already has a live agent tunnel (from " + old.RemoteAddr().String() + "): a second one is refused"})
 		return
 	}
-	sess, err := tunnel.Accept(w, r, &m.upgrader)
+	sess, err := tunnel.AcceptWith(w, r, tunnel.AcceptOptions{
+		Upgrader: &m.upgrader, DialTimeout: max(m.opts.DialBackTimeout, 0), Logger: log,
+		OnPath: func(data bool) {
+			if data {
+				m.metrics.proxiedVia.WithLabelValues("data").Inc()
+			} else {
+				m.metrics.proxiedVia.WithLabelValues("stream").Inc()
+			}
+		},
+	})
 	if err != nil {
 		log.Warn("agent tunnel refused", "err", err)
 		return
@@ -148,6 +165,26 @@ func (m *Master) serveAgent(w http.ResponseWriter, r *http.Request, c *Claims) {
 		m.state.agentConn(k, nil, "")
 	}
 	log.Info("agent disconnected")
+}
+
+// serveAgentData takes a data connection of machine k's agent (its
+// machine token authenticated it, as its tunnel's): one its live tunnel
+// asked for (tunnel.Session.AcceptData). Others are refused, logged, with
+// the reason: no live tunnel, an unknown id (another machine's, or
+// made up), one used or expired. The connection stays tracked (Shutdown
+// waits for it, revoking the token closes it) until it closes.
+func (m *Master) serveAgentData(w http.ResponseWriter, r *http.Request, k store.Key) {
+	sess := m.agents.get(k)
+	if sess == nil {
+		m.refuse(w, r, &httpError{http.StatusConflict, "machine " + k.Machine + " of runtime " + k.Runtime + " has no agent tunnel: a data connection belongs to one"})
+		return
+	}
+	var de *tunnel.DataError
+	if err := sess.AcceptData(w, r); errors.As(err, &de) {
+		m.refuse(w, r, &httpError{de.Status, de.Reason})
+	} else if err != nil {
+		m.log.Warn("agent data connection failed", "runtime", k.Runtime, "machine", k.Machine, "remote", r.RemoteAddr, "err", err)
+	}
 }
 
 // noMachine is the refusal of a path naming a machine the master does not

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/porthole-dev/porthole/internal/tunnel"
 )
 
 // Options configure a Master. Zero values mean the documented defaults.
@@ -61,6 +63,12 @@ type Options struct {
 	// WriteTimeout disconnects a peer that reads nothing for this long.
 	// Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// DialBackTimeout is how long a connection to an agent (a proxied
+	// attach socket, a port forward) waits for the data connection the
+	// agent dials back (docs/protocol.md, "Data connections") before it
+	// goes through a stream of the agent's tunnel. Default
+	// DefaultDialBackTimeout; negative: data connections are not used.
+	DialBackTimeout time.Duration
 	// SubscriptionsPerConn bounds the subscriptions of one client socket.
 	// Default DefaultSubscriptionsPerConn.
 	SubscriptionsPerConn int
@@ -108,6 +116,7 @@ const (
 	DefaultMachineBurst         = 8 << 20
 	DefaultPingInterval         = 30 * time.Second
 	DefaultWriteTimeout         = 30 * time.Second
+	DefaultDialBackTimeout      = tunnel.DefaultDialTimeout
 )
 
 func (o *Options) setDefaults() {
@@ -132,6 +141,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.DialBackTimeout == 0 {
+		o.DialBackTimeout = DefaultDialBackTimeout
 	}
 }
 

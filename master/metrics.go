@@ -23,6 +23,7 @@ type metrics struct {
 	subscriptions  prometheus.Gauge
 	proxied        prometheus.Gauge
 	proxiedTotal   prometheus.Counter
+	proxiedVia     *prometheus.CounterVec
 	requestRefused *prometheus.CounterVec
 }
 
@@ -44,12 +45,15 @@ func newMetrics(m *Master) *metrics {
 			Help: "Client requests to agents in progress through the master (an attach socket is one for its whole life)."}),
 		proxiedTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "porthole_master_proxied_requests_total",
 			Help: "Client requests proxied to agents."}),
+		proxiedVia: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "porthole_master_agent_connections_total",
+			Help: "Connections to agents (proxied protocol switches, the master's own sockets) by what carried them: a data connection the agent dialled back (data) or a stream of its tunnel (stream)."},
+			[]string{"via"}),
 		requestRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "porthole_master_requests_refused_total",
 			Help: "Requests and handshakes refused before their handler, by HTTP status (401 credentials, 403 scope or origin, 400 bad request)."},
 			[]string{"status"}),
 	}
 	mt.reg.MustRegister(mt.ingestEvents, mt.ingestBytes, mt.ingestRefused, mt.commitSeconds, mt.subscriptions,
-		mt.proxied, mt.proxiedTotal, mt.requestRefused, stateCollector{m},
+		mt.proxied, mt.proxiedTotal, mt.proxiedVia, mt.requestRefused, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return mt
 }

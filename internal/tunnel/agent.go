@@ -54,6 +54,10 @@ type AgentOptions struct {
 	// OnState, if set, is called with true once a tunnel is up and with
 	// false once it is down and everything served through it has ended.
 	OnState func(connected bool)
+	// NoDataConns: the agent does not announce data connections
+	// (HeaderFeatures), so the master proxies everything through the
+	// tunnel's streams, as with agents older than data connections.
+	NoDataConns bool
 }
 
 // stableAfter is how long a tunnel must have been up for the backoff to
@@ -118,6 +122,13 @@ func Serve(ctx context.Context, o AgentOptions) error {
 	}
 	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
 	log := o.Logger.With("master", redact(u))
+	o.Header = o.Header.Clone()
+	if o.Header == nil {
+		o.Header = http.Header{}
+	}
+	if !o.NoDataConns {
+		o.Header.Set(HeaderFeatures, FeatureData)
+	}
 	d := &websocket.Dialer{
 		Proxy:            http.ProxyFromEnvironment,
 		HandshakeTimeout: 30 * time.Second,
@@ -194,8 +205,15 @@ func serveOnce(ctx context.Context, d *websocket.Dialer, o *AgentOptions, log *s
 		o.OnState(true)
 		defer o.OnState(false)
 	}
+	// Data connections (agentdata.go) are served beside the tunnel, and
+	// end with it.
+	ds, err := newDataServer(o, log)
+	if err != nil { // the URL was checked: cannot happen
+		sess.Close()
+		return true, err
+	}
 	srv := &http.Server{
-		Handler:           o.Handler,
+		Handler:           ds.handler(),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -215,11 +233,13 @@ func serveOnce(ctx context.Context, d *websocket.Dialer, o *AgentOptions, log *s
 		served <- serr
 		err = fmt.Errorf("serving the tunnel: %w", serr)
 	}
-	// Closing the session ends every stream: requests in progress see
-	// their connection fail and end; Shutdown waits for them.
+	// Closing the session ends every stream, and closing the data
+	// server every data connection: requests in progress see their
+	// connection fail and end; Shutdown waits for them.
 	sess.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	ds.close(sctx)
 	if srv.Shutdown(sctx) != nil {
 		srv.Close()
 	}

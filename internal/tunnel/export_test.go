@@ -25,3 +25,17 @@ func SetShrinkAfter(t interface{ Cleanup(func()) }, d time.Duration) {
 
 // Shrinks is how many times proxied sessions have shrunk their stream.
 func Shrinks() int64 { return shrinks.Load() }
+
+// DropDataConns closes s's open data connections, as a network that
+// drops them would (the session goes on).
+func DropDataConns(s *Session) {
+	s.dial.mu.Lock()
+	conns := make([]*dataConn, 0, len(s.dial.conns))
+	for c := range s.dial.conns {
+		conns = append(conns, c)
+	}
+	s.dial.mu.Unlock()
+	for _, c := range conns {
+		c.Conn.Close() // the socket only: the proxy notices and closes c
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -34,6 +35,30 @@ type Session struct {
 	conn      *muxConn
 	transport *http.Transport
 	violation atomic.Bool // the agent opened a stream
+	dial      dialState   // data connections (data.go)
+}
+
+// AcceptOptions configure AcceptWith. Zero values mean the documented
+// defaults.
+type AcceptOptions struct {
+	// Upgrader upgrades the tunnel's request; nil means a default one. Its
+	// write buffer is replaced by the tunnel's pooled one.
+	Upgrader *websocket.Upgrader
+	// DialTimeout, when > 0, makes the session carry proxied protocol
+	// switches and Dialer's connections over data connections the agent
+	// dials back (data.go), when the agent announces them: the caller
+	// must then pass the agent's data handshakes to AcceptData. It is how
+	// long a request waits for its data connection before it goes through
+	// a stream of the tunnel instead (DefaultDialTimeout is a sensible
+	// value). 0: everything goes through streams.
+	DialTimeout time.Duration
+	// OnPath, if set, is called for every proxied protocol switch and
+	// every Dialer connection: data is true when it is carried by a data
+	// connection, false by a stream of the tunnel.
+	OnPath func(data bool)
+	// Logger receives the session's logs (a data connection that failed);
+	// nil discards them.
+	Logger *slog.Logger
 }
 
 // Accept upgrades r, an agent's tunnel request the caller has already
@@ -43,6 +68,13 @@ type Session struct {
 // The session lives until Close, or until the agent goes away or stops
 // answering keepalives; the caller's handler may return at once.
 func Accept(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader) (*Session, error) {
+	return AcceptWith(w, r, AcceptOptions{Upgrader: up})
+}
+
+// AcceptWith is Accept with options: o.DialTimeout > 0 enables data
+// connections, with agents that announce them (HeaderFeatures).
+func AcceptWith(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Session, error) {
+	up := o.Upgrader
 	if up == nil {
 		up = &defaultUpgrader
 	}
@@ -64,6 +96,14 @@ func Accept(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader) (*Se
 		return nil, err
 	}
 	s := &Session{ys: ys, conn: c}
+	s.dial.onPath, s.dial.log = o.OnPath, o.Logger
+	if s.dial.log == nil {
+		s.dial.log = slog.New(slog.DiscardHandler)
+	}
+	if o.DialTimeout > 0 && hasFeature(r.Header, FeatureData) {
+		s.dial.timeout = o.DialTimeout
+	}
+	s.dial.pending, s.dial.gone, s.dial.conns = map[string]chan net.Conn{}, map[string]string{}, map[*dataConn]struct{}{}
 	s.transport = &http.Transport{
 		// Every connection is a new stream; the address is ignored.
 		DialContext: func(context.Context, string, string) (net.Conn, error) {
@@ -107,7 +147,8 @@ var ErrAgentOpenedStream = errors.New("agent tunnel closed: the agent opened a s
 func (s *Session) refuseStreams() {
 	st, err := s.ys.AcceptStream()
 	if err != nil {
-		return // the session ended
+		s.closeData() // the session ended: its data connections too
+		return
 	}
 	s.violation.Store(true)
 	st.Close()
@@ -145,17 +186,40 @@ func (s *Session) Done() <-chan struct{} { return s.ys.CloseChan() }
 // Close ends the session and every stream in it.
 func (s *Session) Close() error {
 	err := s.ys.Close()
+	s.closeData()
 	s.transport.CloseIdleConnections()
 	return err
 }
 
-// Dialer returns a WebSocket dialer whose every connection is a new
-// stream of the tunnel (the URL's host is ignored): for the master's own
-// requests to the agent, such as a port forward. They are trusted as the
-// proxied ones are.
+// Dialer returns a WebSocket dialer whose every connection is a data
+// connection (data.go) or else a new stream of the tunnel (the URL's host
+// is ignored): for the master's own requests to the agent, such as a
+// port forward. They are trusted as the proxied ones are.
 func (s *Session) Dialer() *websocket.Dialer {
-	return &websocket.Dialer{NetDialContext: s.transport.DialContext, HandshakeTimeout: 10 * time.Second,
+	return &websocket.Dialer{NetDialContext: s.dialWS, HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize: bufferSize, WriteBufferSize: bufferSize}
+}
+
+// dialWS is Dialer's: a data connection, or else a stream.
+func (s *Session) dialWS(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := s.dialBack(ctx)
+	s.noteDial(err == nil, err)
+	if err == nil {
+		return c, nil
+	}
+	return s.transport.DialContext(ctx, network, addr)
+}
+
+// hasFeature reports whether h's HeaderFeatures lists f.
+func hasFeature(h http.Header, f string) bool {
+	for _, v := range h.Values(HeaderFeatures) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), f) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // RemoteAddr is the agent's address as the master sees it.
@@ -170,7 +234,8 @@ func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 // forwarded: the Authorization, Cookie and Origin headers, token
 // subprotocols (porthole.token.*) and the ticket and token query
 // parameters are removed; so is any Set-Cookie of the agent's response. A
-// path outside prefix gets 404; a request while or once the tunnel is down
+// path outside prefix, or one the tunnel serves itself on the agent
+// (/.porthole/tunnel/…), gets 404; a request while or once the tunnel is down
 // gets 502 naming the cause.
 func (s *Session) Proxy(prefix string) http.Handler {
 	prefix = strings.TrimSuffix(prefix, "/")
@@ -193,8 +258,13 @@ func (s *Session) Proxy(prefix string) http.Handler {
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := trimPrefix(r.URL.Path, prefix); !ok {
+		rest, ok := trimPrefix(r.URL.Path, prefix)
+		if !ok {
 			http.Error(w, fmt.Sprintf("path %q is not under %q", r.URL.Path, prefix), http.StatusNotFound)
+			return
+		}
+		if strings.HasPrefix(rest, tunnelPaths) {
+			http.Error(w, fmt.Sprintf("path %q is the tunnel's own (%s…): not proxied", rest, tunnelPaths), http.StatusNotFound)
 			return
 		}
 		if s.ys.IsClosed() {
@@ -208,6 +278,10 @@ func (s *Session) Proxy(prefix string) http.Handler {
 		rp.ServeHTTP(w, r)
 	})
 }
+
+// tunnelPaths are the paths the tunnel serves itself on the agent
+// (DialPath): never proxied.
+const tunnelPaths = "/.porthole/tunnel/"
 
 // trimPrefix removes prefix from path at a segment boundary; the result
 // starts with "/".

@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,13 +66,46 @@ type testMaster struct {
 	all     []*tunnel.Session
 	refuse  int         // when not 0, the status /api/agent answers
 	headers http.Header // of the last agent handshake
+
+	// Data connections (dial-back): how long a request waits for one
+	// (0: tunnel.DefaultDialTimeout; < 0: not used), whether the master
+	// ignores the agent's data handshakes (holds them unanswered until
+	// the test ends), and how many requests went each way.
+	dialTimeout time.Duration
+	ignoreData  bool
+	held        []net.Conn
+	ids         []string // of the data handshakes, in order
+	viaData     atomic.Int64
+	viaStream   atomic.Int64
 }
 
-func startMaster(t *testing.T) *testMaster {
+// masterOption configures startMaster.
+type masterOption func(*testMaster)
+
+// withDialTimeout sets the master's data connection timeout (< 0: none).
+func withDialTimeout(d time.Duration) masterOption {
+	return func(m *testMaster) { m.dialTimeout = d }
+}
+
+// ignoringData makes the master leave the agent's data handshakes
+// unanswered: the agent never gets its data connection.
+func ignoringData(m *testMaster) { m.ignoreData = true }
+
+func startMaster(t *testing.T, opts ...masterOption) *testMaster {
 	t.Helper()
 	m := &testMaster{sessions: make(chan *tunnel.Session, 16)}
+	for _, o := range opts {
+		o(m)
+	}
+	if m.dialTimeout == 0 {
+		m.dialTimeout = tunnel.DefaultDialTimeout
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/agent", func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.Header.Get("Upgrade"), tunnel.UpgradeData) {
+			m.serveData(w, r)
+			return
+		}
 		m.mu.Lock()
 		refuse := m.refuse
 		m.headers = r.Header.Clone()
@@ -84,7 +118,13 @@ func startMaster(t *testing.T) *testMaster {
 			http.Error(w, "bad machine token", http.StatusUnauthorized)
 			return
 		}
-		s, err := tunnel.Accept(w, r, nil)
+		s, err := tunnel.AcceptWith(w, r, tunnel.AcceptOptions{DialTimeout: max(m.dialTimeout, 0), OnPath: func(data bool) {
+			if data {
+				m.viaData.Add(1)
+			} else {
+				m.viaStream.Add(1)
+			}
+		}})
 		if err != nil {
 			t.Errorf("Accept: %v", err)
 			return
@@ -122,9 +162,44 @@ func startMaster(t *testing.T) *testMaster {
 		for _, s := range all {
 			s.Close()
 		}
+		m.mu.Lock()
+		held := m.held
+		m.mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
 		m.srv.Close()
 	})
 	return m
+}
+
+// serveData takes an agent's data handshake for the current session.
+func (m *testMaster) serveData(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+machineToken {
+		http.Error(w, "bad machine token", http.StatusUnauthorized)
+		return
+	}
+	m.mu.Lock()
+	s, ignore := m.cur, m.ignoreData
+	m.ids = append(m.ids, r.Header.Get(tunnel.HeaderDialID))
+	m.mu.Unlock()
+	if ignore {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			m.mu.Lock()
+			m.held = append(m.held, c)
+			m.mu.Unlock()
+		}
+		return
+	}
+	if s == nil {
+		http.Error(w, "no tunnel", http.StatusConflict)
+		return
+	}
+	var de *tunnel.DataError
+	if err := s.AcceptData(w, r); errors.As(err, &de) {
+		http.Error(w, de.Reason, de.Status)
+	}
 }
 
 func (m *testMaster) setRefuse(status int) {
@@ -212,31 +287,7 @@ func TestTerminalThroughTunnel(t *testing.T) {
 	m := startMaster(t)
 	startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{})
 	m.next(t)
-	c := dialClient(t, m)
-	ctx := ctxT(t)
-	p, err := c.Start(ctx, protocol.StartParams{
-		Argv: []string{"sh", "-c", "stty size; echo ready; read x; stty size; echo \"got=$x\"; exit 7"},
-		TTY:  true, Size: protocol.WindowSize{Rows: 33, Cols: 101},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	r := agenttest.NewLineReader(p.Stdout)
-	r.Expect(t, "33 101")
-	r.Expect(t, "ready")
-	if err := p.Resize(ctx, protocol.WindowSize{Rows: 50, Cols: 132}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Stdin.Write([]byte("hello\n")); err != nil {
-		t.Fatal(err)
-	}
-	r.Expect(t, "50 132")
-	r.Expect(t, "got=hello")
-	var ee *client.ExitError
-	if err := p.Wait(); !errors.As(err, &ee) || ee.Code != 7 {
-		t.Fatalf("Wait = %v; want exit code 7", err)
-	}
+	runTerminal(t, m)
 }
 
 // Keepalive pings cross the tunnel both ways: the agent's reach the

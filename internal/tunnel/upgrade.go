@@ -137,10 +137,20 @@ func (s *Session) proxyUpgrade(w http.ResponseWriter, r *http.Request, prefix st
 		out.Header.Set("User-Agent", "") // not Go's default
 	}
 
-	st, err := s.ys.OpenStream()
-	if err != nil {
-		http.Error(w, s.closedError(err).Error(), http.StatusBadGateway)
-		return
+	// A data connection the agent dials back (data.go), or else a stream
+	// of the tunnel.
+	var st net.Conn
+	dc, err := s.dialBack(r.Context())
+	s.noteDial(err == nil, err)
+	if err == nil {
+		st = dc
+	} else {
+		ys, err := s.ys.OpenStream()
+		if err != nil {
+			http.Error(w, s.closedError(err).Error(), http.StatusBadGateway)
+			return
+		}
+		st = ys
 	}
 	conn, err := s.switchProtocols(w, r, st, out, typ)
 	if err != nil {
@@ -158,11 +168,12 @@ func (s *Session) proxyUpgrade(w http.ResponseWriter, r *http.Request, prefix st
 	copyBoth(conn, st)
 }
 
-// switchProtocols sends req through st, passes the agent's answer on and,
+// switchProtocols sends req through st (a stream or a data
+// connection), passes the agent's answer on and,
 // when it is a 101, hijacks the client's connection and returns it, with
 // the bytes either side sent behind its headers passed on. Otherwise it
 // has answered the client and returns an error.
-func (s *Session) switchProtocols(w http.ResponseWriter, r *http.Request, st *yamux.Stream, req *http.Request, typ string) (net.Conn, error) {
+func (s *Session) switchProtocols(w http.ResponseWriter, r *http.Request, st net.Conn, req *http.Request, typ string) (net.Conn, error) {
 	// The client may go away during the handshake: end it then.
 	stop := context.AfterFunc(r.Context(), func() { st.Close() })
 	resp, br, err := handshake(st, req)
@@ -223,17 +234,22 @@ func (s *Session) switchProtocols(w http.ResponseWriter, r *http.Request, st *ya
 	return conn, nil
 }
 
-// copyBoth copies between the client and the agent until either side
-// ends or fails, then closes both and returns once both copies have.
-func copyBoth(conn net.Conn, st *yamux.Stream) {
+// copyBoth copies between the client and the agent (a stream, or a data
+// connection) until either side ends or fails, then closes both and
+// returns once both copies have.
+func copyBoth(conn, st net.Conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		fromStream(conn, st)
+		if ys, ok := st.(*yamux.Stream); ok {
+			fromStream(conn, ys)
+		} else {
+			copyTo(conn, st)
+		}
 		conn.Close()
 		st.Close()
 	}()
-	toStream(st, conn)
+	copyTo(st, conn)
 	conn.Close()
 	st.Close()
 	<-done
@@ -261,7 +277,7 @@ func DetachFrom(ctx context.Context) func() (ended func()) {
 }
 
 // handshake writes req to st and reads the agent's answer.
-func handshake(st *yamux.Stream, req *http.Request) (*http.Response, *bufio.Reader, error) {
+func handshake(st net.Conn, req *http.Request) (*http.Response, *bufio.Reader, error) {
 	bw := handshakeWriters.Get().(*bufio.Writer)
 	bw.Reset(st)
 	err := req.Write(bw)
@@ -294,11 +310,12 @@ func writeBuffered(w io.Writer, br *bufio.Reader) error {
 	return err
 }
 
-// toStream copies the client's bytes to the agent until either fails.
-// On a connection the poller can watch (plain TCP), it waits for bytes
-// holding no buffer and reads them into a pooled one; otherwise it reads
-// into a readSize buffer of its own.
-func toStream(st *yamux.Stream, conn net.Conn) error {
+// copyTo copies conn's bytes to st until either fails: the client's to
+// the agent, and a data connection's to the client. On a connection the
+// poller can watch (plain TCP), it waits for bytes holding no buffer and
+// reads them into a pooled one; otherwise it reads into a readSize buffer
+// of its own.
+func copyTo(st io.Writer, conn net.Conn) error {
 	if sc, ok := conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			return pollCopy(st, conn, rc)
@@ -318,8 +335,8 @@ func toStream(st *yamux.Stream, conn net.Conn) error {
 	}
 }
 
-// pollCopy is toStream on a connection whose readability can be awaited.
-func pollCopy(st *yamux.Stream, conn net.Conn, rc syscall.RawConn) error {
+// pollCopy is copyTo on a connection whose readability can be awaited.
+func pollCopy(st io.Writer, conn net.Conn, rc syscall.RawConn) error {
 	bulk := false // the last read filled its buffer
 	for {
 		if err := waitReadable(rc); err != nil {

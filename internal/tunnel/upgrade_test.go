@@ -365,9 +365,10 @@ func TestProxyUpgradeDetach(t *testing.T) {
 
 // A session quiet after a burst has its stream shrunk (yamux keeps a
 // stream's receive buffer at its largest otherwise), and goes on working.
+// A stream's: a data connection has no such buffer.
 func TestProxyUpgradeShrinksAfterBurst(t *testing.T) {
 	tunnel.SetShrinkAfter(t, 10*time.Millisecond)
-	m := startMaster(t)
+	m := startMaster(t, withDialTimeout(-1))
 	startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{Handler: echoAgent()})
 	m.next(t)
 	ws, _ := dialProxied(t, m, "/x", nil)

@@ -290,6 +290,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	var o master.Options
 	fs.IntVar(&o.MaxEventBytes, "max-message", master.DefaultMaxEventBytes, "largest WebSocket message accepted from a bootstrapper or client, bytes")
 	fs.DurationVar(&o.PingInterval, "ping", master.DefaultPingInterval, "keepalive ping interval of every WebSocket")
+	fs.DurationVar(&o.DialBackTimeout, "dial-back-timeout", master.DefaultDialBackTimeout, "how long a connection to an agent waits for the data connection the agent dials back before it goes through the agent's tunnel; negative: data connections are not used")
 	allowedHosts := fs.String("allowed-host", "", "comma-separated host names the master answers to besides IP addresses and localhost (a request with another Host header gets 421: stops DNS rebinding); empty: any")
 	var origins originsFlag
 	fs.Var(&origins, "allow-origin", "origin of another site's pages allowed to use the client endpoints (live socket, API, tickets, agent proxy) with a token or ticket, e.g. https://ide.example.com (repeatable; * for any)")
@@ -329,6 +330,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if o.PingInterval <= 0 {
 		return usageError{fmt.Sprintf("-ping %s: must be positive", o.PingInterval)}
+	}
+	if o.DialBackTimeout == 0 {
+		return usageError{"-dial-back-timeout 0: want a positive duration, or a negative one to not use data connections"}
 	}
 	if err := dataDir(*data); err != nil {
 		return err
