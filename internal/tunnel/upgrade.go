@@ -335,15 +335,16 @@ func copyTo(st io.Writer, conn net.Conn) error {
 	}
 }
 
-// pollCopy is copyTo on a connection whose readability can be awaited.
+// pollCopy is copyTo on a connection whose readability can be awaited:
+// a buffer is taken only for a read that finds bytes (readPolled), one
+// read system call per chunk.
 func pollCopy(st io.Writer, conn net.Conn, rc syscall.RawConn) error {
 	bulk := false // the last read filled its buffer
 	for {
-		if err := waitReadable(rc); err != nil {
+		bp, n, err := readPolled(conn, rc, bulk)
+		if bp == nil {
 			return err
 		}
-		bp := getCopyBuffer(bulk)
-		n, err := conn.Read(*bp)
 		bulk = n == len(*bp)
 		if n > 0 {
 			if _, werr := st.Write((*bp)[:n]); werr != nil {

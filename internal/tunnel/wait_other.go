@@ -2,8 +2,19 @@
 
 package tunnel
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
-// waitReadable returns at once where sockets cannot be peeked: the read
-// that follows waits, with its buffer.
-func waitReadable(syscall.RawConn) error { return nil }
+// readPolled reads conn into a pooled copy buffer; where sockets cannot
+// be polled for readability, the read waits with its buffer.
+func readPolled(conn net.Conn, _ syscall.RawConn, bulk bool) (*[]byte, int, error) {
+	bp := getCopyBuffer(bulk)
+	n, err := conn.Read(*bp)
+	if n == 0 && err != nil {
+		putCopyBuffer(bp)
+		return nil, 0, err
+	}
+	return bp, n, err
+}

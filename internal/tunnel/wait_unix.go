@@ -3,18 +3,51 @@
 package tunnel
 
 import (
+	"io"
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// waitReadable returns once rc's socket has bytes to read, its end, or an
-// error, holding no buffer meanwhile: the poller waits, and a one-byte
-// MSG_PEEK says whether there is anything (it consumes nothing).
-func waitReadable(rc syscall.RawConn) error {
-	var b [1]byte
-	return rc.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return err != unix.EAGAIN
+// readPolled reads what rc's socket has into a pooled copy buffer (a bulk
+// one when bulk is set), holding no buffer while it waits: the poller
+// waits, and a buffer is taken only for a read that finds bytes (one that
+// finds none gives it back before waiting). It returns the buffer and how
+// much it holds; io.EOF at the end. conn is rc's connection (unused here).
+func readPolled(_ net.Conn, rc syscall.RawConn, bulk bool) (*[]byte, int, error) {
+	var (
+		bp   *[]byte
+		n    int
+		rerr error
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		bp = getCopyBuffer(bulk)
+		for {
+			n, rerr = unix.Read(int(fd), *bp)
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		if rerr == unix.EAGAIN {
+			putCopyBuffer(bp)
+			bp = nil
+			return false // wait, holding nothing
+		}
+		return true
 	})
+	switch {
+	case err == nil && rerr != nil:
+		err = rerr
+	case err == nil && n == 0:
+		err = io.EOF
+	}
+	if n < 0 {
+		n = 0
+	}
+	if err != nil && n == 0 && bp != nil {
+		putCopyBuffer(bp)
+		bp = nil
+	}
+	return bp, n, err
 }
