@@ -305,6 +305,33 @@ func (h *hopSetup) masterMem(ctx context.Context) (rss, heap float64, err error)
 	return rss, heap, sc.Err()
 }
 
+// masterVia returns how many connections to the agent the master carried
+// over data connections and over streams of the tunnel
+// (porthole_master_agent_connections_total{via}).
+func (h *hopSetup) masterVia(ctx context.Context) (data, stream float64, err error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.metricsAddr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case `porthole_master_agent_connections_total{via="data"}`:
+			data = v
+		case `porthole_master_agent_connections_total{via="stream"}`:
+			stream = v
+		}
+	}
+	return data, stream, sc.Err()
+}
+
 // masterCPU returns the master's CPU time (user + system) and its
 // context switches (voluntary + involuntary) so far.
 func (h *hopSetup) masterCPU() (time.Duration, float64, error) {
@@ -448,6 +475,10 @@ func BenchmarkMasterHop(b *testing.B) {
 		}
 		b.Logf("rep %d: echo p50 %.0f / %.0f µs, p99 %.0f / %.0f µs; TTY cat %.1f / %.1f MiB/s (direct / through the master); master per keystroke %.0f µs CPU, %.1f context switches, %.1f read+write syscalls; per MiB %.2f ms CPU, %.0f syscalls",
 			i+1, p50[0][i], p50[1][i], p99[0][i], p99[1][i], rate[0][i], rate[1][i], keyCPU[i], keyCS[i], keySys[i], mibCPU[i], mibSys[i])
+	}
+
+	if d, st, err := h.masterVia(ctx); err == nil {
+		b.Logf("connections to the agent through the master: %.0f over data connections, %.0f over tunnel streams", d, st)
 	}
 
 	// Memory on a master of its own whose collector runs whenever it

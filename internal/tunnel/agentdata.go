@@ -53,9 +53,11 @@ func newDataServer(o *AgentOptions, log *slog.Logger) (*dataServer, error) {
 	d := &dataServer{o: o, u: u, log: log, ln: newConnListener(), served: make(chan error, 1),
 		ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
 	d.srv = &http.Server{
-		Handler:           o.Handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// No ReadHeaderTimeout: a spare data connection waits for its
+		// request as long as the master keeps it (the master dialled
+		// for it, and its tunnel bounds it).
+		Handler:  o.Handler,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	// A data connection carries one request (the master sends one).
 	d.srv.SetKeepAlivesEnabled(false)

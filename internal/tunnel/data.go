@@ -67,6 +67,12 @@ const (
 	// session stops asking (a master behind a balancer the agent's data
 	// connections reach another instance of, a proxy that refuses them).
 	dialFailuresOff = 3
+	// maxSpares is how many data connections a session keeps dialled
+	// ahead, idle (as frp's work connections): a proxied socket takes one
+	// and asks for another, so that opening it costs no dial-back round
+	// trips unless several open at once. An idle spare holds a socket at
+	// both ends and, on the agent, a goroutine waiting for its request.
+	maxSpares = 2
 	// goneIDs is how many ids a session remembers after their use or
 	// expiry, to name why a data handshake with one is refused.
 	goneIDs = 64
@@ -96,12 +102,18 @@ type dialState struct {
 	failures atomic.Int32 // dial-backs failed in a row
 	warned   atomic.Bool  // a failure has been logged at warn level
 
-	mu      sync.Mutex
-	closed  bool
-	pending map[string]chan net.Conn // asked for, not yet received
-	gone    map[string]string        // recent ids no longer pending: why
-	goneQ   []string                 // gone's ids, oldest first
-	conns   map[*dataConn]struct{}   // open data connections
+	ctx    context.Context // ends with the session: spare dials end
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // spare dials in flight
+
+	mu        sync.Mutex
+	closed    bool
+	pending   map[string]chan *dataConn // asked for, not yet received
+	gone      map[string]string         // recent ids no longer pending: why
+	goneQ     []string                  // gone's ids, oldest first
+	conns     map[*dataConn]struct{}    // open data connections, spares included
+	spares    []*dataConn               // dialled ahead, idle
+	refilling int                       // spare dials in flight
 }
 
 // forgetLocked moves id from pending to gone, saying why; it reports
@@ -128,23 +140,99 @@ func (s *Session) Pending() int {
 	return len(s.dial.pending)
 }
 
-// DataConns is how many data connections of the session are open.
+// DataConns is how many data connections of the session carry a socket
+// (spares not counted).
 func (s *Session) DataConns() int {
 	s.dial.mu.Lock()
 	defer s.dial.mu.Unlock()
-	return len(s.dial.conns)
+	return len(s.dial.conns) - len(s.dial.spares)
 }
 
-// dialBack asks the agent for a data connection and returns it, or an
-// error once the agent refused, failed, or did not dial back within the
-// session's dial timeout (or ctx ended).
+// Spares is how many idle data connections the session keeps dialled.
+func (s *Session) Spares() int {
+	s.dial.mu.Lock()
+	defer s.dial.mu.Unlock()
+	return len(s.dial.spares)
+}
+
+// dialBack returns a data connection: a spare one if the session has one
+// alive, otherwise one it asks the agent for now, waiting until the agent
+// refused, failed, or did not dial back within the session's dial
+// timeout (or ctx ended). Either way it asks for spares to replace the
+// ones taken.
 func (s *Session) dialBack(ctx context.Context) (net.Conn, error) {
 	d := &s.dial
 	if d.timeout <= 0 || d.off.Load() {
 		return nil, errNoDial
 	}
+	defer s.refill()
+	if c := s.takeSpare(); c != nil {
+		return c, nil
+	}
+	c, err := s.dialNow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// takeSpare returns a spare data connection that is still open and
+// silent, or nil; the dead ones it finds on the way are closed.
+func (s *Session) takeSpare() *dataConn {
+	d := &s.dial
+	for {
+		d.mu.Lock()
+		n := len(d.spares)
+		if n == 0 {
+			d.mu.Unlock()
+			return nil
+		}
+		c := d.spares[n-1]
+		d.spares = d.spares[:n-1]
+		d.mu.Unlock()
+		if idleOpen(c.Conn) {
+			return c
+		}
+		c.Close()
+	}
+}
+
+// refill asks for as many spare data connections as are missing, on
+// goroutines that closeData waits for.
+func (s *Session) refill() {
+	d := &s.dial
+	d.mu.Lock()
+	n := maxSpares - len(d.spares) - d.refilling
+	if d.closed || d.off.Load() || n <= 0 {
+		d.mu.Unlock()
+		return
+	}
+	d.refilling += n
+	d.wg.Add(n)
+	d.mu.Unlock()
+	for range n {
+		go func() {
+			defer d.wg.Done()
+			c, err := s.dialNow(d.ctx)
+			d.mu.Lock()
+			d.refilling--
+			keep := err == nil && !d.closed
+			if keep {
+				d.spares = append(d.spares, c)
+			}
+			d.mu.Unlock()
+			if err == nil && !keep {
+				c.Close()
+			}
+		}()
+	}
+}
+
+// dialNow asks the agent for a data connection and waits for it.
+func (s *Session) dialNow(ctx context.Context) (*dataConn, error) {
+	d := &s.dial
 	id := rand.Text()
-	ch := make(chan net.Conn, 1)
+	ch := make(chan *dataConn, 1)
 	d.mu.Lock()
 	switch {
 	case d.closed:
@@ -157,9 +245,11 @@ func (s *Session) dialBack(ctx context.Context) (net.Conn, error) {
 	d.pending[id] = ch
 	d.mu.Unlock()
 
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	err := s.askDial(ctx, id)
+	received := false
 	if err == nil {
 		select {
 		case c := <-ch:
@@ -167,6 +257,7 @@ func (s *Session) dialBack(ctx context.Context) (net.Conn, error) {
 				d.failures.Store(0)
 				return c, nil
 			}
+			received = true
 			err = errors.New("the data connection failed while switching protocols")
 		case <-ctx.Done():
 			err = fmt.Errorf("the data connection did not arrive: %w", context.Cause(ctx))
@@ -175,12 +266,13 @@ func (s *Session) dialBack(ctx context.Context) (net.Conn, error) {
 	d.mu.Lock()
 	pending := d.forgetLocked(id, "expired: the master stopped waiting for it")
 	d.mu.Unlock()
-	if !pending { // the handshake took it: it is delivered at once
+	if !pending && !received { // the handshake took it: its outcome comes at once
 		if c := <-ch; c != nil {
 			c.Close()
 		}
 	}
-	if !errors.Is(err, errNoDial) && d.failures.Add(1) >= dialFailuresOff && !d.off.Swap(true) {
+	// A client that went away is no failure of the dial-back.
+	if parent.Err() == nil && !errors.Is(err, errNoDial) && d.failures.Add(1) >= dialFailuresOff && !d.off.Swap(true) {
 		d.log.Warn("data connections given up for this tunnel after failures in a row; proxying through the tunnel", "failures", dialFailuresOff, "err", err)
 	}
 	return nil, err
@@ -299,19 +391,23 @@ func (s *Session) switchData(w http.ResponseWriter) (net.Conn, error) {
 	return conn, nil
 }
 
-// closeData ends the session's data connections and refuses any more.
+// closeData ends the session's data connections, refuses any more, and
+// waits for the spare dials in flight, which end at once.
 func (s *Session) closeData() {
 	d := &s.dial
 	d.mu.Lock()
 	d.closed = true
+	d.spares = nil
 	conns := make([]*dataConn, 0, len(d.conns))
 	for c := range d.conns {
 		conns = append(conns, c)
 	}
 	d.mu.Unlock()
+	d.cancel()
 	for _, c := range conns {
 		c.Close()
 	}
+	d.wg.Wait()
 }
 
 // dataConn is a data connection on the master: closing it forgets it.

@@ -67,10 +67,8 @@ func TestDataConnCarriesTerminal(t *testing.T) {
 	if d, st := m.viaData.Load(), m.viaStream.Load(); d < 2 || st != 0 {
 		t.Fatalf("%d sockets over data connections, %d over streams; want every one (at least 2) over data connections", d, st)
 	}
-	if n := s.Pending(); n != 0 {
-		t.Fatalf("%d data connections still pending", n)
-	}
-	testutil.WaitFor(t, "the data connections closed", func() bool { return s.DataConns() == 0 })
+	testutil.WaitFor(t, "no data connection pending, the used ones closed, two spares",
+		func() bool { return s.Pending() == 0 && s.DataConns() == 0 && s.Spares() == 2 })
 }
 
 // Without data connections, everything goes through streams as before:
@@ -96,8 +94,9 @@ func TestDataConnFallback(t *testing.T) {
 			if d, st := m.viaData.Load(), m.viaStream.Load(); d != 0 || st < 2 {
 				t.Fatalf("%d sockets over data connections, %d over streams; want every one (at least 2) over streams", d, st)
 			}
-			if n := s.Pending(); n != 0 {
-				t.Fatalf("%d data connections still pending", n)
+			testutil.WaitFor(t, "no data connection pending", func() bool { return s.Pending() == 0 })
+			if n := s.Spares(); n != 0 {
+				t.Fatalf("%d spare data connections", n)
 			}
 		})
 	}
@@ -151,10 +150,15 @@ func TestDataHandshakeRefusals(t *testing.T) {
 	s2 := m2.next(t)
 	ws2, _ := dialProxied(t, m2, "/x", nil) // through a stream, once the wait is over
 	ws2.Close()
+	// The first dial-back and the two spares asked for after it expire
+	// unanswered: three failures in a row, and the session stops asking.
+	testutil.WaitFor(t, "three dial-backs expired", func() bool {
+		m2.mu.Lock()
+		defer m2.mu.Unlock()
+		return len(m2.ids) == 3 && s2.Pending() == 0
+	})
 	m2.mu.Lock()
 	expired := m2.ids[0]
-	m2.mu.Unlock()
-	m2.mu.Lock()
 	m2.ignoreData = false
 	m2.mu.Unlock()
 
@@ -182,11 +186,9 @@ func TestDataHandshakeRefusals(t *testing.T) {
 	if status, _ := dataHandshake(t, m, used, "bad-token"); status != http.StatusUnauthorized {
 		t.Fatalf("bad token: %d; want 401", status)
 	}
-	if s.Pending() != 0 || s2.Pending() != 0 {
-		t.Fatalf("pending data connections %d, %d; want none", s.Pending(), s2.Pending())
-	}
-	if s.DataConns() > 1 || s2.DataConns() != 0 {
-		t.Fatalf("open data connections %d, %d", s.DataConns(), s2.DataConns())
+	testutil.WaitFor(t, "no data connection pending", func() bool { return s.Pending() == 0 && s2.Pending() == 0 })
+	if s.DataConns() > 1 || s2.DataConns() != 0 || s2.Spares() != 0 {
+		t.Fatalf("open data connections %d, %d, spares on the refusing master %d", s.DataConns(), s2.DataConns(), s2.Spares())
 	}
 }
 

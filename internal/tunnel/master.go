@@ -45,16 +45,16 @@ type AcceptOptions struct {
 	// write buffer is replaced by the tunnel's pooled one.
 	Upgrader *websocket.Upgrader
 	// DialTimeout, when > 0, makes the session carry proxied protocol
-	// switches and Dialer's connections over data connections the agent
-	// dials back (data.go), when the agent announces them: the caller
+	// switches over data connections the agent dials back (data.go), when
+	// the agent announces them: the caller
 	// must then pass the agent's data handshakes to AcceptData. It is how
 	// long a request waits for its data connection before it goes through
 	// a stream of the tunnel instead (DefaultDialTimeout is a sensible
 	// value). 0: everything goes through streams.
 	DialTimeout time.Duration
-	// OnPath, if set, is called for every proxied protocol switch and
-	// every Dialer connection: data is true when it is carried by a data
-	// connection, false by a stream of the tunnel.
+	// OnPath, if set, is called for every proxied protocol switch: data
+	// is true when it is carried by a data connection, false by a stream
+	// of the tunnel.
 	OnPath func(data bool)
 	// Logger receives the session's logs (a data connection that failed);
 	// nil discards them.
@@ -103,7 +103,8 @@ func AcceptWith(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Sessi
 	if o.DialTimeout > 0 && hasFeature(r.Header, FeatureData) {
 		s.dial.timeout = o.DialTimeout
 	}
-	s.dial.pending, s.dial.gone, s.dial.conns = map[string]chan net.Conn{}, map[string]string{}, map[*dataConn]struct{}{}
+	s.dial.pending, s.dial.gone, s.dial.conns = map[string]chan *dataConn{}, map[string]string{}, map[*dataConn]struct{}{}
+	s.dial.ctx, s.dial.cancel = context.WithCancel(context.Background())
 	s.transport = &http.Transport{
 		// Every connection is a new stream; the address is ignored.
 		DialContext: func(context.Context, string, string) (net.Conn, error) {
@@ -183,7 +184,8 @@ func (s *Session) Alive(timeout time.Duration) bool {
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.ys.CloseChan() }
 
-// Close ends the session and every stream in it.
+// Close ends the session, every stream in it and every data connection
+// of it.
 func (s *Session) Close() error {
 	err := s.ys.Close()
 	s.closeData()
@@ -191,23 +193,15 @@ func (s *Session) Close() error {
 	return err
 }
 
-// Dialer returns a WebSocket dialer whose every connection is a data
-// connection (data.go) or else a new stream of the tunnel (the URL's host
-// is ignored): for the master's own requests to the agent, such as a
-// port forward. They are trusted as the proxied ones are.
+// Dialer returns a WebSocket dialer whose every connection is a new
+// stream of the tunnel (the URL's host is ignored): for the master's own
+// requests to the agent, such as a port forward per request of a
+// machine's server (servePort). They are trusted as the proxied ones are.
+// Streams, not data connections: a stream opens without a round trip,
+// which short connections need more than a kernel socket.
 func (s *Session) Dialer() *websocket.Dialer {
-	return &websocket.Dialer{NetDialContext: s.dialWS, HandshakeTimeout: 10 * time.Second,
+	return &websocket.Dialer{NetDialContext: s.transport.DialContext, HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize: bufferSize, WriteBufferSize: bufferSize}
-}
-
-// dialWS is Dialer's: a data connection, or else a stream.
-func (s *Session) dialWS(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := s.dialBack(ctx)
-	s.noteDial(err == nil, err)
-	if err == nil {
-		return c, nil
-	}
-	return s.transport.DialContext(ctx, network, addr)
 }
 
 // hasFeature reports whether h's HeaderFeatures lists f.

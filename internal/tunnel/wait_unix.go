@@ -3,6 +3,7 @@
 package tunnel
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"syscall"
@@ -50,4 +51,30 @@ func readPolled(_ net.Conn, rc syscall.RawConn, bulk bool) (*[]byte, int, error)
 		bp = nil
 	}
 	return bp, n, err
+}
+
+// idleOpen reports whether c, a spare data connection, is still open and
+// has nothing to read: its peer has neither closed it nor sent anything
+// (a one-byte MSG_PEEK that does not wait).
+func idleOpen(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	idle := false
+	var b [1]byte
+	if rc.Control(func(fd uintptr) {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		idle = err == unix.EAGAIN
+	}) != nil {
+		return false
+	}
+	return idle
 }
