@@ -288,48 +288,35 @@ func (h *hopSetup) masterMem(ctx context.Context) (rss, heap float64, err error)
 			rss = kb * 1024
 		}
 	}
+	ms, err := h.metrics(ctx)
+	return rss, ms["go_memstats_heap_inuse_bytes"] + ms["go_memstats_stack_inuse_bytes"], err
+}
+
+// metrics returns the master's unlabelled and labelled samples by their
+// exposition name (`name{label="v"}`).
+func (h *hopSetup) metrics(ctx context.Context) (map[string]float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.metricsAddr+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
+	ms := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && (f[0] == "go_memstats_heap_inuse_bytes" || f[0] == "go_memstats_stack_inuse_bytes") {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			heap += v
+		if f := strings.Fields(sc.Text()); len(f) == 2 {
+			ms[f[0]], _ = strconv.ParseFloat(f[1], 64)
 		}
 	}
-	return rss, heap, sc.Err()
+	return ms, sc.Err()
 }
 
 // masterVia returns how many connections to the agent the master carried
 // over data connections and over streams of the tunnel
 // (porthole_master_agent_connections_total{via}).
 func (h *hopSetup) masterVia(ctx context.Context) (data, stream float64, err error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.metricsAddr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 2 {
-			continue
-		}
-		v, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case `porthole_master_agent_connections_total{via="data"}`:
-			data = v
-		case `porthole_master_agent_connections_total{via="stream"}`:
-			stream = v
-		}
-	}
-	return data, stream, sc.Err()
+	ms, err := h.metrics(ctx)
+	return ms[`porthole_master_agent_connections_total{via="data"}`], ms[`porthole_master_agent_connections_total{via="stream"}`], err
 }
 
 // masterCPU returns the master's CPU time (user + system) and its
