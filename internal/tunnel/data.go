@@ -1,15 +1,16 @@
 package tunnel
 
-// Data connections (dial-back): a protocol switch the master proxies, and
-// a WebSocket the master opens to the agent itself (Session.Dialer), are
-// carried by a TCP (or TLS) connection of their own that the agent dials
-// back to the master when asked through the tunnel, instead of by a
-// stream of the tunnel. On the agent it is an ordinary accepted kernel
+// Data connections (dial-back): a protocol switch the master proxies (an
+// attach socket, a port forward) is carried by a TCP (or TLS) connection
+// of its own that the agent dials back to the master when asked through
+// the tunnel, instead of by a stream of the tunnel. On the agent it is an ordinary accepted kernel
 // socket (its fast path and direct reader apply); on the master it is
 // copied to the client's connection with pooled buffers. The tunnel stays
 // the control channel, and the fallback: an agent that does not announce
 // data connections, or whose dial-back fails, is served through a stream
-// as before. docs/protocol.md, "Data connections".
+// as before. A session keeps maxSpares dialled ahead, so that a socket
+// opens without the dial-back's round trips. docs/protocol.md §4.4, "Data
+// connections".
 //
 //	master                                    agent
 //	  ── POST /.porthole/tunnel/dial (stream) ──▶  (X-Porthole-Dial-Id: ID)
@@ -343,6 +344,9 @@ func (s *Session) AcceptData(w http.ResponseWriter, r *http.Request) error {
 	d.mu.Unlock()
 	switch {
 	case closed:
+		if ok {
+			ch <- nil // its waiter learns at once
+		}
 		return &DataError{http.StatusConflict, "data connection " + id + ": the tunnel it was asked on has ended"}
 	case !ok && why != "":
 		return &DataError{http.StatusGone, "data connection " + id + " refused: " + why}
