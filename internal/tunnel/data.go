@@ -142,11 +142,17 @@ func (s *Session) Pending() int {
 }
 
 // DataConns is how many data connections of the session carry a socket
-// (spares not counted).
+// (spares, and ones being dialled, not counted).
 func (s *Session) DataConns() int {
 	s.dial.mu.Lock()
 	defer s.dial.mu.Unlock()
-	return len(s.dial.conns) - len(s.dial.spares)
+	n := 0
+	for c := range s.dial.conns {
+		if c.used {
+			n++
+		}
+	}
+	return n
 }
 
 // Spares is how many idle data connections the session keeps dialled.
@@ -167,13 +173,16 @@ func (s *Session) dialBack(ctx context.Context) (net.Conn, error) {
 		return nil, errNoDial
 	}
 	defer s.refill()
-	if c := s.takeSpare(); c != nil {
-		return c, nil
+	c := s.takeSpare()
+	if c == nil {
+		var err error
+		if c, err = s.dialNow(ctx); err != nil {
+			return nil, err
+		}
 	}
-	c, err := s.dialNow(ctx)
-	if err != nil {
-		return nil, err
-	}
+	d.mu.Lock()
+	c.used = true
+	d.mu.Unlock()
 	return c, nil
 }
 
@@ -420,6 +429,7 @@ type dataConn struct {
 	s     *Session
 	once  sync.Once
 	ended func() // the handshake's caller's (WithDetach), or nil
+	used  bool   // carries a socket (not a spare); guarded by s.dial.mu
 }
 
 func (c *dataConn) Close() error {

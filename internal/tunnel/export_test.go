@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"net"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -38,4 +39,24 @@ func DropDataConns(s *Session) {
 	for _, c := range conns {
 		c.Conn.Close() // the socket only: the proxy notices and closes c
 	}
+}
+
+// Settled reports whether s has no data connection pending or being
+// dialled ahead.
+func Settled(s *Session) bool {
+	s.dial.mu.Lock()
+	defer s.dial.mu.Unlock()
+	return len(s.dial.pending) == 0 && s.dial.refilling == 0
+}
+
+// ExpiredID returns an id s stopped waiting for, or "".
+func ExpiredID(s *Session) string {
+	s.dial.mu.Lock()
+	defer s.dial.mu.Unlock()
+	for id, why := range s.dial.gone {
+		if strings.HasPrefix(why, "expired") {
+			return id
+		}
+	}
+	return ""
 }
