@@ -85,6 +85,10 @@ const (
 // connections: not enabled, not announced, or given up.
 var errNoDial = errors.New("data connections are not used with this agent")
 
+// errTooManyDials is dialBack's error when MaxPendingDials are pending:
+// the request goes through a stream, and it is no failure of the agent.
+var errTooManyDials = fmt.Errorf("%d data connections already asked for and not received (the limit)", MaxPendingDials)
+
 // DataError is a refused data handshake: the status to answer and why.
 type DataError struct {
 	Status int
@@ -250,7 +254,7 @@ func (s *Session) dialNow(ctx context.Context) (*dataConn, error) {
 		return nil, ErrClosed
 	case len(d.pending) >= MaxPendingDials:
 		d.mu.Unlock()
-		return nil, fmt.Errorf("%d data connections already asked for and not received (the limit)", MaxPendingDials)
+		return nil, errTooManyDials
 	}
 	d.pending[id] = ch
 	d.mu.Unlock()

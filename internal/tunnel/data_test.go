@@ -326,3 +326,44 @@ func TestDialPathNotProxied(t *testing.T) {
 		t.Fatalf("the agent dialled back for a client's request: %v", m.ids)
 	}
 }
+
+// At most MaxPendingDials data connections are waited for at once per
+// tunnel: beyond, a socket goes through a stream at once, and every one
+// works.
+func TestDataConnPendingBound(t *testing.T) {
+	const n = tunnel.MaxPendingDials + 6
+	m := startMaster(t, ignoringData, withDialTimeout(testutil.Wait))
+	startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{Handler: echoAgent()})
+	s := m.next(t)
+	d := websocket.Dialer{Subprotocols: []string{"echo.v1"}, HandshakeTimeout: 2 * testutil.Wait}
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			ws, _, err := d.DialContext(ctxT(t), m.url+prefix+"/x", http.Header{"Authorization": {"Bearer " + clientToken}})
+			if err == nil {
+				ws.Close()
+			}
+			errs <- err
+		}()
+	}
+	testutil.WaitFor(t, "the pending ids at the bound, the others through streams",
+		func() bool { return s.Pending() == tunnel.MaxPendingDials && m.viaStream.Load() == n-tunnel.MaxPendingDials })
+	// The master refuses the agent's data connections: the waiting ones
+	// go through streams too.
+	m.mu.Lock()
+	held := m.held
+	m.held, m.refuseData = nil, true
+	m.mu.Unlock()
+	for _, c := range held {
+		c.Close() // the agent's dial fails: it answers the control request with an error
+	}
+	for range n {
+		if err := testutil.Recv(t, "a socket to open", errs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.viaData.Load() != 0 || m.viaStream.Load() != n {
+		t.Fatalf("%d over data connections, %d over streams; want all %d over streams", m.viaData.Load(), m.viaStream.Load(), n)
+	}
+	testutil.WaitFor(t, "no id pending", func() bool { return tunnel.Settled(s) })
+}

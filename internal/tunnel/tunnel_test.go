@@ -73,6 +73,7 @@ type testMaster struct {
 	// the test ends), and how many requests went each way.
 	dialTimeout time.Duration
 	ignoreData  bool
+	refuseData  bool // answer the agent's data handshakes 503
 	held        []net.Conn
 	ids         []string // of the data handshakes, in order
 	viaData     atomic.Int64
@@ -180,9 +181,13 @@ func (m *testMaster) serveData(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.mu.Lock()
-	s, ignore := m.cur, m.ignoreData
+	s, ignore, refuse := m.cur, m.ignoreData, m.refuseData
 	m.ids = append(m.ids, r.Header.Get(tunnel.HeaderDialID))
 	m.mu.Unlock()
+	if refuse {
+		http.Error(w, "data connections refused by the test master", http.StatusServiceUnavailable)
+		return
+	}
 	if ignore {
 		c, _, err := http.NewResponseController(w).Hijack()
 		if err == nil {
