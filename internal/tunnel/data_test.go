@@ -347,7 +347,9 @@ func TestDataConnPendingBound(t *testing.T) {
 		}()
 	}
 	testutil.WaitFor(t, "the pending ids at the bound, the others through streams",
-		func() bool { return s.Pending() == tunnel.MaxPendingDials && m.viaStream.Load() == n-tunnel.MaxPendingDials })
+		func() bool {
+			return s.Pending() == tunnel.MaxPendingDials && m.viaStream.Load() == n-tunnel.MaxPendingDials
+		})
 	// The master refuses the agent's data connections: the waiting ones
 	// go through streams too.
 	m.mu.Lock()
