@@ -105,6 +105,26 @@ func (f *frameReader) fill() error {
 	return nil
 }
 
+// wait waits until the socket holds a byte to read, unless some are
+// buffered already, and reads what it holds. It is called between
+// messages from the read loop's own frame: an idle socket's goroutine
+// parks there, a few frames deep, instead of in NextReader and
+// nextFrame, whose frames (their control-frame and skip buffers) would
+// make it park beyond a goroutine's starting 2 KiB of stack; a goroutine
+// whose stack grew keeps it while it lives (the runtime halves a stack
+// only when a quarter of it is more than enough). An error ends the reads
+// as it would have in NextReader.
+func (f *frameReader) wait() error {
+	if f.err != nil || (f.bp != nil && f.r < f.w) {
+		return nil // NextReader returns the error, or decodes what is held
+	}
+	if err := f.fill(); err != nil {
+		f.fail(err)
+		return err
+	}
+	return nil
+}
+
 func (f *frameReader) release() {
 	if f.bp != nil {
 		directBuffers.Put(f.bp)

@@ -177,6 +177,14 @@ func (s *Stream) Err() error {
 
 func (s *Stream) readObject(v any) error {
 	for {
+		if s.fr != nil {
+			// An idle socket waits here, in a shallow frame, not in the
+			// frame decoder: its goroutine then keeps the smallest stack
+			// (read.go, frameReader.wait).
+			if err := s.fr.wait(); err != nil {
+				return err
+			}
+		}
 		typ, r, err := s.nextReader()
 		if err != nil {
 			return err
