@@ -406,8 +406,15 @@ func TestIdleAttachedSessionGoroutines(t *testing.T) {
 		return strings.Count(b.String(), fn)
 	}
 	testutil.WaitFor(t, "idle viewers parked", func() bool {
-		return count("agent.(*attachView).loop") == 0 && count("agent.pump(") == n
+		return count("agent.(*attachView).loop") == 0 && count("agent.pump(") == n &&
+			count("wsrpc.(*frameReader).wait(") == n
 	})
+	// Each socket's reader waits between messages in a shallow frame, not
+	// in the frame decoder, whose frames would cost it a 4 KiB stack
+	// instead of 2 (docs/performance.md, "Lean session").
+	if got := count("wsrpc.(*frameReader).NextReader("); got != 0 {
+		t.Fatalf("%d idle socket readers parked in a frame decoder; want 0", got)
+	}
 	if got := count("os/exec.(*Cmd).Wait") + count("agent.waitReady"); got != 0 {
 		t.Fatalf("%d goroutines wait for a process; want 0", got)
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -35,6 +36,10 @@ const directBuffer = 4 << 10
 // directBuffers are shared by every direct reader; a reader holds one
 // only while it holds bytes not yet consumed, so an idle socket holds none.
 var directBuffers = sync.Pool{New: func() any { b := make([]byte, directBuffer); return &b }}
+
+// directBuffersOut counts the direct readers' buffers taken and not given
+// back: none while every socket is idle (tests).
+var directBuffersOut atomic.Int64
 
 // frameReader reads one stream's client frames. Only the reading
 // goroutine uses it.
@@ -78,6 +83,7 @@ func (f *frameReader) fill() error {
 	err := f.rc.Read(func(fd uintptr) bool {
 		if f.bp == nil {
 			f.bp = directBuffers.Get().(*[]byte)
+			directBuffersOut.Add(1)
 			f.r, f.w = 0, 0
 		}
 		n, rerr = readNow(fd, (*f.bp)[f.w:])
@@ -128,6 +134,7 @@ func (f *frameReader) wait() error {
 func (f *frameReader) release() {
 	if f.bp != nil {
 		directBuffers.Put(f.bp)
+		directBuffersOut.Add(-1)
 		f.bp = nil
 	}
 }
