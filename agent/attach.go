@@ -122,8 +122,6 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	opts.ReadDirect = true
 	// The end of the client's reads ends the session.
 	opts.OnReadEnd = func(error) { s.cancel(errClientClosed) }
-	s.stream = wsrpc.New(ws, opts)
-
 	var (
 		sk       sink = frameSink{s}
 		readDone <-chan struct{}
@@ -132,10 +130,17 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 		sk = rawSink{s}
 		done := make(chan struct{})
 		readDone = done
-		go func() { // owned by runAttach, which waits for readDone
-			defer close(done)
-			s.stream.ReadObject(nil) // returns only when the socket ends
-		}()
+		opts.OnReadEnd = func(error) {
+			s.cancel(errClientClosed)
+			close(done) // the reads are over: endAttach waits for it
+		}
+		// While the client sends nothing, no goroutine waits for its
+		// socket: the agent's poller does (wsrpc.ServeRaw).
+		opts.Idle = &a.idle
+	}
+	s.stream = wsrpc.New(ws, opts)
+	if raw {
+		s.stream.ServeRaw() // until the socket ends
 	} else {
 		s.conn = jsonrpc2.NewConn(context.WithoutCancel(s.ctx), s.stream, s, jsonrpc2.SetLogger(quietLogger{s.log}))
 		readDone = s.conn.DisconnectNotify()

@@ -2,10 +2,14 @@ package wsrpc
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"net"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -73,4 +77,141 @@ func TestReadDirectIdleParksShallow(t *testing.T) {
 	if n := directBuffersOut.Load(); n != 0 {
 		t.Fatalf("the idle reader holds %d read buffers; want 0", n)
 	}
+}
+
+// serveRaw serves one RawText direct stream parked in p between
+// messages; the messages and the end of its reads come on the channels.
+func serveRaw(t *testing.T, p *Poller, ping time.Duration) (*websocket.Conn, <-chan string, <-chan error, *atomic.Pointer[Stream]) {
+	t.Helper()
+	got := make(chan string, 64)
+	ended := make(chan error, 1)
+	var stream atomic.Pointer[Stream]
+	c := serve(t, func(ws *websocket.Conn) {
+		done := make(chan struct{})
+		s := New(ws, Options{ReadDirect: true, RawText: true, Idle: p, WriteTimeout: wait, PingInterval: ping,
+			OnBinary: func(b []byte) error { got <- string(b); return nil },
+			OnReadEnd: func(err error) {
+				ended <- err
+				close(done)
+			}})
+		stream.Store(s)
+		s.ServeRaw()
+		<-done
+		s.Close()
+	})
+	return c, got, ended, &stream
+}
+
+// A parked socket gets every message in order, whatever arrives while
+// it is parked or being read (a message, a ping, a fragmented message, a
+// frame in pieces), and is parked again after each: no goroutine reads
+// it while it has nothing, and it holds no buffer then.
+func TestServeRawParks(t *testing.T) {
+	var p Poller
+	defer p.Wait()
+	c, got, ended, _ := serveRaw(t, &p, 0)
+	parked := func() bool {
+		return len(readerStacks()) == 0 && strings.Count(goroutines(), "wsrpc.(*Stream).serveRaw(") == 0 &&
+			directBuffersOut.Load() == 0
+	}
+	nc := c.NetConn()
+	for i := range 50 {
+		testutil.WaitFor(t, "the socket parked", parked)
+		want := fmt.Sprint("message ", i)
+		var err error
+		switch i % 4 {
+		case 0:
+			err = c.WriteMessage(websocket.BinaryMessage, []byte(want))
+		case 1: // a ping first, then the message in two fragments
+			_, err = nc.Write(append(append(data(websocket.PingMessage, true, "p").bytes(),
+				data(websocket.BinaryMessage, false, want[:3]).bytes()...), data(0, true, want[3:]).bytes()...))
+		case 2: // a frame in two pieces: the reader waits for the rest
+			f := data(websocket.BinaryMessage, true, want).bytes()
+			if _, err = nc.Write(f[:3]); err == nil {
+				testutil.WaitFor(t, "the reader waiting inside the frame", func() bool {
+					return strings.Contains(goroutines(), "wsrpc.(*frameReader).fill(")
+				})
+				_, err = nc.Write(f[3:])
+			}
+		case 3: // two messages in one write
+			_, err = nc.Write(append(data(websocket.TextMessage, true, want).bytes(), data(websocket.BinaryMessage, true, want).bytes()...))
+			if m := testutil.Recv(t, "a message", got); m != want {
+				t.Fatalf("message %d: read %q", i, m)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := testutil.Recv(t, "a message", got); m != want {
+			t.Fatalf("message %d: read %q", i, m)
+		}
+	}
+	testutil.WaitFor(t, "the socket parked", parked)
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"))
+	if err := testutil.Recv(t, "the end of the reads", ended); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("reads ended with %v; want close 1000", err)
+	}
+}
+
+// Closing a parked stream ends its reads (OnReadEnd, once) and takes it
+// out of the poller, whose goroutine ends once nothing is parked.
+func TestServeRawCloseParked(t *testing.T) {
+	var p Poller
+	_, _, ended, stream := serveRaw(t, &p, 0)
+	testutil.WaitFor(t, "the socket parked", func() bool {
+		return stream.Load() != nil && strings.Contains(goroutines(), "wsrpc.(*Poller).run(") &&
+			strings.Count(goroutines(), "wsrpc.(*Stream).serveRaw(") == 0
+	})
+	stream.Load().Close()
+	if err := testutil.Recv(t, "the end of the reads", ended); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("reads ended with %v; want the closed socket's error", err)
+	}
+	p.Wait() // hangs if the poller's goroutine did not end
+	select {
+	case err := <-ended:
+		t.Fatalf("the reads ended twice: %v", err)
+	default:
+	}
+}
+
+// Many sockets parked in one poller; each gets its own messages, and
+// ends with its peer; the poller's goroutine ends after the last.
+func TestServeRawMany(t *testing.T) {
+	var p Poller
+	const n = 20
+	type sock struct {
+		c     *websocket.Conn
+		got   <-chan string
+		ended <-chan error
+	}
+	var socks []sock
+	for range n {
+		c, got, ended, _ := serveRaw(t, &p, 0)
+		socks = append(socks, sock{c, got, ended})
+	}
+	for round := range 3 {
+		for i, s := range socks {
+			if err := s.c.WriteMessage(websocket.BinaryMessage, []byte(fmt.Sprint(i, "/", round))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, s := range socks {
+			if m := testutil.Recv(t, "a message", s.got); m != fmt.Sprint(i, "/", round) {
+				t.Fatalf("socket %d, round %d: read %q", i, round, m)
+			}
+		}
+	}
+	for _, s := range socks {
+		s.c.Close()
+	}
+	for _, s := range socks {
+		testutil.Recv(t, "the end of the reads", s.ended)
+	}
+	p.Wait()
+}
+
+func goroutines() string {
+	var b bytes.Buffer
+	pprof.Lookup("goroutine").WriteTo(&b, 2)
+	return b.String()
 }

@@ -71,6 +71,15 @@ var errUnexpectedEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosur
 // fill reads at least one more byte into the buffer, waiting on the
 // poller (and its read deadline) while the socket holds nothing.
 func (f *frameReader) fill() error {
+	_, err := f.read(true)
+	return err
+}
+
+// fillNow is fill without the waiting: false when the socket holds
+// nothing now (and no byte is held).
+func (f *frameReader) fillNow() (bool, error) { return f.read(false) }
+
+func (f *frameReader) read(wait bool) (bool, error) {
 	if f.bp != nil && f.r == f.w {
 		f.r, f.w = 0, 0
 	}
@@ -94,21 +103,24 @@ func (f *frameReader) fill() error {
 			if f.r == f.w { // nothing held: wait without a buffer
 				f.release()
 			}
-			return false
+			return !wait
 		}
 		return true
 	})
 	if err != nil { // the deadline, or closed
-		return err
+		return false, err
+	}
+	if rerr == syscall.EAGAIN { // only when not waiting
+		return false, nil
 	}
 	if rerr != nil {
-		return &os.SyscallError{Syscall: "read", Err: rerr}
+		return false, &os.SyscallError{Syscall: "read", Err: rerr}
 	}
 	if n == 0 {
-		return errUnexpectedEOF
+		return false, errUnexpectedEOF
 	}
 	f.w += n
-	return nil
+	return true, nil
 }
 
 // wait waits until the socket holds a byte to read, unless some are

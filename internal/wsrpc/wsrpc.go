@@ -68,6 +68,9 @@ type Options struct {
 	// accepted and refused, without waking the runtime's monitor thread
 	// on every message. Elsewhere (TLS, a tunnel stream) it is ignored.
 	ReadDirect bool
+	// Idle, on a RawText stream with the direct reader, holds the socket
+	// while it has nothing to read, instead of a goroutine (ServeRaw).
+	Idle *Poller
 }
 
 // Stream is a jsonrpc2.ObjectStream over a WebSocket.
@@ -90,6 +93,13 @@ type Stream struct {
 	ack func() error // AckPings's, for fr
 
 	closeOnce sync.Once
+
+	// ServeRaw's (idle.go).
+	idle     *Poller // nil: a goroutine reads
+	idleMu   sync.Mutex
+	parked   bool // the socket is in idle, and no goroutine reads it
+	parkedFD int
+	closing  bool // Close began: never parked again
 
 	errMu   sync.Mutex
 	readErr error // why the reads ended
@@ -114,6 +124,9 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	ws.SetReadLimit(opts.hardLimit())
 	if opts.ReadDirect && canReadDirect && s.raw != nil {
 		s.fr = newFrameReader(s, s.raw)
+		if opts.RawText {
+			s.idle = opts.Idle
+		}
 	}
 	// gorilla's own answers to pings and close frames, through the write
 	// lock (the defaults write past it).
@@ -145,6 +158,11 @@ func (s *Stream) ping() {
 	if err := s.control(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
 		return
 	}
+	// A parked socket has no reader waiting under its read deadline: one
+	// reads now, and ends the reads if the deadline passed.
+	if s.idle != nil && s.unpark(false) {
+		go s.serveRaw()
+	}
 	s.stopPing = s.opts.Clock.AfterFunc(s.opts.PingInterval, s.ping)
 }
 
@@ -154,17 +172,22 @@ func (s *Stream) ping() {
 func (s *Stream) ReadObject(v any) error {
 	err := s.readObject(v)
 	if err != nil {
-		s.errMu.Lock()
-		first := s.readErr == nil
-		if first {
-			s.readErr = err
-		}
-		s.errMu.Unlock()
-		if first && s.opts.OnReadEnd != nil {
-			s.opts.OnReadEnd(err)
-		}
+		s.readEnded(err)
 	}
 	return err
+}
+
+// readEnded records why the reads ended, and tells OnReadEnd the first time.
+func (s *Stream) readEnded(err error) {
+	s.errMu.Lock()
+	first := s.readErr == nil
+	if first {
+		s.readErr = err
+	}
+	s.errMu.Unlock()
+	if first && s.opts.OnReadEnd != nil {
+		s.opts.OnReadEnd(err)
+	}
 }
 
 // Err returns why reading ended (a *websocket.CloseError carries the
@@ -185,25 +208,31 @@ func (s *Stream) readObject(v any) error {
 				return err
 			}
 		}
-		typ, r, err := s.nextReader()
-		if err != nil {
-			return err
-		}
-		if s.opts.PingInterval > 0 {
-			s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
-		}
-		// The message's buffer is the stream's only while it is handled:
-		// an idle stream holds none.
-		buf := readBuffers.Get().(*bytes.Buffer)
-		err = s.handle(typ, r, buf, v)
-		if buf.Cap() <= keepBuffer { // a large message's buffer is not kept
-			buf.Reset()
-			readBuffers.Put(buf)
-		}
-		if err != errNext {
+		if err := s.readMessage(v); err != errNext {
 			return err
 		}
 	}
+}
+
+// readMessage reads and handles one message: errNext when it was handled
+// and the reads go on.
+func (s *Stream) readMessage(v any) error {
+	typ, r, err := s.nextReader()
+	if err != nil {
+		return err
+	}
+	if s.opts.PingInterval > 0 {
+		s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
+	}
+	// The message's buffer is the stream's only while it is handled:
+	// an idle stream holds none.
+	buf := readBuffers.Get().(*bytes.Buffer)
+	err = s.handle(typ, r, buf, v)
+	if buf.Cap() <= keepBuffer { // a large message's buffer is not kept
+		buf.Reset()
+		readBuffers.Put(buf)
+	}
+	return err
 }
 
 func (s *Stream) nextReader() (int, io.Reader, error) {
@@ -413,7 +442,11 @@ func (s *Stream) SendClose(code int, reason string) error {
 func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		restart := s.idle != nil && s.unpark(true) // before the descriptor is closed
 		err = s.ws.Close()
+		if restart { // a reader ends the reads with the closed socket's error
+			go s.serveRaw()
+		}
 		// Taking pingMu waits for a ping in progress; none starts after.
 		s.pingMu.Lock()
 		s.stopped = true
