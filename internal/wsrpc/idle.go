@@ -3,6 +3,7 @@ package wsrpc
 import (
 	"errors"
 	"net"
+	"time"
 )
 
 // An idle raw socket holds no goroutine (ServeRaw): its reader reads
@@ -26,11 +27,22 @@ func (s *Stream) ServeRaw() {
 	go s.serveRaw()
 }
 
-// serveRaw reads until the socket holds nothing, then parks it in the
-// poller and returns; the end of the reads goes to OnReadEnd.
+// serveRaw reads until the socket holds nothing, waits for more if it
+// read a message (until a keepalive ping finds it has read none since
+// the previous one: typing then starts no goroutine per keystroke, whose
+// start through the poller would cost context switches and CPU on the
+// keystroke's path), then parks the socket in the poller and returns.
+// The end of the reads goes to OnReadEnd.
 func (s *Stream) serveRaw() {
 	for {
-		err := s.readUntilIdle()
+		n, err := s.readUntilIdle()
+		if err == nil && n > 0 {
+			s.active.Store(true)
+			var more bool
+			if more, err = s.linger(); more {
+				continue
+			}
+		}
 		if err == nil {
 			var parked bool
 			if parked, err = s.park(); parked {
@@ -48,29 +60,75 @@ func (s *Stream) serveRaw() {
 	}
 }
 
+// linger waits for the socket to become readable: true when it did,
+// false when a keepalive ping woke it to park (idleCheck).
+func (s *Stream) linger() (bool, error) {
+	s.lingering.Store(true)
+	ok, err := s.fr.read(true)
+	s.lingering.Store(false)
+	if err != nil && s.woken(err) {
+		return false, nil
+	}
+	return ok, err
+}
+
+// idleCheck runs at each keepalive ping. A parked socket has no reader
+// waiting under its read deadline: one reads now, and ends the reads if
+// it passed. A reader that waits for more after a message, and has read
+// none since the previous ping, is woken to park the socket: its read
+// deadline is set in the past, which the reader tells from its real one
+// (woken).
+func (s *Stream) idleCheck() {
+	if s.unpark(false) {
+		go s.serveRaw()
+		return
+	}
+	if !s.active.Swap(false) && s.lingering.Load() {
+		s.ws.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// woken reports whether err is a timeout of a read on a ServeRaw stream
+// whose read deadline has not passed: idleCheck's wake-up, not the
+// peer's silence. The deadline is then set back.
+func (s *Stream) woken(err error) bool {
+	var ne net.Error
+	if s.idle == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	if d := s.readDeadline; !d.IsZero() && !time.Now().Before(d) {
+		return false
+	}
+	s.ws.SetReadDeadline(s.readDeadline)
+	return true
+}
+
 // errNoMessage: a RawText stream's message was taken as a JSON-RPC one
 // (cannot happen).
 var errNoMessage = errors.New("wsrpc: ServeRaw on a stream that decodes JSON-RPC")
 
 // readUntilIdle handles messages until the socket holds nothing (nil)
-// or the reads end (the error).
-func (s *Stream) readUntilIdle() error {
+// or the reads end (the error); n is how many messages it handled.
+func (s *Stream) readUntilIdle() (n int, err error) {
 	for {
 		if s.fr.err != nil {
-			return s.fr.err
+			return n, s.fr.err
 		}
 		if s.fr.bp == nil || s.fr.r == s.fr.w {
 			ok, err := s.fr.fillNow()
 			if err != nil || !ok {
-				return err
+				return n, err
 			}
 		}
 		switch err := s.readMessage(nil); err {
 		case errNext:
+			n++
+		case errIdle: // control frames only
+			return n, nil
 		case nil:
-			return errNoMessage
+			return n, errNoMessage
 		default:
-			return err
+			return n, err
 		}
 	}
 }

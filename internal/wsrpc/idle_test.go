@@ -109,7 +109,10 @@ func serveRaw(t *testing.T, p *Poller, ping time.Duration) (*websocket.Conn, <-c
 func TestServeRawParks(t *testing.T) {
 	var p Poller
 	defer p.Wait()
-	c, got, ended, _ := serveRaw(t, &p, 0)
+	// The pings make the reader park after each message; they go
+	// unanswered (a pong written between the pieces of case 2's frame
+	// would break it), and each message keeps the socket alive.
+	c, got, ended, _ := serveRaw(t, &p, 20*time.Millisecond)
 	parked := func() bool {
 		return len(readerStacks()) == 0 && strings.Count(goroutines(), "wsrpc.(*Stream).serveRaw(") == 0 &&
 			directBuffersOut.Load() == 0
@@ -148,6 +151,54 @@ func TestServeRawParks(t *testing.T) {
 	}
 	testutil.WaitFor(t, "the socket parked", parked)
 	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"))
+	if err := testutil.Recv(t, "the end of the reads", ended); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("reads ended with %v; want close 1000", err)
+	}
+}
+
+// A reader that read a message waits for the next, without keepalive
+// pings for good: typing starts no goroutine per keystroke. A control
+// frame (a ping, a pong answering the keepalive) is no message: the
+// socket parks again at once.
+func TestServeRawLingers(t *testing.T) {
+	var p Poller
+	defer p.Wait()
+	c, got, ended, _ := serveRaw(t, &p, 0)
+	readers := func() int { return strings.Count(goroutines(), "wsrpc.(*Stream).serveRaw(") }
+	testutil.WaitFor(t, "the socket parked", func() bool { return readers() == 0 })
+	pongs := make(chan string, 1)
+	c.SetPongHandler(func(d string) error { pongs <- d; return nil })
+	go func() { // ends with the socket
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	if err := c.WriteControl(websocket.PingMessage, []byte("idle?"), time.Now().Add(wait)); err != nil {
+		t.Fatal(err)
+	}
+	if d := testutil.Recv(t, "the pong", pongs); d != "idle?" {
+		t.Fatalf("pong %q", d)
+	}
+	testutil.WaitFor(t, "the socket parked after a ping", func() bool { return readers() == 0 })
+	if err := c.WriteMessage(websocket.BinaryMessage, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Recv(t, "a message", got)
+	testutil.WaitFor(t, "the reader waiting for more", func() bool {
+		return strings.Contains(goroutines(), "wsrpc.(*Stream).linger(")
+	})
+	for i := range 20 {
+		if err := c.WriteMessage(websocket.BinaryMessage, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Recv(t, "a message", got)
+		if n := readers(); n != 1 {
+			t.Fatalf("%d readers while the client types; want 1", n)
+		}
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 	if err := testutil.Recv(t, "the end of the reads", ended); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
 		t.Fatalf("reads ended with %v; want close 1000", err)
 	}

@@ -71,13 +71,24 @@ var errUnexpectedEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosur
 // fill reads at least one more byte into the buffer, waiting on the
 // poller (and its read deadline) while the socket holds nothing.
 func (f *frameReader) fill() error {
-	_, err := f.read(true)
-	return err
+	for {
+		_, err := f.read(true)
+		if err == nil || !f.s.woken(err) {
+			return err
+		}
+	}
 }
 
 // fillNow is fill without the waiting: false when the socket holds
 // nothing now (and no byte is held).
-func (f *frameReader) fillNow() (bool, error) { return f.read(false) }
+func (f *frameReader) fillNow() (bool, error) {
+	for {
+		ok, err := f.read(false)
+		if err == nil || !f.s.woken(err) {
+			return ok, err
+		}
+	}
+}
 
 func (f *frameReader) read(wait bool) (bool, error) {
 	if f.bp != nil && f.r == f.w {
@@ -188,9 +199,20 @@ func (f *frameReader) readPayload(p []byte) (int, error) {
 
 // nextFrame reads the next frame's header. Control frames are handled
 // here (their handling may end the reads); a data frame's type is
-// returned (continuation: 0) with its payload left to read.
-func (f *frameReader) nextFrame() (int, error) {
-	for {
+// returned (continuation: 0) with its payload left to read. With
+// between, it returns errIdle instead of waiting for a frame after a
+// control frame when the socket holds nothing more.
+func (f *frameReader) nextFrame(between bool) (int, error) {
+	for first := true; ; first = false {
+		if between && !first && (f.bp == nil || f.r == f.w) {
+			ok, err := f.fillNow()
+			if err != nil {
+				return 0, err
+			}
+			if !ok {
+				return 0, errIdle
+			}
+		}
 		h, err := f.need(2)
 		if err != nil {
 			return 0, err
@@ -353,13 +375,20 @@ func (f *frameReader) NextReader() (int, io.Reader, error) {
 			return 0, nil, err
 		}
 	}
-	typ, err := f.nextFrame()
+	typ, err := f.nextFrame(f.s.idle != nil)
+	if err == errIdle {
+		return 0, nil, err
+	}
 	if err != nil {
 		f.fail(err)
 		return 0, nil, err
 	}
 	return typ, f, nil
 }
+
+// errIdle: between messages, the socket holds nothing more to read after
+// the control frames handled (a stream served by ServeRaw).
+var errIdle = errors.New("wsrpc: nothing to read")
 
 func (f *frameReader) fail(err error) {
 	f.err = err
@@ -376,7 +405,7 @@ func (f *frameReader) Read(p []byte) (int, error) {
 			f.inMessage = false
 			return 0, io.EOF
 		}
-		typ, err := f.nextFrame()
+		typ, err := f.nextFrame(false)
 		if err != nil {
 			f.fail(err)
 			return 0, err

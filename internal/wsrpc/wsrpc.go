@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,6 +71,9 @@ type Options struct {
 	ReadDirect bool
 	// Idle, on a RawText stream with the direct reader, holds the socket
 	// while it has nothing to read, instead of a goroutine (ServeRaw).
+	// After a message the reader keeps waiting until a keepalive ping
+	// finds no message read since the previous one (without
+	// PingInterval, for good).
 	Idle *Poller
 }
 
@@ -100,6 +104,11 @@ type Stream struct {
 	parked   bool // the socket is in idle, and no goroutine reads it
 	parkedFD int
 	closing  bool // Close began: never parked again
+	// readDeadline is the socket's read deadline (zero: none), kept by
+	// setReadDeadline for the reading goroutine.
+	readDeadline time.Time
+	active       atomic.Bool // a message was read since the last ping
+	lingering    atomic.Bool // the reader waits for more after a message
 
 	errMu   sync.Mutex
 	readErr error // why the reads ended
@@ -139,7 +148,7 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	})
 	if opts.PingInterval > 0 {
 		deadline := func() time.Time { return time.Now().Add(2*opts.PingInterval + time.Second) }
-		ws.SetReadDeadline(deadline())
+		s.setReadDeadline(deadline())
 		ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
 		s.pingMu.Lock()
 		s.stopPing = opts.Clock.AfterFunc(opts.PingInterval, s.ping)
@@ -158,10 +167,8 @@ func (s *Stream) ping() {
 	if err := s.control(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
 		return
 	}
-	// A parked socket has no reader waiting under its read deadline: one
-	// reads now, and ends the reads if the deadline passed.
-	if s.idle != nil && s.unpark(false) {
-		go s.serveRaw()
+	if s.idle != nil {
+		s.idleCheck()
 	}
 	s.stopPing = s.opts.Clock.AfterFunc(s.opts.PingInterval, s.ping)
 }
@@ -222,7 +229,7 @@ func (s *Stream) readMessage(v any) error {
 		return err
 	}
 	if s.opts.PingInterval > 0 {
-		s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
+		s.setReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
 	}
 	// The message's buffer is the stream's only while it is handled:
 	// an idle stream holds none.
