@@ -115,6 +115,9 @@ func (s *Stream) readUntilIdle() (n int, err error) {
 			return n, s.fr.err
 		}
 		if s.fr.bp == nil || s.fr.r == s.fr.w {
+			if n > 0 {
+				return n, nil // linger's read looks first, without a read more here
+			}
 			ok, err := s.fr.fillNow()
 			if err != nil || !ok {
 				return n, err
