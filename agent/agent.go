@@ -67,7 +67,8 @@ type Options struct {
 	PingInterval time.Duration
 	// WriteTimeout disconnects a client that reads nothing for this long. Default 30s.
 	WriteTimeout time.Duration
-	// Clock measures the stall bound and the exit drain and paces
+	// Clock measures the stall bound, the exit drain and the retention
+	// of exited processes, and paces
 	// keepalive pings; nil is the real clock. Tests set a fake one.
 	Clock clock.Clock
 	// PortPollInterval is how often a ports.subscribe subscription reads

@@ -30,7 +30,7 @@ type manager struct {
 
 	mu      sync.Mutex
 	procs   map[string]*process
-	timers  map[string]*time.Timer
+	timers  map[string]func() bool // retention timers' stops
 	nextID  int
 	closing bool
 
@@ -43,7 +43,7 @@ func newManager(o *Options) *manager {
 		log:    o.Logger,
 		env:    o.Env,
 		procs:  make(map[string]*process),
-		timers: make(map[string]*time.Timer),
+		timers: make(map[string]func() bool),
 	}
 	m.reaper.wg = &m.wg
 	return m
@@ -161,7 +161,7 @@ func (m *manager) exited(p *process) {
 	if m.closing || m.opts.Retention < 0 {
 		return
 	}
-	m.timers[p.id] = time.AfterFunc(m.opts.Retention, func() { m.remove(p.id) })
+	m.timers[p.id] = clock.Or(m.opts.Clock).AfterFunc(m.opts.Retention, func() { m.remove(p.id) })
 }
 
 // evictOldestExitedLocked drops the exited process that ended first.
@@ -243,8 +243,8 @@ func (m *manager) remove(id string) error {
 }
 
 func (m *manager) removeLocked(id string) {
-	if t, ok := m.timers[id]; ok {
-		t.Stop()
+	if stop, ok := m.timers[id]; ok {
+		stop()
 		delete(m.timers, id)
 	}
 	delete(m.procs, id)
@@ -256,8 +256,8 @@ func (m *manager) removeLocked(id string) {
 func (m *manager) shutdown(ctx context.Context, grace time.Duration) {
 	m.mu.Lock()
 	m.closing = true
-	for id, t := range m.timers {
-		t.Stop()
+	for id, stop := range m.timers {
+		stop()
 		delete(m.timers, id)
 	}
 	ps := make([]proc.Target, 0, len(m.procs))

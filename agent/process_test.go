@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/porthole-dev/porthole/agent"
+	"github.com/porthole-dev/porthole/internal/clock/clocktest"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -81,7 +82,9 @@ func TestRunAsUser(t *testing.T) {
 }
 
 func TestInfoSamplesAndRetention(t *testing.T) {
-	ta := startAgent(t, agent.Options{Retention: 200 * time.Millisecond})
+	clk := clocktest.New()
+	const retention = time.Hour
+	ta := startAgent(t, agent.Options{Retention: retention, Clock: clk})
 	c := ta.dial(t)
 	ctx := ctxT(t)
 	var info protocol.ProcessInfo
@@ -112,19 +115,15 @@ func TestInfoSamplesAndRetention(t *testing.T) {
 	if err := c.Call(ctx, protocol.MethodWait, protocol.IDParams{ID: info.ID}, &w); err != nil || w.Signal != "KILL" || w.ExitedAt == nil {
 		t.Fatalf("wait = %+v, %v", w, err)
 	}
-	// Kept for the retention period, then forgotten.
-	for {
-		_, err := c.Get(ctx, info.ID)
-		if err != nil {
-			if !strings.Contains(err.Error(), "no process") {
-				t.Fatal(err)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("exited process not removed after its retention")
-		}
-		time.Sleep(20 * time.Millisecond)
+	// Kept for the retention period, measured by the agent's clock, then
+	// forgotten.
+	clk.WaitDue(t, retention, 1)
+	if _, err := c.Get(ctx, info.ID); err != nil {
+		t.Fatalf("exited process gone before its retention: %v", err)
+	}
+	clk.Advance(retention)
+	if _, err := c.Get(ctx, info.ID); err == nil || !strings.Contains(err.Error(), "no process") {
+		t.Fatalf("get after the retention = %v; want no process", err)
 	}
 }
 

@@ -17,7 +17,10 @@
 // agent's and the master's CPU time and context switches (/proc) to each
 // keystroke and each 32 KiB of output, and run gotty beside porthole
 // when it can be built from the Go module proxy (else its line says why
-// it was skipped). The older benchmarks serve the agent in this process
+// it was skipped). Beside the echo run two yardsticks of what any server
+// on the path costs (echofloor_test.go): bench/floor, a minimal Go
+// WebSocket terminal server, and socat relaying raw TCP to a PTY (C, no
+// WebSocket; skipped when socat is not installed). The older benchmarks serve the agent in this process
 // and talk to it through the Go client; they remain as diagnostics.
 //
 // The benchmarks time their own work (medians of interleaved inner

@@ -546,6 +546,8 @@ func BenchmarkUserEcho(b *testing.B) {
 		gs.open = g.open
 	}
 	sides = append(sides, gs)
+	fl, so := floorEcho(ctx, b, "sh", "-c", echoCmd), socatEcho(b, echoCmd)
+	sides = append(sides, fl, so)
 	for _, sd := range sides {
 		sd.cpu = make([]spread, len(sd.watch))
 		sd.ctxsw = make([]spread, len(sd.watch))
@@ -592,6 +594,17 @@ func BenchmarkUserEcho(b *testing.B) {
 	if gs.skipped == "" {
 		m["gotty_p50_µs"], m["gotty_p99_µs"] = gs.p50.med(), gs.p99.med()
 		m["gotty_cpu_µs/key"], m["gotty_ctxsw/key"] = gs.cpu[0].med(), gs.ctxsw[0].med()
+	}
+	for _, y := range []struct {
+		sd  *echoSide
+		key string
+	}{{fl, "floor"}, {so, "socat"}} {
+		if y.sd.skipped == "" {
+			m[y.key+"_p50_µs"], m[y.key+"_p99_µs"] = y.sd.p50.med(), y.sd.p99.med()
+			m[y.key+"_cpu_µs/key"], m[y.key+"_ctxsw/key"] = y.sd.cpu[0].med(), y.sd.ctxsw[0].med()
+			b.Logf("porthole agent / %s: echo p50 %.2f, p99 %.2f", y.sd.name,
+				direct.p50.med()/y.sd.p50.med(), direct.p99.med()/y.sd.p99.med())
+		}
 	}
 	report(b, m)
 	verdict(b, "agent echo p50 / bare PTY p50", direct.p50.med()/raw.p50.med(), "<=", 2.2)
