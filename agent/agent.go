@@ -19,6 +19,7 @@ import (
 
 	"github.com/porthole-dev/porthole/internal/clock"
 	"github.com/porthole-dev/porthole/internal/proc"
+	"github.com/porthole-dev/porthole/internal/wsrpc"
 	"github.com/porthole-dev/porthole/protocol"
 )
 
@@ -147,6 +148,9 @@ type Agent struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	connSeq uint64
+	// idle holds the raw attach sockets that have nothing to read, with
+	// one goroutine for all of them (wsrpc.ServeRaw).
+	idle wsrpc.Poller
 
 	// extRoutes are the extensions' routes, built once by New.
 	extRoutes map[string]http.Handler
@@ -272,6 +276,7 @@ func (a *Agent) Shutdown(ctx context.Context, grace time.Duration) {
 	// Connections first: once they are gone nothing can add work for the
 	// processes; then the processes and their goroutines.
 	a.connWG.Wait()
+	a.idle.Wait() // nothing is parked once the sessions ended
 	a.procs.shutdown(ctx, grace)
 }
 

@@ -98,6 +98,23 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 		s.finish(err)
 		return
 	}
+	// Running from the start: a wake-up while the view opens (the pump
+	// may write at once, the session may end) only asks the first loop
+	// to look again.
+	av := &attachView{s: s}
+	av.state.Store(viewRunning)
+	// The session's end wakes the view: its own cancel does, and the
+	// agent's shutdown through that cancel. Not context.AfterFunc on the
+	// session's context, which would give every idle session a done
+	// channel and a map of its context's children (about 0.5 KiB); the
+	// agent's context has both already. The cancel comes first, so the
+	// woken view sees the session ended.
+	cancel := s.cancel
+	s.cancel = func(cause error) {
+		cancel(cause)
+		av.wake()
+	}
+	av.stopCtx = context.AfterFunc(a.ctx, func() { s.cancel(context.Cause(a.ctx)) })
 	opts := a.streamOptions(onInput)
 	opts.RawText = raw
 	// Keystrokes read without waking the runtime's monitor thread
@@ -105,8 +122,6 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	opts.ReadDirect = true
 	// The end of the client's reads ends the session.
 	opts.OnReadEnd = func(error) { s.cancel(errClientClosed) }
-	s.stream = wsrpc.New(ws, opts)
-
 	var (
 		sk       sink = frameSink{s}
 		readDone <-chan struct{}
@@ -115,10 +130,17 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 		sk = rawSink{s}
 		done := make(chan struct{})
 		readDone = done
-		go func() { // owned by runAttach, which waits for readDone
-			defer close(done)
-			s.stream.ReadObject(nil) // returns only when the socket ends
-		}()
+		opts.OnReadEnd = func(error) {
+			s.cancel(errClientClosed)
+			close(done) // the reads are over: endAttach waits for it
+		}
+		// While the client sends nothing, no goroutine waits for its
+		// socket: the agent's poller does (wsrpc.ServeRaw).
+		opts.Idle = &a.idle
+	}
+	s.stream = wsrpc.New(ws, opts)
+	if raw {
+		s.stream.ServeRaw() // until the socket ends
 	} else {
 		s.conn = jsonrpc2.NewConn(context.WithoutCancel(s.ctx), s.stream, s, jsonrpc2.SetLogger(quietLogger{s.log}))
 		readDone = s.conn.DisconnectNotify()
@@ -126,12 +148,10 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	// The handler returns now, so net/http's goroutine and buffers are
 	// released; the viewer runs on a goroutine of its own while it has
 	// something to send.
-	av := &attachView{s: s, readDone: readDone}
-	// Running from the start: a wake-up while the view opens (the pump
-	// may write at once) only asks the first loop to look again.
-	av.state.Store(viewRunning)
+	av.readDone = readDone
 	v, err := openView(s.ctx, p, offs, sk, av.wake, hold)
 	if err != nil { // the offsets were checked: cannot happen
+		av.stopCtx()
 		go s.endAttach(err, readDone)
 		return
 	}
@@ -139,7 +159,6 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, s *session) 
 	if hold {
 		p.releaseStartHold() // this viewer holds the output now
 	}
-	av.stopCtx = context.AfterFunc(s.ctx, av.wake)
 	go av.loop()
 }
 

@@ -386,32 +386,67 @@ func pipeFull(pid int) bool {
 	return err == nil && n >= 64<<10
 }
 
-// An idle attached terminal costs two goroutines: its socket's reader and
-// its pump. Its viewer runs on none while the pump serves it, and no
-// goroutine waits for the process's exit (one reaper waits for all).
+// An idle attached terminal costs one goroutine: its pump. Its viewer
+// runs on none while the pump serves it, no goroutine waits for the
+// process's exit (one reaper waits for all), and none for its raw
+// socket while the client sends nothing (one poller waits for all). A
+// line typed into a parked socket still reaches the process, and its
+// answer the viewer (wsrpc's tests park it again after typing).
 func TestIdleAttachedSessionGoroutines(t *testing.T) {
 	ta := startAgent(t, agent.Options{})
 	c := ta.dial(t)
 	const n = 20
-	for range n {
+	var last *viewer
+	for i := range n {
+		argv := []string{"sleep", "3600"}
+		if i == n-1 {
+			argv = []string{"sh", "-c", "read line; echo got $line; exec sleep 3600"}
+		}
 		var info protocol.ProcessInfo
-		if err := c.Call(ctxT(t), protocol.MethodStart, protocol.StartParams{Argv: []string{"sleep", "3600"}, TTY: true}, &info); err != nil {
+		if err := c.Call(ctxT(t), protocol.MethodStart, protocol.StartParams{Argv: argv, TTY: true}, &info); err != nil {
 			t.Fatal(err)
 		}
-		newViewer(t, "idle", ta.url+"/v1/processes/"+info.ID+"/attach", false, nil, websocket.DefaultDialer)
+		last = newViewer(t, "idle", ta.url+"/v1/processes/"+info.ID+"/attach", false, nil, websocket.DefaultDialer)
 	}
 	count := func(fn string) int {
 		var b bytes.Buffer
 		pprof.Lookup("goroutine").WriteTo(&b, 2)
 		return strings.Count(b.String(), fn)
 	}
-	testutil.WaitFor(t, "idle viewers parked", func() bool {
-		return count("agent.(*attachView).loop") == 0 && count("agent.pump(") == n
-	})
+	idle := func() bool {
+		return count("agent.(*attachView).loop") == 0 && count("agent.pump(") == n &&
+			count("wsrpc.(*Stream).serveRaw(") == 0 && count("wsrpc.(*Stream).ReadObject(") == 2 && // the control socket's two ends
+			count("wsrpc.(*Poller).run(") == 1
+	}
+	testutil.WaitFor(t, "idle viewers and sockets parked", idle)
 	if got := count("os/exec.(*Cmd).Wait") + count("agent.waitReady"); got != 0 {
 		t.Fatalf("%d goroutines wait for a process; want 0", got)
 	}
 	if got := count("agent.(*reaper).run("); got != 1 {
 		t.Fatalf("%d reapers; want 1", got)
+	}
+	// A line typed into a parked socket reaches the process, and its
+	// answer comes back.
+	msgs := make(chan []byte, 16)
+	go func() { // ends when the test's cleanup closes the socket
+		defer close(msgs)
+		for {
+			_, msg, err := last.ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			msgs <- msg
+		}
+	}()
+	if err := last.ws.WriteMessage(websocket.BinaryMessage, []byte("hello\r")); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for !bytes.Contains(got, []byte("got hello")) {
+		msg := testutil.Recv(t, "the answer to a typed line", msgs)
+		if msg == nil {
+			t.Fatalf("read %q, then the socket ended", got)
+		}
+		got = append(got, msg...)
 	}
 }

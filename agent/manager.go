@@ -102,7 +102,7 @@ func (m *manager) start(sp protocol.StartParams) (*process, error) {
 	m.nextID++
 	p := &process{
 		id: strconv.Itoa(m.nextID), name: sp.Name, argv: argv, cwd: sp.Cwd, user: sp.User, tty: sp.TTY,
-		child: c, pid: c.cmd.Process.Pid, startedAt: time.Now(), size: size, done: make(chan struct{}),
+		child: c, pid: c.process.Pid, startedAt: time.Now(), size: size, done: make(chan struct{}),
 	}
 	ro := ring.Options{Max: m.opts.RingBytes, Stall: m.opts.StallTimeout, Clock: m.opts.Clock, OnDemote: func() { m.stats.stalls.Add(1) }}
 	p.out[protocol.Stdout] = ring.New(ro)

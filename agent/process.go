@@ -99,13 +99,19 @@ func (p *process) Output(s protocol.Stream) *ring.Buffer {
 // once the process exited (rp tells), the waiter. wg is the manager's.
 func (p *process) run(wg *sync.WaitGroup, rp *reaper, clk clock.Clock, drain time.Duration, onDone func()) {
 	var pumps sync.WaitGroup
-	srcs := map[protocol.Stream]*os.File{protocol.Stdout: p.child.master}
+	// By stream, nil where none: an array, not a map, since the waiter
+	// keeps it for the process's life.
+	var srcs [3]*os.File
+	srcs[protocol.Stdout] = p.child.master
 	pool := &ttyBufs
 	if !p.tty {
-		srcs = map[protocol.Stream]*os.File{protocol.Stdout: p.child.stdout, protocol.Stderr: p.child.stderr}
+		srcs[protocol.Stdout], srcs[protocol.Stderr] = p.child.stdout, p.child.stderr
 		pool = &pipeBufs
 	}
 	for s, f := range srcs {
+		if f == nil {
+			continue
+		}
 		pumps.Add(1)
 		wg.Go(func() {
 			defer pumps.Done()
@@ -113,13 +119,12 @@ func (p *process) run(wg *sync.WaitGroup, rp *reaper, clk clock.Clock, drain tim
 		})
 	}
 	waiter := func() {
-		cmd := p.child.cmd
-		err := cmd.Wait()
+		state, err := p.child.process.Wait()
 		p.mu.Lock()
 		p.exited = true
 		p.exitedAt = time.Now()
-		if cmd.ProcessState != nil {
-			p.status, _ = cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if state != nil {
+			p.status, _ = state.Sys().(syscall.WaitStatus)
 		} else if err != nil {
 			p.status = syscall.WaitStatus(255 << 8)
 		}
@@ -133,13 +138,17 @@ func (p *process) run(wg *sync.WaitGroup, rp *reaper, clk clock.Clock, drain tim
 		// held a pump back.
 		stopDrain := clk.AfterFunc(drain, func() {
 			for _, f := range srcs {
-				f.SetReadDeadline(time.Unix(1, 0))
+				if f != nil {
+					f.SetReadDeadline(time.Unix(1, 0))
+				}
 			}
 		})
 		pumps.Wait()
 		stopDrain()
 		for _, f := range srcs {
-			f.Close()
+			if f != nil {
+				f.Close()
+			}
 		}
 		if p.child.stdin != nil {
 			p.child.stdin.Close()

@@ -27,7 +27,12 @@ type spawnSpec struct {
 
 // child is a started process and the agent's ends of its stdio.
 type child struct {
+	// cmd is the started command, kept only until done: then process.
 	cmd *exec.Cmd
+	// process is the started child, for its pid and its Wait. The
+	// exec.Cmd that started it is not kept: its stdio are *os.File, so its
+	// Wait would only add Process.Wait's result to it.
+	process *os.Process
 	// master is the PTY master (TTY mode): stdin and stdout at once.
 	master *os.File
 	// stdin, stdout, stderr are the agent's pipe ends (pipe mode).
@@ -38,8 +43,9 @@ type child struct {
 }
 
 // done fills in what the agent keeps of a started child, and drops what
-// it does not need once the child runs: its environment, a copy of the
-// agent's, would cost every session a kilobyte or more.
+// it does not need once the child runs: the exec.Cmd, with its argv,
+// environment (a copy of the agent's: a kilobyte or more) and attributes,
+// which every idle session would otherwise keep.
 func (c *child) done() *child {
 	f := c.master
 	if f == nil {
@@ -48,7 +54,8 @@ func (c *child) done() *child {
 	if rc, err := f.SyscallConn(); err == nil {
 		c.stdinRC = rc
 	}
-	c.cmd.Env = nil
+	c.process = c.cmd.Process
+	c.cmd = nil
 	return c
 }
 

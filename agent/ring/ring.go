@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +65,7 @@ type Buffer struct {
 	start    int64  // oldest retained offset
 	end      int64  // next offset to be written
 	closed   bool
-	readers  map[*Reader]struct{}
+	readers  []*Reader     // a slice: one or two, mostly; a map would cost more
 	waiting  bool          // the writer waits for space
 	space    chan struct{} // cap 1: a paced reader advanced or left, or a stall bound passed
 	stopped  chan struct{} // closed by Stop: a blocked Write returns
@@ -107,7 +108,6 @@ func New(o Options) *Buffer {
 		stall:    o.Stall,
 		onDemote: o.OnDemote,
 		clock:    clock.Or(o.Clock),
-		readers:  make(map[*Reader]struct{}),
 		space:    make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 	}
@@ -196,7 +196,7 @@ func (b *Buffer) writeChunk(p []byte) error {
 	off := b.end
 	b.appendLocked(p)
 	ds := b.deliveries[:0]
-	for r := range b.readers {
+	for _, r := range b.readers {
 		if r.direct != nil && r.off == off {
 			// Handed to the writer and caught up: deliver below, without
 			// the lock. dmu makes Undirect and Close wait for it.
@@ -252,7 +252,7 @@ func (b *Buffer) blockedLocked(n int64) (wait time.Duration, timed, blocked bool
 		return 0, false, false
 	}
 	var now time.Time
-	for r := range b.readers {
+	for _, r := range b.readers {
 		if !r.paced || r.off >= newStart {
 			continue
 		}
@@ -340,7 +340,7 @@ func (b *Buffer) CloseWrite() {
 		return
 	}
 	b.closed = true
-	for r := range b.readers {
+	for _, r := range b.readers {
 		r.signal()
 	}
 }
@@ -400,7 +400,7 @@ func (b *Buffer) newReader(off int64, follower, hold bool) (*Reader, error) {
 		return nil, fmt.Errorf("offset %d is beyond the end of the stream (%d bytes so far)", off, b.end)
 	}
 	r := &Reader{b: b, notify: make(chan struct{}, 1), off: off, paced: !follower, follower: follower, hold: hold}
-	b.readers[r] = struct{}{}
+	b.readers = append(b.readers, r)
 	r.signal()
 	return r, nil
 }
@@ -537,7 +537,15 @@ func (r *Reader) Close() {
 	r.closed = true
 	r.direct = nil
 	r.isDirect.Store(false)
-	delete(b.readers, r)
+	if i := slices.Index(b.readers, r); i >= 0 {
+		last := len(b.readers) - 1
+		b.readers[i] = b.readers[last]
+		b.readers[last] = nil
+		b.readers = b.readers[:last]
+		if last == 0 {
+			b.readers = nil
+		}
+	}
 	if b.waiting {
 		b.wake()
 	}

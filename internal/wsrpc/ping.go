@@ -36,6 +36,14 @@ func (s *Stream) AckPings(ack func() error) {
 // to send something, when the stream keeps alive.
 func (s *Stream) extendReadDeadline() {
 	if s.opts.PingInterval > 0 {
-		s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
+		s.setReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
 	}
+}
+
+// setReadDeadline sets the socket's read deadline, and remembers it for
+// a reader that lingers (idle.go). Only the reading goroutine calls it,
+// once the stream is made.
+func (s *Stream) setReadDeadline(t time.Time) {
+	s.readDeadline = t
+	s.ws.SetReadDeadline(t)
 }

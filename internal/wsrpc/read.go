@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -35,6 +36,10 @@ const directBuffer = 4 << 10
 // directBuffers are shared by every direct reader; a reader holds one
 // only while it holds bytes not yet consumed, so an idle socket holds none.
 var directBuffers = sync.Pool{New: func() any { b := make([]byte, directBuffer); return &b }}
+
+// directBuffersOut counts the direct readers' buffers taken and not given
+// back: none while every socket is idle (tests).
+var directBuffersOut atomic.Int64
 
 // frameReader reads one stream's client frames. Only the reading
 // goroutine uses it.
@@ -66,6 +71,26 @@ var errUnexpectedEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosur
 // fill reads at least one more byte into the buffer, waiting on the
 // poller (and its read deadline) while the socket holds nothing.
 func (f *frameReader) fill() error {
+	for {
+		_, err := f.read(true)
+		if err == nil || !f.s.woken(err) {
+			return err
+		}
+	}
+}
+
+// fillNow is fill without the waiting: false when the socket holds
+// nothing now (and no byte is held).
+func (f *frameReader) fillNow() (bool, error) {
+	for {
+		ok, err := f.read(false)
+		if err == nil || !f.s.woken(err) {
+			return ok, err
+		}
+	}
+}
+
+func (f *frameReader) read(wait bool) (bool, error) {
 	if f.bp != nil && f.r == f.w {
 		f.r, f.w = 0, 0
 	}
@@ -78,6 +103,7 @@ func (f *frameReader) fill() error {
 	err := f.rc.Read(func(fd uintptr) bool {
 		if f.bp == nil {
 			f.bp = directBuffers.Get().(*[]byte)
+			directBuffersOut.Add(1)
 			f.r, f.w = 0, 0
 		}
 		n, rerr = readNow(fd, (*f.bp)[f.w:])
@@ -88,26 +114,50 @@ func (f *frameReader) fill() error {
 			if f.r == f.w { // nothing held: wait without a buffer
 				f.release()
 			}
-			return false
+			return !wait
 		}
 		return true
 	})
 	if err != nil { // the deadline, or closed
-		return err
+		return false, err
+	}
+	if rerr == syscall.EAGAIN { // only when not waiting
+		return false, nil
 	}
 	if rerr != nil {
-		return &os.SyscallError{Syscall: "read", Err: rerr}
+		return false, &os.SyscallError{Syscall: "read", Err: rerr}
 	}
 	if n == 0 {
-		return errUnexpectedEOF
+		return false, errUnexpectedEOF
 	}
 	f.w += n
+	return true, nil
+}
+
+// wait waits until the socket holds a byte to read, unless some are
+// buffered already, and reads what it holds. It is called between
+// messages from the read loop's own frame: an idle socket's goroutine
+// parks there, a few frames deep, instead of in NextReader and
+// nextFrame, whose frames (their control-frame and skip buffers) would
+// make it park beyond a goroutine's starting 2 KiB of stack; a goroutine
+// whose stack grew keeps it while it lives (the runtime halves a stack
+// only when a quarter of it is more than enough). An error ends the reads
+// as it would have in NextReader.
+func (f *frameReader) wait() error {
+	if f.err != nil || (f.bp != nil && f.r < f.w) {
+		return nil // NextReader returns the error, or decodes what is held
+	}
+	if err := f.fill(); err != nil {
+		f.fail(err)
+		return err
+	}
 	return nil
 }
 
 func (f *frameReader) release() {
 	if f.bp != nil {
 		directBuffers.Put(f.bp)
+		directBuffersOut.Add(-1)
 		f.bp = nil
 	}
 }
@@ -149,9 +199,20 @@ func (f *frameReader) readPayload(p []byte) (int, error) {
 
 // nextFrame reads the next frame's header. Control frames are handled
 // here (their handling may end the reads); a data frame's type is
-// returned (continuation: 0) with its payload left to read.
-func (f *frameReader) nextFrame() (int, error) {
-	for {
+// returned (continuation: 0) with its payload left to read. With
+// between, it returns errIdle instead of waiting for a frame after a
+// control frame when the socket holds nothing more.
+func (f *frameReader) nextFrame(between bool) (int, error) {
+	for first := true; ; first = false {
+		if between && !first && (f.bp == nil || f.r == f.w) {
+			ok, err := f.fillNow()
+			if err != nil {
+				return 0, err
+			}
+			if !ok {
+				return 0, errIdle
+			}
+		}
 		h, err := f.need(2)
 		if err != nil {
 			return 0, err
@@ -314,13 +375,20 @@ func (f *frameReader) NextReader() (int, io.Reader, error) {
 			return 0, nil, err
 		}
 	}
-	typ, err := f.nextFrame()
+	typ, err := f.nextFrame(f.s.idle != nil)
+	if err == errIdle {
+		return 0, nil, err
+	}
 	if err != nil {
 		f.fail(err)
 		return 0, nil, err
 	}
 	return typ, f, nil
 }
+
+// errIdle: between messages, the socket holds nothing more to read after
+// the control frames handled (a stream served by ServeRaw).
+var errIdle = errors.New("wsrpc: nothing to read")
 
 func (f *frameReader) fail(err error) {
 	f.err = err
@@ -337,7 +405,7 @@ func (f *frameReader) Read(p []byte) (int, error) {
 			f.inMessage = false
 			return 0, io.EOF
 		}
-		typ, err := f.nextFrame()
+		typ, err := f.nextFrame(false)
 		if err != nil {
 			f.fail(err)
 			return 0, err

@@ -329,26 +329,48 @@ func TestReadDirectTruncated(t *testing.T) {
 }
 
 // A peer silent past the keepalive's deadline is disconnected: the
-// direct reader waits on the poller under the socket's read deadline.
+// direct reader waits on the poller under the socket's read deadline; a
+// socket parked in a Poller (ServeRaw) has no reader waiting, and each
+// ping looks.
 func TestReadDirectDeadline(t *testing.T) {
-	ended := make(chan error, 1)
-	c := serve(t, func(ws *websocket.Conn) {
-		s := New(ws, Options{ReadDirect: true, RawText: true, PingInterval: 10 * time.Millisecond, OnBinary: func([]byte) error { return nil }})
-		defer s.Close()
-		ended <- s.ReadObject(nil)
-	})
-	c.SetPingHandler(func(string) error { return nil }) // never answer
-	go func() {
-		for {
-			if _, _, err := c.ReadMessage(); err != nil {
-				return
+	for _, parked := range []bool{false, true} {
+		t.Run(fmt.Sprint("parked=", parked), func(t *testing.T) {
+			var p Poller
+			defer p.Wait()
+			ended := make(chan error, 1)
+			c := serve(t, func(ws *websocket.Conn) {
+				opts := Options{ReadDirect: true, RawText: true, PingInterval: 10 * time.Millisecond, OnBinary: func([]byte) error { return nil }}
+				if !parked {
+					s := New(ws, opts)
+					defer s.Close()
+					ended <- s.ReadObject(nil)
+					return
+				}
+				done := make(chan struct{})
+				opts.Idle = &p
+				opts.OnReadEnd = func(err error) {
+					ended <- err
+					close(done)
+				}
+				s := New(ws, opts)
+				defer s.Close()
+				s.ServeRaw()
+				<-done
+			})
+			c.SetPingHandler(func(string) error { return nil }) // never answer
+			go func() {
+				for {
+					if _, _, err := c.ReadMessage(); err != nil {
+						return
+					}
+				}
+			}()
+			err := testutil.Recv(t, "the end of the reads", ended)
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("reads ended with %v; want a timeout", err)
 			}
-		}
-	}()
-	err := testutil.Recv(t, "the end of the reads", ended)
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("reads ended with %v; want a timeout", err)
+		})
 	}
 }
 

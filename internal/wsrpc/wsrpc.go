@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -68,6 +69,12 @@ type Options struct {
 	// accepted and refused, without waking the runtime's monitor thread
 	// on every message. Elsewhere (TLS, a tunnel stream) it is ignored.
 	ReadDirect bool
+	// Idle, on a RawText stream with the direct reader, holds the socket
+	// while it has nothing to read, instead of a goroutine (ServeRaw).
+	// After a message the reader keeps waiting until a keepalive ping
+	// finds no message read since the previous one (without
+	// PingInterval, for good).
+	Idle *Poller
 }
 
 // Stream is a jsonrpc2.ObjectStream over a WebSocket.
@@ -90,6 +97,18 @@ type Stream struct {
 	ack func() error // AckPings's, for fr
 
 	closeOnce sync.Once
+
+	// ServeRaw's (idle.go).
+	idle     *Poller // nil: a goroutine reads
+	idleMu   sync.Mutex
+	parked   bool // the socket is in idle, and no goroutine reads it
+	parkedFD int
+	closing  bool // Close began: never parked again
+	// readDeadline is the socket's read deadline (zero: none), kept by
+	// setReadDeadline for the reading goroutine.
+	readDeadline time.Time
+	active       atomic.Bool // a message was read since the last ping
+	lingering    atomic.Bool // the reader waits for more after a message
 
 	errMu   sync.Mutex
 	readErr error // why the reads ended
@@ -114,6 +133,9 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	ws.SetReadLimit(opts.hardLimit())
 	if opts.ReadDirect && canReadDirect && s.raw != nil {
 		s.fr = newFrameReader(s, s.raw)
+		if opts.RawText {
+			s.idle = opts.Idle
+		}
 	}
 	// gorilla's own answers to pings and close frames, through the write
 	// lock (the defaults write past it).
@@ -126,7 +148,7 @@ func New(ws *websocket.Conn, opts Options) *Stream {
 	})
 	if opts.PingInterval > 0 {
 		deadline := func() time.Time { return time.Now().Add(2*opts.PingInterval + time.Second) }
-		ws.SetReadDeadline(deadline())
+		s.setReadDeadline(deadline())
 		ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
 		s.pingMu.Lock()
 		s.stopPing = opts.Clock.AfterFunc(opts.PingInterval, s.ping)
@@ -145,6 +167,9 @@ func (s *Stream) ping() {
 	if err := s.control(websocket.PingMessage, nil, time.Now().Add(s.opts.WriteTimeout)); err != nil {
 		return
 	}
+	if s.idle != nil {
+		s.idleCheck()
+	}
 	s.stopPing = s.opts.Clock.AfterFunc(s.opts.PingInterval, s.ping)
 }
 
@@ -154,17 +179,22 @@ func (s *Stream) ping() {
 func (s *Stream) ReadObject(v any) error {
 	err := s.readObject(v)
 	if err != nil {
-		s.errMu.Lock()
-		first := s.readErr == nil
-		if first {
-			s.readErr = err
-		}
-		s.errMu.Unlock()
-		if first && s.opts.OnReadEnd != nil {
-			s.opts.OnReadEnd(err)
-		}
+		s.readEnded(err)
 	}
 	return err
+}
+
+// readEnded records why the reads ended, and tells OnReadEnd the first time.
+func (s *Stream) readEnded(err error) {
+	s.errMu.Lock()
+	first := s.readErr == nil
+	if first {
+		s.readErr = err
+	}
+	s.errMu.Unlock()
+	if first && s.opts.OnReadEnd != nil {
+		s.opts.OnReadEnd(err)
+	}
 }
 
 // Err returns why reading ended (a *websocket.CloseError carries the
@@ -177,25 +207,39 @@ func (s *Stream) Err() error {
 
 func (s *Stream) readObject(v any) error {
 	for {
-		typ, r, err := s.nextReader()
-		if err != nil {
-			return err
+		if s.fr != nil {
+			// An idle socket waits here, in a shallow frame, not in the
+			// frame decoder: its goroutine then keeps the smallest stack
+			// (read.go, frameReader.wait).
+			if err := s.fr.wait(); err != nil {
+				return err
+			}
 		}
-		if s.opts.PingInterval > 0 {
-			s.ws.SetReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
-		}
-		// The message's buffer is the stream's only while it is handled:
-		// an idle stream holds none.
-		buf := readBuffers.Get().(*bytes.Buffer)
-		err = s.handle(typ, r, buf, v)
-		if buf.Cap() <= keepBuffer { // a large message's buffer is not kept
-			buf.Reset()
-			readBuffers.Put(buf)
-		}
-		if err != errNext {
+		if err := s.readMessage(v); err != errNext {
 			return err
 		}
 	}
+}
+
+// readMessage reads and handles one message: errNext when it was handled
+// and the reads go on.
+func (s *Stream) readMessage(v any) error {
+	typ, r, err := s.nextReader()
+	if err != nil {
+		return err
+	}
+	if s.opts.PingInterval > 0 {
+		s.setReadDeadline(time.Now().Add(2*s.opts.PingInterval + time.Second))
+	}
+	// The message's buffer is the stream's only while it is handled:
+	// an idle stream holds none.
+	buf := readBuffers.Get().(*bytes.Buffer)
+	err = s.handle(typ, r, buf, v)
+	if buf.Cap() <= keepBuffer { // a large message's buffer is not kept
+		buf.Reset()
+		readBuffers.Put(buf)
+	}
+	return err
 }
 
 func (s *Stream) nextReader() (int, io.Reader, error) {
@@ -405,7 +449,11 @@ func (s *Stream) SendClose(code int, reason string) error {
 func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		restart := s.idle != nil && s.unpark(true) // before the descriptor is closed
 		err = s.ws.Close()
+		if restart { // a reader ends the reads with the closed socket's error
+			go s.serveRaw()
+		}
 		// Taking pingMu waits for a ping in progress; none starts after.
 		s.pingMu.Lock()
 		s.stopped = true
