@@ -128,3 +128,42 @@ func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
 }
+
+// socatRelayEcho is the master hop's yardstick: the agent reached through
+// socat relaying TCP (one forked socat per connection, C, no parsing), so
+// that the echo the master adds can be read against what any relay
+// process adds: two more loopback hops and two more wake-ups per
+// keystroke.
+func socatRelayEcho(b *testing.B, s *stack, argv ...string) *echoSide {
+	sd := &echoSide{name: "porthole via socat relay"}
+	bin, err := exec.LookPath("socat")
+	if err != nil {
+		sd.skipped = "socat not installed (apt-get install socat)"
+		return sd
+	}
+	addr := testutil.FreeAddr(b)
+	cmd := exec.Command(bin, "TCP-LISTEN:"+portOf(addr)+",bind=127.0.0.1,reuseaddr,fork", "TCP:"+s.agent.addr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		sd.skipped = err.Error()
+		return sd
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	b.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	})
+	c, err := dialUntil(context.Background(), addr, exited)
+	if err != nil {
+		sd.skipped = fmt.Sprintf("socat relay: %v: %s", err, out.String())
+		return sd
+	}
+	c.Close()
+	sd.watch = []watched{{"agent", s.agent.cmd.Process.Pid}}
+	r := route{"http://" + addr, s.agentTok}
+	sd.open = func(ctx context.Context) (term, error) { return r.open(ctx, argv...) }
+	return sd
+}

@@ -547,7 +547,8 @@ func BenchmarkUserEcho(b *testing.B) {
 	}
 	sides = append(sides, gs)
 	fl, so := floorEcho(ctx, b, "sh", "-c", echoCmd), socatEcho(b, echoCmd)
-	sides = append(sides, fl, so)
+	relay := socatRelayEcho(b, s, "sh", "-c", echoCmd)
+	sides = append(sides, fl, so, relay)
 	for _, sd := range sides {
 		sd.cpu = make([]spread, len(sd.watch))
 		sd.ctxsw = make([]spread, len(sd.watch))
@@ -605,6 +606,11 @@ func BenchmarkUserEcho(b *testing.B) {
 			b.Logf("porthole agent / %s: echo p50 %.2f, p99 %.2f", y.sd.name,
 				direct.p50.med()/y.sd.p50.med(), direct.p99.med()/y.sd.p99.med())
 		}
+	}
+	if relay.skipped == "" {
+		m["relay_p50_µs"], m["relay_p99_µs"] = relay.p50.med(), relay.p99.med()
+		b.Logf("echo p50 added by the master %.1f µs, by a socat relay %.1f µs", via.p50.med()-direct.p50.med(),
+			relay.p50.med()-direct.p50.med())
 	}
 	report(b, m)
 	verdict(b, "agent echo p50 / bare PTY p50", direct.p50.med()/raw.p50.med(), "<=", 2.2)

@@ -340,6 +340,7 @@ func copyTo(st io.Writer, conn net.Conn) error {
 // read system call per chunk.
 func pollCopy(st io.Writer, conn net.Conn, rc syscall.RawConn) error {
 	bulk := false // the last read filled its buffer
+	write := writerFor(st)
 	for {
 		bp, n, err := readPolled(conn, rc, bulk)
 		if bp == nil {
@@ -347,7 +348,7 @@ func pollCopy(st io.Writer, conn net.Conn, rc syscall.RawConn) error {
 		}
 		bulk = n == len(*bp)
 		if n > 0 {
-			if _, werr := st.Write((*bp)[:n]); werr != nil {
+			if werr := write((*bp)[:n]); werr != nil {
 				err = werr
 			}
 		}

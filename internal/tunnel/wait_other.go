@@ -1,8 +1,9 @@
-//go:build !unix
+//go:build !linux
 
 package tunnel
 
 import (
+	"io"
 	"net"
 	"syscall"
 )
@@ -22,3 +23,11 @@ func readPolled(conn net.Conn, _ syscall.RawConn, bulk bool) (*[]byte, int, erro
 // idleOpen cannot look at the socket here: a dead spare fails its
 // request instead.
 func idleOpen(net.Conn) bool { return true }
+
+// writerFor returns w.Write: raw writes are for Unix sockets.
+func writerFor(w io.Writer) func([]byte) error {
+	return func(b []byte) error {
+		_, err := w.Write(b)
+		return err
+	}
+}
