@@ -807,12 +807,12 @@ func BenchmarkUserSessions(b *testing.B) {
 			reps = 1
 		}
 		for rep := range reps {
-			a, _, err := sessionsOnce(ctx, b, n, false)
+			a, _, err := sessionsOnce(ctx, b, n, false, false)
 			if err != nil {
 				b.Fatalf("%d sessions direct: %v", n, err)
 			}
 			direct[n].agent.add(a)
-			a, m, err := sessionsOnce(ctx, b, n, true)
+			a, m, err := sessionsOnce(ctx, b, n, true, false)
 			if err != nil {
 				b.Fatalf("%d sessions through the master: %v", n, err)
 			}
@@ -832,6 +832,18 @@ func BenchmarkUserSessions(b *testing.B) {
 				n, rep+1, direct[n].agent.xs[rep], via[n].agent.xs[rep], via[n].master.xs[rep])
 		}
 	}
+	// What 100 sessions keep once the heaps have grown (a diagnosis of
+	// the figure at 100, not judged): one rep each way.
+	wa, _, err := sessionsOnce(ctx, b, 100, false, true)
+	if err != nil {
+		b.Fatalf("100 sessions direct after a warm-up: %v", err)
+	}
+	wva, wvm, err := sessionsOnce(ctx, b, 100, true, true)
+	if err != nil {
+		b.Fatalf("100 sessions through the master after a warm-up: %v", err)
+	}
+	b.Logf("  100 idle sessions after a warm-up of 100 started and ended, KiB each: agent direct %.1f; through the master: agent %.1f, master %.1f",
+		wa, wva, wvm)
 	for _, n := range []int{100, idleSessions} {
 		b.Logf("%5d idle sessions, KiB each: agent direct %s; through the master: agent %s, master %s; gotty %s",
 			n, direct[n].agent.format("%.1f"), via[n].agent.format("%.1f"), via[n].master.format("%.1f"),
@@ -841,6 +853,7 @@ func BenchmarkUserSessions(b *testing.B) {
 		"agent_KiB/session_100": direct[100].agent.med(), "agent_KiB/session_1000": direct[idleSessions].agent.med(),
 		"master_KiB/session_100": via[100].master.med(), "master_KiB/session_1000": via[idleSessions].master.med(),
 		"via_agent_KiB/session_1000": via[idleSessions].agent.med(),
+		"warm_agent_KiB/session_100": wa, "warm_master_KiB/session_100": wvm,
 	}
 	if gottySkipped == "" {
 		m["gotty_KiB/session_1000"] = direct[idleSessions].gotty.med()
@@ -862,7 +875,13 @@ func orSkipped(s spread, skipped string) string {
 // sessionsOnce starts a fresh stack, opens n idle sessions directly or
 // through the master and returns the RSS growth per session (KiB) of the
 // agent and of the master (0 when direct).
-func sessionsOnce(ctx context.Context, b *testing.B, n int, withMaster bool) (agentKiB, masterKiB float64, err error) {
+//
+// With warm, n sessions are opened and ended first (their processes
+// killed and gone) before the figure is taken: the growth is then what
+// sessions keep once the agent's and the master's heaps have reached
+// their working size, without the one-time growth the first burst of
+// starts causes.
+func sessionsOnce(ctx context.Context, b *testing.B, n int, withMaster, warm bool) (agentKiB, masterKiB float64, err error) {
 	s, err := newStack(ctx, b, withMaster)
 	if err != nil {
 		return 0, 0, err
@@ -871,6 +890,11 @@ func sessionsOnce(ctx context.Context, b *testing.B, n int, withMaster bool) (ag
 	r := s.direct()
 	if withMaster {
 		r = s.viaMaster()
+	}
+	if warm {
+		if err := warmUp(ctx, s, r, n); err != nil {
+			return 0, 0, fmt.Errorf("warm-up: %w", err)
+		}
 	}
 	time.Sleep(500 * time.Millisecond) // let the start-up garbage be collected
 	a0, _, err := s.agent.rss(3, 200*time.Millisecond)
@@ -915,6 +939,25 @@ func sessionsOnce(ctx context.Context, b *testing.B, n int, withMaster bool) (ag
 		masterKiB = float64(m1-m0) / float64(n)
 	}
 	return agentKiB, masterKiB, nil
+}
+
+// warmUp opens n idle sessions on r and ends them: each process killed,
+// each socket closed, until the agent has no child left.
+func warmUp(ctx context.Context, s *stack, r route, n int) error {
+	terms, err := fanOut(ctx, n, func(ctx context.Context) (*rawTerm, error) {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return r.open(sctx, "sleep", "3600")
+	})
+	var wg sync.WaitGroup
+	for _, t := range terms {
+		wg.Go(func() { t.Close() })
+	}
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	return waitChildren(ctx, s.agent.cmd.Process.Pid, 0)
 }
 
 // portholeMaster is porthole-master's binary, built once per run.
