@@ -159,6 +159,11 @@ func (s *Session) DataConns() int {
 	return n
 }
 
+// DataRetries is how many requests were sent again over a stream because
+// their data connection failed, or stayed silent for the dial-back
+// timeout, before the agent answered.
+func (s *Session) DataRetries() int64 { return s.dataRetries.Load() }
+
 // Spares is how many idle data connections the session keeps dialled.
 func (s *Session) Spares() int {
 	s.dial.mu.Lock()

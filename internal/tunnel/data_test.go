@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,4 +369,59 @@ func TestDataConnPendingBound(t *testing.T) {
 		t.Fatalf("%d over data connections, %d over streams; want all %d over streams", m.viaData.Load(), m.viaStream.Load(), n)
 	}
 	testutil.WaitFor(t, "no id pending", func() bool { return tunnel.Settled(s) })
+}
+
+// A data connection that fails before the agent answers (closed by the
+// network, or silent: a spare a middlebox dropped without a word) costs
+// the client nothing: the master closes it and sends the request again
+// over a stream, once.
+func TestDataConnRetriedOnStream(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(w http.ResponseWriter, r *http.Request)
+	}{
+		{"closed before the answer", func(w http.ResponseWriter, _ *http.Request) {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		}},
+		// The master's wait for the answer is bounded by its dial-back
+		// timeout (the default, 5 s: a shorter one could also cut the
+		// dial-back itself short on a busy machine, and the request would
+		// go over a stream without a retry); the handler holds its
+		// request until the master gives up on it.
+		{"silent", func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := startMaster(t)
+			echo := echoAgent()
+			var first atomic.Bool
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/echo" && first.CompareAndSwap(false, true) {
+					tc.fail(w, r)
+					return
+				}
+				echo.ServeHTTP(w, r)
+			})
+			startTunnelAgent(t, m, agent.Options{}, tunnel.AgentOptions{Handler: h})
+			s := m.next(t)
+			ws, _ := dialProxied(t, m, "/echo", nil)
+			if _, _, err := ws.ReadMessage(); err != nil {
+				t.Fatal(err)
+			}
+			if err := ws.WriteMessage(websocket.BinaryMessage, []byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			if _, got, err := ws.ReadMessage(); err != nil || string(got) != "ping" {
+				t.Fatalf("echo: %q, %v", got, err)
+			}
+			if !first.Load() || s.DataRetries() != 1 || m.viaStream.Load() != 1 || m.viaData.Load() != 0 {
+				t.Fatalf("failed first: %v, retries %d, %d over streams, %d over data connections; want the one retry over a stream",
+					first.Load(), s.DataRetries(), m.viaStream.Load(), m.viaData.Load())
+			}
+			ws.Close()
+			testutil.WaitFor(t, "the failed data connection closed", func() bool { return s.DataConns() == 0 })
+		})
+	}
 }

@@ -35,7 +35,10 @@ type Session struct {
 	conn      *muxConn
 	transport *http.Transport
 	violation atomic.Bool // the agent opened a stream
-	dial      dialState   // data connections (data.go)
+	// dataRetries counts requests sent again over a stream after their
+	// data connection failed before the agent answered.
+	dataRetries atomic.Int64
+	dial        dialState // data connections (data.go)
 }
 
 // AcceptOptions configure AcceptWith. Zero values mean the documented

@@ -137,22 +137,20 @@ func (s *Session) proxyUpgrade(w http.ResponseWriter, r *http.Request, prefix st
 		out.Header.Set("User-Agent", "") // not Go's default
 	}
 
-	// A data connection the agent dials back (data.go), or else a stream
-	// of the tunnel.
-	var st net.Conn
-	dc, err := s.dialBack(r.Context())
-	s.noteDial(err == nil, err)
-	if err == nil {
-		st = dc
-	} else {
-		ys, err := s.ys.OpenStream()
-		if err != nil {
-			http.Error(w, s.closedError(err).Error(), http.StatusBadGateway)
-			return
-		}
-		st = ys
+	st, resp, br, err := s.exchange(r, out)
+	if br != nil {
+		defer func() {
+			br.Reset(nil)
+			handshakeReaders.Put(br)
+		}()
 	}
-	conn, err := s.switchProtocols(w, r, st, out, typ)
+	if err != nil {
+		if r.Context().Err() == nil {
+			http.Error(w, s.closedError(err).Error(), http.StatusBadGateway)
+		}
+		return
+	}
+	conn, err := s.switchProtocols(w, st, resp, br, typ)
 	if err != nil {
 		st.Close()
 		return
@@ -168,27 +166,68 @@ func (s *Session) proxyUpgrade(w http.ResponseWriter, r *http.Request, prefix st
 	copyBoth(conn, st)
 }
 
-// switchProtocols sends req through st (a stream or a data
-// connection), passes the agent's answer on and,
-// when it is a 101, hijacks the client's connection and returns it, with
-// the bytes either side sent behind its headers passed on. Otherwise it
-// has answered the client and returns an error.
-func (s *Session) switchProtocols(w http.ResponseWriter, r *http.Request, st net.Conn, req *http.Request, typ string) (net.Conn, error) {
-	// The client may go away during the handshake: end it then.
-	stop := context.AfterFunc(r.Context(), func() { st.Close() })
-	resp, br, err := handshake(st, req)
-	if br != nil {
-		defer func() {
+// exchange sends req to the agent and reads its answer: over a data
+// connection the agent dials back (data.go), or else over a stream of
+// the tunnel. A data connection that fails before the agent answers, or
+// does not answer within the dial-back timeout (a spare a middlebox
+// dropped without a word), is closed and the request sent again over a
+// stream, once: a client is not refused for a connection it never saw.
+// On success st carries the switched protocol; br holds what the agent
+// sent behind its answer (the caller returns it to handshakeReaders).
+func (s *Session) exchange(r *http.Request, req *http.Request) (st net.Conn, resp *http.Response, br *bufio.Reader, err error) {
+	dc, err := s.dialBack(r.Context())
+	if err == nil {
+		if resp, br, err = s.roundTrip(r, dc, req, s.dial.timeout); err == nil {
+			s.noteDial(true, nil)
+			return dc, resp, br, nil
+		}
+		dc.Close()
+		if br != nil {
 			br.Reset(nil)
 			handshakeReaders.Put(br)
-		}()
+			br = nil
+		}
+		if r.Context().Err() != nil {
+			return nil, nil, nil, err
+		}
+		err = fmt.Errorf("data connection failed before the agent answered: %w", err)
+		s.dataRetries.Add(1)
+	}
+	s.noteDial(false, err)
+	ys, err := s.ys.OpenStream()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if resp, br, err = s.roundTrip(r, ys, req, 0); err != nil {
+		ys.Close()
+		return nil, nil, br, err
+	}
+	return ys, resp, br, nil
+}
+
+// roundTrip writes req to st and reads the agent's answer, within limit
+// when it is not 0; the client going away ends it.
+func (s *Session) roundTrip(r *http.Request, st net.Conn, req *http.Request, limit time.Duration) (*http.Response, *bufio.Reader, error) {
+	stop := context.AfterFunc(r.Context(), func() { st.Close() })
+	if limit > 0 {
+		st.SetDeadline(time.Now().Add(limit))
+	}
+	resp, br, err := handshake(st, req)
+	if limit > 0 {
+		st.SetDeadline(time.Time{})
 	}
 	if !stop() || err != nil {
-		if r.Context().Err() == nil {
-			http.Error(w, s.closedError(err).Error(), http.StatusBadGateway)
-		}
-		return nil, fmt.Errorf("tunnel: handshake: %w", errors.Join(err, r.Context().Err()))
+		return resp, br, fmt.Errorf("tunnel: handshake: %w", errors.Join(err, r.Context().Err()))
 	}
+	return resp, br, nil
+}
+
+// switchProtocols passes the agent's answer resp (read from st, with br
+// holding what followed it) on and, when it is a 101, hijacks the
+// client's connection and returns it, with the bytes either side sent
+// behind its headers passed on. Otherwise it has answered the client and
+// returns an error.
+func (s *Session) switchProtocols(w http.ResponseWriter, st net.Conn, resp *http.Response, br *bufio.Reader, typ string) (net.Conn, error) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		if got := upgradeType(resp.Header); !strings.EqualFold(got, typ) {
 			err := fmt.Errorf("the agent switched to protocol %q when %q was asked", got, typ)
