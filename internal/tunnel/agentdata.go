@@ -197,9 +197,11 @@ func (d *dataServer) dial(ctx context.Context, id string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// ctx bounds the handshakes below too.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	conn, err = d.handshake(ctx, conn, id)
+	// ctx bounds the handshakes below too: through the socket itself,
+	// which handshake may wrap (TLS) while the deadline is being set.
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	conn, err = d.handshake(ctx, raw, id)
 	if !stop() && err == nil {
 		conn.Close()
 		return nil, context.Cause(ctx)
